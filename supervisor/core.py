@@ -481,6 +481,8 @@ class _Step:
         if s.state != State.STANDBY or s.shutting_down:
             return
         if ev.version != s.seen:
+            self.log("lease_seen", "debug", holder=ev.holder, epoch=ev.version.epoch,
+                     free=ev.free, expired=ev.expired)
             s.seen = ev.version
             s.seen_since = self.now
         if ev.mine:

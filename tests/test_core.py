@@ -153,7 +153,7 @@ def test_failed_renewals_stop_then_kill_by_the_deadlines() -> None:
     acts = d.feed(NodeExited(returncode=None, signal=9, runtime=1.3, killed_by="stop"), W - M)
     assert d.state.epoch is None
     # A release is still owed; the database is down, so it fails, and we contend again.
-    (release,) = of(ReleaseLease, acts)
+    (_release,) = of(ReleaseLease, acts)
     acts = d.feed(LeaseCallFailed("release", "timeout"), W)
     assert d.state.state == State.STANDBY
 
@@ -339,9 +339,9 @@ def test_handover_stops_releases_and_cools_down() -> None:
     d.tick_to(U)
     acts = d.feed(LeaseRenewed(sent_at=U, handover_requested=True), U + 0.01)
     assert "handover_requested" in d.events(acts)
-    (stop,) = of(StopNode, acts)
+    (_stop,) = of(StopNode, acts)
     acts = d.feed(NodeExited(0, None, 1.0), U + 0.2)
-    (rel,) = of(ReleaseLease, acts)
+    (_rel,) = of(ReleaseLease, acts)
     acts = d.feed(LeaseReleased(True), U + 0.21)
     assert "lease_released" in d.events(acts)
     assert d.state.state == State.COOLDOWN
@@ -354,7 +354,7 @@ def test_shutdown_stops_node_releases_and_exits_zero() -> None:
     (stop,) = of(StopNode, acts)
     assert isinstance(stop, StopNode) and stop.grace == pytest.approx(S)
     acts = d.feed(NodeExited(0, None, 0.1), 0.2)
-    (rel,) = of(ReleaseLease, acts)
+    (_rel,) = of(ReleaseLease, acts)
     acts = d.feed(LeaseReleased(True), 0.25)
     assert of(Exit, acts) == [Exit(0)]
 

@@ -1,0 +1,399 @@
+"""The daemon loop: feeds events to the pure core and carries out its actions.
+
+Contract: the loop never awaits a database call or a process operation itself.
+Every lease action runs as its own task that posts exactly one result event
+within the action's timeout (plus a small grace), and every node action is a
+non-blocking write to the guard. So a hung database or a slow node can never
+delay a fencing deadline; and if this process hangs anyway, the guard kills the
+node at the deadline it was last given.
+
+Signal handlers only enqueue events (SIGTERM/SIGINT -> ShutdownRequested).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psutil
+import structlog
+
+from supervisor import core
+from supervisor.config import Config
+from supervisor.core import (
+    AcquireLease,
+    Action,
+    Begin,
+    CoreState,
+    Event,
+    Exit,
+    KillNode,
+    LeaseAcquired,
+    LeaseCallFailed,
+    LeaseLost,
+    LeaseNotAcquired,
+    LeaseObserved,
+    LeaseReleased,
+    LeaseRenewed,
+    Log,
+    NodeExited,
+    NodePhase,
+    NodeStarted,
+    ObserveLease,
+    PeerReleased,
+    ReleaseLease,
+    RenewLease,
+    SeenVersion,
+    SetNodeDeadline,
+    ShutdownRequested,
+    StartNode,
+    StopNode,
+    Tick,
+    Timing,
+)
+from supervisor.http import HealthServer, StatusView
+from supervisor.lease import (
+    Identity,
+    LeaseSnapshot,
+    LeaseUnavailable,
+    LeaseVersion,
+    PostgresLeaseStore,
+    RenewResult,
+)
+from supervisor.metrics import Metrics
+from supervisor.node import NodeExit, NodeProcess
+from supervisor.sdnotify import SystemdNotifier
+
+LOOP_TURN = 0.5  # the loop turns at least this often (liveness, watchdog)
+CALL_GRACE = 1.0  # extra time a lease task gets beyond its own timeout before we give up on it
+
+log = structlog.get_logger("supervisor.daemon")
+
+
+class LeaseStore(Protocol):
+    """What the daemon needs of a lease store (PostgresLeaseStore in production)."""
+
+    async def ensure_schema(self, timeout: float) -> None: ...
+    async def observe(self, timeout: float) -> LeaseSnapshot: ...
+    async def acquire(self, expected: LeaseVersion | None, *,
+                      takeover_dead_pid: int | None = None, timeout: float) -> int | None: ...
+    async def renew(self, epoch: int, timeout: float) -> RenewResult | None: ...
+    async def release(self, epoch: int, timeout: float) -> bool: ...
+    async def listen(self, on_release: Callable[[], None]) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass
+class _NodeSlot:
+    """The current node run, and commands that arrived while it was still starting."""
+
+    process: NodeProcess | None = None
+    pending: list[Callable[[NodeProcess], None]] | None = None
+
+
+def observation(snapshot: LeaseSnapshot, identity: Identity) -> LeaseObserved:
+    """Translate a row into the core's terms; checks the recorded pid on this host."""
+    mine = snapshot.instance is not None and snapshot.instance == identity.instance
+    dead_pid: int | None = None
+    if (not mine and not snapshot.free and snapshot.holder == identity.machine_name
+            and snapshot.holder_host == identity.host and snapshot.holder_pid is not None
+            and snapshot.holder_pid != identity.pid and not _pid_alive(snapshot.holder_pid)):
+        dead_pid = snapshot.holder_pid
+    version = snapshot.version
+    return LeaseObserved(
+        version=SeenVersion(version.epoch, version.instance, version.renewed_at),
+        free=snapshot.free, expired=snapshot.expired, holder=snapshot.holder, mine=mine,
+        dead_predecessor_pid=dead_pid, exists=snapshot.exists,
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True  # cannot tell: assume alive (the safe answer)
+
+
+class Daemon:
+    """One supervisor. `run()` returns the process exit status."""
+
+    def __init__(self, config: Config, *, store: LeaseStore | None = None,
+                 identity: Identity | None = None, clock: Callable[[], float] = time.monotonic,
+                 notifier: SystemdNotifier | None = None) -> None:
+        self.config = config
+        self.timing = Timing.from_config(config)
+        self.identity = identity or Identity.for_this_process(config.lease.machine_name)
+        self.clock = clock
+        self.store: LeaseStore | None = store
+        if self.store is None and config.lease.enabled:
+            self.store = PostgresLeaseStore(config.database, self.identity,
+                                            config.lease.wait_interval)
+        self.notifier = notifier or SystemdNotifier()
+        self.state: CoreState = core.initial_state(config.lease.enabled)
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self.node = _NodeSlot()
+        self.metrics = Metrics()
+        self.health: HealthServer | None = None
+        self.schema_ready = False
+        self.exit_code: int | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.last_watchdog = 0.0
+        self.node_log = structlog.get_logger("node")
+
+    # ------------------------------------------------------------ main loop
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.events.put_nowait, ShutdownRequested(sig.name))
+        loop.add_signal_handler(signal.SIGHUP, lambda: log.info("sighup_ignored"))
+        self._start_health()
+        listener: asyncio.Task[None] | None = None
+        if self.store is not None:
+            listener = asyncio.create_task(
+                self.store.listen(lambda: self.events.put_nowait(PeerReleased())))
+        log.info("supervisor_started", machine_name=self.identity.machine_name,
+                 host=self.identity.host, pid=self.identity.pid,
+                 instance=self.identity.instance, lease=self.config.lease.enabled,
+                 update_interval=self.timing.update_interval,
+                 wait_interval=self.timing.wait_interval, margin=self.timing.margin,
+                 stop_timeout=self.timing.stop_timeout)
+        for warning in self.config.warnings:
+            log.warning("config_warning", message=warning)
+        self.notifier.ready(self._status_line())
+        try:
+            self._feed(Begin())
+            while self.exit_code is None:
+                wake = core.next_wakeup(self.state, self.timing)
+                timeout = LOOP_TURN
+                if wake is not None:
+                    timeout = min(LOOP_TURN, max(0.0, wake - self.clock()))
+                try:
+                    event: Event = await asyncio.wait_for(self.events.get(), timeout)
+                except TimeoutError:
+                    event = Tick()
+                self._feed(event)
+            return self.exit_code
+        finally:
+            await self._shutdown(listener)
+
+    def _feed(self, event: Event) -> None:
+        before = self.state.state
+        now = self.clock()
+        self.state, actions = core.step(self.state, event, now, self.timing)
+        for action in actions:
+            self._carry_out(action)
+        if self.state.state != before:
+            self.notifier.status(self._status_line())
+        self._after_turn(now)
+
+    def _after_turn(self, now: float) -> None:
+        interval = self.notifier.watchdog_interval()
+        if interval is not None and now - self.last_watchdog >= interval:
+            self.notifier.watchdog()
+            self.last_watchdog = now
+        self._publish_status(now)
+
+    # ------------------------------------------------------------ actions
+
+    def _carry_out(self, action: Action) -> None:
+        match action:
+            case Log(event=name, level=level, fields=fields):
+                getattr(log, level)(name, **dict(fields))
+            case ObserveLease() | AcquireLease() | RenewLease() | ReleaseLease():
+                self._spawn(self._lease_call(action))
+            case StartNode():
+                self._spawn(self._run_node(action))
+            case SetNodeDeadline(kill_deadline=deadline):
+                self._with_node(lambda p: p.set_deadline(deadline))
+            case StopNode(grace=grace):
+                self._with_node(lambda p: p.stop(grace))
+            case KillNode():
+                self._with_node(lambda p: p.kill())
+            case Exit(code=code):
+                self.exit_code = code
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _with_node(self, command: Callable[[NodeProcess], None]) -> None:
+        if self.node.process is not None:
+            command(self.node.process)
+        elif self.node.pending is not None:
+            self.node.pending.append(command)
+
+    # ------------------------------------------------------------ lease calls
+
+    async def _lease_call(self, action: ObserveLease | AcquireLease | RenewLease | ReleaseLease
+                          ) -> None:
+        """Posts exactly one result event, within the action's timeout plus CALL_GRACE."""
+        kind: core.LeaseOpKind = {
+            ObserveLease: "observe", AcquireLease: "acquire", RenewLease: "renew",
+            ReleaseLease: "release",
+        }[type(action)]  # type: ignore[assignment]
+        sent_at = self.clock()
+        task = asyncio.create_task(self._lease_request(action, sent_at))
+        done, _ = await asyncio.wait({task}, timeout=action.timeout + CALL_GRACE)
+        if not done:
+            task.cancel()
+            self.events.put_nowait(LeaseCallFailed(kind, "timeout (store overran its bound)"))
+            return
+        try:
+            event = task.result()
+        except LeaseUnavailable as e:
+            event = LeaseCallFailed(kind, str(e))
+        except Exception as e:
+            log.exception("lease_call_error", op=kind)
+            event = LeaseCallFailed(kind, f"{type(e).__name__}: {e}")
+        self._count(kind, event)
+        self.events.put_nowait(event)
+
+    async def _lease_request(self, action: ObserveLease | AcquireLease | RenewLease
+                             | ReleaseLease, sent_at: float) -> Event:
+        store = self.store
+        assert store is not None
+        if not self.schema_ready:
+            await store.ensure_schema(action.timeout)
+            self.schema_ready = True
+        match action:
+            case ObserveLease(timeout=timeout):
+                snap = await store.observe(timeout)
+                return observation(snap, self.identity)
+            case AcquireLease(expected=expected, takeover_dead_pid=dead_pid, timeout=timeout):
+                version = None if expected is None else LeaseVersion(
+                    expected.epoch, expected.instance, expected.renewed_at)  # type: ignore[arg-type]
+                epoch = await store.acquire(version, takeover_dead_pid=dead_pid, timeout=timeout)
+                if epoch is None:
+                    return LeaseNotAcquired()
+                return LeaseAcquired(epoch=epoch, sent_at=sent_at)
+            case RenewLease(epoch=epoch, timeout=timeout):
+                result = await store.renew(epoch, timeout)
+                if result is None:
+                    return LeaseLost()
+                return LeaseRenewed(sent_at=sent_at, handover_requested=result.handover_requested)
+            case ReleaseLease(epoch=epoch, timeout=timeout):
+                return LeaseReleased(await store.release(epoch, timeout))
+        raise AssertionError(action)
+
+    def _count(self, kind: str, event: Event) -> None:
+        m = self.metrics
+        if kind == "renew":
+            if isinstance(event, LeaseRenewed):
+                m.lease_renewals_total.inc()
+            else:
+                m.lease_renewal_failures_total.inc()
+        elif kind == "acquire" and isinstance(event, LeaseAcquired):
+            m.lease_acquisitions_total.inc()
+
+    # ------------------------------------------------------------ the node
+
+    async def _run_node(self, action: StartNode) -> None:
+        """Start one node run through a guard; posts NodeStarted (unless it failed to
+        spawn) and then exactly one NodeExited."""
+        self.node = _NodeSlot(process=None, pending=[])
+        started_at = self.clock()
+        try:
+            process = await NodeProcess.start(
+                self.config.node, epoch=action.epoch, machine_name=self.identity.machine_name,
+                kill_deadline=action.kill_deadline, on_output=self._node_output)
+        except Exception as e:
+            log.exception("node_start_error")
+            self.node = _NodeSlot()
+            self.events.put_nowait(NodeExited(returncode=127, signal=None,
+                                              runtime=self.clock() - started_at,
+                                              killed_by=f"start failed: {e}"))
+            return
+        pending = self.node.pending or []
+        self.node = _NodeSlot(process=process)
+        for command in pending:
+            command(process)
+        if process.pid is not None:
+            self.events.put_nowait(NodeStarted(process.pid))
+        result: NodeExit = await process.wait()
+        if self.node.process is process:
+            self.node = _NodeSlot()
+        if result.spawn_error:
+            log.error("node_spawn_failed", error=result.spawn_error)
+        self.events.put_nowait(NodeExited(returncode=result.returncode, signal=result.signal,
+                                          runtime=result.runtime, killed_by=result.killed_by))
+
+    def _node_output(self, stream: str, line: str) -> None:
+        self.node_log.info("node_output", stream=stream, line=line)
+
+    # ------------------------------------------------------------ status
+
+    def _status_line(self) -> str:
+        s = self.state
+        parts = [f"state={s.state}"]
+        if s.epoch is not None:
+            parts.append(f"epoch={s.epoch}")
+        if s.node_pid is not None:
+            parts.append(f"node_pid={s.node_pid}")
+        return " ".join(parts)
+
+    def status_view(self, now: float) -> StatusView:
+        s = self.state
+        held = s.epoch is not None
+        extra: dict[str, object] = {"restarts": s.restarts, "instance": self.identity.instance,
+                                    "host": self.identity.host}
+        if s.renewed_sent_at is not None:
+            extra["last_renewal_age"] = round(now - s.renewed_sent_at, 3)
+        kill_at = core.kill_deadline(s, self.timing)
+        if kill_at is not None:
+            extra["kill_deadline_in"] = round(kill_at - now, 3)
+        return StatusView(
+            state=str(s.state), machine_name=self.identity.machine_name,
+            holder=self.identity.machine_name if held else s.holder, epoch=s.epoch,
+            node_pid=s.node_pid, lease_held=held, node_running=s.node is NodePhase.RUNNING,
+            lease_enabled=s.lease_enabled, last_loop_turn=now, extra=extra)
+
+    def _publish_status(self, now: float) -> None:
+        view = self.status_view(now)
+        if self.health is not None:
+            self.health.update(view)
+        self.metrics.update(view)
+
+    def _start_health(self) -> None:
+        h = self.config.health
+        if not h.enabled:
+            return
+        self.health = HealthServer(h.host, h.port, liveness_timeout=max(5.0, 4 * LOOP_TURN),
+                                   registry=self.metrics.registry)
+        self.health.start()
+        log.info("health_listening", host=h.host, port=self.health.port)
+
+    # ------------------------------------------------------------ leaving
+
+    async def _shutdown(self, listener: asyncio.Task[None] | None) -> None:
+        """Bounded cleanup. If we leave with a node still running (a bug or an
+        exception), kill it: it must never run unguarded."""
+        self.notifier.stopping()
+        if self.node.process is not None and self.node.process.running:
+            log.error("node_killed_on_exit", pid=self.node.process.pid)
+            self.node.process.kill()
+            try:
+                await asyncio.wait_for(self.node.process.wait(), 5.0)
+            except TimeoutError:
+                log.error("node_kill_wait_timeout")
+        if listener is not None:
+            listener.cancel()
+        for task in list(self.tasks):
+            task.cancel()
+        if self.store is not None:
+            try:
+                await asyncio.wait_for(self.store.close(), 3.0)
+            except (TimeoutError, Exception):
+                log.warning("store_close_timeout")
+        if self.health is not None:
+            self.health.stop()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,225 @@
+"""The HTTP endpoint: `/health`, `/status`, `/liveness`, `/metrics`.
+
+Contract: serving HTTP never blocks the supervisor's asyncio loop. The server
+runs in daemon threads (`ThreadingHTTPServer`) and only ever reads an immutable
+`StatusView` that the loop replaces with `HealthServer.update()` (a single
+reference assignment, atomic under the GIL). No lock is shared with the loop;
+the only other shared state is the prometheus registry, whose metrics are
+thread-safe.
+
+- `GET /health`: 200 when this host should receive traffic, i.e. it holds the
+  lease and its node runs (or, with the lease disabled, the node runs); else 503.
+- `GET /status`: 200 with a JSON object (state, machine_name, holder, epoch,
+  node_pid, lease_held, node_running, lease_enabled, loop_age_seconds, extra
+  fields); 503 before the first `update()`.
+- `GET /liveness`: 200 while the loop turned less than `liveness_timeout`
+  seconds ago, else 503 (a hung loop). Before the first `update()` the
+  server's start counts as the last turn.
+- `GET /metrics`: prometheus text format from the registry.
+- `HEAD` on each of them: same status and headers, no body. Other paths: 404.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import prometheus_client
+from prometheus_client import CollectorRegistry
+
+_log = logging.getLogger(__name__)
+
+_JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class StatusView:
+    """What the loop knows, as of its last turn. Never mutated; replaced whole."""
+
+    state: str
+    machine_name: str
+    holder: str | None
+    epoch: int | None
+    node_pid: int | None
+    lease_held: bool
+    node_running: bool
+    lease_enabled: bool
+    last_loop_turn: float  # time.monotonic() of the loop's last turn
+    extra: Mapping[str, object] = field(default_factory=dict)  # restarts, renewal age, ...
+
+    @property
+    def healthy(self) -> bool:
+        """True when a load balancer should send traffic to this host."""
+        if self.lease_enabled:
+            return self.lease_held and self.node_running
+        return self.node_running
+
+
+class _Server(ThreadingHTTPServer):
+    """`host` may be IPv4 or IPv6 ("::" listens on both where the OS allows)."""
+
+    daemon_threads = True  # a stuck client never holds up shutdown
+    allow_reuse_address = True
+    owner: HealthServer
+
+    def __init__(self, address: tuple[str, int], family: socket.AddressFamily) -> None:
+        self.address_family = family  # read by TCPServer.__init__
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = 5.0  # per-connection socket timeout: slow clients cannot pin a thread
+    protocol_version = "HTTP/1.0"
+    server_version = "corda-ha-supervisor"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        self._respond(head=False)
+
+    def do_HEAD(self) -> None:
+        self._respond(head=True)
+
+    def _respond(self, *, head: bool) -> None:
+        try:
+            path = self.path.split("?", 1)[0]
+            status, ctype, body = self.server.owner._render(path)
+        except Exception:
+            _log.exception("http handler failed for %s", self.path)
+            status, ctype, body = (HTTPStatus.INTERNAL_SERVER_ERROR, _JSON,
+                                   b'{"error": "internal"}\n')
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+        except OSError:
+            pass  # client went away
+
+    def log_message(self, format: str, *args: Any) -> None:
+        _log.debug("http %s " + format, self.client_address[0], *args)
+
+
+def _json(status: int, obj: Mapping[str, object]) -> tuple[int, str, bytes]:
+    return status, _JSON, (json.dumps(obj, default=str) + "\n").encode()
+
+
+class HealthServer:
+    """HTTP endpoint on `host:port` (port 0: any free port, see `port`).
+
+    `liveness_timeout`: seconds without a loop turn after which `/liveness`
+    fails. `registry`: what `/metrics` serves (default: prometheus_client's
+    global registry). `start()` binds and serves in a daemon thread, raising
+    OSError if the address cannot be bound; `stop()` returns within about a
+    second and is idempotent.
+    """
+
+    def __init__(self, host: str, port: int, *, liveness_timeout: float,
+                 registry: CollectorRegistry | None = None) -> None:
+        self._host = host
+        self._port = port
+        self._liveness_timeout = liveness_timeout
+        self._registry = prometheus_client.REGISTRY if registry is None else registry
+        self._view: StatusView | None = None
+        self._created = time.monotonic()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port once started (useful with port 0), else the configured one."""
+        server = self._server
+        if server is not None:
+            return int(server.server_address[1])
+        return self._port
+
+    def update(self, view: StatusView) -> None:
+        """Publish a new snapshot (atomic reference swap; cheap, call every turn)."""
+        self._view = view
+
+    def start(self) -> None:
+        """Bind and start serving in a daemon thread. Raises OSError when the bind fails."""
+        if self._server is not None:
+            return
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        server = _Server((self._host, self._port), family)
+        server.owner = self
+        self._created = time.monotonic()
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                  name="health-http", daemon=True)
+        self._server = server
+        self._thread = thread
+        thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop serving and close the socket; waits at most about `timeout` seconds."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        self._server = None
+        self._thread = None
+        # shutdown() waits for serve_forever to notice; bound that wait.
+        stopper = threading.Thread(target=server.shutdown, name="health-http-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout)
+        thread.join(max(0.0, timeout / 2))
+        server.server_close()
+
+    # -- rendering (runs in handler threads) -----------------------------
+
+    def _render(self, path: str) -> tuple[int, str, bytes]:
+        view = self._view  # one read: everything below uses the same snapshot
+        if path == "/health":
+            return self._health(view)
+        if path == "/status":
+            return self._status(view)
+        if path == "/liveness":
+            return self._liveness(view)
+        if path == "/metrics":
+            return (HTTPStatus.OK, prometheus_client.CONTENT_TYPE_LATEST,
+                    prometheus_client.generate_latest(self._registry))
+        return _json(HTTPStatus.NOT_FOUND, {"error": "not found", "path": path})
+
+    def _health(self, view: StatusView | None) -> tuple[int, str, bytes]:
+        if view is None:
+            return _json(HTTPStatus.SERVICE_UNAVAILABLE, {"healthy": False, "state": "starting"})
+        body = {"healthy": view.healthy, "state": view.state, "epoch": view.epoch,
+                "lease_held": view.lease_held, "node_running": view.node_running}
+        return _json(HTTPStatus.OK if view.healthy else HTTPStatus.SERVICE_UNAVAILABLE, body)
+
+    def _status(self, view: StatusView | None) -> tuple[int, str, bytes]:
+        if view is None:
+            return _json(HTTPStatus.SERVICE_UNAVAILABLE, {"state": "starting"})
+        body: dict[str, object] = dict(view.extra)
+        body.update(
+            state=view.state,
+            machine_name=view.machine_name,
+            holder=view.holder,
+            epoch=view.epoch,
+            node_pid=view.node_pid,
+            lease_held=view.lease_held,
+            node_running=view.node_running,
+            lease_enabled=view.lease_enabled,
+            healthy=view.healthy,
+            loop_age_seconds=round(time.monotonic() - view.last_loop_turn, 3),
+        )
+        return _json(HTTPStatus.OK, body)
+
+    def _liveness(self, view: StatusView | None) -> tuple[int, str, bytes]:
+        last = self._created if view is None else view.last_loop_turn
+        age = time.monotonic() - last
+        alive = age < self._liveness_timeout
+        return _json(HTTPStatus.OK if alive else HTTPStatus.SERVICE_UNAVAILABLE,
+                     {"alive": alive, "loop_age_seconds": round(age, 3),
+                      "timeout_seconds": self._liveness_timeout})

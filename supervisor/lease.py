@@ -1,0 +1,653 @@
+"""The lease store: one row per lease name in a PostgreSQL table (design.md, "The lease").
+
+Contract, for every `PostgresLeaseStore` operation:
+
+- **Bounded.** Each call takes a `timeout` (seconds) that this module owns: the
+  call returns or raises within `timeout` (plus event-loop scheduling) even when
+  the network or the server hangs and even when psycopg's own cancellation would
+  block. Connecting is inside that bound. A call that runs out of time drops its
+  connection (the next call opens a fresh one) and raises `LeaseUnavailable`.
+- **One failure type.** Database unreachable, timed out or failing: the
+  connection is dropped and `LeaseUnavailable` is raised. Its message never
+  contains the password.
+- **Database clock only.** Every time comparison happens inside the SQL
+  statement with `clock_timestamp()`; host clocks are never compared.
+- **Atomic.** `acquire`, `renew` and `release` are single statements each; the
+  row cannot change between their check and their write.
+
+Rows are never deleted. `epoch` grows by one on every acquisition (new rows
+start at 1) and is the fencing token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
+
+from supervisor.config import DatabaseConfig
+
+__all__ = [
+    "NOTIFY_CHANNEL_DEFAULT",
+    "Identity",
+    "LeaseSnapshot",
+    "LeaseUnavailable",
+    "LeaseVersion",
+    "PostgresLeaseStore",
+    "RenewResult",
+    "read_snapshot",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[TupleRow]
+
+NOTIFY_CHANNEL_DEFAULT = "corda_ha_lease"
+
+# Background clean-up of an abandoned operation: first cancel, then (psycopg may
+# be trying to cancel the query server-side) a second cancel after this long,
+# which makes psycopg close the connection at once.
+_SECOND_CANCEL_AFTER = 0.3
+_REAP_GIVE_UP_AFTER = 3.0
+_LISTEN_BACKOFF_INITIAL = 0.1
+_LISTEN_BACKOFF_MAX = 2.0
+
+
+class LeaseUnavailable(Exception):
+    """The database was unreachable, too slow or failing; the connection was dropped.
+
+    Says nothing about who holds the lease. The message never contains the password.
+    `sqlstate` is the server's error code when the server answered with an error.
+    """
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who contends: the Corda `machineName`, this host, this process."""
+
+    machine_name: str
+    host: str
+    pid: int
+    instance: str  # uuid4 hex, new for every process
+
+    @classmethod
+    def for_this_process(cls, machine_name: str) -> Identity:
+        return cls(machine_name, socket.gethostname(), os.getpid(), uuid.uuid4().hex)
+
+
+@dataclass(frozen=True)
+class LeaseVersion:
+    """What `acquire(expected=...)` compares: the row must still be exactly this."""
+
+    epoch: int
+    instance: str | None
+    renewed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class LeaseSnapshot:
+    """The lease row as read at `db_now` (database clock). `exists` False: no row yet."""
+
+    lease_name: str
+    exists: bool
+    holder: str | None
+    holder_host: str | None
+    holder_pid: int | None
+    instance: str | None
+    epoch: int  # 0 when the row does not exist
+    acquired_at: datetime | None
+    renewed_at: datetime | None
+    expires_at: datetime | None
+    handover_requested_at: datetime | None
+    db_now: datetime
+    # holder set AND db_now > expires_at AND db_now > renewed_at + W (W of the reading store).
+    # Only half of the takeover rule: the contender must also have seen `version`
+    # unchanged for W on its own monotonic clock.
+    expired: bool
+
+    @property
+    def free(self) -> bool:
+        """No row, or released (holder NULL)."""
+        return not self.exists or self.holder is None
+
+    @property
+    def version(self) -> LeaseVersion:
+        return LeaseVersion(self.epoch, self.instance, self.renewed_at)
+
+
+@dataclass(frozen=True)
+class RenewResult:
+    handover_requested: bool
+
+
+def _scrub(text: str, password: str | None) -> str:
+    if password:
+        text = text.replace(password, "***")
+    return text
+
+
+def _connect_kwargs(db: DatabaseConfig, application_name: str) -> dict[str, Any]:
+    """libpq parameters: everything that bounds a call from the client or server side."""
+    op_ms = max(1, int(db.operation_timeout * 1000))
+    options = " ".join(
+        [
+            str(conninfo_to_dict(db.conninfo).get("options") or ""),
+            f"-c statement_timeout={op_ms}",
+            f"-c lock_timeout={op_ms}",
+            f"-c idle_in_transaction_session_timeout={max(op_ms * 2, 1000)}",
+        ]
+    ).strip()
+    kwargs: dict[str, Any] = {
+        "autocommit": True,
+        "prepare_threshold": None,  # safe behind pgbouncer in transaction mode
+        "connect_timeout": max(2, math.ceil(db.connect_timeout)),
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 2,
+        "tcp_user_timeout": max(1000, op_ms),
+        "options": options,
+        "application_name": application_name,
+    }
+    if db.user is not None:
+        kwargs["user"] = db.user
+    if db.password is not None:
+        kwargs["password"] = db.password
+    return kwargs
+
+
+class _Bounded:
+    """Runs coroutines under a timeout owned by us (see the module docstring).
+
+    An abandoned operation is cancelled in the background (twice if needed), and
+    kept referenced until it ends so it is not garbage-collected mid-flight.
+    `on_abandon()` forgets the operation's connection and returns it; it is
+    closed only once the operation has ended (closing a socket that a running
+    task still waits on could confuse the event loop's selector).
+    """
+
+    def __init__(self) -> None:
+        self.background: set[asyncio.Task[Any]] = set()
+
+    async def run(self, coro: Awaitable[T], timeout: float, what: str,
+                  on_abandon: Callable[[], Conn | None]) -> T:
+        task: asyncio.Task[T] = asyncio.ensure_future(coro)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, timeout))
+        except asyncio.CancelledError:
+            self.spawn(self._reap(task, on_abandon()))
+            raise
+        if not done:
+            self.spawn(self._reap(task, on_abandon()))
+            raise LeaseUnavailable(f"{what}: no answer from the database within {timeout:.3g} s")
+        return task.result()
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        t = asyncio.ensure_future(coro)
+        self.background.add(t)
+        t.add_done_callback(self._finished)
+
+    def _finished(self, t: asyncio.Task[Any]) -> None:
+        self.background.discard(t)
+        if not t.cancelled():
+            t.exception()  # retrieved: no "never retrieved" warning
+
+    async def _reap(self, task: asyncio.Task[Any], conn: Conn | None) -> None:
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=_SECOND_CANCEL_AFTER)
+        if not done:
+            # psycopg is trying to cancel server-side; a second cancellation makes
+            # it close the connection instead
+            task.cancel()
+            await asyncio.wait({task}, timeout=_REAP_GIVE_UP_AFTER)
+        if task.done():
+            if not task.cancelled():
+                task.exception()
+            self.close_in_background(conn)
+
+    def close_in_background(self, conn: Conn | None) -> None:
+        """Close `conn` in the background, bounded."""
+        if conn is None or conn.closed:
+            return
+
+        async def _close() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 1.0)
+            if not conn.closed:
+                with contextlib.suppress(Exception):
+                    conn.pgconn.finish()
+
+        self.spawn(_close())
+
+    async def drain(self, timeout: float) -> None:
+        if self.background:
+            await asyncio.wait(set(self.background), timeout=timeout)
+
+
+class _Sql:
+    """The statements, built once per table (identifiers via psycopg.sql)."""
+
+    def __init__(self, schema: str | None, table: str) -> None:
+        self.table = (
+            sql.Identifier(schema, table) if schema is not None else sql.Identifier(table)
+        )
+        self.qualified_name = f"{schema}.{table}" if schema is not None else table
+        t = self.table
+        self.create_schema = (
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+            if schema is not None else None
+        )
+        self.create_table = sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {} (
+                lease_name text PRIMARY KEY,
+                holder text,
+                holder_host text,
+                holder_pid integer,
+                instance text,
+                epoch bigint NOT NULL DEFAULT 0,
+                acquired_at timestamptz,
+                renewed_at timestamptz,
+                expires_at timestamptz,
+                handover_requested_at timestamptz
+            )"""
+        ).format(t)
+        self.observe = sql.SQL(
+            """SELECT l.lease_name IS NOT NULL, l.holder, l.holder_host, l.holder_pid,
+                      l.instance, coalesce(l.epoch, 0), l.acquired_at, l.renewed_at,
+                      l.expires_at, l.handover_requested_at, n.now,
+                      coalesce(l.holder IS NOT NULL AND n.now > l.expires_at
+                               AND n.now > l.renewed_at + %(w)s, false)
+               FROM (SELECT clock_timestamp() AS now) n
+               LEFT JOIN {} l ON l.lease_name = %(name)s"""
+        ).format(t)
+        # New rows start at epoch 1; the update path runs only when the row is
+        # still exactly `expected` AND (free OR expired by the DB clock OR our own
+        # dead predecessor on this host holds it).
+        self.acquire = sql.SQL(
+            """INSERT INTO {} AS l (lease_name, holder, holder_host, holder_pid, instance,
+                                    epoch, acquired_at, renewed_at, expires_at,
+                                    handover_requested_at)
+               SELECT %(name)s, %(holder)s, %(host)s, %(pid)s, %(instance)s,
+                      1, n.now, n.now, n.now + %(w)s, NULL
+               FROM (SELECT clock_timestamp() AS now) n
+               ON CONFLICT (lease_name) DO UPDATE SET
+                   holder = EXCLUDED.holder,
+                   holder_host = EXCLUDED.holder_host,
+                   holder_pid = EXCLUDED.holder_pid,
+                   instance = EXCLUDED.instance,
+                   epoch = l.epoch + 1,
+                   acquired_at = EXCLUDED.acquired_at,
+                   renewed_at = EXCLUDED.renewed_at,
+                   expires_at = EXCLUDED.expires_at,
+                   handover_requested_at = NULL
+               WHERE %(has_expected)s
+                 AND l.epoch = %(e_epoch)s
+                 AND l.instance IS NOT DISTINCT FROM %(e_instance)s::text
+                 AND l.renewed_at IS NOT DISTINCT FROM %(e_renewed)s::timestamptz
+                 AND (l.holder IS NULL
+                      OR (clock_timestamp() > l.expires_at
+                          AND clock_timestamp() > l.renewed_at + %(w)s)
+                      OR (%(dead_pid)s::integer IS NOT NULL
+                          AND l.holder = %(holder)s
+                          AND l.holder_host = %(host)s
+                          AND l.holder_pid = %(dead_pid)s::integer))
+               RETURNING l.epoch"""
+        ).format(t)
+        self.renew = sql.SQL(
+            """UPDATE {} AS l
+               SET renewed_at = n.now, expires_at = n.now + %(w)s
+               FROM (SELECT clock_timestamp() AS now) n
+               WHERE l.lease_name = %(name)s AND l.instance = %(instance)s
+                 AND l.epoch = %(epoch)s AND l.expires_at > n.now
+               RETURNING l.handover_requested_at IS NOT NULL"""
+        ).format(t)
+        self.release = sql.SQL(
+            """WITH r AS (
+                   UPDATE {} SET holder = NULL, holder_host = NULL, holder_pid = NULL,
+                                 instance = NULL, handover_requested_at = NULL,
+                                 expires_at = clock_timestamp()
+                   WHERE lease_name = %(name)s AND instance = %(instance)s
+                     AND epoch = %(epoch)s
+                   RETURNING lease_name)
+               SELECT pg_notify(%(channel)s, r.lease_name) FROM r"""
+        ).format(t)
+        self.request_handover = sql.SQL(
+            """UPDATE {} SET handover_requested_at =
+                   coalesce(handover_requested_at, clock_timestamp())
+               WHERE lease_name = %(name)s AND holder IS NOT NULL"""
+        ).format(t)
+
+
+def _snapshot(lease_name: str, row: tuple[Any, ...]) -> LeaseSnapshot:
+    (exists, holder, host, pid, instance, epoch, acquired, renewed, expires, handover,
+     now, expired) = row
+    return LeaseSnapshot(
+        lease_name=lease_name, exists=bool(exists), holder=holder, holder_host=host,
+        holder_pid=pid, instance=instance, epoch=int(epoch), acquired_at=acquired,
+        renewed_at=renewed, expires_at=expires, handover_requested_at=handover,
+        db_now=now, expired=bool(expired),
+    )
+
+
+def _schema_lock_key(qualified_name: str) -> int:
+    digest = hashlib.sha256(f"corda-ha-supervisor schema {qualified_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class PostgresLeaseStore:
+    """The lease `db.lease_name` in table `db.schema.db.table`, contended as `identity`.
+
+    `wait_interval` is W in seconds: a holder that stops renewing loses the lease
+    W after its last renewal (by the database clock). One connection for
+    operations (reopened on demand), one more while `listen` runs. See the module
+    docstring for the timeout and error contract shared by all operations.
+    """
+
+    def __init__(self, db: DatabaseConfig, identity: Identity, wait_interval: float) -> None:
+        if wait_interval <= 0:
+            raise ValueError("wait_interval must be positive")
+        self._db = db
+        self.identity = identity
+        self.wait_interval = wait_interval
+        self._w = timedelta(seconds=wait_interval)
+        self._sql = _Sql(db.schema, db.table)
+        self.notify_channel = db.table
+        self._kwargs = _connect_kwargs(db, f"corda-ha-supervisor/{identity.machine_name}")
+        self._conn: Conn | None = None
+        self._connect_lock = asyncio.Lock()
+        self._bounded = _Bounded()
+        self._closed = False
+        self.listen_health_interval = 2.0  # how often an idle LISTEN connection is checked
+
+    @property
+    def lease_name(self) -> str:
+        return self._db.lease_name
+
+    # -- operations -----------------------------------------------------------------------
+
+    async def ensure_schema(self, timeout: float) -> None:
+        """Create the schema and table if missing (idempotent).
+
+        Serialised by a transaction-scoped advisory lock, so supervisors starting
+        together never fail on each other's CREATE. Existing objects are only
+        looked up, so a role without CREATE privilege works once a DBA created them.
+        """
+
+        async def op(conn: Conn) -> None:
+            async with conn.transaction():
+                lock_key = _schema_lock_key(self._sql.qualified_name)
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+                if self._sql.create_schema is not None:
+                    cur = await conn.execute(
+                        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self._db.schema,)
+                    )
+                    if await cur.fetchone() is None:
+                        await conn.execute(self._sql.create_schema)
+                cur = await conn.execute(
+                    "SELECT to_regclass(%s)",
+                    (self._sql.table.as_string(conn),),
+                )
+                row = await cur.fetchone()
+                if row is None or row[0] is None:
+                    await conn.execute(self._sql.create_table)
+
+        await self._run("ensure_schema", op, timeout)
+
+    async def observe(self, timeout: float) -> LeaseSnapshot:
+        """Read the row and the database time in one statement."""
+
+        async def op(conn: Conn) -> LeaseSnapshot:
+            cur = await conn.execute(self._sql.observe, {"w": self._w, "name": self.lease_name})
+            row = await cur.fetchone()
+            assert row is not None
+            return _snapshot(self.lease_name, row)
+
+        return await self._run("observe", op, timeout)
+
+    async def acquire(self, expected: LeaseVersion | None, *,
+                      takeover_dead_pid: int | None = None, timeout: float) -> int | None:
+        """Take the lease in one atomic statement; the new epoch, or None if not taken.
+
+        Inserts the row (epoch 1) when it does not exist. Otherwise takes it only
+        when the row still equals `expected` (None: never) and it is free, or
+        expired by the database clock (past `expires_at` and `renewed_at + W`), or
+        held by this machine name on this host by `takeover_dead_pid` (the caller
+        has checked that pid is dead). The caller is responsible for the other
+        half of the expiry rule: pass `expected` only after seeing that version
+        unchanged for W on its own monotonic clock. On success the epoch is bumped,
+        `renewed_at` is now and `expires_at` is now + W.
+        """
+        me = self.identity
+        params: dict[str, Any] = {
+            "name": self.lease_name, "holder": me.machine_name, "host": me.host,
+            "pid": me.pid, "instance": me.instance, "w": self._w,
+            "has_expected": expected is not None,
+            "e_epoch": expected.epoch if expected is not None else 0,
+            "e_instance": expected.instance if expected is not None else None,
+            "e_renewed": expected.renewed_at if expected is not None else None,
+            "dead_pid": takeover_dead_pid,
+        }
+
+        async def op(conn: Conn) -> int | None:
+            cur = await conn.execute(self._sql.acquire, params)
+            row = await cur.fetchone()
+            return None if row is None else int(row[0])
+
+        return await self._run("acquire", op, timeout)
+
+    async def renew(self, epoch: int, timeout: float) -> RenewResult | None:
+        """Extend our lease to now + W (database clock). None: the lease is lost.
+
+        Succeeds only while this process (instance) holds `epoch` and the lease
+        has not expired (`expires_at` > now). Reports a pending handover request.
+        """
+        params = {"name": self.lease_name, "instance": self.identity.instance,
+                  "epoch": epoch, "w": self._w}
+
+        async def op(conn: Conn) -> RenewResult | None:
+            cur = await conn.execute(self._sql.renew, params)
+            row = await cur.fetchone()
+            return None if row is None else RenewResult(handover_requested=bool(row[0]))
+
+        return await self._run("renew", op, timeout)
+
+    async def release(self, epoch: int, timeout: float) -> bool:
+        """Give the lease up (holder cleared, epoch kept) and NOTIFY listeners, atomically.
+
+        False when this process no longer held `epoch` (nothing changed).
+        """
+        params = {"name": self.lease_name, "instance": self.identity.instance,
+                  "epoch": epoch, "channel": self.notify_channel}
+
+        async def op(conn: Conn) -> bool:
+            cur = await conn.execute(self._sql.release, params)
+            return await cur.fetchone() is not None
+
+        return await self._run("release", op, timeout)
+
+    async def request_handover(self, timeout: float) -> LeaseSnapshot:
+        """Ask the current holder to step down (sets `handover_requested_at` if held).
+
+        The holder sees it on its next renewal. Returns the row after the update.
+        An earlier, still pending request keeps its time.
+        """
+
+        async def op(conn: Conn) -> LeaseSnapshot:
+            await conn.execute(self._sql.request_handover, {"name": self.lease_name})
+            cur = await conn.execute(self._sql.observe, {"w": self._w, "name": self.lease_name})
+            row = await cur.fetchone()
+            assert row is not None
+            return _snapshot(self.lease_name, row)
+
+        return await self._run("request_handover", op, timeout)
+
+    async def listen(self, on_release: Callable[[], None]) -> None:
+        """Call `on_release()` for every release of this lease, until cancelled.
+
+        Uses its own connection (LISTEN). `on_release()` is also called each time
+        LISTEN is (re)established, because a release may have been missed while
+        not listening: treat it as "look at the lease now". The connection is
+        checked every `listen_health_interval` s; when it fails, it is reopened
+        with backoff (0.1 s doubling to 2 s). Never raises except CancelledError;
+        exceptions from `on_release` are logged and ignored.
+        """
+        backoff = _LISTEN_BACKOFF_INITIAL
+        while True:
+            connected: list[bool] = []
+            try:
+                await self._listen_once(on_release, connected)
+            except asyncio.CancelledError:
+                raise
+            except (psycopg.Error, OSError, LeaseUnavailable) as e:
+                log.debug("lease listener: %s; reconnecting in %.1f s",
+                          _scrub(str(e), self._db.password), backoff)
+            except Exception:  # never let the listener die
+                log.exception("lease listener failed; reconnecting in %.1f s", backoff)
+            if connected:
+                backoff = _LISTEN_BACKOFF_INITIAL  # it had worked: retry soon
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _LISTEN_BACKOFF_MAX)
+
+    async def _listen_once(self, on_release: Callable[[], None], connected: list[bool]) -> None:
+        """One LISTEN connection, until it fails (raises). Always closes it."""
+        op_timeout = self._db.operation_timeout
+        holder: list[Conn] = []
+
+        def forget() -> Conn | None:
+            return holder.pop() if holder else None
+
+        async def setup() -> Conn:
+            conn = await self._open()
+            holder.append(conn)
+            await conn.execute(
+                sql.SQL("LISTEN {}").format(sql.Identifier(self.notify_channel))
+            )
+            return conn
+
+        try:
+            conn = await self._bounded.run(
+                setup(), self._db.connect_timeout + op_timeout, "listen", forget
+            )
+            connected.append(True)
+            self._call(on_release)
+            while True:
+                # notifies() waits on an idle connection, so cancelling it
+                # returns at once; notifications that arrive during the health
+                # check are kept by psycopg for the next round.
+                async for n in conn.notifies(timeout=self.listen_health_interval):
+                    if n.payload == self.lease_name:
+                        self._call(on_release)
+                await self._bounded.run(
+                    conn.execute("SELECT 1"), op_timeout, "listen health check", forget
+                )
+        finally:
+            # after an abandoned call `holder` is empty: the reaper closes it
+            self._bounded.close_in_background(forget())
+
+    async def close(self) -> None:
+        """Close connections and wait (at most ~2 s) for abandoned calls. Never hangs."""
+        self._closed = True
+        conn, self._conn = self._conn, None
+        self._bounded.close_in_background(conn)
+        await self._bounded.drain(2.0)
+
+    # -- internals -------------------------------------------------------------------------
+
+    @staticmethod
+    def _call(cb: Callable[[], None]) -> None:
+        try:
+            cb()
+        except Exception:
+            log.exception("lease listener callback failed")
+
+    async def _open(self) -> Conn:
+        return await psycopg.AsyncConnection.connect(self._db.conninfo, **self._kwargs)
+
+    async def _connection(self) -> Conn:
+        async with self._connect_lock:
+            conn = self._conn
+            if conn is None or conn.closed or conn.broken:
+                self._conn = None
+                conn = await self._open()
+                if self._closed:
+                    self._bounded.close_in_background(conn)
+                    raise LeaseUnavailable("lease store closed")
+                self._conn = conn
+            return conn
+
+    def _forget(self, conn: Conn | None) -> Conn | None:
+        """Stop using `conn` (if it is still the current one); returns it."""
+        if conn is not None and self._conn is conn:
+            self._conn = None
+        return conn
+
+    def _drop(self, conn: Conn | None) -> None:
+        """Forget `conn` and close it in the background (no task may be using it)."""
+        self._bounded.close_in_background(self._forget(conn))
+
+    async def _run(self, what: str, op: Callable[[Conn], Awaitable[T]], timeout: float) -> T:
+        if self._closed:
+            raise LeaseUnavailable(f"{what}: lease store closed")
+        used: list[Conn] = []
+
+        async def attempt() -> T:
+            conn = await self._connection()
+            used.append(conn)
+            try:
+                return await op(conn)
+            except (psycopg.Error, OSError) as e:
+                self._drop(conn)
+                raise self._unavailable(what, e) from None
+
+        def abandon() -> Conn | None:
+            # forget the connection the operation was using, so the next call
+            # starts afresh (an abandoned connect never becomes current)
+            return self._forget(used[0]) if used else None
+
+        try:
+            return await self._bounded.run(attempt(), timeout, what, abandon)
+        except (psycopg.Error, OSError) as e:  # from connecting
+            raise self._unavailable(f"{what}: cannot connect", e) from None
+
+    def _unavailable(self, what: str, e: Exception) -> LeaseUnavailable:
+        sqlstate = e.sqlstate if isinstance(e, psycopg.Error) else None
+        text = _scrub(str(e), self._db.password).strip()
+        return LeaseUnavailable(f"{what}: {type(e).__name__}: {text}", sqlstate=sqlstate)
+
+
+async def read_snapshot(db: DatabaseConfig, wait_interval: float,
+                        timeout: float) -> LeaseSnapshot | None:
+    """One-shot read for `status`: the lease row, or None when there is no table or row.
+
+    Raises `LeaseUnavailable` when the database cannot be read within `timeout`.
+    """
+    store = PostgresLeaseStore(db, Identity.for_this_process("status"), wait_interval)
+    try:
+        try:
+            snap = await store.observe(timeout)
+        except LeaseUnavailable as e:
+            if e.sqlstate in ("42P01", "3F000"):  # undefined table / schema
+                return None
+            raise
+        return snap if snap.exists else None
+    finally:
+        await store.close()

@@ -1,0 +1,137 @@
+"""Prometheus metrics the daemon updates and `/metrics` serves.
+
+Contract: every method is cheap, non-blocking and thread-safe (prometheus
+metrics lock internally), so the loop calls them inline. Each `Metrics` owns a
+fresh `CollectorRegistry` unless one is given (so tests can create many), with
+the process and platform collectors (resident memory, CPU, fds) registered.
+
+Attributes are named after the exported metrics (`lease_renewals_total`, ...),
+so the daemon may also use them directly (`m.lease_renewals_total.inc()`).
+
+Metric names (all prefixed `corda_ha_`): `state` (enum), `lease_held`,
+`epoch`, `node_running`, `node_restarts_total`, `lease_renewals_total`,
+`lease_renewal_failures_total`, `lease_acquisitions_total`,
+`last_renewal_age_seconds` (computed at scrape time, so it keeps growing when
+the loop hangs; NaN before the first renewal).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Enum,
+    Gauge,
+    GCCollector,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+if TYPE_CHECKING:
+    from supervisor.http import StatusView
+
+STATES = ("starting", "standby", "active", "backoff", "stopping", "cooldown", "disabled")
+
+_NS = "corda_ha"
+
+
+class Metrics:
+    """The supervisor's metrics, registered in `self.registry`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *,
+                 machine_name: str | None = None, process_metrics: bool = True) -> None:
+        own = registry is None
+        self.registry = CollectorRegistry() if registry is None else registry
+        if own and process_metrics:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
+        r = self.registry
+        self.state = Enum("state", "Supervisor state.", namespace=_NS, states=list(STATES),
+                          registry=r)
+        self.lease_held = Gauge("lease_held", "1 while this host holds the lease.",
+                                namespace=_NS, registry=r)
+        self.epoch = Gauge("epoch", "Fencing epoch of the lease as last seen (NaN if none).",
+                           namespace=_NS, registry=r)
+        self.node_running = Gauge("node_running", "1 while the node process runs.",
+                                  namespace=_NS, registry=r)
+        self.node_restarts_total = Counter(
+            "node_restarts", "Node restarts after a crash.", namespace=_NS, registry=r)
+        self.lease_renewals_total = Counter(
+            "lease_renewals", "Successful lease renewals.", namespace=_NS, registry=r)
+        self.lease_renewal_failures_total = Counter(
+            "lease_renewal_failures", "Failed lease renewals (error, timeout, lost).",
+            namespace=_NS, registry=r)
+        self.lease_acquisitions_total = Counter(
+            "lease_acquisitions", "Lease acquisitions.", namespace=_NS, registry=r)
+        self.last_renewal_age_seconds = Gauge(
+            "last_renewal_age_seconds", "Seconds since the last successful renewal was sent.",
+            namespace=_NS, registry=r)
+        self.last_renewal_age_seconds.set_function(self._renewal_age)
+        self._last_renewal: float | None = None
+        self._restarts_seen = 0
+        self.epoch.set(math.nan)
+        self.state.state("starting")
+        if machine_name is not None:
+            Info("supervisor", "Static facts about this supervisor.", namespace=_NS,
+                 registry=r).info({"machine_name": machine_name})
+
+    def _renewal_age(self) -> float:
+        last = self._last_renewal
+        return math.nan if last is None else max(0.0, time.monotonic() - last)
+
+    def set_state(self, state: str) -> None:
+        """Record the current state; unknown names are ignored (never raises)."""
+        if state in STATES:
+            self.state.state(state)
+
+    def renewal_succeeded(self, sent_at: float) -> None:
+        """A renewal sent at monotonic `sent_at` succeeded."""
+        self.lease_renewals_total.inc()
+        self._last_renewal = sent_at
+
+    def renewal_failed(self) -> None:
+        """A renewal failed (error, timeout or lost)."""
+        self.lease_renewal_failures_total.inc()
+
+    def lease_acquired(self, epoch: int, sent_at: float) -> None:
+        """An acquisition (sent at monotonic `sent_at`) succeeded with `epoch`."""
+        self.lease_acquisitions_total.inc()
+        self.epoch.set(epoch)
+        self._last_renewal = sent_at
+
+    def lease_dropped(self) -> None:
+        """The lease was released or lost: the renewal age becomes NaN."""
+        self._last_renewal = None
+
+    def node_restarted(self) -> None:
+        """One crash restart (only if `update()` is not fed `extra["restarts"]`)."""
+        self.node_restarts_total.inc()
+
+    def update(self, view: StatusView) -> None:
+        """Copy the gauges from a status snapshot (call with each `HealthServer.update`).
+
+        Also reads two optional `view.extra` keys: `last_renewal_age` (seconds
+        at `view.last_loop_turn`; sets the renewal-age base) and `restarts` (the
+        core's crash-restart count; increases are added to `node_restarts_total`,
+        so don't also call `node_restarted()` when publishing it).
+        """
+        self.set_state(view.state)
+        self.lease_held.set(1 if view.lease_held else 0)
+        self.node_running.set(1 if view.node_running else 0)
+        self.epoch.set(math.nan if view.epoch is None else view.epoch)
+        age = view.extra.get("last_renewal_age")
+        if not view.lease_held:
+            self._last_renewal = None
+        elif isinstance(age, int | float) and not isinstance(age, bool):
+            self._last_renewal = view.last_loop_turn - float(age)
+        restarts = view.extra.get("restarts")
+        if isinstance(restarts, int) and not isinstance(restarts, bool):
+            if restarts > self._restarts_seen:
+                self.node_restarts_total.inc(restarts - self._restarts_seen)
+            self._restarts_seen = restarts

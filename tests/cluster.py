@@ -1,0 +1,273 @@
+"""End-to-end harness: supervisors as real processes, a stand-in node, a watcher.
+
+Each `Host` is one supervisor process (`python -m supervisor run`) with its own
+config file, machine name and node record directory. Every process a host
+starts carries `CORDA_HA_TEST_TAG` in its environment, so teardown finds and
+SIGKILLs all of them (supervisor, guard, node, grandchildren) even when the
+supervisor was SIGKILLed and its children were re-parented.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tests.proc import pid_alive, wait_until
+
+FAKE_NODE = str(Path(__file__).with_name("fake_node.py"))
+REPO = str(Path(__file__).resolve().parent.parent)
+
+U_MS, W_MS, STOP_MS = 500, 2000, 500
+W = W_MS / 1000
+
+
+@dataclass
+class Host:
+    """One supervisor process and its node's records."""
+
+    name: str
+    root: Path
+    dsn: str
+    lease_name: str
+    tag: str
+    node_args: list[str] = field(default_factory=list)
+    extra_conf: str = ""
+    machine_name: str | None = None
+    proc: subprocess.Popen[str] | None = None
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    raw: list[str] = field(default_factory=list)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def records(self) -> Path:
+        return self.root / "records"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "supervisor.conf"
+
+    def write_config(self) -> None:
+        self.records.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, FAKE_NODE, "--record", str(self.records), *self.node_args]
+        self.config_path.write_text(f"""
+mutualExclusionConfiguration {{
+  on = true
+  machineName = "{self.machine_name or self.name}"
+  updateInterval = {U_MS}
+  waitInterval = {W_MS}
+}}
+database {{
+  url = "{self.dsn}"
+  leaseName = "{self.lease_name}"
+  connectTimeout = 2s
+  operationTimeout = 400ms
+}}
+node {{
+  command = {json.dumps(command)}
+  workingDirectory = "{self.root}"
+  stopTimeout = {STOP_MS}ms
+}}
+restart {{
+  initialDelay = 200ms
+  multiplier = 2
+  maxDelay = 1s
+  resetAfter = 30s
+  maxCrashes = 3
+  window = 30s
+  cooldown = 30s
+}}
+health {{
+  enabled = true
+  host = "127.0.0.1"
+  port = 0
+}}
+logging {{
+  format = json
+  level = DEBUG
+}}
+{self.extra_conf}
+""")
+
+    def start(self) -> None:
+        self.write_config()
+        env = dict(os.environ, CORDA_HA_TEST_TAG=self.tag, PYTHONPATH=REPO)
+        env.pop("NOTIFY_SOCKET", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "run", "--config", str(self.config_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            start_new_session=True, cwd=str(self.root))
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self.cond:
+                self.raw.append(line)
+                with contextlib.suppress(ValueError):
+                    self.lines.append(json.loads(line))
+                self.cond.notify_all()
+        with self.cond:
+            self.cond.notify_all()
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        with self.cond:
+            return [e for e in self.lines if e.get("event") == name]
+
+    def wait_event(self, name: str, timeout: float, since: int = 0,
+                   match: Callable[[dict[str, Any]], bool] = lambda e: True) -> dict[str, Any]:
+        """Block until the log has an event `name` (after the first `since` lines)."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for e in self.lines[since:]:
+                    if e.get("event") == name and match(e):
+                        return e
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    tail = "".join(self.raw[-30:])
+                    raise AssertionError(f"{self.name}: no {name} within {timeout}s; log tail:\n"
+                                         f"{tail}")
+                self.cond.wait(left)
+
+    def mark(self) -> int:
+        with self.cond:
+            return len(self.lines)
+
+    def state(self) -> str | None:
+        with self.cond:
+            for e in reversed(self.lines):
+                if e.get("event") == "state_changed":
+                    return str(e["to"])
+        return None
+
+    def health_port(self, timeout: float = 10.0) -> int:
+        return int(self.wait_event("health_listening", timeout)["port"])
+
+    def node_records(self) -> list[dict[str, Any]]:
+        out = []
+        for path in sorted(self.records.glob("*.json")):
+            with contextlib.suppress(ValueError, OSError):
+                out.append(json.loads(path.read_text()))
+        return out
+
+    def live_nodes(self) -> list[int]:
+        return [int(r["pid"]) for r in self.node_records() if pid_alive(int(r["pid"]))]
+
+    def exit_code(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    def tree(self) -> list[psutil.Process]:
+        """Every live process this host started (found by the test tag)."""
+        found = []
+        for p in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if p.environ().get("CORDA_HA_TEST_TAG") == self.tag:
+                    found.append(p)
+        return found
+
+
+class Watcher:
+    """Samples every host's live nodes every few ms; records any overlap."""
+
+    def __init__(self, hosts: list[Host], interval: float = 0.005) -> None:
+        self.hosts = hosts
+        self.interval = interval
+        self.overlaps: list[tuple[float, dict[str, list[int]]]] = []
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            alive = {h.name: h.live_nodes() for h in self.hosts}
+            self.samples += 1
+            if sum(len(v) for v in alive.values()) > 1:
+                self.overlaps.append((time.monotonic(), alive))
+            self._stop.wait(self.interval)
+
+    def assert_never_two(self) -> None:
+        assert self.samples > 0
+        assert not self.overlaps, f"two nodes ran at once: {self.overlaps[:3]}"
+
+
+class Cluster:
+    """Hosts sharing one lease; `close()` kills everything they started."""
+
+    def __init__(self, root: Path, dsn: str, lease_name: str) -> None:
+        self.root = root
+        self.dsn = dsn
+        self.lease_name = lease_name
+        self.hosts: list[Host] = []
+
+    def add(self, name: str, node_args: list[str] | None = None, **kw: Any) -> Host:
+        host = Host(name=name, root=self.root / name, dsn=self.dsn, lease_name=self.lease_name,
+                    tag=f"{name}-{uuid.uuid4().hex}", node_args=node_args or [], **kw)
+        self.hosts.append(host)
+        return host
+
+    def live(self) -> dict[str, list[int]]:
+        return {h.name: h.live_nodes() for h in self.hosts}
+
+    def active(self, timeout: float) -> Host:
+        """Wait until exactly one host has a live node; return it."""
+        found: list[Host] = []
+
+        def one() -> bool:
+            found[:] = [h for h in self.hosts if h.live_nodes()]
+            return len(found) == 1
+
+        wait_until(one, timeout, message="exactly one live node")
+        return found[0]
+
+    def close(self) -> None:
+        for host in self.hosts:
+            procs = host.tree()
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    p.resume()
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+            psutil.wait_procs(procs, timeout=5)
+            if host.proc is not None:
+                with contextlib.suppress(Exception):
+                    host.proc.kill()
+                with contextlib.suppress(Exception):
+                    host.proc.wait(5)
+        for host in self.hosts:
+            left = host.tree()
+            assert not left, f"{host.name}: processes survived teardown: {left}"
+
+
+@contextlib.contextmanager
+def cluster(root: Path, dsn: str, lease_name: str) -> Iterator[Cluster]:
+    c = Cluster(root, dsn, lease_name)
+    try:
+        yield c
+    finally:
+        c.close()

@@ -1,0 +1,52 @@
+"""Shared fixtures. Keep this small: helpers live in their own modules."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from supervisor.config import DatabaseConfig
+from tests.pgserver import PgServer, PgServerError
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL server for the whole session (see tests/pgserver.py)."""
+    try:
+        server = PgServer.from_environment()
+    except PgServerError as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg_dsn(pg_server: PgServer) -> str:
+    """libpq URI of the test database (superuser, no password)."""
+    return pg_server.dsn
+
+
+@pytest.fixture
+def lease_name() -> str:
+    """A lease name no other test uses."""
+    return f"test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def db_config(pg_dsn: str, lease_name: str) -> DatabaseConfig:
+    """The lease database with short timeouts, default table, this test's lease name."""
+    return DatabaseConfig(
+        conninfo=pg_dsn,
+        user=None,
+        password=None,
+        schema=None,
+        table="corda_ha_lease",
+        lease_name=lease_name,
+        connect_timeout=2,
+        operation_timeout=1,
+    )
+from tests.proc import reaper  # noqa: F401,E402

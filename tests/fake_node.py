@@ -1,0 +1,110 @@
+"""A stand-in Corda node for tests (stdlib only; run as a plain script).
+
+Runs until SIGTERM, then exits 0 (after `--stop-delay` seconds of pretend
+shutdown). At start it prints ``node started pid=<pid> epoch=<epoch>`` on
+stdout and ``node stderr pid=<pid>`` on stderr.
+
+Options:
+  --crash-after S     exit 3 after S seconds
+  --fail-at-start     exit 1 at once
+  --ignore-sigterm    ignore SIGTERM (only SIGKILL stops it)
+  --stop-delay S      on SIGTERM, wait S seconds before exiting 0
+  --record DIR        write DIR/<pid>.json at start: pid, epoch, machine_name,
+                      start (time.monotonic()), notify_socket, child_pid, stop
+                      (null); rewritten with stop = time.monotonic() on graceful exit
+  --spawn-child       start a grandchild `sleep 1000` in the same process group
+  --long-line N       print one stdout line of N bytes ("x" * N) after the start line
+  --binary            print a line with undecodable bytes on stdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def write_record(directory: str, record: dict[str, object]) -> None:
+    """Atomically (re)write DIR/<pid>.json."""
+    path = os.path.join(directory, f"{os.getpid()}.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f)
+    os.replace(tmp, path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--crash-after", type=float)
+    parser.add_argument("--fail-at-start", action="store_true")
+    parser.add_argument("--ignore-sigterm", action="store_true")
+    parser.add_argument("--stop-delay", type=float, default=0.0)
+    parser.add_argument("--record")
+    parser.add_argument("--spawn-child", action="store_true")
+    parser.add_argument("--long-line", type=int, default=0)
+    parser.add_argument("--binary", action="store_true")
+    args = parser.parse_args()
+
+    if args.fail_at_start:
+        print("node failing at start", file=sys.stderr, flush=True)
+        return 1
+
+    stop_requested = False
+
+    def on_term(_sig: int, _frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if args.ignore_sigterm else on_term)
+
+    child_pid = None
+    if args.spawn_child:
+        child = subprocess.Popen(["sleep", "1000"])
+        child_pid = child.pid
+
+    epoch = os.environ.get("CORDA_HA_EPOCH")
+    record: dict[str, object] = {
+        "pid": os.getpid(),
+        "pgid": os.getpgrp(),
+        "epoch": epoch,
+        "machine_name": os.environ.get("CORDA_HA_MACHINE_NAME"),
+        "notify_socket": os.environ.get("NOTIFY_SOCKET"),
+        "start": time.monotonic(),
+        "child_pid": child_pid,
+        "stop": None,
+    }
+    if args.record:
+        write_record(args.record, record)
+
+    print(f"node started pid={os.getpid()} epoch={epoch}", flush=True)
+    print(f"node stderr pid={os.getpid()}", file=sys.stderr, flush=True)
+    if args.long_line:
+        sys.stdout.write("x" * args.long_line + "\n")
+        sys.stdout.flush()
+    if args.binary:
+        sys.stdout.buffer.write(b"bad \xff\xfe bytes\n")
+        sys.stdout.flush()
+
+    started = time.monotonic()
+    while not stop_requested:
+        if args.crash_after is not None and time.monotonic() - started >= args.crash_after:
+            print("node crashing", file=sys.stderr, flush=True)
+            return 3
+        time.sleep(0.01)
+
+    print("node stopping", flush=True)
+    if args.stop_delay:
+        time.sleep(args.stop_delay)
+    if args.record:
+        record["stop"] = time.monotonic()
+        write_record(args.record, record)
+    print("node stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""End to end: two supervisors (hosts a and b), one real PostgreSQL, a stand-in node.
+
+U = 0.5 s, W = 2 s, stopTimeout = 0.5 s, margin = 0.2 s. Every test watches both
+hosts' nodes every 5 ms and fails if two ever ran at once.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import Cluster, Host, W, Watcher, cluster
+from tests.proc import pid_alive, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def pair(tmp_path: Path, pg_dsn: str, lease_name: str) -> Iterator[Cluster]:
+    with cluster(tmp_path, pg_dsn, lease_name) as c:
+        yield c
+
+
+def start_pair(c: Cluster, b_args: list[str] | None = None,
+               a_args: list[str] | None = None) -> tuple[Host, Host]:
+    """Start a, wait until it is active, then start b (standby)."""
+    a = c.add("a", a_args)
+    b = c.add("b", b_args)
+    a.start()
+    a.wait_event("node_started", 15)
+    b.start()
+    # b has read the row (held by a) at least once
+    b.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")
+    return a, b
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_one_node_runs_other_host_is_standby(pair: Cluster) -> None:
+    with Watcher(pair.hosts) as watch:
+        a, b = start_pair(pair)
+        watch.hosts = pair.hosts
+        assert pair.active(5) is a
+        time.sleep(2 * W)  # observe a steady state for a while: nothing may change
+        assert pair.active(1) is a
+        assert b.live_nodes() == []
+        assert b.state() in (None, "standby")  # b never left standby
+        assert not a.events("lease_renewal_failed")
+        started = a.events("node_started")
+        assert len(started) == 1
+        # health endpoint: a is healthy, b is not
+        code_a, _ = http_get(a.health_port(), "/health")
+        code_b, _ = http_get(b.health_port(), "/health")
+        assert (code_a, code_b) == (200, 503)
+        code, body = http_get(a.health_port(), "/status")
+        status = json.loads(body)
+        assert code == 200
+        assert status["state"] == "active" and status["machine_name"] == "a"
+        assert status["holder"] == "a" and status["epoch"] >= 1
+        assert status["node_pid"] == a.live_nodes()[0]
+        assert http_get(b.health_port(), "/liveness")[0] == 200
+        rec = a.node_records()[0]
+        assert rec["epoch"] == str(status["epoch"]) and rec["machine_name"] == "a"
+        assert rec["notify_socket"] is None
+    watch.assert_never_two()
+
+
+def test_kill_9_of_active_supervisor_fails_over_within_w_plus_1s(pair: Cluster) -> None:
+    with Watcher(pair.hosts) as watch:
+        a, b = start_pair(pair)
+        watch.hosts = pair.hosts
+        (node_a,) = a.live_nodes()
+        mark = b.mark()
+        killed_at = time.monotonic()
+        a.signal(signal.SIGKILL)
+        wait_until(lambda: not pid_alive(node_a), 1.5, message="a's node to die")
+        node_gone = time.monotonic() - killed_at
+        wait_until(lambda: b.live_nodes(), W + 1.0, message="b's node to run")
+        failover = time.monotonic() - killed_at
+        b.wait_event("lease_acquired", 1, since=mark)
+    watch.assert_never_two()
+    print(f"kill -9: node gone after {node_gone:.3f}s, failover {failover:.3f}s "
+          f"= {failover / W:.2f} W")
+    assert node_gone < 1.5
+    assert failover < W + 1.0
+
+
+def test_sigterm_of_active_supervisor_hands_over_within_1s(pair: Cluster) -> None:
+    with Watcher(pair.hosts) as watch:
+        a, b = start_pair(pair)
+        watch.hosts = pair.hosts
+        (node_a,) = a.live_nodes()
+        t0 = time.monotonic()
+        a.signal(signal.SIGTERM)
+        wait_until(lambda: b.live_nodes(), 1.0, message="b's node to run within 1 s")
+        handover = time.monotonic() - t0
+        assert a.exit_code(10) == 0
+        assert not pid_alive(node_a)
+        assert a.events("lease_released")
+        rec = next(r for r in a.node_records() if r["pid"] == node_a)
+        assert rec["stop"] is not None, "a's node was stopped gracefully (SIGTERM)"
+    watch.assert_never_two()
+    print(f"SIGTERM handover: {handover:.3f}s")
+
+
+def test_node_crash_restarts_with_backoff_under_same_epoch(pair: Cluster) -> None:
+    with Watcher(pair.hosts) as watch:
+        a, b = start_pair(pair)
+        watch.hosts = pair.hosts
+        (node_a,) = a.live_nodes()
+        epoch = a.wait_event("lease_acquired", 1)["epoch"]
+        mark = a.mark()
+        t0 = time.monotonic()
+        import os
+        os.kill(node_a, signal.SIGKILL)
+        restarted = a.wait_event("node_started", 5, since=mark)
+        latency = time.monotonic() - t0
+        assert restarted["epoch"] == epoch
+        sched = a.wait_event("node_restart_scheduled", 1, since=mark)
+        assert sched["delay"] == pytest.approx(0.2)
+        assert b.live_nodes() == []
+        assert pair.active(2) is a
+    watch.assert_never_two()
+    print(f"crash to restart: {latency:.3f}s (backoff 0.2s)")
+
+
+def test_crash_loop_gives_the_lease_to_the_other_host(pair: Cluster) -> None:
+    with Watcher(pair.hosts) as watch:
+        a, b = start_pair(pair, a_args=["--crash-after", "0.3"])
+        watch.hosts = pair.hosts
+        a.wait_event("crash_loop", 15)
+        a.wait_event("lease_released", 5)
+        wait_until(lambda: b.live_nodes(), 3, message="b takes over after a's crash loop")
+        assert a.state() == "cooldown"
+        starts = a.events("node_started")
+        assert len(starts) == 3 and len({s["epoch"] for s in starts}) == 1
+        delays = [e["delay"] for e in a.events("node_restart_scheduled")]
+        assert delays == pytest.approx([0.2, 0.4])
+    watch.assert_never_two()
+
+
+def test_frozen_supervisor_node_dies_before_w_and_other_host_takes_over(pair: Cluster) -> None:
+    with Watcher(pair.hosts) as watch:
+        a, b = start_pair(pair)
+        watch.hosts = pair.hosts
+        (node_a,) = a.live_nodes()
+        a.wait_event("lease_acquired", 1)
+        a.signal(signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        try:
+            wait_until(lambda: not pid_alive(node_a), W, message="a's node dead before W")
+            dead_after = time.monotonic() - frozen_at
+            wait_until(lambda: b.live_nodes(), W + 1.5, message="b's node runs")
+            takeover = time.monotonic() - frozen_at
+        finally:
+            a.signal(signal.SIGCONT)
+        # a comes back, finds its lease gone, and stays out
+        a.wait_event("state_changed", 5, match=lambda e: e["to"] == "standby")
+        time.sleep(W)
+        assert a.live_nodes() == []
+    watch.assert_never_two()
+    # its node died by the guard's deadline: t + W - M, with t the last renewal sent,
+    # which is at most U before the freeze.
+    print(f"SIGSTOP: node dead {dead_after:.3f}s after freeze, takeover {takeover:.3f}s")
+    assert dead_after < W - 0.2 + 0.1
+
+
+def test_bad_config_exits_78_naming_the_key(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.cluster import REPO
+
+    conf = tmp_path / "bad.conf"
+    conf.write_text("""
+mutualExclusionConfiguration { on = true, machineName = x, updateInterval = 500,
+  waitInterval = 2000, updateIntervall = 3 }
+database { url = "postgresql://localhost/x" }
+node { command = ["true"] }
+""")
+    r = subprocess.run([sys.executable, "-m", "supervisor", "run", "--config", str(conf)],
+                       capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert r.returncode == 78
+    assert "updateIntervall" in r.stderr and str(conf) in r.stderr
+    assert "updateInterval" in r.stderr  # did you mean

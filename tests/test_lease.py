@@ -1,0 +1,444 @@
+"""The lease store against a real PostgreSQL (tests/pgserver.py); no mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
+
+import pytest
+
+from supervisor.config import DatabaseConfig
+from supervisor.lease import (
+    Identity,
+    LeaseSnapshot,
+    LeaseUnavailable,
+    LeaseVersion,
+    PostgresLeaseStore,
+    read_snapshot,
+)
+from tests.faultproxy import FaultProxy
+from tests.pgserver import PgServer
+
+pytestmark = pytest.mark.timeout(30)
+
+T = TypeVar("T")
+TO = 5.0  # generous per-call timeout where timing is not the point
+
+
+def run(coro: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coro
+
+    return asyncio.run(main())
+
+
+def store(db: DatabaseConfig, machine: str = "node-a", w: float = 5.0, *,
+          host: str | None = None, pid: int | None = None) -> PostgresLeaseStore:
+    ident = Identity.for_this_process(machine)
+    ident = dataclasses.replace(ident, host=host or ident.host, pid=pid or ident.pid)
+    return PostgresLeaseStore(db, ident, w)
+
+
+async def closing(stores: list[PostgresLeaseStore]) -> None:
+    await asyncio.gather(*(s.close() for s in stores))
+
+
+@pytest.fixture
+def proxy(pg_server: PgServer) -> Iterator[FaultProxy]:
+    p = FaultProxy(pg_server.host, pg_server.port)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture
+def proxied_db(db_config: DatabaseConfig, pg_server: PgServer,
+               proxy: FaultProxy) -> DatabaseConfig:
+    return dataclasses.replace(db_config, conninfo=pg_server.dsn_via("127.0.0.1", proxy.port))
+
+
+async def raises_within(call: Callable[[], Awaitable[object]], limit: float) -> float:
+    t0 = time.monotonic()
+    with pytest.raises(LeaseUnavailable):
+        await call()
+    elapsed = time.monotonic() - t0
+    assert elapsed < limit, f"took {elapsed:.3f} s"
+    return elapsed
+
+
+# -- schema ---------------------------------------------------------------------------------
+
+
+def test_ensure_schema_concurrent_and_idempotent(db_config: DatabaseConfig) -> None:
+    suffix = uuid.uuid4().hex[:12]
+    db = dataclasses.replace(db_config, schema=f"S-{suffix}", table=f"Lease {suffix}")
+
+    async def main() -> LeaseSnapshot:
+        stores = [store(db, f"m{i}") for i in range(8)]
+        try:
+            await asyncio.gather(*(s.ensure_schema(TO) for s in stores))
+            await asyncio.gather(*(s.ensure_schema(TO) for s in stores))
+            return await stores[0].observe(TO)
+        finally:
+            await closing(stores)
+
+    snap = run(main())
+    assert not snap.exists and snap.free and snap.epoch == 0 and not snap.expired
+
+
+def test_read_snapshot(db_config: DatabaseConfig) -> None:
+    missing = dataclasses.replace(db_config, table=f"missing_{uuid.uuid4().hex}")
+
+    async def main() -> None:
+        assert await read_snapshot(missing, 5.0, TO) is None
+        s = store(db_config)
+        try:
+            await s.ensure_schema(TO)
+            assert await read_snapshot(db_config, 5.0, TO) is None
+            assert await s.acquire(None, timeout=TO) == 1
+        finally:
+            await s.close()
+        snap = await read_snapshot(db_config, 5.0, TO)
+        assert snap is not None and snap.holder == "node-a" and snap.epoch == 1
+
+    run(main())
+
+
+# -- acquire ------------------------------------------------------------------------------
+
+
+def test_many_contenders_exactly_one_wins_and_epoch_grows(db_config: DatabaseConfig) -> None:
+    async def main() -> None:
+        stores = [store(db_config, f"machine-{i}") for i in range(20)]
+        try:
+            await stores[0].ensure_schema(TO)
+            # connect everyone first so that the acquisitions really race
+            await asyncio.gather(*(s.observe(TO) for s in stores))
+            results = await asyncio.gather(*(s.acquire(None, timeout=TO) for s in stores))
+            assert sorted(results, key=lambda r: r or 0) == [None] * 19 + [1]
+            for expected_epoch in range(2, 6):
+                winner = stores[[r is not None for r in results].index(True)]
+                snap = await winner.observe(TO)
+                assert snap.holder == winner.identity.machine_name
+                assert snap.instance == winner.identity.instance
+                assert await winner.release(snap.epoch, TO)
+                free = await stores[0].observe(TO)
+                assert free.free and free.epoch == expected_epoch - 1
+                results = await asyncio.gather(
+                    *(s.acquire(free.version, timeout=TO) for s in stores)
+                )
+                assert sorted(results, key=lambda r: r or 0) == [None] * 19 + [expected_epoch]
+        finally:
+            await closing(stores)
+
+    run(main())
+
+
+def test_acquire_requires_expected_and_free_or_expired(db_config: DatabaseConfig) -> None:
+    async def main() -> None:
+        a = store(db_config, "node-a", w=0.3)
+        b = store(db_config, "node-b", w=0.3)
+        try:
+            await a.ensure_schema(TO)
+            assert await a.acquire(None, timeout=TO) == 1
+            seen = await b.observe(TO)
+            assert not seen.free and not seen.expired and seen.holder_pid == a.identity.pid
+            # live lease: not taken, whatever expected says
+            assert await b.acquire(seen.version, timeout=TO) is None
+            assert await b.acquire(None, timeout=TO) is None
+            # a renews: the version b saw is stale now
+            assert await a.renew(1, TO) is not None
+            await asyncio.sleep(0.45)
+            now = await b.observe(TO)
+            assert now.expired and now.version != seen.version
+            assert await b.acquire(seen.version, timeout=TO) is None
+            assert await b.acquire(LeaseVersion(1, a.identity.instance, None),
+                                   timeout=TO) is None
+            assert await b.acquire(now.version, timeout=TO) == 2
+            after = await a.observe(TO)
+            assert after.holder == "node-b" and after.epoch == 2 and not after.expired
+            assert after.handover_requested_at is None
+            assert after.acquired_at == after.renewed_at
+            assert after.expires_at is not None and after.renewed_at is not None
+            assert (after.expires_at - after.renewed_at).total_seconds() == pytest.approx(0.3)
+            # the loser's renewals fail from now on
+            assert await a.renew(1, TO) is None
+        finally:
+            await closing([a, b])
+
+    run(main())
+
+
+def test_takeover_dead_pid_only_for_same_machine_host_and_pid(db_config: DatabaseConfig) -> None:
+    async def main() -> None:
+        old = store(db_config, "node-a", host="host-1", pid=4242)
+        same = store(db_config, "node-a", host="host-1", pid=4343)
+        other_host = store(db_config, "node-a", host="host-2", pid=4343)
+        other_name = store(db_config, "node-b", host="host-1", pid=4343)
+        stores = [old, same, other_host, other_name]
+        try:
+            await old.ensure_schema(TO)
+            assert await old.acquire(None, timeout=TO) == 1
+            v = (await same.observe(TO)).version
+            assert await same.acquire(v, timeout=TO) is None
+            assert await same.acquire(v, takeover_dead_pid=4243, timeout=TO) is None
+            assert await other_host.acquire(v, takeover_dead_pid=4242, timeout=TO) is None
+            assert await other_name.acquire(v, takeover_dead_pid=4242, timeout=TO) is None
+            assert await same.acquire(None, takeover_dead_pid=4242, timeout=TO) is None
+            assert await same.acquire(v, takeover_dead_pid=4242, timeout=TO) == 2
+            snap = await same.observe(TO)
+            assert (snap.holder_pid, snap.instance) == (4343, same.identity.instance)
+        finally:
+            await closing(stores)
+
+    run(main())
+
+
+# -- renew / handover / release -------------------------------------------------------------
+
+
+def test_renew(db_config: DatabaseConfig) -> None:
+    async def main() -> None:
+        a = store(db_config, "node-a", w=0.3)
+        b = store(db_config, "node-b", w=0.3)
+        try:
+            await a.ensure_schema(TO)
+            assert await a.renew(1, TO) is None  # no row yet
+            epoch = await a.acquire(None, timeout=TO)
+            assert epoch == 1
+            before = await a.observe(TO)
+            r = await a.renew(epoch, TO)
+            assert r is not None and not r.handover_requested
+            after = await a.observe(TO)
+            assert before.renewed_at is not None and after.renewed_at is not None
+            assert after.renewed_at > before.renewed_at and after.epoch == 1
+            assert await a.renew(epoch + 1, TO) is None  # wrong epoch
+            assert await b.renew(epoch, TO) is None  # wrong instance
+            # a handover request shows up in the next renewal
+            snap = await b.request_handover(TO)
+            assert snap.handover_requested_at is not None and snap.holder == "node-a"
+            r = await a.renew(epoch, TO)
+            assert r is not None and r.handover_requested
+            # after expiry the lease is lost even if nobody took it
+            await asyncio.sleep(0.4)
+            assert await a.renew(epoch, TO) is None
+        finally:
+            await closing([a, b])
+
+    run(main())
+
+
+def test_request_handover_on_free_lease_sets_nothing(db_config: DatabaseConfig) -> None:
+    async def main() -> None:
+        a = store(db_config)
+        try:
+            await a.ensure_schema(TO)
+            snap = await a.request_handover(TO)
+            assert not snap.exists and snap.handover_requested_at is None
+            epoch = await a.acquire(None, timeout=TO)
+            assert epoch is not None and await a.release(epoch, TO)
+            snap = await a.request_handover(TO)
+            assert snap.free and snap.handover_requested_at is None
+        finally:
+            await a.close()
+
+    run(main())
+
+
+def test_release_wakes_listener_and_frees_row(db_config: DatabaseConfig) -> None:
+    async def main() -> None:
+        a = store(db_config, "node-a", w=30)
+        b = store(db_config, "node-b", w=30)
+        other = store(dataclasses.replace(db_config, lease_name=db_config.lease_name + "-x"))
+        loop = asyncio.get_running_loop()
+        wakeups: asyncio.Queue[float] = asyncio.Queue()
+        listener = asyncio.create_task(b.listen(lambda: wakeups.put_nowait(loop.time())))
+        try:
+            await a.ensure_schema(TO)
+            await asyncio.wait_for(wakeups.get(), TO)  # (re)connected: "look now"
+            epoch = await a.acquire(None, timeout=TO)
+            assert epoch == 1
+            o_epoch = await other.acquire(None, timeout=TO)
+            assert o_epoch is not None and await other.release(o_epoch, TO)  # not our lease
+            assert await b.release(epoch, TO) is False  # not b's to release
+            await asyncio.sleep(0.3)
+            assert wakeups.empty()
+            t0 = loop.time()
+            assert await a.release(epoch, TO) is True
+            woke = await asyncio.wait_for(wakeups.get(), TO)
+            assert woke - t0 < 0.5
+            snap = await b.observe(TO)
+            assert snap.free and snap.holder is None and snap.instance is None
+            assert snap.epoch == 1 and snap.exists
+            assert await a.release(epoch, TO) is False
+            assert await a.renew(epoch, TO) is None
+            assert await b.acquire(snap.version, timeout=TO) == 2
+        finally:
+            listener.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await listener
+            await closing([a, b, other])
+
+    run(main())
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+
+def test_blackholed_database_times_out_then_recovers(proxied_db: DatabaseConfig,
+                                                     proxy: FaultProxy) -> None:
+    async def main() -> None:
+        a = store(proxied_db, w=30)
+        try:
+            await a.ensure_schema(TO)
+            epoch = await a.acquire(None, timeout=TO)
+            assert epoch is not None
+            proxy.set_mode("blackhole")
+            # an open connection that stops answering
+            await raises_within(lambda: a.observe(0.5), 0.7)
+            # connecting to a database that never answers
+            await raises_within(lambda: a.renew(epoch, 0.5), 0.7)
+            await raises_within(lambda: a.observe(0.5), 0.7)
+            proxy.set_mode("pass")
+            assert (await a.observe(TO)).epoch == epoch
+            assert await a.renew(epoch, 0.5) is not None
+            # reset: fails fast, then recovers
+            proxy.set_mode("reset")
+            await raises_within(lambda: a.renew(epoch, 2.0), 1.0)
+            proxy.set_mode("pass")
+            assert await a.renew(epoch, 0.5) is not None
+            # close is bounded even with an abandoned call in flight
+            proxy.set_mode("blackhole")
+            await raises_within(lambda: a.observe(0.3), 0.5)
+        finally:
+            t0 = time.monotonic()
+            await a.close()
+            assert time.monotonic() - t0 < 2.5
+
+    run(main())
+
+
+def test_caller_cancellation_is_prompt(proxied_db: DatabaseConfig, proxy: FaultProxy) -> None:
+    async def main() -> None:
+        a = store(proxied_db)
+        try:
+            await a.ensure_schema(TO)
+            proxy.set_mode("blackhole")
+            call = asyncio.create_task(a.observe(TO))
+            await asyncio.sleep(0.2)
+            t0 = time.monotonic()
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            assert time.monotonic() - t0 < 0.2
+            proxy.set_mode("pass")
+            assert (await a.observe(TO)).lease_name == proxied_db.lease_name
+        finally:
+            await a.close()
+
+    run(main())
+
+
+def test_listener_reconnects_after_blackhole(proxied_db: DatabaseConfig, proxy: FaultProxy,
+                                             db_config: DatabaseConfig) -> None:
+    async def main() -> None:
+        a = store(db_config, "node-a")  # direct
+        b = store(proxied_db, "node-b")  # listens through the proxy
+        b.listen_health_interval = 0.2
+        wakeups: asyncio.Queue[None] = asyncio.Queue()
+        listener = asyncio.create_task(b.listen(lambda: wakeups.put_nowait(None)))
+        try:
+            await a.ensure_schema(TO)
+            await asyncio.wait_for(wakeups.get(), TO)
+            proxy.set_mode("blackhole")
+            await asyncio.sleep(1.5)  # health check (1 s op timeout) notices
+            proxy.set_mode("pass")
+            await asyncio.wait_for(wakeups.get(), 5)  # reconnected
+            epoch = await a.acquire(None, timeout=TO)
+            assert epoch is not None and await a.release(epoch, TO)
+            await asyncio.wait_for(wakeups.get(), 1)
+        finally:
+            listener.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await listener
+            await closing([a, b])
+
+    run(main())
+
+
+def test_database_restart(pg_server: PgServer, db_config: DatabaseConfig) -> None:
+    if not pg_server.can_restart:
+        pytest.skip("external database (CORDA_HA_TEST_DSN): cannot restart it")
+
+    async def main() -> None:
+        a = store(db_config, "node-a", w=30)
+        b = store(db_config, "node-b", w=30)
+        wakeups: asyncio.Queue[None] = asyncio.Queue()
+        listener = asyncio.create_task(b.listen(lambda: wakeups.put_nowait(None)))
+        try:
+            await a.ensure_schema(TO)
+            await asyncio.wait_for(wakeups.get(), TO)
+            epoch = await a.acquire(None, timeout=TO)
+            assert epoch is not None
+            await asyncio.to_thread(pg_server.restart, "fast")
+            with pytest.raises(LeaseUnavailable):
+                await a.renew(epoch, 1.0)  # the old connection is gone
+            assert await a.renew(epoch, 1.0) is not None  # reconnected
+            await asyncio.wait_for(wakeups.get(), 5)  # listener reconnected
+            assert await a.release(epoch, 1.0)
+            await asyncio.wait_for(wakeups.get(), 1)
+        finally:
+            listener.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await listener
+            await closing([a, b])
+
+    run(main())
+
+
+def test_password_auth_and_no_password_in_errors(pg_server: PgServer,
+                                                 db_config: DatabaseConfig) -> None:
+    if not pg_server.can_restart:
+        pytest.skip("external database (CORDA_HA_TEST_DSN): no test role")
+    # PostgreSQL 15+: only the owner may create in `public`; the role has its own schema
+    good = dataclasses.replace(db_config, conninfo=pg_server.dsn_via("127.0.0.1", pg_server.port),
+                               user=PgServer.password_user, password=PgServer.password,
+                               schema=f"pw_{uuid.uuid4().hex[:12]}")
+    bad = dataclasses.replace(good, password="wrong-Secret-123")
+
+    async def main() -> None:
+        a = store(good)
+        z = store(bad)
+        try:
+            await a.ensure_schema(TO)
+            assert await a.acquire(None, timeout=TO) == 1
+            with pytest.raises(LeaseUnavailable) as info:
+                await z.observe(TO)
+            assert "wrong-Secret-123" not in str(info.value)
+            assert "password authentication failed" in str(info.value)
+        finally:
+            await closing([a, z])
+
+    run(main())
+
+
+def test_server_error_is_lease_unavailable(db_config: DatabaseConfig) -> None:
+    db = dataclasses.replace(db_config, table=f"missing_{uuid.uuid4().hex}")
+
+    async def main() -> None:
+        a = store(db)
+        try:
+            with pytest.raises(LeaseUnavailable) as info:
+                await a.acquire(None, timeout=TO)
+            assert info.value.sqlstate == "42P01"
+            await a.ensure_schema(TO)  # the store is usable afterwards
+            assert await a.acquire(None, timeout=TO) == 1
+        finally:
+            await a.close()
+
+    run(main())

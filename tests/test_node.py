@@ -1,0 +1,413 @@
+"""NodeProcess (supervisor side) with the real guard and the fake node."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+import pytest
+
+from supervisor.config import NodeConfig
+from supervisor.node import (
+    MAX_LINE_BYTES,
+    NodeExit,
+    NodeProcess,
+    node_environment,
+    sweep_stale_nodes,
+)
+from tests.proc import Reaper, group_alive, pid_alive, wait_until
+
+pytestmark = pytest.mark.timeout(30)
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE_NODE = str(Path(__file__).resolve().parent / "fake_node.py")
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
+    """Run one async test body with a bound."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def config(cwd: Path, *args: str, environment: dict[str, str] | None = None) -> NodeConfig:
+    return NodeConfig(command=(sys.executable, FAKE_NODE, *args), working_directory=str(cwd),
+                      environment=environment or {}, stop_timeout=5.0)
+
+
+class Output:
+    """Collects relayed output; `started` is set on the fake node's start line."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+        self.started = asyncio.Event()
+        self._waiters: list[tuple[str, asyncio.Event]] = []
+
+    def __call__(self, stream: str, line: str) -> None:
+        self.lines.append((stream, line))
+        if stream == "stdout" and line.startswith("node started"):
+            self.started.set()
+        for text, event in self._waiters:
+            if line == text:
+                event.set()
+
+    async def seen(self, text: str, timeout: float = 5.0) -> None:
+        """Wait until a line equal to `text` has been relayed."""
+        event = asyncio.Event()
+        self._waiters.append((text, event))
+        if any(line == text for _, line in self.lines):
+            event.set()
+        await asyncio.wait_for(event.wait(), timeout)
+
+    def of(self, stream: str) -> list[str]:
+        return [line for s, line in self.lines if s == stream]
+
+
+async def start(reaper: Reaper, cfg: NodeConfig, *, epoch: int | None = 1,
+                deadline: float | None = None) -> tuple[NodeProcess, Output]:
+    out = Output()
+    proc = await NodeProcess.start(cfg, epoch=epoch, machine_name="m1", kill_deadline=deadline,
+                                   on_output=out)
+    if proc.guard_pid is not None:
+        reaper.track_group(proc.guard_pid)
+    if proc.pid is not None:
+        reaper.track_group(proc.pid)
+    return proc, out
+
+
+async def started(reaper: Reaper, cfg: NodeConfig, **kw: Any) -> tuple[NodeProcess, Output]:
+    """Start and wait until the fake node has printed its start line (handlers installed)."""
+    proc, out = await start(reaper, cfg, **kw)
+    assert proc.pid is not None and proc.running
+    await asyncio.wait_for(out.started.wait(), 5)
+    return proc, out
+
+
+def read_record(tmp_path: Path, pid: int) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((tmp_path / f"{pid}.json").read_text())
+    return data
+
+
+def test_start_and_stop_gracefully(reaper: Reaper, tmp_path: Path) -> None:
+    async def body() -> None:
+        proc, out = await started(reaper, config(tmp_path))
+        assert proc.guard_pid != proc.pid and pid_alive(proc.pid or -1)
+        proc.stop(5.0)
+        ex = await asyncio.wait_for(proc.wait(), 5)
+        assert ex == NodeExit(pid=proc.pid, returncode=0, signal=None, runtime=ex.runtime,
+                              killed_by="stop")
+        assert not proc.running
+        assert "node stopped" in out.of("stdout")  # output drained before wait() returned
+        assert await proc.wait() == ex  # repeatable
+        proc.kill()  # no-ops after the exit
+        proc.set_deadline(0.0)
+        assert not pid_alive(proc.guard_pid or -1)
+    run(body())
+
+
+def test_stop_ignoring_sigterm_is_killed_after_grace(reaper: Reaper, tmp_path: Path) -> None:
+    async def body() -> None:
+        proc, _ = await started(reaper, config(tmp_path, "--ignore-sigterm"))
+        t0 = time.monotonic()
+        proc.stop(0.5)
+        ex = await asyncio.wait_for(proc.wait(), 5)
+        took = time.monotonic() - t0
+        assert ex.signal == signal.SIGKILL and ex.killed_by == "stop"
+        assert 0.5 <= took < 1.0, took
+    run(body())
+
+
+def test_kill_takes_down_the_group(reaper: Reaper, tmp_path: Path) -> None:
+    async def body() -> None:
+        proc, _ = await started(reaper, config(tmp_path, "--spawn-child", "--record",
+                                               str(tmp_path)))
+        assert proc.pid is not None
+        child = read_record(tmp_path, proc.pid)["child_pid"]
+        reaper.track_pid(child)
+        proc.kill()
+        ex = await asyncio.wait_for(proc.wait(), 5)
+        assert ex.signal == signal.SIGKILL and ex.killed_by == "kill"
+        wait_until(lambda: not group_alive(proc.pid or -1), 1.0, message="node group to die")
+        assert not pid_alive(child)
+    run(body())
+
+
+def test_deadline_fires_on_time_and_can_be_extended(reaper: Reaper, tmp_path: Path) -> None:
+    async def body() -> None:
+        t0 = time.monotonic()
+        proc, _ = await started(reaper, config(tmp_path), deadline=t0 + 0.5)
+        proc.set_deadline(t0 + 1.0)  # extension
+        ex = await asyncio.wait_for(proc.wait(), 5)
+        late = time.monotonic() - (t0 + 1.0)
+        print(f"deadline exit observed {late * 1000:.1f} ms after the deadline")
+        assert ex.signal == signal.SIGKILL and ex.killed_by == "deadline"
+        assert 0 <= late < 0.3, late
+    run(body())
+
+
+def test_deadline_already_passed_does_not_start(reaper: Reaper, tmp_path: Path) -> None:
+    async def body() -> None:
+        proc, out = await start(reaper, config(tmp_path), deadline=time.monotonic() - 0.001)
+        assert proc.pid is None and not proc.running
+        ex = await asyncio.wait_for(proc.wait(), 5)
+        assert ex.returncode == 127 and ex.spawn_error and "deadline" in ex.spawn_error
+        assert out.lines == []
+    run(body())
+
+
+def test_crash_reported_with_returncode(reaper: Reaper, tmp_path: Path) -> None:
+    async def body() -> None:
+        proc, out = await started(reaper, config(tmp_path, "--crash-after", "0.1"))
+        ex = await asyncio.wait_for(proc.wait(), 5)
+        assert ex.returncode == 3 and ex.signal is None and ex.killed_by is None
+        assert ex.runtime >= 0.1
+        assert "node crashing" in out.of("stderr")
+    run(body())
+
+
+def test_spawn_failure(reaper: Reaper, tmp_path: Path) -> None:
+    async def body() -> None:
+        cfg = NodeConfig(command=(str(tmp_path / "no-such-corda"),),
+                         working_directory=str(tmp_path), environment={}, stop_timeout=1.0)
+        proc, _ = await start(reaper, cfg)
+        assert proc.pid is None and not proc.running
+        ex = await asyncio.wait_for(proc.wait(), 5)
+        assert ex.pid is None and ex.returncode == 127 and ex.killed_by is None
+        assert ex.spawn_error is not None and "no-such-corda" in ex.spawn_error
+        proc.stop(1.0)  # harmless
+    run(body())
+
+
+def test_node_environment(reaper: Reaper, tmp_path: Path,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")
+    monkeypatch.setenv("CORDA_HA_EPOCH", "999")
+
+    async def body() -> None:
+        cfg = config(tmp_path, "--record", str(tmp_path), environment={"EXTRA": "x"})
+        proc, _ = await started(reaper, cfg, epoch=42)
+        assert proc.pid is not None
+        rec = read_record(tmp_path, proc.pid)
+        assert rec["epoch"] == "42" and rec["machine_name"] == "m1"
+        assert rec["notify_socket"] is None
+        env = (tmp_path / "env")
+        env.write_bytes(Path(f"/proc/{proc.pid}/environ").read_bytes())
+        names = dict(item.split("=", 1) for item in env.read_text().split("\0") if item)
+        assert names["EXTRA"] == "x" and "WATCHDOG_USEC" not in names
+        assert names["PATH"] == os.environ["PATH"]
+        proc.kill()
+        await proc.wait()
+    run(body())
+
+    env = node_environment(config(tmp_path), epoch=None, machine_name="m2",
+                           base={"CORDA_HA_EPOCH": "5", "WATCHDOG_PID": "1", "A": "b"})
+    assert env == {"A": "b", "CORDA_HA_MACHINE_NAME": "m2"}
+
+
+def test_output_relayed_line_by_line(reaper: Reaper, tmp_path: Path) -> None:
+    size = 1_000_000
+
+    async def body() -> None:
+        proc, out = await started(reaper, config(tmp_path, "--long-line", str(size), "--binary"))
+        # Not before the node has written everything: a signal in the middle of a
+        # blocking write makes CPython's buffered writer drop the rest.
+        await out.seen("bad \ufffd\ufffd bytes")
+        proc.stop(5.0)
+        assert (await asyncio.wait_for(proc.wait(), 5)).returncode == 0
+        stdout = out.of("stdout")
+        assert stdout[0].startswith(f"node started pid={proc.pid} epoch=1")
+        assert out.of("stderr") == [f"node stderr pid={proc.pid}"]
+        chunks = [line for line in stdout if line and set(line) == {"x"}]
+        assert sum(map(len, chunks)) == size
+        assert all(len(c) <= MAX_LINE_BYTES for c in chunks) and len(chunks) > 1
+        assert "bad \ufffd\ufffd bytes" in stdout
+        assert stdout[-2:] == ["node stopping", "node stopped"]
+    run(body())
+
+
+def test_output_relay_does_not_block_the_loop(reaper: Reaper, tmp_path: Path) -> None:
+    """A loop tick stays short while 1 MB of output streams in."""
+    async def body() -> None:
+        worst = 0.0
+        ticking = True
+
+        async def ticker() -> None:
+            nonlocal worst
+            while ticking:
+                t = time.monotonic()
+                await asyncio.sleep(0.005)
+                worst = max(worst, time.monotonic() - t)
+
+        task = asyncio.create_task(ticker())
+        proc, _ = await started(reaper, config(tmp_path, "--long-line", "1000000"))
+        proc.kill()
+        await proc.wait()
+        ticking = False
+        await task
+        assert worst < 0.2, worst
+    run(body())
+
+
+def test_guard_sigkilled_while_frozen_writes_do_not_block(reaper: Reaper,
+                                                          tmp_path: Path) -> None:
+    async def body() -> None:
+        proc, _ = await started(reaper, config(tmp_path))
+        assert proc.guard_pid is not None and proc.pid is not None
+        os.kill(proc.guard_pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        for i in range(30_000):  # ~1 MB, far beyond the pipe buffer
+            proc.set_deadline(time.monotonic() + 100 + i)
+        assert time.monotonic() - t0 < 2.0
+        os.kill(proc.guard_pid, signal.SIGKILL)
+        ex = await asyncio.wait_for(proc.wait(), 8)
+        assert ex.killed_by == "guard_gone" and ex.signal == signal.SIGKILL
+        assert ex.pid == proc.pid
+        assert not pid_alive(proc.pid)
+        proc.stop(1.0)  # harmless after the guard is gone
+    run(body())
+
+
+def test_stale_node_sweep(reaper: Reaper, tmp_path: Path) -> None:
+    same = tmp_path / "node"
+    other = tmp_path / "other"
+    same.mkdir()
+    other.mkdir()
+    command = (sys.executable, FAKE_NODE)
+    stale = reaper.spawn_detached(command, cwd=str(same))
+    unrelated = reaper.spawn_detached(command, cwd=str(other))
+    different_args = reaper.spawn_detached((*command, "--stop-delay", "0"), cwd=str(same))
+    assert sweep_stale_nodes(command, str(same)) == [stale]
+    assert not pid_alive(stale)
+    assert pid_alive(unrelated) and pid_alive(different_args)
+    assert sweep_stale_nodes(command, str(same)) == []
+
+
+def test_start_sweeps_a_stale_node_first(reaper: Reaper, tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    stale = reaper.spawn_detached(cfg.command, cwd=str(tmp_path))
+
+    async def body() -> None:
+        proc, _ = await started(reaper, cfg)
+        assert not pid_alive(stale)
+        assert proc.pid is not None and pid_alive(proc.pid)
+        # Our own running node is never taken for a stale one.
+        assert await asyncio.to_thread(sweep_stale_nodes, cfg.command, str(tmp_path)) == []
+        proc.kill()
+        await proc.wait()
+    run(body())
+
+
+def test_cancelled_start_leaves_nothing_running(reaper: Reaper, tmp_path: Path) -> None:
+    """Whenever start() is cancelled, no node survives (the guard sees EOF)."""
+    def nodes_in(cwd: Path) -> list[int]:
+        found = []
+        for p in psutil.process_iter(["cmdline", "cwd"], ad_value=None):
+            if p.info["cwd"] == str(cwd) and FAKE_NODE in (p.info["cmdline"] or []):
+                found.append(p.pid)
+        return [pid for pid in found if pid_alive(pid)]
+
+    async def body() -> None:
+        for i, delay in enumerate((0.0, 0.005, 0.02, 0.05, 0.1, 0.2)):
+            cwd = tmp_path / str(i)
+            cwd.mkdir()
+            task = asyncio.create_task(NodeProcess.start(
+                config(cwd), epoch=1, machine_name="m", kill_deadline=None,
+                on_output=lambda s, line: None))
+            await asyncio.sleep(delay)  # cancel at various points of the start
+            task.cancel()
+            try:
+                proc = await task
+            except asyncio.CancelledError:
+                print(f"cancelled after {delay}s")
+            else:  # finished before the cancel: the node runs; kill it
+                proc.kill()
+                await proc.wait()
+            for pid in nodes_in(cwd):
+                reaper.track_group(pid)
+            await asyncio.to_thread(wait_until, lambda cwd=cwd: not nodes_in(cwd), 2.0,
+                                    0.01, f"no node left in {cwd}")
+    run(body())
+
+
+# A minimal supervisor-like parent: starts the node through NodeProcess and waits.
+PARENT = r"""
+import asyncio, json, sys, time
+from supervisor.config import NodeConfig
+from supervisor.node import NodeProcess
+
+async def main():
+    cfg = NodeConfig(command=tuple(json.loads(sys.argv[1])), working_directory=sys.argv[2],
+                     environment={}, stop_timeout=5.0)
+    delay = float(sys.argv[3])
+    deadline = None if delay < 0 else time.monotonic() + delay
+    ready = asyncio.Event()
+    def on_output(stream, line):
+        if line.startswith("node started"):
+            ready.set()
+    proc = await NodeProcess.start(cfg, epoch=1, machine_name="m", kill_deadline=deadline,
+                                   on_output=on_output)
+    await ready.wait()
+    print(json.dumps({"pid": proc.pid, "guard_pid": proc.guard_pid, "deadline": deadline}),
+          flush=True)
+    await proc.wait()
+
+asyncio.run(main())
+"""
+
+
+def spawn_parent(reaper: Reaper, tmp_path: Path, delay: float) -> tuple[
+        subprocess.Popen[bytes], dict[str, Any]]:
+    """Start the parent; return it and its report (node pid, guard pid, deadline)."""
+    command = [sys.executable, FAKE_NODE, "--spawn-child", "--record", str(tmp_path)]
+    parent = reaper.popen([sys.executable, "-c", PARENT, json.dumps(command), str(tmp_path),
+                           str(delay)], stdout=subprocess.PIPE,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert parent.stdout is not None
+    ready, _, _ = select.select([parent.stdout], [], [], 10)
+    assert ready, "parent did not report"
+    info: dict[str, Any] = json.loads(parent.stdout.readline())
+    reaper.track_group(info["pid"])
+    reaper.track_group(info["guard_pid"])
+    info["child_pid"] = reaper.track_pid(read_record(tmp_path, info["pid"])["child_pid"])
+    return parent, info
+
+
+def test_supervisor_sigkilled_node_group_dies_within_a_second(reaper: Reaper,
+                                                               tmp_path: Path) -> None:
+    parent, info = spawn_parent(reaper, tmp_path, -1)
+    assert pid_alive(info["pid"]) and pid_alive(info["child_pid"])
+    t0 = time.monotonic()
+    parent.kill()
+    wait_until(lambda: not group_alive(info["pid"]), 1.0, interval=0.005,
+               message="node group to die after the supervisor's SIGKILL")
+    print(f"node group gone {(time.monotonic() - t0) * 1000:.1f} ms after SIGKILL of the parent")
+    assert not pid_alive(info["child_pid"])
+    wait_until(lambda: not pid_alive(info["guard_pid"]), 1.0, message="guard to exit")
+
+
+def test_supervisor_frozen_node_dies_at_deadline(reaper: Reaper, tmp_path: Path) -> None:
+    parent, info = spawn_parent(reaper, tmp_path, 1.0)
+    deadline = info["deadline"]
+    parent.send_signal(signal.SIGSTOP)
+    try:
+        while time.monotonic() < deadline - 0.05:
+            assert pid_alive(info["pid"]), "node killed before its deadline"
+            time.sleep(0.01)
+        wait_until(lambda: not pid_alive(info["pid"]), 1.0, interval=0.002,
+                   message="node to die at its deadline")
+        late = time.monotonic() - deadline
+        print(f"node dead {late * 1000:.1f} ms after the deadline (supervisor frozen)")
+        assert late < 0.1, late
+        wait_until(lambda: not group_alive(info["pid"]), 1.0, message="node group to die")
+    finally:
+        parent.send_signal(signal.SIGCONT)

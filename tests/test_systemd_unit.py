@@ -1,0 +1,145 @@
+"""systemd/corda-ha-supervisor.service: `systemd-analyze verify` and the settings that matter."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+UNIT_NAME = "corda-ha-supervisor.service"
+UNIT = Path(__file__).resolve().parent.parent / "systemd" / UNIT_NAME
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or (
+    "/usr/bin/systemd-analyze" if Path("/usr/bin/systemd-analyze").exists() else None)
+
+# Findings about our unit that are expected on a build machine and say nothing
+# about the unit itself.
+HARMLESS = (
+    re.compile(r"Command .* is not executable"),  # ExecStart binary not installed here
+    re.compile(r"[Uu]ser .*corda.* (does not exist|not found)|Failed to resolve user"),
+    re.compile(r"[Gg]roup .*corda.* (does not exist|not found)|Failed to resolve group"),
+)
+
+
+def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
+    """Sections -> key -> values (keys may repeat), ignoring comments."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        assert current is not None, f"setting outside a section: {raw!r}"
+        key, sep, value = line.partition("=")
+        assert sep, f"not a key=value line: {raw!r}"
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def seconds(span: str) -> float:
+    """A systemd time span ("120", "2min", "1min 30s", "500ms") in seconds."""
+    units = {"": 1.0, "s": 1.0, "sec": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0}
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", span)
+    assert parts, span
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def verify(unit_text: str, tmp_path: Path) -> list[str]:
+    """Run `systemd-analyze verify` on `unit_text`; return the findings that are not harmless."""
+    if SYSTEMD_ANALYZE is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    path = tmp_path / UNIT_NAME
+    path.write_text(unit_text)
+    proc = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", "--man=no", str(path)],
+        capture_output=True, text=True, timeout=45,
+    )
+    problems = []
+    for line in (proc.stdout + proc.stderr).splitlines():
+        # Lines about other units on this host (dependencies pulled in by
+        # After=/WantedBy=) are not about ours.
+        if UNIT_NAME not in line and str(path) not in line:
+            continue
+        if any(p.search(line) for p in HARMLESS):
+            continue
+        problems.append(line)
+    if proc.returncode != 0 and not problems:
+        problems.append(f"systemd-analyze verify exited {proc.returncode}: {proc.stderr.strip()}")
+    return problems
+
+
+def installable_copy() -> str:
+    """The unit with ExecStart pointed at a binary that exists here."""
+    text = UNIT.read_text()
+    new, count = re.subn(r"(?m)^ExecStart=\S+", "ExecStart=/bin/true", text)
+    assert count == 1
+    return new
+
+
+def test_unit_verifies_clean(tmp_path: Path) -> None:
+    assert verify(installable_copy(), tmp_path) == []
+
+
+def test_verify_catches_real_errors(tmp_path: Path) -> None:
+    """Guard against a vacuous pass: broken settings must be reported."""
+    text = installable_copy()
+    broken = text.replace("KillMode=mixed", "KillMode=mixd").replace(
+        "[Service]\n", "[Service]\nWatchdogSecs=30\n", 1)
+    problems = verify(broken, tmp_path)
+    assert any("mixd" in p for p in problems), problems
+    assert any("WatchdogSecs" in p for p in problems), problems
+
+
+def test_key_settings() -> None:
+    unit = parse_unit(UNIT.read_text())
+    svc, u = unit["Service"], unit["Unit"]
+
+    def one(section: dict[str, list[str]], key: str) -> str:
+        values = section.get(key, [])
+        assert len(values) == 1, f"{key}: {values}"
+        return values[0]
+
+    assert one(svc, "Type") == "notify"
+    assert one(svc, "NotifyAccess") == "main"
+    assert one(svc, "KillMode") == "mixed"
+    assert one(svc, "KillSignal") == "SIGTERM"
+    assert 10 <= seconds(one(svc, "WatchdogSec")) <= 300
+    assert seconds(one(svc, "TimeoutStopSec")) > 60
+    assert one(svc, "Restart") == "always"
+    assert seconds(one(svc, "RestartSec")) > 0
+    assert "78" in one(svc, "RestartPreventExitStatus").split()
+    assert one(svc, "User") == "corda"
+    assert one(svc, "Group") == "corda"
+    assert one(svc, "WorkingDirectory")
+    assert one(svc, "LimitNOFILE") == "65536"
+    assert one(svc, "ExecStart") == (
+        "/opt/corda-ha-supervisor/venv/bin/corda-ha-supervisor run"
+        " --config /etc/corda-ha-supervisor/supervisor.conf")
+    assert "-/etc/corda-ha-supervisor/env" in svc["EnvironmentFile"]
+    assert "network-online.target" in one(u, "After").split()
+    assert "network-online.target" in one(u, "Wants").split()
+    assert int(one(u, "StartLimitBurst")) > 0
+    assert seconds(one(u, "StartLimitIntervalSec")) > 0
+    assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+def test_hardening_a_jvm_tolerates() -> None:
+    svc = parse_unit(UNIT.read_text())["Service"]
+    for key in ["NoNewPrivileges", "PrivateTmp", "ProtectHome", "ProtectKernelTunables",
+                "ProtectKernelModules", "ProtectControlGroups", "RestrictSUIDSGID",
+                "LockPersonality", "RestrictRealtime", "RestrictNamespaces"]:
+        assert svc.get(key) == ["yes"], key
+    assert svc["SystemCallArchitectures"] == ["native"]
+    assert svc["ProtectSystem"] in (["full"], ["strict"])
+    if svc["ProtectSystem"] == ["strict"]:
+        assert svc.get("ReadWritePaths"), "ProtectSystem=strict needs the node dir writable"
+    assert any(p.lstrip("-") == "/opt/corda" for p in svc.get("ReadWritePaths", []))
+    # W^X breaks the JVM's JIT compiler.
+    assert "MemoryDenyWriteExecute" not in svc
