@@ -17,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,6 +48,10 @@ class Host:
     node_args: list[str] = field(default_factory=list)
     extra_conf: str = ""
     machine_name: str | None = None
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for the supervisor
+    update_ms: int = U_MS
+    wait_ms: int = W_MS
+    stop_ms: int = STOP_MS
     proc: subprocess.Popen[str] | None = None
     lines: list[dict[str, Any]] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)
@@ -66,8 +72,8 @@ class Host:
 mutualExclusionConfiguration {{
   on = true
   machineName = "{self.machine_name or self.name}"
-  updateInterval = {U_MS}
-  waitInterval = {W_MS}
+  updateInterval = {self.update_ms}
+  waitInterval = {self.wait_ms}
 }}
 database {{
   url = "{self.dsn}"
@@ -78,7 +84,7 @@ database {{
 node {{
   command = {json.dumps(command)}
   workingDirectory = "{self.root}"
-  stopTimeout = {STOP_MS}ms
+  stopTimeout = {self.stop_ms}ms
 }}
 restart {{
   initialDelay = 200ms
@@ -105,6 +111,7 @@ logging {{
         self.write_config()
         env = dict(os.environ, CORDA_HA_TEST_TAG=self.tag, PYTHONPATH=REPO)
         env.pop("NOTIFY_SOCKET", None)
+        env.update(self.env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "run", "--config", str(self.config_path)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -226,7 +233,8 @@ class Cluster:
         self.hosts: list[Host] = []
 
     def add(self, name: str, node_args: list[str] | None = None, **kw: Any) -> Host:
-        host = Host(name=name, root=self.root / name, dsn=self.dsn, lease_name=self.lease_name,
+        kw.setdefault("dsn", self.dsn)
+        host = Host(name=name, root=self.root / name, lease_name=self.lease_name,
                     tag=f"{name}-{uuid.uuid4().hex}", node_args=node_args or [], **kw)
         self.hosts.append(host)
         return host
@@ -271,3 +279,24 @@ def cluster(root: Path, dsn: str, lease_name: str) -> Iterator[Cluster]:
         yield c
     finally:
         c.close()
+
+
+def start_pair(c: Cluster, b_args: list[str] | None = None,
+               a_args: list[str] | None = None) -> tuple[Host, Host]:
+    """Start a, wait until it is active, then start b (standby)."""
+    a = c.add("a", a_args)
+    b = c.add("b", b_args)
+    a.start()
+    a.wait_event("node_started", 15)
+    b.start()
+    # b has read the row (held by a) at least once
+    b.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")
+    return a, b
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from supervisor.config import DatabaseConfig
+from tests.cluster import Cluster, cluster
 from tests.pgserver import PgServer, PgServerError
 
 
@@ -50,3 +52,10 @@ def db_config(pg_dsn: str, lease_name: str) -> DatabaseConfig:
         operation_timeout=1,
     )
 from tests.proc import reaper  # noqa: F401,E402
+
+
+@pytest.fixture
+def pair(tmp_path: Path, pg_dsn: str, lease_name: str) -> Iterator[Cluster]:
+    """An empty cluster sharing this test's lease; everything it starts is killed after."""
+    with cluster(tmp_path, pg_dsn, lease_name) as c:
+        yield c

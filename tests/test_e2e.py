@@ -9,44 +9,14 @@ from __future__ import annotations
 import json
 import signal
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cluster import Cluster, Host, W, Watcher, cluster
+from tests.cluster import Cluster, W, Watcher, http_get, start_pair
 from tests.proc import pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def pair(tmp_path: Path, pg_dsn: str, lease_name: str) -> Iterator[Cluster]:
-    with cluster(tmp_path, pg_dsn, lease_name) as c:
-        yield c
-
-
-def start_pair(c: Cluster, b_args: list[str] | None = None,
-               a_args: list[str] | None = None) -> tuple[Host, Host]:
-    """Start a, wait until it is active, then start b (standby)."""
-    a = c.add("a", a_args)
-    b = c.add("b", b_args)
-    a.start()
-    a.wait_event("node_started", 15)
-    b.start()
-    # b has read the row (held by a) at least once
-    b.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")
-    return a, b
-
-
-def http_get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 def test_one_node_runs_other_host_is_standby(pair: Cluster) -> None:
