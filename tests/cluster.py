@@ -300,3 +300,48 @@ def http_get(port: int, path: str) -> tuple[int, bytes]:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+# --------------------------------------------------------------------------- additions
+# Helpers for tests that need a config the plain Host cannot write (e.g. on = false).
+
+
+@dataclass
+class EditedHost(Host):
+    """A Host whose config text is passed through `edit` after `write_config()`."""
+
+    edit: Callable[[str], str] | None = None
+
+    def write_config(self) -> None:
+        super().write_config()
+        if self.edit is not None:
+            self.config_path.write_text(self.edit(self.config_path.read_text()))
+
+
+def lease_off(text: str) -> str:
+    """Config edit: `on = true` -> `on = false` (plain supervision, no lease)."""
+    assert "on = true" in text
+    return text.replace("on = true", "on = false", 1)
+
+
+def add_edited(c: Cluster, name: str, edit: Callable[[str], str],
+               node_args: list[str] | None = None, **kw: Any) -> EditedHost:
+    """Like `Cluster.add`, but the host's config is rewritten by `edit`."""
+    kw.setdefault("dsn", c.dsn)
+    host = EditedHost(name=name, root=c.root / name, lease_name=c.lease_name,
+                      tag=f"{name}-{uuid.uuid4().hex}", node_args=node_args or [], edit=edit,
+                      **kw)
+    c.hosts.append(host)
+    return host
+
+
+def run_cli(*args: str, timeout: float = 60.0,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m supervisor ARGS...` to completion; stdout and stderr captured."""
+    full_env = dict(os.environ, PYTHONPATH=REPO)
+    full_env.pop("NOTIFY_SOCKET", None)
+    if env:
+        full_env.update(env)
+    return subprocess.run([sys.executable, "-m", "supervisor", *args], capture_output=True,
+                          text=True, timeout=timeout, env=full_env, cwd=REPO,
+                          stdin=subprocess.DEVNULL)
