@@ -288,6 +288,7 @@ class CoreState:
     begun: bool = False
     holder: str | None = None  # last holder seen (for status)
     restarts: int = 0
+    call_failures: int = 0  # standby reads/acquires failed in a row
 
 
 def initial_state(lease_enabled: bool) -> CoreState:
@@ -477,6 +478,9 @@ class _Step:
     def on_observed(self, ev: LeaseObserved) -> None:
         s = self.s
         s.lease_op = None
+        if s.call_failures:
+            self.log("lease_call_recovered", failures_in_a_row=s.call_failures)
+            s.call_failures = 0
         s.holder = ev.holder
         if s.state != State.STANDBY or s.shutting_down:
             return
@@ -609,7 +613,11 @@ class _Step:
             self.log("lease_release_failed", "warning", epoch=epoch, reason=reason)
             self.after_release()
         else:
-            self.log("lease_call_failed", "warning", op=op, reason=reason)
+            s.call_failures += 1
+            # Warn on the 1st, 10th, 100th... failure in a row; the rest at debug level.
+            loud = str(s.call_failures).rstrip("0") == "1"
+            self.log("lease_call_failed", "warning" if loud else "debug", op=op, reason=reason,
+                     failures_in_a_row=s.call_failures)
             # We lost sight of the row: we can no longer vouch it stayed unchanged.
             s.seen = None
             s.seen_since = None

@@ -169,16 +169,27 @@ class Daemon:
         self.notifier.ready(self._status_line())
         try:
             self._feed(Begin())
+            getter: asyncio.Task[Event] | None = None
             while self.exit_code is None:
                 wake = core.next_wakeup(self.state, self.timing)
                 timeout = LOOP_TURN
                 if wake is not None:
                     timeout = min(LOOP_TURN, max(0.0, wake - self.clock()))
-                try:
-                    event: Event = await asyncio.wait_for(self.events.get(), timeout)
-                except TimeoutError:
-                    event = Tick()
+                dog = self.notifier.watchdog_interval()
+                if dog is not None:
+                    timeout = min(timeout, max(0.0, self.last_watchdog + dog - self.clock()))
+                # One long-lived getter: a timeout never cancels a get that already
+                # took an event off the queue, so no event is ever lost.
+                if getter is None:
+                    getter = asyncio.create_task(self.events.get())
+                done, _ = await asyncio.wait({getter}, timeout=timeout)
+                event: Event = Tick()
+                if done:
+                    event = getter.result()
+                    getter = None
                 self._feed(event)
+            if getter is not None:
+                getter.cancel()
             return self.exit_code
         finally:
             await self._shutdown(listener)

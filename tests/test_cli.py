@@ -1,0 +1,352 @@
+"""The command line against a real PostgreSQL and real supervisors.
+
+`python -m supervisor status | handover | check-config | --version | --help`,
+each run as its own process, as an operator would. U = 0.5 s, W = 2 s.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from supervisor import __version__
+from tests.cluster import Cluster, W, Watcher, run_cli, start_pair
+from tests.pgserver import free_port
+from tests.proc import pid_alive, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+PASSWORD = "s3cret-Passw0rd"
+CONNECT_TIMEOUT = 2.0  # what Host.write_config sets (database.connectTimeout)
+
+
+def write_conf(path: Path, database: str, *, extra: str = "", lease: str = "") -> Path:
+    """A minimal valid config (lease on, U = 0.5 s, W = 2 s) with the given database block."""
+    path.write_text(f"""
+mutualExclusionConfiguration {{
+  on = true
+  machineName = "cli"
+  updateInterval = 500
+  waitInterval = 2000
+  {lease}
+}}
+database {{
+  {database}
+}}
+node {{
+  command = ["/bin/true"]
+  stopTimeout = 500ms
+}}
+{extra}
+""")
+    return path
+
+
+def log_seconds(event: dict[str, object]) -> float:
+    """A log event's timestamp (ISO 8601 UTC) as POSIX seconds."""
+    return datetime.fromisoformat(str(event["timestamp"])).timestamp()
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_shows_the_live_holder(pair: Cluster) -> None:
+    a, b = start_pair(pair)
+    epoch = a.wait_event("lease_acquired", 1)["epoch"]
+
+    r = run_cli("status", "--config", str(a.config_path))
+    print(r.stdout)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^holder: a\b", r.stdout, re.M)
+    assert re.search(rf"^epoch: {epoch}$", r.stdout, re.M)
+    assert re.search(r"^state: live$", r.stdout, re.M)
+
+    for host in (a, b):  # the same answer from either host's config
+        r = run_cli("status", "--config", str(host.config_path), "--json")
+        assert r.returncode == 0, r.stderr
+        info = json.loads(r.stdout)
+        print(f"status --json via {host.name}: {info}")
+        assert info["holder"] == "a"
+        assert info["epoch"] == epoch
+        assert info["live"] is True
+        assert info["lease_name"] == a.lease_name
+        assert info["holder_pid"] == a.proc.pid  # type: ignore[union-attr]
+        assert info["handover_requested"] is False
+        # ages by the database clock: renewed within the last U (+ slack), expiring within W
+        assert 0 <= info["renewed_ago"] < W
+        assert 0 < info["expires_in"] <= W
+        assert info["renewed_ago"] + info["expires_in"] == pytest.approx(W, abs=0.01)
+
+
+def test_status_without_any_supervisor_exits_3(pair: Cluster) -> None:
+    host = pair.add("a")
+    host.write_config()  # configured, never started: nobody ever touched this lease name
+    r = run_cli("status", "--config", str(host.config_path))
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "no holder" in r.stdout
+    r = run_cli("status", "--config", str(host.config_path), "--json")
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    info = json.loads(r.stdout)
+    assert info["holder"] is None and info["live"] is False and info["epoch"] is None
+
+
+def test_status_after_graceful_stop_exits_3(pair: Cluster) -> None:
+    a = pair.add("a")
+    a.start()
+    a.wait_event("node_started", 15)
+    a.signal(signal.SIGTERM)
+    assert a.exit_code(10) == 0
+    r = run_cli("status", "--config", str(a.config_path), "--json")
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    info = json.loads(r.stdout)
+    assert info["holder"] is None and info["live"] is False
+    assert info["epoch"] == a.events("lease_acquired")[0]["epoch"]  # the row keeps its epoch
+
+
+def test_status_with_unreachable_database_exits_69_quickly(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    variants = {
+        "password key": f'url = "postgresql://127.0.0.1:{port}/db"\n'
+                        f'  user = "corda"\n  password = "{PASSWORD}"',
+        "password in url": f'url = "postgresql://corda:{PASSWORD}@127.0.0.1:{port}/db"',
+    }
+    for name, db in variants.items():
+        conf = write_conf(tmp_path / "unreachable.conf",
+                          db + f"\n  connectTimeout = {int(CONNECT_TIMEOUT)}s")
+        t0 = time.monotonic()
+        r = run_cli("status", "--config", str(conf), timeout=30)
+        took = time.monotonic() - t0
+        print(f"status, closed port ({name}): exit {r.returncode} after {took:.3f}s: "
+              f"{r.stderr.strip()}")
+        assert r.returncode == 69, (r.stdout, r.stderr)
+        assert took < CONNECT_TIMEOUT + 1.5
+        assert "database unavailable" in r.stderr
+        assert PASSWORD not in r.stdout + r.stderr
+
+
+def test_status_with_silent_database_exits_69_within_connect_timeout(tmp_path: Path) -> None:
+    """A listener that accepts TCP but never answers: only the client-side bound helps."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes handshakes; nobody ever reads or writes
+        port = silent.getsockname()[1]
+        conf = write_conf(tmp_path / "silent.conf",
+                          f'url = "postgresql://corda:{PASSWORD}@127.0.0.1:{port}/db"\n'
+                          f"  connectTimeout = {int(CONNECT_TIMEOUT)}s")
+        t0 = time.monotonic()
+        r = run_cli("status", "--config", str(conf), timeout=30)
+        took = time.monotonic() - t0
+    print(f"status, silent server: exit {r.returncode} after {took:.3f}s: {r.stderr.strip()}")
+    assert r.returncode == 69, (r.stdout, r.stderr)
+    assert took < CONNECT_TIMEOUT + 1.5
+    assert PASSWORD not in r.stdout + r.stderr
+
+
+def test_status_with_wrong_password_exits_69_without_echoing_it(
+        tmp_path: Path, pg_server: object) -> None:
+    from tests.pgserver import PgServer
+    assert isinstance(pg_server, PgServer)
+    wrong = "wr0ng-" + PASSWORD
+    conf = write_conf(tmp_path / "wrongpw.conf",
+                      f'url = "postgresql://127.0.0.1:{pg_server.port}/postgres"\n'
+                      f'  user = "{PgServer.password_user}"\n  password = "{wrong}"\n'
+                      "  connectTimeout = 2s")
+    r = run_cli("status", "--config", str(conf), timeout=30)
+    print(f"status, wrong password: exit {r.returncode}: {r.stderr.strip()}")
+    assert r.returncode == 69, (r.stdout, r.stderr)
+    assert "password authentication failed" in r.stderr
+    assert wrong not in r.stdout + r.stderr
+
+
+# --------------------------------------------------------------------------- handover
+
+
+def test_handover_with_wait_moves_the_lease_to_b(pair: Cluster) -> None:
+    with Watcher(pair.hosts) as watch:
+        a, b = start_pair(pair)
+        watch.hosts = pair.hosts
+        (node_a,) = a.live_nodes()
+        epoch = a.wait_event("lease_acquired", 1)["epoch"]
+        mark_a, mark_b = a.mark(), b.mark()
+        t0 = time.monotonic()
+        r = run_cli("handover", "--config", str(a.config_path), "--wait", "10", timeout=30)
+        cli_took = time.monotonic() - t0
+        print(r.stdout, r.stderr)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert f"handover requested from a (epoch {epoch})" in r.stdout
+        assert re.search(rf"now held by b \(epoch {epoch + 1}\)", r.stdout)
+        b_acquired = b.wait_event("lease_acquired", 1, since=mark_b)
+        assert b_acquired["epoch"] == epoch + 1
+        wait_until(lambda: b.live_nodes(), 3, message="b's node to run")
+        node_b_after = time.monotonic() - t0
+        assert not pid_alive(node_a)
+        assert a.live_nodes() == []
+        rec = next(r for r in a.node_records() if r["pid"] == node_a)
+        assert rec["stop"] is not None, "a's node was stopped gracefully (SIGTERM)"
+        a.wait_event("handover_requested", 1, since=mark_a, match=lambda e: e["epoch"] == epoch)
+        a.wait_event("lease_released", 1, since=mark_a, match=lambda e: e["epoch"] == epoch)
+        a.wait_event("cooldown_started", 1, since=mark_a)
+        assert a.state() == "cooldown"
+        r = run_cli("status", "--config", str(b.config_path), "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["holder"] == "b"
+    watch.assert_never_two()
+    print(f"handover: CLI returned after {cli_took:.3f}s (incl. interpreter start), "
+          f"b's node running {node_b_after:.3f}s after the command was started")
+    assert node_b_after < 5
+
+
+def test_handover_without_holder_exits_3(pair: Cluster) -> None:
+    host = pair.add("a")
+    host.write_config()
+    r = run_cli("handover", "--config", str(host.config_path), "--wait", "1")
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "nobody holds the lease" in r.stderr
+
+
+def test_handover_with_single_host_times_out_and_holder_comes_back(pair: Cluster) -> None:
+    """Documented: the holder stops its node, releases and cools down for 2 W; with no
+    other host, `--wait` fails (exit 1), and after the cooldown the holder takes the
+    lease again (new epoch, node running again)."""
+    with Watcher(pair.hosts) as watch:
+        a = pair.add("a")
+        watch.hosts = pair.hosts
+        a.start()
+        a.wait_event("node_started", 15)
+        wait_until(lambda: a.live_nodes(), 2, message="a's node record")
+        (node_a,) = a.live_nodes()
+        epoch = a.wait_event("lease_acquired", 1)["epoch"]
+        mark = a.mark()
+        t0 = time.monotonic()
+        r = run_cli("handover", "--config", str(a.config_path), "--wait", "1", timeout=30)
+        cli_took = time.monotonic() - t0
+        print(r.stdout, r.stderr)
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert "no other host took the lease within 1" in r.stderr
+        assert 1.0 <= cli_took < 1.0 + 3.0
+        # a stepped down: node stopped (gracefully), lease released, cooling down for 2 W
+        wait_until(lambda: not pid_alive(node_a), 2, message="a's node to stop")
+        a.wait_event("handover_requested", 2, since=mark)
+        released = a.wait_event("lease_released", 2, since=mark)
+        cooldown = a.wait_event("cooldown_started", 2, since=mark)
+        assert cooldown["seconds"] == pytest.approx(2 * W)
+        assert released["epoch"] == epoch
+        # ... and after the cooldown takes the lease back
+        back = a.wait_event("lease_acquired", 2 * W + 3, since=mark)
+        back_after = log_seconds(back) - log_seconds(released)  # by the supervisor's log times
+        assert back["epoch"] == epoch + 1
+        a.wait_event("cooldown_ended", 1, since=mark)
+        wait_until(lambda: a.live_nodes(), 3, message="a's node to run again")
+        assert a.state() == "active"
+        gap = time.monotonic() - t0
+    watch.assert_never_two()
+    print(f"handover --wait 1 alone: exit 1 after {cli_took:.3f}s; a took the lease back "
+          f"~{back_after:.3f}s after releasing (cooldown {2 * W:.1f}s); no node for {gap:.3f}s")
+    assert 2 * W - 0.1 <= back_after < 2 * W + 2
+
+
+# --------------------------------------------------------------------------- check-config
+
+
+@pytest.mark.parametrize("variant", ["password", "url-userinfo", "jdbc-query", "password-file",
+                                     "env"])
+def test_check_config_redacts_the_password(tmp_path: Path, variant: str) -> None:
+    env: dict[str, str] = {}
+    if variant == "password":
+        db = f'url = "postgresql://db.example:5432/corda"\n  user = "corda"\n' \
+             f'  password = "{PASSWORD}"'
+    elif variant == "url-userinfo":
+        db = f'url = "postgresql://corda:{PASSWORD}@db.example:5432/corda"'
+    elif variant == "jdbc-query":
+        db = (f'url = "jdbc:postgresql://db.example:5432/corda?user=corda&password={PASSWORD}'
+              '&sslmode=require"')
+    elif variant == "password-file":
+        pw = tmp_path / "pw"
+        pw.write_text(PASSWORD + "\n")
+        db = f'url = "postgresql://db.example/corda"\n  user = "corda"\n  passwordFile = "{pw}"'
+    else:
+        env = {"CORDA_TEST_DB_PASSWORD": PASSWORD}
+        db = 'url = "postgresql://db.example/corda"\n  user = "corda"\n' \
+             "  password = ${?CORDA_TEST_DB_PASSWORD}"
+    conf = write_conf(tmp_path / "ok.conf", db)
+    r = run_cli("check-config", "--config", str(conf), env=env)
+    print(r.stdout, r.stderr)
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert shown["database"]["password"] == "***"
+    assert PASSWORD not in r.stdout + r.stderr
+    assert shown["database"]["user"] == "corda"
+    assert "db.example" in shown["database"]["url"]
+    assert shown["mutualExclusionConfiguration"]["on"] is True
+    assert shown["source"] == str(conf)
+
+
+@pytest.mark.parametrize("case", ["unknown-key", "wrong-type", "wait-not-above-update",
+                                  "missing-file"])
+def test_check_config_bad_file_exits_78_naming_file_and_key(tmp_path: Path, case: str) -> None:
+    conf = tmp_path / "bad.conf"
+    if case == "unknown-key":
+        write_conf(conf, f'url = "postgresql://h/db"\n  password = "{PASSWORD}"\n'
+                         '  leaseNmae = "x"')
+        key = "leaseNmae"
+    elif case == "wrong-type":
+        write_conf(conf, 'url = "postgresql://h/db"',
+                   extra="health { enabled = true, host = \"127.0.0.1\", port = \"eighty\" }")
+        key = "port"
+    elif case == "wait-not-above-update":
+        conf.write_text('mutualExclusionConfiguration { on = true, machineName = x,\n'
+                        '  updateInterval = 2000, waitInterval = 2000 }\n'
+                        f'database {{ url = "postgresql://h/db", password = "{PASSWORD}" }}\n'
+                        'node { command = ["true"] }\n')
+        key = "waitInterval"
+    else:
+        key = ""
+    r = run_cli("check-config", "--config", str(conf))
+    print(r.stderr)
+    assert r.returncode == 78, (r.stdout, r.stderr)
+    assert r.stdout == ""
+    assert str(conf) in r.stderr
+    assert key in r.stderr
+    assert PASSWORD not in r.stdout + r.stderr
+    if case == "unknown-key":
+        assert "leaseName" in r.stderr  # did you mean
+
+
+@pytest.mark.parametrize("command", ["run", "status", "check-config", "handover"])
+def test_help_for_every_subcommand(command: str) -> None:
+    r = run_cli(command, "--help")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage:")
+    assert command in r.stdout and "--config" in r.stdout
+    if command == "status":
+        assert "--json" in r.stdout
+    if command == "handover":
+        assert "--wait" in r.stdout
+
+
+def test_top_level_help_lists_every_subcommand() -> None:
+    r = run_cli("--help")
+    assert r.returncode == 0, r.stderr
+    for command in ("run", "status", "check-config", "handover"):
+        assert command in r.stdout
+
+
+def test_version() -> None:
+    r = run_cli("--version")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == __version__
+
+
+def test_status_on_a_lease_off_config_exits_78(tmp_path: Path) -> None:
+    conf = write_conf(tmp_path / "off.conf", 'url = "postgresql://h/db"')
+    conf.write_text(conf.read_text().replace("on = true", "on = false"))
+    for command in ("status", "handover"):
+        r = run_cli(command, "--config", str(conf))
+        assert r.returncode == 78, (command, r.stdout, r.stderr)
+        assert "on = false" in r.stderr
