@@ -26,6 +26,36 @@ from enum import StrEnum
 from typing import Literal
 
 from supervisor.config import Config
+from supervisor.messages import (
+    AcquireLease,
+    Action,
+    Begin,
+    Event,
+    Exit,
+    HandoverRequested,
+    KillNode,
+    LeaseAcquired,
+    LeaseCallFailed,
+    LeaseLost,
+    LeaseNotAcquired,
+    LeaseObserved,
+    LeaseOpKind,
+    LeaseReleased,
+    LeaseRenewed,
+    Log,
+    NodeExited,
+    NodeStarted,
+    ObserveLease,
+    PeerReleased,
+    ReleaseLease,
+    RenewLease,
+    SeenVersion,
+    SetNodeDeadline,
+    ShutdownRequested,
+    StartNode,
+    StopNode,
+    Tick,
+)
 
 
 class State(StrEnum):
@@ -45,7 +75,6 @@ class NodePhase(StrEnum):
     STOPPING = "stopping"
 
 
-LeaseOpKind = Literal["observe", "acquire", "renew", "release"]
 AfterStop = Literal["standby", "cooldown_crash", "cooldown_handover", "exit"]
 
 
@@ -91,171 +120,6 @@ class Timing:
             crash_cooldown=restart.cooldown,
         )
 
-
-@dataclass(frozen=True)
-class SeenVersion:
-    """What identifies one write of the lease row (the caller's opaque token)."""
-
-    epoch: int
-    instance: str | None
-    renewed_at: object  # a database timestamp; compared for equality only
-
-
-# ---------------------------------------------------------------- events
-
-
-@dataclass(frozen=True)
-class Begin:
-    """The daemon has started (first event)."""
-
-
-@dataclass(frozen=True)
-class Tick:
-    """A timer fired; nothing else happened."""
-
-
-@dataclass(frozen=True)
-class LeaseObserved:
-    version: SeenVersion
-    free: bool  # no row, or released
-    expired: bool  # by the database clock
-    holder: str | None
-    mine: bool  # the row names this very process (instance) as holder
-    dead_predecessor_pid: int | None  # same machine name and host, recorded pid not alive
-    exists: bool = True
-
-
-@dataclass(frozen=True)
-class LeaseAcquired:
-    epoch: int
-    sent_at: float
-
-
-@dataclass(frozen=True)
-class LeaseNotAcquired:
-    """The conditional acquire matched no row: someone else moved first."""
-
-
-@dataclass(frozen=True)
-class LeaseRenewed:
-    sent_at: float
-    handover_requested: bool
-
-
-@dataclass(frozen=True)
-class LeaseLost:
-    """A renewal updated zero rows: the lease is no longer ours."""
-
-
-@dataclass(frozen=True)
-class LeaseReleased:
-    released: bool  # False: the row was no longer ours
-
-
-@dataclass(frozen=True)
-class LeaseCallFailed:
-    op: LeaseOpKind
-    reason: str
-
-
-@dataclass(frozen=True)
-class PeerReleased:
-    """A NOTIFY said the lease was released."""
-
-
-@dataclass(frozen=True)
-class NodeStarted:
-    pid: int
-
-
-@dataclass(frozen=True)
-class NodeExited:
-    returncode: int | None
-    signal: int | None
-    runtime: float
-    killed_by: str | None = None
-
-
-@dataclass(frozen=True)
-class ShutdownRequested:
-    signal: str = "SIGTERM"
-
-
-@dataclass(frozen=True)
-class HandoverRequested:
-    """Ask the holder to step down (from the database flag)."""
-
-
-Event = (
-    Begin | Tick | LeaseObserved | LeaseAcquired | LeaseNotAcquired | LeaseRenewed | LeaseLost
-    | LeaseReleased | LeaseCallFailed | PeerReleased | NodeStarted | NodeExited
-    | ShutdownRequested | HandoverRequested
-)
-
-# ---------------------------------------------------------------- actions
-
-
-@dataclass(frozen=True)
-class ObserveLease:
-    timeout: float
-
-
-@dataclass(frozen=True)
-class AcquireLease:
-    expected: SeenVersion | None
-    takeover_dead_pid: int | None
-    timeout: float
-
-
-@dataclass(frozen=True)
-class RenewLease:
-    epoch: int
-    timeout: float
-
-
-@dataclass(frozen=True)
-class ReleaseLease:
-    epoch: int
-    timeout: float
-
-
-@dataclass(frozen=True)
-class StartNode:
-    epoch: int | None
-    kill_deadline: float | None  # absolute monotonic; None when the lease is off
-
-
-@dataclass(frozen=True)
-class SetNodeDeadline:
-    kill_deadline: float
-
-
-@dataclass(frozen=True)
-class StopNode:
-    grace: float  # SIGTERM now, SIGKILL the group after this many seconds
-
-
-@dataclass(frozen=True)
-class KillNode:
-    pass
-
-
-@dataclass(frozen=True)
-class Log:
-    event: str
-    level: Literal["debug", "info", "warning", "error"]
-    fields: tuple[tuple[str, object], ...] = ()
-
-
-@dataclass(frozen=True)
-class Exit:
-    code: int
-
-
-Action = (
-    ObserveLease | AcquireLease | RenewLease | ReleaseLease | StartNode | SetNodeDeadline
-    | StopNode | KillNode | Log | Exit
-)
 
 # ---------------------------------------------------------------- state
 
@@ -527,6 +391,15 @@ class _Step:
         if s.shutting_down:
             self.s.after_stop = "exit"
             self.s.state = State.STOPPING
+            self.give_up_lease()
+            return
+        term_at = term_deadline(s, self.t)
+        if term_at is not None and self.now >= term_at:
+            # The answer came too late to run a node safely on this lease: hand it back.
+            self.log("lease_acquired_too_late", "warning", epoch=epoch,
+                     late_by=round(self.now - term_at, 3))
+            s.after_stop = "standby"
+            s.state = State.STOPPING
             self.give_up_lease()
             return
         self.start_node()

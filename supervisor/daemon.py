@@ -24,11 +24,20 @@ import structlog
 
 from supervisor import core
 from supervisor.config import Config
-from supervisor.core import (
+from supervisor.core import CoreState, NodePhase, Timing
+from supervisor.http import HealthServer, StatusView
+from supervisor.lease import (
+    Identity,
+    LeaseSnapshot,
+    LeaseUnavailable,
+    LeaseVersion,
+    PostgresLeaseStore,
+    RenewResult,
+)
+from supervisor.messages import (
     AcquireLease,
     Action,
     Begin,
-    CoreState,
     Event,
     Exit,
     KillNode,
@@ -37,11 +46,11 @@ from supervisor.core import (
     LeaseLost,
     LeaseNotAcquired,
     LeaseObserved,
+    LeaseOpKind,
     LeaseReleased,
     LeaseRenewed,
     Log,
     NodeExited,
-    NodePhase,
     NodeStarted,
     ObserveLease,
     PeerReleased,
@@ -53,16 +62,6 @@ from supervisor.core import (
     StartNode,
     StopNode,
     Tick,
-    Timing,
-)
-from supervisor.http import HealthServer, StatusView
-from supervisor.lease import (
-    Identity,
-    LeaseSnapshot,
-    LeaseUnavailable,
-    LeaseVersion,
-    PostgresLeaseStore,
-    RenewResult,
 )
 from supervisor.metrics import Metrics
 from supervisor.node import NodeExit, NodeProcess
@@ -246,7 +245,7 @@ class Daemon:
     async def _lease_call(self, action: ObserveLease | AcquireLease | RenewLease | ReleaseLease
                           ) -> None:
         """Posts exactly one result event, within the action's timeout plus CALL_GRACE."""
-        kind: core.LeaseOpKind = {
+        kind: LeaseOpKind = {
             ObserveLease: "observe", AcquireLease: "acquire", RenewLease: "renew",
             ReleaseLease: "release",
         }[type(action)]  # type: ignore[assignment]
