@@ -89,6 +89,8 @@ class Timing:
     operation_timeout: float  # bound on one database call
     poll_interval: float  # how often a standby reads the row
     retry_interval: float  # pause after a failed database call
+    renew_timeout: float  # bound on one renewal: short, so a retry fits before term_at
+    renew_retry: float  # pause after a failed renewal
     handover_cooldown: float
     initial_delay: float
     multiplier: float
@@ -110,6 +112,8 @@ class Timing:
             operation_timeout=config.database.operation_timeout,
             poll_interval=max(0.05, min(u / 2, w / 4)),
             retry_interval=max(0.05, min(u / 4, 1.0)),
+            renew_timeout=min(config.database.operation_timeout, u / 2),
+            renew_retry=max(0.01, min(u / 20, 0.25)),
             handover_cooldown=2 * w,
             initial_delay=restart.initial_delay,
             multiplier=restart.multiplier,
@@ -479,7 +483,7 @@ class _Step:
             left = None if kill_at is None else round(kill_at - self.now, 3)
             self.log("lease_renewal_failed", "warning", epoch=s.epoch, reason=reason,
                      time_left=left)
-            s.next_renew_at = self.now + self.t.retry_interval
+            s.next_renew_at = self.now + self.t.renew_retry
         elif op == "release":
             epoch = s.release_epoch
             s.release_epoch = None
@@ -623,7 +627,7 @@ class _Step:
         # 3. One lease call at a time.
         if s.lease_enabled and s.lease_op is None:
             if s.epoch is not None and s.next_renew_at is not None and now >= s.next_renew_at:
-                timeout = self.op_timeout()
+                timeout = self.t.renew_timeout
                 if kill_at is not None:
                     timeout = max(0.05, min(timeout, kill_at - now))
                 self.begin_op("renew", RenewLease(s.epoch, timeout))

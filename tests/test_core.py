@@ -45,7 +45,8 @@ U, W, M, S = 0.5, 2.0, 0.2, 0.5
 
 TIMING = Timing(
     update_interval=U, wait_interval=W, margin=M, stop_timeout=S, operation_timeout=0.4,
-    poll_interval=0.25, retry_interval=0.1, handover_cooldown=4.0, initial_delay=1.0,
+    poll_interval=0.25, retry_interval=0.1, renew_timeout=0.25, renew_retry=0.025,
+    handover_cooldown=4.0, initial_delay=1.0,
     multiplier=2.0, max_delay=8.0, reset_after=30.0, max_crashes=4, crash_window=60.0,
     crash_cooldown=20.0,
 )
