@@ -89,7 +89,7 @@ class Timing:
     operation_timeout: float  # bound on one database call
     poll_interval: float  # how often a standby reads the row
     retry_interval: float  # pause after a failed database call
-    renew_timeout: float  # bound on one renewal: short, so a retry fits before term_at
+    renew_hedge: float  # a renewal without an answer this long is raced on a fresh connection
     renew_retry: float  # pause after a failed renewal
     handover_cooldown: float
     initial_delay: float
@@ -112,7 +112,7 @@ class Timing:
             operation_timeout=config.database.operation_timeout,
             poll_interval=max(0.05, min(u / 2, w / 4)),
             retry_interval=max(0.05, min(u / 4, 1.0)),
-            renew_timeout=min(config.database.operation_timeout, u / 2),
+            renew_hedge=max(0.02, min(config.database.operation_timeout, u / 8)),
             renew_retry=max(0.01, min(u / 20, 0.25)),
             handover_cooldown=2 * w,
             initial_delay=restart.initial_delay,
@@ -139,6 +139,8 @@ class CoreState:
     next_renew_at: float | None = None
     release_epoch: int | None = None  # a lease given up that we still owe a release for
     lease_op: LeaseOpKind | None = None
+    lease_op_since: float = 0.0
+    renewal_slow_logged: bool = False
     next_observe_at: float = 0.0
     seen: SeenVersion | None = None
     seen_since: float | None = None
@@ -199,6 +201,8 @@ def next_wakeup(state: CoreState, timing: Timing) -> float | None:
                 times.append(kill_at - timing.stop_timeout)
         if state.lease_op is None and state.next_renew_at is not None:
             times.append(state.next_renew_at)
+        if state.lease_op == "renew" and not state.renewal_slow_logged:
+            times.append(state.lease_op_since + 2 * timing.renew_hedge)
     if state.lease_op is None and state.lease_enabled and state.state == State.STANDBY:
         times.append(state.next_observe_at)
     for t in (state.restart_at, state.cooldown_until):
@@ -241,6 +245,8 @@ class _Step:
 
     def begin_op(self, kind: LeaseOpKind, action: Action) -> None:
         self.s.lease_op = kind
+        self.s.lease_op_since = self.now
+        self.s.renewal_slow_logged = False
         self.actions.append(action)
 
     def give_up_lease(self) -> None:
@@ -606,6 +612,15 @@ class _Step:
                 s.state = State.STOPPING
                 self.stop_node("renewal_overdue", kill_at - now)
                 self.give_up_lease()
+        # A renewal keeps trying (hedged) until the kill deadline; say so early.
+        if (s.lease_op == "renew" and s.epoch is not None and not s.renewal_slow_logged
+                and now >= s.lease_op_since + 2 * t.renew_hedge):
+            s.renewal_slow_logged = True
+            kill_at = kill_deadline(s, t)
+            self.log("lease_renewal_failed", "warning", epoch=s.epoch,
+                     reason=f"no answer within {2 * t.renew_hedge:g} s; retrying on fresh "
+                            "connections",
+                     time_left=None if kill_at is None else round(kill_at - now, 3))
         # 2. Timers.
         if s.restart_at is not None and now >= s.restart_at and s.node is NodePhase.NONE:
             s.restart_at = None
@@ -627,10 +642,10 @@ class _Step:
         # 3. One lease call at a time.
         if s.lease_enabled and s.lease_op is None:
             if s.epoch is not None and s.next_renew_at is not None and now >= s.next_renew_at:
-                timeout = self.t.renew_timeout
-                if kill_at is not None:
-                    timeout = max(0.05, min(timeout, kill_at - now))
-                self.begin_op("renew", RenewLease(s.epoch, timeout))
+                # One renewal may keep trying (hedged) up to the kill deadline; the
+                # deadlines above never wait for it.
+                timeout = self.op_timeout() if kill_at is None else max(0.05, kill_at - now)
+                self.begin_op("renew", RenewLease(s.epoch, timeout, self.t.renew_hedge))
             elif s.release_epoch is not None and s.node is NodePhase.NONE:
                 self.begin_op("release", ReleaseLease(s.release_epoch, self.op_timeout()))
             elif (s.state == State.STANDBY and not s.shutting_down and s.begun

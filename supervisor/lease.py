@@ -454,11 +454,19 @@ class PostgresLeaseStore:
 
         return await self._run("acquire", op, timeout)
 
-    async def renew(self, epoch: int, timeout: float) -> RenewResult | None:
+    async def renew(self, epoch: int, timeout: float, *,
+                    hedge_after: float | None = None) -> RenewResult | None:
         """Extend our lease to now + W (database clock). None: the lease is lost.
 
         Succeeds only while this process (instance) holds `epoch` and the lease
         has not expired (`expires_at` > now). Reports a pending handover request.
+
+        With `hedge_after`, a renewal that has no answer after that long is tried
+        again on a fresh connection, and again every `hedge_after`, the attempts
+        racing until one answers or `timeout` passes (then `LeaseUnavailable`).
+        A connection stuck in a partition therefore never costs more than
+        `hedge_after` once the database is reachable again. Two attempts may both
+        commit: a renewal is idempotent.
         """
         params = {"name": self.lease_name, "instance": self.identity.instance,
                   "epoch": epoch, "w": self._w}
@@ -468,7 +476,9 @@ class PostgresLeaseStore:
             row = await cur.fetchone()
             return None if row is None else RenewResult(handover_requested=bool(row[0]))
 
-        return await self._run("renew", op, timeout)
+        if hedge_after is None or hedge_after >= timeout:
+            return await self._run("renew", op, timeout)
+        return await self._hedged("renew", op, timeout, hedge_after)
 
     async def release(self, epoch: int, timeout: float) -> bool:
         """Give the lease up (holder cleared, epoch kept) and NOTIFY listeners, atomically.
@@ -627,6 +637,78 @@ class PostgresLeaseStore:
             return await self._bounded.run(attempt(), timeout, what, abandon)
         except (psycopg.Error, OSError) as e:  # from connecting
             raise self._unavailable(f"{what}: cannot connect", e) from None
+
+    async def _hedged(self, what: str, op: Callable[[Conn], Awaitable[T]], timeout: float,
+                      every: float) -> T:
+        """Like `_run`, but racing a new attempt on a fresh connection every `every`
+        seconds until one answers. The first answer wins; its connection becomes
+        the current one; the other attempts are abandoned in the background."""
+        if self._closed:
+            raise LeaseUnavailable(f"{what}: lease store closed")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        running: dict[asyncio.Task[T], list[Conn]] = {}
+        last_error: LeaseUnavailable | None = None
+
+        def launch(fresh: bool) -> None:
+            used: list[Conn] = []
+
+            async def attempt() -> T:
+                conn = await (self._open() if fresh else self._connection())
+                used.append(conn)
+                return await op(conn)
+
+            running[asyncio.ensure_future(attempt())] = used
+
+        def abandon_all() -> None:
+            for task, used in running.items():
+                conn = self._forget(used[0]) if used else None
+                self._bounded.spawn(self._bounded._reap(task, conn))
+            running.clear()
+
+        launch(fresh=False)
+        next_launch = loop.time() + every
+        try:
+            while True:
+                now = loop.time()
+                if now >= deadline:
+                    abandon_all()
+                    if last_error is not None:
+                        raise last_error
+                    raise LeaseUnavailable(
+                        f"{what}: no answer from the database within {timeout:.3g} s")
+                if now >= next_launch:
+                    launch(fresh=True)
+                    next_launch = now + every
+                pause = max(0.0, min(next_launch, deadline) - now)
+                if not running:  # every attempt failed fast (e.g. refused): wait a beat
+                    await asyncio.sleep(pause)
+                    continue
+                done, _ = await asyncio.wait(set(running), timeout=pause,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    used = running.pop(task)
+                    error = task.exception()
+                    if error is None:
+                        if used:
+                            # Adopt the connection that answered. The previous one is
+                            # either gone already or in a losing attempt, which
+                            # abandon_all() reaps and closes.
+                            self._conn = used[0]
+                        abandon_all()
+                        return task.result()
+                    if used:
+                        self._drop(used[0])
+                    if isinstance(error, psycopg.Error | OSError):
+                        last_error = self._unavailable(what, error)
+                    elif isinstance(error, LeaseUnavailable):
+                        last_error = error
+                    else:
+                        abandon_all()
+                        raise error
+        except asyncio.CancelledError:
+            abandon_all()
+            raise
 
     def _unavailable(self, what: str, e: Exception) -> LeaseUnavailable:
         sqlstate = e.sqlstate if isinstance(e, psycopg.Error) else None

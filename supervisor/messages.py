@@ -132,6 +132,7 @@ class AcquireLease:
 class RenewLease:
     epoch: int
     timeout: float
+    hedge_after: float | None = None  # race a fresh attempt after this long, and again
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ U, W, M, S = 0.5, 2.0, 0.2, 0.5
 
 TIMING = Timing(
     update_interval=U, wait_interval=W, margin=M, stop_timeout=S, operation_timeout=0.4,
-    poll_interval=0.25, retry_interval=0.1, renew_timeout=0.25, renew_retry=0.025,
+    poll_interval=0.25, retry_interval=0.1, renew_hedge=0.0625, renew_retry=0.025,
     handover_cooldown=4.0, initial_delay=1.0,
     multiplier=2.0, max_delay=8.0, reset_after=30.0, max_crashes=4, crash_window=60.0,
     crash_cooldown=20.0,
@@ -122,7 +122,9 @@ def test_renews_every_update_interval_and_extends_guard_deadline() -> None:
     acts = d.tick_to(U)
     (renew,) = of(RenewLease, acts)
     assert isinstance(renew, RenewLease) and renew.epoch == 4
-    assert renew.timeout <= TIMING.operation_timeout
+    # one hedged renewal may keep trying up to the kill deadline, never beyond
+    assert renew.timeout == pytest.approx(W - M - U)
+    assert renew.hedge_after == TIMING.renew_hedge
     acts = d.feed(LeaseRenewed(sent_at=U, handover_requested=False), U + 0.05)
     (deadline,) = of(SetNodeDeadline, acts)
     assert isinstance(deadline, SetNodeDeadline)

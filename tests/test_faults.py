@@ -278,15 +278,15 @@ def test_fast_database_restart_keeps_one_node(pair: Cluster, pg_server: PgServer
 # ------------------------------------------------------------------ 3. short blackhole
 
 
-@pytest.mark.parametrize(("phase", "duration"), [(U / 2, 0.5), (U - 0.02, 0.45)],
-                         ids=["mid-interval-0.5s", "just-before-renewal-0.45s"])
+@pytest.mark.parametrize(("phase", "duration"), [(U / 2, 0.65), (U - 0.02, 0.65)],
+                         ids=["mid-interval-0.65s", "just-before-renewal-0.65s"])
 def test_short_blackhole_of_active_host_keeps_its_node(
         pair: Cluster, pg_server: PgServer, proxies: Callable[[], FaultProxy],
         phase: float, duration: float) -> None:
-    """A cut-off shorter than the slack W - U - S - M (0.8 s) less one renewal attempt
-    (renew timeout U/2 + retry U/20 = 0.275 s) never costs the node, wherever it starts
-    relative to the renewals. The second case is the worst alignment: the fault begins
-    just before a renewal is sent, so that renewal hangs until its timeout."""
+    """A cut-off shorter than the slack W - U - S - M (0.8 s) less one hedge interval
+    (U/8) and a reconnect never costs the node, wherever it starts relative to the
+    renewals. The second case is the worst alignment: the fault begins just before a
+    renewal is sent, so that renewal's first connection hangs for good."""
     with Watcher(pair.hosts) as watch:
         a, b, pa, _pb = _start_pair_via(pair, pg_server, proxies)
         (node_a,) = a.live_nodes()

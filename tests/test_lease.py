@@ -323,6 +323,40 @@ def test_blackholed_database_times_out_then_recovers(proxied_db: DatabaseConfig,
     run(main())
 
 
+def test_hedged_renewal_recovers_soon_after_a_partition_heals(
+        proxied_db: DatabaseConfig, proxy: FaultProxy) -> None:
+    """A renewal stuck on a blackholed connection is raced on fresh connections, so it
+    answers within about one hedge interval of the path healing, not at its timeout."""
+    async def main() -> None:
+        a = store(proxied_db, w=30)
+        try:
+            await a.ensure_schema(TO)
+            epoch = await a.acquire(None, timeout=TO)
+            assert epoch is not None
+            proxy.set_mode("blackhole")
+            call = asyncio.create_task(a.renew(epoch, 5.0, hedge_after=0.1))
+            await asyncio.sleep(0.5)  # the fault lasts 0.5 s
+            assert not call.done()
+            proxy.set_mode("pass")
+            healed = time.monotonic()
+            result = await asyncio.wait_for(call, 5.0)
+            recovery = time.monotonic() - healed
+            assert result is not None
+            assert recovery < 0.35, f"hedged renewal took {recovery:.3f}s after healing"
+            # the connection that answered is kept for the next call
+            assert await a.renew(epoch, 0.5) is not None
+            # a refused path: fresh attempts keep coming, without a busy loop
+            proxy.set_mode("reset")
+            with pytest.raises(LeaseUnavailable):
+                await a.renew(epoch, 0.6, hedge_after=0.1)
+            proxy.set_mode("pass")
+            assert await a.renew(epoch, 0.5, hedge_after=0.1) is not None
+        finally:
+            await a.close()
+
+    run(main())
+
+
 def test_caller_cancellation_is_prompt(proxied_db: DatabaseConfig, proxy: FaultProxy) -> None:
     async def main() -> None:
         a = store(proxied_db)

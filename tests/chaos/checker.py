@@ -7,7 +7,7 @@ all processes on one machine share; `db_ts` is never used for arithmetic
 
 Typical use by an episode runner::
 
-    records = load(conn, run_id)                 # or load_jsonl(record_dir)
+    records = load(conn, run_id) + load_jsonl(record_dir, run_id)  # either or both
     runs = build_runs(records)                   # one NodeRun per (run_id, host, pid, epoch)
     result = check_episode(runs, fault, healthy_windows=[(t0, t1)])
     per_type.setdefault(fault.kind, []).append(result)
@@ -29,8 +29,9 @@ A **node run** (`NodeRun`) is every record of one process: key
 - every record at time t says the node was executing at t. A `start` or `beat`
   record covers `[t, t + tolerance)` (`tolerance` defaults to one beat
   interval, 20 ms: the node may have run that long after its last beat, e.g.
-  when SIGKILLed between beats); a `stop` record covers only t (the node
-  writes it as the last thing before exiting 0);
+  when SIGKILLed between beats); a `stop` record covers only t, and nothing
+  before it reaches past it (the node writes it as the last thing before
+  exiting 0);
 - two consecutive records at most `max_gap` apart (default 0.5 s) are joined:
   the node is taken as alive all the time between them;
 - a longer gap splits the run: between the two segments the node is counted
@@ -69,6 +70,7 @@ Interfaces
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -250,7 +252,7 @@ def record_from_mapping(row: Mapping[str, Any]) -> Record:
         host=str(row["host"]),
         pid=int(row["pid"]),
         epoch=None if epoch is None else int(epoch),
-        kind=kind,  # type: ignore[arg-type]  # checked against KINDS above
+        kind=kind,  # checked against KINDS above
         mono=float(row["mono"]),
         run_id=str(row.get("run_id") or ""),
         db_ts=row.get("db_ts"),
@@ -327,8 +329,11 @@ def build_runs(records: Iterable[Record], *, tolerance: float = DEFAULT_TOLERANC
         recs.sort(key=lambda r: (r.mono, KINDS.index(r.kind)))
         segments: list[list[float]] = []
         prev: float | None = None
+        stop_at = max((r.mono for r in recs if r.kind == "stop"), default=math.inf)
         for r in recs:
             end = r.mono if r.kind == "stop" else r.mono + tolerance
+            if r.mono <= stop_at:
+                end = min(end, stop_at)  # nothing runs after the stop record
             if segments and prev is not None and (
                 r.mono - prev <= max_gap or r.mono < segments[-1][1]
             ):
@@ -417,7 +422,7 @@ def availability_detail(runs: Sequence[NodeRun],
     window_s = one_s = none_s = many_s = 0.0
     alive = 0
     wi = 0
-    for x, y in zip(points, points[1:], strict=False):
+    for x, y in itertools.pairwise(points):
         alive += delta.get(x, 0)
         while wi < len(windows) and windows[wi][1] <= x:
             wi += 1
