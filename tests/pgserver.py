@@ -14,6 +14,11 @@ that tests can exercise password authentication (`password_user`,
 
 The server is always stopped (`pg_ctl stop -m immediate`) at interpreter exit,
 even when the session fixture's finaliser does not run.
+
+`PgServer.create(bindir, env={...})` runs the server programs with extra
+environment variables, e.g. under libfaketime (`LD_PRELOAD`,
+`FAKETIME_TIMESTAMP_FILE`, `FAKETIME_NO_CACHE=1`). They are passed through
+`env VAR=...` after `runuser`, which may strip `LD_PRELOAD`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import psycopg
@@ -128,8 +133,9 @@ class PgServer:
     password = "secret-pw"
 
     def __init__(self, dsn: str, *, bindir: str | None = None, basedir: str | None = None,
-                 run_as: str | None = None) -> None:
+                 run_as: str | None = None, env: Mapping[str, str] | None = None) -> None:
         self.dsn = dsn
+        self._env = dict(env or {})
         params = conninfo_to_dict(dsn)
         self.host = str(params.get("host") or params.get("hostaddr") or "127.0.0.1")
         self.port = int(params.get("port") or 5432)
@@ -157,8 +163,11 @@ class PgServer:
         return cls.create(bindir)
 
     @classmethod
-    def create(cls, bindir: str) -> PgServer:
-        """initdb + start a cluster in a new temporary directory."""
+    def create(cls, bindir: str, env: Mapping[str, str] | None = None) -> PgServer:
+        """initdb + start a cluster in a new temporary directory.
+
+        `env`: extra environment for the server programs (initdb, pg_ctl, postgres).
+        """
         run_as: str | None = None
         if os.geteuid() == 0:
             run_as = "postgres"
@@ -180,7 +189,7 @@ class PgServer:
         port = free_port()
         server = cls(
             f"postgresql://postgres@127.0.0.1:{port}/postgres",
-            bindir=bindir, basedir=basedir, run_as=run_as,
+            bindir=bindir, basedir=basedir, run_as=run_as, env=env,
         )
         atexit.register(server.destroy)
         try:
@@ -261,6 +270,8 @@ class PgServer:
     def _cmd(self, argv: list[str]) -> list[str]:
         assert self._bindir is not None
         cmd = [os.path.join(self._bindir, argv[0]), *argv[1:]]
+        if self._env:
+            cmd = ["env", *(f"{k}={v}" for k, v in self._env.items()), *cmd]
         if self._run_as is not None:
             cmd = ["runuser", "-u", self._run_as, "--", *cmd]
         return cmd
