@@ -20,7 +20,6 @@ its own clock (`seen_since + W`) and the database agrees the row expired.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
@@ -146,7 +145,6 @@ class CoreState:
     seen_since: float | None = None
     node: NodePhase = NodePhase.NONE
     node_pid: int | None = None
-    node_started_at: float | None = None
     stop_sent: bool = False
     kill_sent: bool = False
     after_stop: AfterStop = "standby"
@@ -287,7 +285,6 @@ class _Step:
         self.s.stop_sent = False
         self.s.kill_sent = False
         self.s.restart_at = None
-        self.s.node_started_at = self.now
         self.s.state = State.ACTIVE if self.s.lease_enabled else State.DISABLED
         self.actions.append(StartNode(self.s.epoch, kill_deadline(self.s, self.t)))
 
@@ -657,8 +654,3 @@ class _Step:
             s.state = State.EXITED
             self.log("supervisor_exiting", code=0)
             self.actions.append(Exit(0))
-
-
-def describe(actions: Sequence[Action]) -> list[str]:
-    """Short names of actions, for tests and debug logs."""
-    return [type(a).__name__ for a in actions]

@@ -72,6 +72,11 @@ CALL_GRACE = 1.0  # extra time a lease task gets beyond its own timeout before w
 
 log = structlog.get_logger("supervisor.daemon")
 
+_OP_KIND: dict[type[Action], LeaseOpKind] = {
+    ObserveLease: "observe", AcquireLease: "acquire", RenewLease: "renew",
+    ReleaseLease: "release",
+}
+
 
 class LeaseStore(Protocol):
     """What the daemon needs of a lease store (PostgresLeaseStore in production)."""
@@ -246,10 +251,7 @@ class Daemon:
     async def _lease_call(self, action: ObserveLease | AcquireLease | RenewLease | ReleaseLease
                           ) -> None:
         """Posts exactly one result event, within the action's timeout plus CALL_GRACE."""
-        kind: LeaseOpKind = {
-            ObserveLease: "observe", AcquireLease: "acquire", RenewLease: "renew",
-            ReleaseLease: "release",
-        }[type(action)]  # type: ignore[assignment]
+        kind = _OP_KIND[type(action)]
         sent_at = self.clock()
         task = asyncio.create_task(self._lease_request(action, sent_at))
         done, _ = await asyncio.wait({task}, timeout=action.timeout + CALL_GRACE)

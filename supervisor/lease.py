@@ -194,10 +194,10 @@ class _Bounded:
         try:
             done, _ = await asyncio.wait({task}, timeout=max(0.0, timeout))
         except asyncio.CancelledError:
-            self.spawn(self._reap(task, on_abandon()))
+            self.abandon(task, on_abandon())
             raise
         if not done:
-            self.spawn(self._reap(task, on_abandon()))
+            self.abandon(task, on_abandon())
             raise LeaseUnavailable(f"{what}: no answer from the database within {timeout:.3g} s")
         return task.result()
 
@@ -210,6 +210,10 @@ class _Bounded:
         self.background.discard(t)
         if not t.cancelled():
             t.exception()  # retrieved: no "never retrieved" warning
+
+    def abandon(self, task: asyncio.Task[Any], conn: Conn | None) -> None:
+        """Stop waiting for `task`: cancel it in the background, then close `conn`."""
+        self.spawn(self._reap(task, conn))
 
     async def _reap(self, task: asyncio.Task[Any], conn: Conn | None) -> None:
         task.cancel()
@@ -663,7 +667,7 @@ class PostgresLeaseStore:
         def abandon_all() -> None:
             for task, used in running.items():
                 conn = self._forget(used[0]) if used else None
-                self._bounded.spawn(self._bounded._reap(task, conn))
+                self._bounded.abandon(task, conn)
             running.clear()
 
         launch(fresh=False)
