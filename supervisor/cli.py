@@ -12,8 +12,11 @@ import asyncio
 import json
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from supervisor import __version__
 from supervisor.config import EX_CONFIG, Config, ConfigError, dump_config, load_config
@@ -42,9 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Contend for the lease and run the node while holding it. "
                     "SIGTERM/SIGINT: stop the node gracefully, release the lease, exit 0."))
     status = with_config(sub.add_parser(
-        "status", help="show who holds the lease (by the database clock)",
-        description="Exit 0 when a live holder exists, 3 when none, 69 when the database "
-                    "cannot be reached."))
+        "status", help="show who holds the lease (by the database clock) and this host's view",
+        description="Shows the lease row and, from this host's supervisor (its /status "
+                    "endpoint), its state, its view of the database and whether it could "
+                    "take over now. Exit 0 when a live holder exists, 3 when none, 69 when "
+                    "the database cannot be reached."))
     status.add_argument("--json", action="store_true", help="print JSON")
     with_config(sub.add_parser(
         "check-config", help="validate the configuration and print it (password redacted)",
@@ -127,27 +132,75 @@ async def _observe(store: PostgresLeaseStore, timeout: float) -> LeaseSnapshot |
     return await store.observe(timeout)
 
 
+def local_view(config: Config, timeout: float = 2.0) -> tuple[dict[str, Any] | None, str | None]:
+    """This host's supervisor's `/status` (its state, database view, whether it could
+    take over), or (None, why not). Bounded by `timeout`; never raises."""
+    health = config.health
+    if not health.enabled:
+        return None, "health endpoint disabled (health.enabled = false)"
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(health.host, health.host)
+    netloc = f"[{host}]" if ":" in host else host
+    url = f"http://{netloc}:{health.port}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return None, f"{url} answered {e.code}"
+    except (OSError, ValueError) as e:
+        return None, f"no supervisor answering at {url}: {e}"
+    return (body, None) if isinstance(body, dict) else (None, f"{url}: unexpected answer")
+
+
+def _describe_local(view: dict[str, Any] | None, error: str | None) -> str:
+    if view is None:
+        return f"this host: {error}"
+    lines = [f"this host: {view.get('machine_name')} state={view.get('state')} "
+             f"epoch={view.get('epoch')}"]
+    if "can_take_over" in view:
+        can = "yes" if view["can_take_over"] else "NO"
+        lines.append(f"  could take over now: {can} ({view.get('can_take_over_reason')})")
+    db = view.get("database")
+    if isinstance(db, dict):
+        if db.get("reachable"):
+            lines.append(f"  database: reachable (server {db.get('server')})")
+        else:
+            lines.append(f"  database: UNREACHABLE for {db.get('failing_for')} s, "
+                         f"{db.get('failures_in_a_row')} failures in a row; last error: "
+                         f"{db.get('last_error')}")
+    if view.get("machine_name_conflict"):
+        lines.append(f"  CONFIGURATION ERROR: {view['machine_name_conflict']}")
+    return "\n".join(lines)
+
+
 async def status(config: Config, *, as_json: bool) -> int:
     store = _store(config)
     timeout = max(config.database.operation_timeout, config.database.connect_timeout)
+    view, view_error = await asyncio.to_thread(local_view, config)
     try:
         snapshot = await _observe(store, timeout)
     except LeaseUnavailable as e:
-        print(f"corda-ha-supervisor: database unavailable: {e}", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"database_error": str(e), "this_host": view,
+                              "this_host_error": view_error}, indent=2))
+        else:
+            print(f"corda-ha-supervisor: database unavailable: {e}", file=sys.stderr)
+            print(_describe_local(view, view_error))
         return EX_UNAVAILABLE
     finally:
         await store.close()
     info = describe(snapshot)
     if as_json:
-        print(json.dumps(info, indent=2))
-    elif info["holder"] is None:
-        print("no holder: the lease is free")
+        print(json.dumps({**info, "this_host": view, "this_host_error": view_error}, indent=2))
     else:
-        state = "live" if info["live"] else "EXPIRED"
-        print(f"holder: {info['holder']} (host {info['holder_host']}, pid {info['holder_pid']})"
-              f"\nepoch: {info['epoch']}\nstate: {state}\nrenewed: {info['renewed_ago']} s ago"
-              f"\nexpires in: {info['expires_in']} s"
-              + ("\nhandover: requested" if info["handover_requested"] else ""))
+        if info["holder"] is None:
+            print("no holder: the lease is free")
+        else:
+            state = "live" if info["live"] else "EXPIRED"
+            print(f"holder: {info['holder']} (host {info['holder_host']}, pid "
+                  f"{info['holder_pid']})\nepoch: {info['epoch']}\nstate: {state}\nrenewed: "
+                  f"{info['renewed_ago']} s ago\nexpires in: {info['expires_in']} s"
+                  + ("\nhandover: requested" if info["handover_requested"] else ""))
+        print(_describe_local(view, view_error))
     return 0 if info["live"] else EXIT_NO_HOLDER
 
 

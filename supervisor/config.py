@@ -36,6 +36,8 @@ from pyhocon import ConfigParser
 from pyhocon.exceptions import ConfigMissingException, ConfigSubstitutionException
 from pyparsing import ParseBaseException
 
+from supervisor.timing import MIN_RENEWAL_WINDOW, stop_graces
+
 EX_CONFIG = 78
 
 
@@ -673,9 +675,14 @@ def _lease(root: _Block, hostname: str) -> LeaseConfig:
         block.fail("waitInterval", f"must be greater than updateInterval ({wait:g} s <= "
                                    f"{update:g} s), as Corda requires")
     margin = block.duration("fencingMargin", min(2.0, wait / 10))
-    if margin >= wait - update:
-        block.fail("fencingMargin", f"must be less than waitInterval - updateInterval "
-                                    f"({margin:g} s >= {wait - update:g} s)")
+    window = wait - margin - update
+    if window < MIN_RENEWAL_WINDOW:
+        name = "fencingMargin" if block.has("fencingMargin") else "waitInterval"
+        block.fail(name, f"waitInterval - fencingMargin - updateInterval = {wait:g} s - "
+                         f"{margin:g} s - {update:g} s = {window:.3g} s leaves no time for a "
+                         f"renewal (at least {MIN_RENEWAL_WINDOW:g} s is needed): the node "
+                         "would be killed before a renewal could be answered. Raise "
+                         "waitInterval, or lower updateInterval or fencingMargin")
     return LeaseConfig(enabled=enabled, machine_name=machine_name, update_interval=update,
                        wait_interval=wait, margin=margin)
 
@@ -864,14 +871,6 @@ def _build(tree: Mapping[str, Any], hostname: str, source: str) -> Config:
     restart = _restart(root)
     health = _health(root)
     logging = _logging(root)
-    if lease.enabled:
-        slack = lease.wait_interval - lease.update_interval
-        if slack < node.stop_timeout + lease.margin:
-            warnings.append(
-                f"waitInterval - updateInterval = {slack:g} s is less than node.stopTimeout + "
-                f"fencing margin = {node.stop_timeout:g} s + {lease.margin:g} s: after one missed "
-                "renewal the node cannot be stopped gracefully and will be killed (raise "
-                "waitInterval or lower stopTimeout)")
     return Config(lease=lease, database=database, node=node, restart=restart, health=health,
                   logging=logging, source=source, warnings=tuple(warnings))
 
@@ -954,8 +953,30 @@ def redacted_dict(config: Config) -> dict[str, Any]:
             "cooldown": restart.cooldown,
         },
         "health": {"enabled": health.enabled, "host": health.host, "port": health.port},
+        "timing": _timing_summary(config),
         "logging": {"format": logging.format, "level": logging.level},
         "warnings": list(config.warnings),
+    }
+
+
+def _timing_summary(config: Config) -> dict[str, Any] | None:
+    """What the timing rule makes of this configuration (seconds), for operators."""
+    lease = config.lease
+    if not lease.enabled:
+        return None
+    g = stop_graces(lease.update_interval, lease.wait_interval, lease.margin,
+                    config.node.stop_timeout, config.database.operation_timeout)
+    return {
+        "plannedStopGrace": g.planned_grace,
+        "leaseLossGrace": round(g.loss_grace, 6),
+        "renewalAllowance": round(g.renewal_allowance, 6),
+        "sigtermAfterLastRenewal": round(g.term_after, 6),
+        "sigkillAfterLastRenewal": round(g.kill_after, 6),
+        "explained": (
+            f"a planned stop (shutdown, handover) gives the node stopTimeout = "
+            f"{g.planned_grace:g} s while renewals go on; a node whose lease is not renewed "
+            f"gets SIGTERM {g.term_after:.3g} s after the last successful renewal was sent, "
+            f"i.e. {g.loss_grace:.3g} s before SIGKILL at {g.kill_after:.3g} s"),
     }
 
 

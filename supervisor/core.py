@@ -6,15 +6,23 @@ daemon promises that every lease action it is given produces exactly one result
 event (success or `LeaseCallFailed`) within the action's `timeout`, and that
 every `StartNode` is followed by `NodeStarted` and/or `NodeExited`.
 
-Timing (design.md): let `t` be when the last successful renewal (or the
-acquisition) was *sent*. Nobody else may take the lease before `t + W`, so
+Timing (design.md, supervisor/timing.py): let `t` be when the last successful
+renewal (or the acquisition) was *sent*. Nobody else may take the lease before
+`t + W`, so
 
-- `term_at = t + W - M - S`: SIGTERM the node (graceful stop) and give the lease up;
+- `term_at = t + W - M - G`: SIGTERM the node (graceful stop with the loss grace
+  `G = min(S, W - M - U - R)`) and give the lease up;
 - `kill_at = t + W - M`: SIGKILL the node's process group. The guard holds the
   same deadline, so the node dies on time even when this process is frozen.
 
+Planned stops (shutdown, handover) give the node the full `S` while renewals go
+on; the kill deadline still cuts them short if renewals fail.
+
 A standby takes a held lease only after it has seen the row unchanged for W on
-its own clock (`seen_since + W`) and the database agrees the row expired.
+its own clock (`seen_since + W`) and the database agrees the row expired. When
+another database server starts answering (a restart, a failover to a replica
+that may have lost the last writes), it takes nothing at all, not even a free
+row or its own dead predecessor's, before it has watched that server for W.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ from supervisor.messages import (
     StopNode,
     Tick,
 )
+from supervisor.timing import stop_graces
 
 
 class State(StrEnum):
@@ -84,7 +93,8 @@ class Timing:
     update_interval: float  # U
     wait_interval: float  # W
     margin: float  # M
-    stop_timeout: float  # S
+    stop_timeout: float  # S: the grace of a planned stop
+    loss_grace: float  # G: the grace of a stop forced by a lease being lost
     operation_timeout: float  # bound on one database call
     poll_interval: float  # how often a standby reads the row
     retry_interval: float  # pause after a failed database call
@@ -98,16 +108,20 @@ class Timing:
     max_crashes: int
     crash_window: float
     crash_cooldown: float
+    error_repeat: float = 60.0  # a persisting database error is logged again this often
 
     @classmethod
     def from_config(cls, config: Config) -> Timing:
         lease, restart = config.lease, config.restart
         u, w = lease.update_interval, lease.wait_interval
+        graces = stop_graces(u, w, lease.margin, config.node.stop_timeout,
+                             config.database.operation_timeout)
         return cls(
             update_interval=u,
             wait_interval=w,
             margin=lease.margin,
             stop_timeout=config.node.stop_timeout,
+            loss_grace=graces.loss_grace,
             operation_timeout=config.database.operation_timeout,
             poll_interval=max(0.05, min(u / 2, w / 4)),
             retry_interval=max(0.05, min(u / 4, 1.0)),
@@ -156,7 +170,15 @@ class CoreState:
     begun: bool = False
     holder: str | None = None  # last holder seen (for status)
     restarts: int = 0
-    call_failures: int = 0  # standby reads/acquires failed in a row
+    call_failures: int = 0  # lease calls failed in a row
+    db_error: str | None = None  # the last failure's reason, while failing
+    db_error_since: float | None = None
+    db_error_logged_at: float | None = None
+    db_ok_at: float | None = None  # when the database last answered
+    server: str | None = None  # the database server that answered last
+    server_watch_until: float | None = None  # after a server change: take nothing before
+    name_conflict: str | None = None  # another live identity holds our machineName
+    name_conflict_logged_at: float | None = None
 
 
 def initial_state(lease_enabled: bool) -> CoreState:
@@ -174,9 +196,9 @@ def kill_deadline(state: CoreState, timing: Timing) -> float | None:
 
 
 def term_deadline(state: CoreState, timing: Timing) -> float | None:
-    """`t + W - M - S`: when a graceful stop must begin."""
+    """`t + W - M - G`: when a node whose lease is not renewed must get SIGTERM."""
     kill_at = kill_deadline(state, timing)
-    return None if kill_at is None else kill_at - timing.stop_timeout
+    return None if kill_at is None else kill_at - timing.loss_grace
 
 
 def backoff_delay(consecutive_crashes: int, timing: Timing) -> float:
@@ -184,6 +206,24 @@ def backoff_delay(consecutive_crashes: int, timing: Timing) -> float:
     exponent = max(0, consecutive_crashes - 1)
     delay = timing.initial_delay * (timing.multiplier ** min(exponent, 64))
     return float(min(delay, timing.max_delay))
+
+
+def takeover_readiness(state: CoreState, now: float) -> tuple[bool, str]:
+    """Could this host take the lease over now, if the holder died? (ok, why not)."""
+    if not state.lease_enabled:
+        return False, "the lease is off"
+    if state.epoch is not None:
+        return False, "this host holds the lease"
+    if state.state is not State.STANDBY or state.shutting_down:
+        return False, f"state is {state.state}"
+    if state.db_ok_at is None or state.call_failures:
+        return False, f"database unreachable: {state.db_error or 'no answer yet'}"
+    if state.name_conflict is not None:
+        return False, state.name_conflict
+    if state.server_watch_until is not None and now < state.server_watch_until:
+        return False, ("a new database server answers: watching it for "
+                       f"{state.server_watch_until - now:.1f} s more")
+    return True, "standby, database reachable"
 
 
 def next_wakeup(state: CoreState, timing: Timing) -> float | None:
@@ -196,7 +236,7 @@ def next_wakeup(state: CoreState, timing: Timing) -> float | None:
         if kill_at is not None:
             times.append(kill_at)
             if state.node is not NodePhase.NONE and not state.stop_sent:
-                times.append(kill_at - timing.stop_timeout)
+                times.append(kill_at - timing.loss_grace)
         if state.lease_op is None and state.next_renew_at is not None:
             times.append(state.next_renew_at)
         if state.lease_op == "renew" and not state.renewal_slow_logged:
@@ -273,11 +313,10 @@ class _Step:
         self.log("node_killed", "warning", reason=reason, pid=self.s.node_pid)
         self.actions.append(KillNode())
 
-    def graceful_grace(self) -> float:
-        kill_at = kill_deadline(self.s, self.t)
-        if kill_at is None:
-            return self.t.stop_timeout
-        return min(self.t.stop_timeout, kill_at - self.now)
+    def planned_grace(self) -> float:
+        """A planned stop gets the full S; the guard still kills at the kill deadline
+        if renewals stop meanwhile (renewals go on while the node stops)."""
+        return self.t.stop_timeout
 
     def start_node(self) -> None:
         self.s.node = NodePhase.STARTING
@@ -299,7 +338,7 @@ class _Step:
         self.s.after_stop = after
         self.s.state = State.STOPPING
         if self.s.node is not NodePhase.NONE:
-            self.stop_node(reason, self.graceful_grace())
+            self.stop_node(reason, self.planned_grace())
         else:
             self.give_up_lease()
 
@@ -322,6 +361,7 @@ class _Step:
                 self.on_acquired(epoch, sent_at)
             case LeaseNotAcquired():
                 s.lease_op = None
+                self.database_answered()
                 s.next_observe_at = self.now + self.t.retry_interval
             case LeaseRenewed():
                 self.on_renewed(event)
@@ -346,13 +386,90 @@ class _Step:
 
     # -- lease results
 
+    def database_answered(self) -> None:
+        """A lease call got an answer from the database (whatever it said)."""
+        s = self.s
+        if s.call_failures:
+            since = s.db_error_since if s.db_error_since is not None else self.now
+            self.log("lease_call_recovered", failures_in_a_row=s.call_failures,
+                     failed_for=round(self.now - since, 3))
+        s.call_failures = 0
+        s.db_error = None
+        s.db_error_since = None
+        s.db_error_logged_at = None
+        s.db_ok_at = self.now
+
+    def note_failure(self, reason: str) -> None:
+        """Count a failed lease call (for status and the recovery log line)."""
+        s = self.s
+        s.call_failures += 1
+        s.db_error = reason
+        if s.db_error_since is None:
+            s.db_error_since = self.now
+
+    def database_failed(self, op: LeaseOpKind, reason: str) -> None:
+        """Record a failed standby call; log the first one and then at least every
+        `error_repeat` seconds while the failures last."""
+        s = self.s
+        self.note_failure(reason)
+        last = s.db_error_logged_at
+        if last is None or self.now - last >= self.t.error_repeat:
+            s.db_error_logged_at = self.now
+            failing_for = self.now - (s.db_error_since or self.now)
+            self.log("lease_call_failed", "warning" if last is None else "error", op=op,
+                     reason=reason, failures_in_a_row=s.call_failures,
+                     failing_for=round(failing_for, 3))
+        else:
+            self.log("lease_call_failed", "debug", op=op, reason=reason,
+                     failures_in_a_row=s.call_failures)
+
+    def note_server(self, ev: LeaseObserved) -> None:
+        """Restart every stopwatch when another database server answers."""
+        s = self.s
+        if not ev.server or ev.server == s.server:
+            return
+        w = self.t.wait_interval
+        if s.server is None:
+            s.server = ev.server
+            if ev.exists and ev.row_server != ev.server:
+                # first contact, and the row was written through another server (or by
+                # a version that did not record it): this one may lack the last writes
+                s.server_watch_until = self.now + w
+                self.log("database_row_from_other_server", "warning", server=ev.server,
+                         row_server=ev.row_server, watch_for=w)
+            elif ev.server_uptime is not None and ev.server_uptime < w:
+                # it started moments ago: it may lack the last writes
+                s.server_watch_until = self.now + w
+                self.log("database_server_young", "warning", server=ev.server,
+                         uptime=round(ev.server_uptime, 3), watch_for=w)
+            return
+        self.log("database_server_changed", "warning", before=s.server, after=ev.server,
+                 watch_for=w)
+        s.server = ev.server
+        s.server_watch_until = self.now + w
+        s.seen = None
+        s.seen_since = None
+
+    def note_conflict(self, conflict: str | None) -> None:
+        s = self.s
+        if conflict is None:
+            if s.name_conflict is not None:
+                self.log("machine_name_conflict_cleared")
+            s.name_conflict = None
+            s.name_conflict_logged_at = None
+            return
+        last = s.name_conflict_logged_at
+        if s.name_conflict != conflict or last is None or self.now - last >= self.t.error_repeat:
+            self.log("machine_name_conflict", "error", detail=conflict)
+            s.name_conflict_logged_at = self.now
+        s.name_conflict = conflict
+
     def on_observed(self, ev: LeaseObserved) -> None:
         s = self.s
         s.lease_op = None
-        if s.call_failures:
-            self.log("lease_call_recovered", failures_in_a_row=s.call_failures)
-            s.call_failures = 0
+        self.database_answered()
         s.holder = ev.holder
+        self.note_server(ev)
         if s.state != State.STANDBY or s.shutting_down:
             return
         if ev.version != s.seen:
@@ -365,19 +482,26 @@ class _Step:
             self.log("lease_stray_released", "warning", epoch=ev.version.epoch)
             self.begin_op("release", ReleaseLease(ev.version.epoch, self.op_timeout()))
             return
+        self.note_conflict(ev.name_conflict)
+        watch_until = s.server_watch_until
+        if watch_until is not None and self.now < watch_until:
+            # Only time watched on our own clock since the server changed counts.
+            s.next_observe_at = min(self.now + self.t.poll_interval, watch_until)
+            return
         if ev.free:
             expected = ev.version if ev.exists else None
-            self.begin_op("acquire", AcquireLease(expected, None, self.op_timeout()))
+            self.begin_op("acquire", AcquireLease(expected, None, s.server, self.op_timeout()))
             return
-        if ev.dead_predecessor_pid is not None:
-            self.log("lease_takeover_from_dead_predecessor", pid=ev.dead_predecessor_pid)
-            self.begin_op("acquire", AcquireLease(ev.version, ev.dead_predecessor_pid,
+        if ev.reclaimable is not None:
+            self.log("lease_takeover_from_dead_predecessor", pid=ev.reclaimable.pid)
+            self.begin_op("acquire", AcquireLease(ev.version, ev.reclaimable, s.server,
                                                   self.op_timeout()))
             return
         assert s.seen_since is not None
         unchanged_for = self.now - s.seen_since
         if ev.expired and unchanged_for >= self.t.wait_interval:
-            self.begin_op("acquire", AcquireLease(ev.version, None, self.op_timeout()))
+            self.begin_op("acquire", AcquireLease(ev.version, None, s.server,
+                                                  self.op_timeout()))
             return
         next_at = self.now + self.t.poll_interval
         if ev.expired or unchanged_for + self.t.poll_interval >= self.t.wait_interval:
@@ -387,6 +511,7 @@ class _Step:
     def on_acquired(self, epoch: int, sent_at: float) -> None:
         s = self.s
         s.lease_op = None
+        self.database_answered()
         s.epoch = epoch
         s.renewed_sent_at = sent_at
         s.next_renew_at = sent_at + self.t.update_interval
@@ -394,7 +519,7 @@ class _Step:
         s.seen_since = None
         s.consecutive_crashes = 0
         s.crash_times = ()
-        self.log("lease_acquired", epoch=epoch)
+        self.log("lease_acquired", epoch=epoch, sent_at=round(sent_at, 6))
         if s.shutting_down:
             self.s.after_stop = "exit"
             self.s.state = State.STOPPING
@@ -414,11 +539,15 @@ class _Step:
     def on_renewed(self, ev: LeaseRenewed) -> None:
         s = self.s
         s.lease_op = None
+        self.database_answered()
         if s.epoch is None:
             return  # we gave the lease up meanwhile; the release is owed separately
         s.renewed_sent_at = max(s.renewed_sent_at or ev.sent_at, ev.sent_at)
         s.next_renew_at = s.renewed_sent_at + self.t.update_interval
         kill_at = kill_deadline(s, self.t)
+        # sent_at is CLOCK_MONOTONIC: comparable across processes of one machine
+        self.log("lease_renewed", "debug", epoch=s.epoch, sent_at=round(ev.sent_at, 6),
+                 answered_after=round(self.now - ev.sent_at, 6))
         if kill_at is not None and s.node is not NodePhase.NONE:
             self.actions.append(SetNodeDeadline(kill_at))
         if ev.handover_requested and s.after_stop != "cooldown_handover" and not s.shutting_down:
@@ -434,6 +563,7 @@ class _Step:
     def on_lost(self) -> None:
         s = self.s
         s.lease_op = None
+        self.database_answered()
         if s.epoch is None:
             return
         self.log("lease_lost", "error", epoch=s.epoch, reason="renewal matched no row")
@@ -451,6 +581,7 @@ class _Step:
     def on_released(self, released: bool) -> None:
         s = self.s
         s.lease_op = None
+        self.database_answered()
         epoch = s.release_epoch
         s.release_epoch = None
         if released:
@@ -482,22 +613,20 @@ class _Step:
         s = self.s
         s.lease_op = None
         if op == "renew" and s.epoch is not None:
+            self.note_failure(reason)
             kill_at = kill_deadline(s, self.t)
             left = None if kill_at is None else round(kill_at - self.now, 3)
             self.log("lease_renewal_failed", "warning", epoch=s.epoch, reason=reason,
                      time_left=left)
             s.next_renew_at = self.now + self.t.renew_retry
         elif op == "release":
+            self.note_failure(reason)
             epoch = s.release_epoch
             s.release_epoch = None
             self.log("lease_release_failed", "warning", epoch=epoch, reason=reason)
             self.after_release()
         else:
-            s.call_failures += 1
-            # Warn on the 1st, 10th, 100th... failure in a row; the rest at debug level.
-            loud = str(s.call_failures).rstrip("0") == "1"
-            self.log("lease_call_failed", "warning" if loud else "debug", op=op, reason=reason,
-                     failures_in_a_row=s.call_failures)
+            self.database_failed(op, reason)
             # We lost sight of the row: we can no longer vouch it stayed unchanged.
             s.seen = None
             s.seen_since = None
@@ -576,7 +705,7 @@ class _Step:
         s.after_stop = "exit"
         if s.node is not NodePhase.NONE:
             s.state = State.STOPPING
-            self.stop_node("shutdown", self.graceful_grace())
+            self.stop_node("shutdown", self.planned_grace())
         else:
             s.state = State.STOPPING
             self.give_up_lease()
@@ -601,7 +730,7 @@ class _Step:
                 if s.node is NodePhase.NONE and not s.shutting_down:
                     s.restart_at = None
                     self.enter_standby()
-            elif (now >= kill_at - t.stop_timeout and s.node is not NodePhase.NONE
+            elif (now >= kill_at - t.loss_grace and s.node is not NodePhase.NONE
                   and not s.stop_sent):
                 self.log("lease_renewal_overdue", "error", epoch=s.epoch,
                          time_left=round(kill_at - now, 3))

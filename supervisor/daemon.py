@@ -19,15 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import psutil
 import structlog
 
 from supervisor import core
 from supervisor.config import Config
 from supervisor.core import CoreState, NodePhase, Timing
 from supervisor.http import HealthServer, StatusView
+from supervisor.identity import Identity, ProcessRef
 from supervisor.lease import (
-    Identity,
     LeaseSnapshot,
     LeaseUnavailable,
     LeaseVersion,
@@ -45,7 +44,6 @@ from supervisor.messages import (
     LeaseCallFailed,
     LeaseLost,
     LeaseNotAcquired,
-    LeaseObserved,
     LeaseOpKind,
     LeaseReleased,
     LeaseRenewed,
@@ -56,7 +54,6 @@ from supervisor.messages import (
     PeerReleased,
     ReleaseLease,
     RenewLease,
-    SeenVersion,
     SetNodeDeadline,
     ShutdownRequested,
     StartNode,
@@ -65,6 +62,7 @@ from supervisor.messages import (
 )
 from supervisor.metrics import Metrics
 from supervisor.node import NodeExit, NodeProcess
+from supervisor.observation import observation
 from supervisor.sdnotify import SystemdNotifier
 
 LOOP_TURN = 0.5  # the loop turns at least this often (liveness, watchdog)
@@ -84,7 +82,8 @@ class LeaseStore(Protocol):
     async def ensure_schema(self, timeout: float) -> None: ...
     async def observe(self, timeout: float) -> LeaseSnapshot: ...
     async def acquire(self, expected: LeaseVersion | None, *,
-                      takeover_dead_pid: int | None = None, timeout: float) -> int | None: ...
+                      takeover: ProcessRef | None = None, server: str | None = None,
+                      timeout: float) -> int | None: ...
     async def renew(self, epoch: int, timeout: float, *,
                     hedge_after: float | None = None) -> RenewResult | None: ...
     async def release(self, epoch: int, timeout: float) -> bool: ...
@@ -98,31 +97,6 @@ class _NodeSlot:
 
     process: NodeProcess | None = None
     pending: list[Callable[[NodeProcess], None]] | None = None
-
-
-def observation(snapshot: LeaseSnapshot, identity: Identity) -> LeaseObserved:
-    """Translate a row into the core's terms; checks the recorded pid on this host."""
-    mine = snapshot.instance is not None and snapshot.instance == identity.instance
-    dead_pid: int | None = None
-    if (not mine and not snapshot.free and snapshot.holder == identity.machine_name
-            and snapshot.holder_host == identity.host and snapshot.holder_pid is not None
-            and snapshot.holder_pid != identity.pid and not _pid_alive(snapshot.holder_pid)):
-        dead_pid = snapshot.holder_pid
-    version = snapshot.version
-    return LeaseObserved(
-        version=SeenVersion(version.epoch, version.instance, version.renewed_at),
-        free=snapshot.free, expired=snapshot.expired, holder=snapshot.holder, mine=mine,
-        dead_predecessor_pid=dead_pid, exists=snapshot.exists,
-    )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.Error:
-        return True  # cannot tell: assume alive (the safe answer)
 
 
 class Daemon:
@@ -163,12 +137,19 @@ class Daemon:
         if self.store is not None:
             listener = asyncio.create_task(
                 self.store.listen(lambda: self.events.put_nowait(PeerReleased())))
+        t = self.timing
         log.info("supervisor_started", machine_name=self.identity.machine_name,
                  host=self.identity.host, pid=self.identity.pid,
+                 machine_identity=self.identity.machine,
                  instance=self.identity.instance, lease=self.config.lease.enabled,
-                 update_interval=self.timing.update_interval,
-                 wait_interval=self.timing.wait_interval, margin=self.timing.margin,
-                 stop_timeout=self.timing.stop_timeout)
+                 update_interval=t.update_interval, wait_interval=t.wait_interval,
+                 margin=t.margin, stop_timeout=t.stop_timeout, loss_grace=t.loss_grace)
+        if self.config.lease.enabled:
+            log.info("stop_graces", planned_stop_grace=t.stop_timeout,
+                     lease_loss_grace=round(t.loss_grace, 3),
+                     message=(f"a planned stop (shutdown, handover) gives the node "
+                              f"stopTimeout = {t.stop_timeout:g} s; a node whose lease is "
+                              f"being lost gets {t.loss_grace:.3g} s of SIGTERM before SIGKILL"))
         for warning in self.config.warnings:
             log.warning("config_warning", message=warning)
         self.notifier.ready(self._status_line())
@@ -280,10 +261,12 @@ class Daemon:
             case ObserveLease(timeout=timeout):
                 snap = await store.observe(timeout)
                 return observation(snap, self.identity)
-            case AcquireLease(expected=expected, takeover_dead_pid=dead_pid, timeout=timeout):
+            case AcquireLease(expected=expected, takeover=takeover, server=server,
+                              timeout=timeout):
                 version = None if expected is None else LeaseVersion(
                     expected.epoch, expected.instance, expected.renewed_at)  # type: ignore[arg-type]
-                epoch = await store.acquire(version, takeover_dead_pid=dead_pid, timeout=timeout)
+                epoch = await store.acquire(version, takeover=takeover, server=server,
+                                            timeout=timeout)
                 if epoch is None:
                     return LeaseNotAcquired()
                 return LeaseAcquired(epoch=epoch, sent_at=sent_at)
@@ -362,6 +345,21 @@ class Daemon:
         kill_at = core.kill_deadline(s, self.timing)
         if kill_at is not None:
             extra["kill_deadline_in"] = round(kill_at - now, 3)
+        if s.lease_enabled:
+            can, why = core.takeover_readiness(s, now)
+            extra["can_take_over"] = can
+            extra["can_take_over_reason"] = why
+            extra["database"] = {
+                "reachable": s.db_ok_at is not None and s.call_failures == 0,
+                "last_error": s.db_error,
+                "failing_for": (None if s.db_error_since is None
+                                else round(now - s.db_error_since, 3)),
+                "failures_in_a_row": s.call_failures,
+                "last_answer_age": None if s.db_ok_at is None else round(now - s.db_ok_at, 3),
+                "server": s.server,
+            }
+            extra["machine_identity"] = self.identity.machine
+            extra["machine_name_conflict"] = s.name_conflict
         return StatusView(
             state=str(s.state), machine_name=self.identity.machine_name,
             holder=self.identity.machine_name if held else s.holder, epoch=s.epoch,

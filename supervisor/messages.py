@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from supervisor.identity import ProcessRef
+
 LeaseOpKind = Literal["observe", "acquire", "renew", "release"]
 
 
@@ -42,8 +44,15 @@ class LeaseObserved:
     expired: bool  # by the database clock
     holder: str | None
     mine: bool  # the row names this very process (instance) as holder
-    dead_predecessor_pid: int | None  # same machine name and host, recorded pid not alive
+    # our own dead predecessor holds it: same machineName AND machine identity, and
+    # that process (pid + start time) is gone
+    reclaimable: ProcessRef | None = None
+    # another live supervisor holds it under our machineName (a configuration error)
+    name_conflict: str | None = None
     exists: bool = True
+    server: str = ""  # which database server answered (changes on restart / failover)
+    server_uptime: float | None = None  # that server's age by its own clock, seconds
+    row_server: str | None = None  # the server that wrote the row last (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -124,7 +133,8 @@ class ObserveLease:
 @dataclass(frozen=True)
 class AcquireLease:
     expected: SeenVersion | None
-    takeover_dead_pid: int | None
+    takeover: ProcessRef | None  # our dead predecessor, taken back at once
+    server: str | None  # take it only if this server answers (the one we watched)
     timeout: float
 
 

@@ -12,7 +12,8 @@ Metric names (all prefixed `corda_ha_`): `state` (enum), `lease_held`,
 `epoch`, `node_running`, `node_restarts_total`, `lease_renewals_total`,
 `lease_renewal_failures_total`, `lease_acquisitions_total`,
 `last_renewal_age_seconds` (computed at scrape time, so it keeps growing when
-the loop hangs; NaN before the first renewal).
+the loop hangs; NaN before the first renewal), `can_take_over`,
+`database_reachable`, `database_failures_in_a_row`.
 """
 
 from __future__ import annotations
@@ -73,6 +74,15 @@ class Metrics:
             "last_renewal_age_seconds", "Seconds since the last successful renewal was sent.",
             namespace=_NS, registry=r)
         self.last_renewal_age_seconds.set_function(self._renewal_age)
+        self.can_take_over = Gauge(
+            "can_take_over", "1 while this host is a standby that could take the lease over "
+            "now (database reachable, no configuration conflict).", namespace=_NS, registry=r)
+        self.database_reachable = Gauge(
+            "database_reachable", "1 while the last lease call got an answer.",
+            namespace=_NS, registry=r)
+        self.database_failures_in_a_row = Gauge(
+            "database_failures_in_a_row", "Lease calls failed in a row (0 when healthy).",
+            namespace=_NS, registry=r)
         self._last_renewal: float | None = None
         self._restarts_seen = 0
         self.epoch.set(math.nan)
@@ -130,6 +140,13 @@ class Metrics:
             self._last_renewal = None
         elif isinstance(age, int | float) and not isinstance(age, bool):
             self._last_renewal = view.last_loop_turn - float(age)
+        self.can_take_over.set(1 if view.extra.get("can_take_over") else 0)
+        database = view.extra.get("database")
+        if isinstance(database, dict):
+            self.database_reachable.set(1 if database.get("reachable") else 0)
+            failures = database.get("failures_in_a_row")
+            if isinstance(failures, int):
+                self.database_failures_in_a_row.set(failures)
         restarts = view.extra.get("restarts")
         if isinstance(restarts, int) and not isinstance(restarts, bool):
             if restarts > self._restarts_seen:

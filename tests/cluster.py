@@ -5,6 +5,12 @@ config file, machine name and node record directory. Every process a host
 starts carries `CORDA_HA_TEST_TAG` in its environment, so teardown finds and
 SIGKILLs all of them (supervisor, guard, node, grandchildren) even when the
 supervisor was SIGKILLed and its children were re-parented.
+
+A host's live nodes are found by scanning /proc for stand-in node processes
+whose command line names the host's record directory (`scan_nodes`): a node
+counts from the moment its process exists (exec), not from its first record,
+wherever it sits in the process tree (a wrapper's child, a setsid'ed child,
+another PID namespace) and whatever pid it thinks it has.
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ from typing import Any
 
 import psutil
 
-from tests.proc import pid_alive, wait_until
+from tests.proc import wait_until
 
 FAKE_NODE = str(Path(__file__).with_name("fake_node.py"))
+NODE_MARK = b"fake_node.py"
+
 REPO = str(Path(__file__).resolve().parent.parent)
 
 U_MS, W_MS, STOP_MS = 500, 2000, 500
@@ -52,6 +60,7 @@ class Host:
     update_ms: int = U_MS
     wait_ms: int = W_MS
     stop_ms: int = STOP_MS
+    pid_namespace: bool = False  # run under `unshare --pid --fork --mount-proc` (as root)
     proc: subprocess.Popen[str] | None = None
     lines: list[dict[str, Any]] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)
@@ -112,8 +121,10 @@ logging {{
         env = dict(os.environ, CORDA_HA_TEST_TAG=self.tag, PYTHONPATH=REPO)
         env.pop("NOTIFY_SOCKET", None)
         env.update(self.env)
+        prefix = ["unshare", "--pid", "--fork", "--mount-proc"] if self.pid_namespace else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", "run", "--config", str(self.config_path)],
+            [*prefix, sys.executable, "-m", "supervisor", "run", "--config",
+             str(self.config_path)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
             start_new_session=True, cwd=str(self.root))
         threading.Thread(target=self._read, daemon=True).start()
@@ -170,16 +181,48 @@ logging {{
                 out.append(json.loads(path.read_text()))
         return out
 
+    def wait_node_up(self, timeout: float, since: int = 0) -> int:
+        """Wait for `node_started` and for that node's first record; its pid."""
+        pid = int(self.wait_event("node_started", timeout, since=since)["pid"])
+        self.node_record(pid, timeout)
+        return pid
+
+    def node_record(self, pid: int, timeout: float = 5.0) -> dict[str, Any]:
+        """The record of node `pid`, waiting for the node to write it (a node is seen
+        alive from its exec, a little before its first record)."""
+        found: list[dict[str, Any]] = []
+
+        def written() -> bool:
+            found[:] = [r for r in self.node_records() if int(r["pid"]) == pid]
+            return bool(found)
+
+        wait_until(written, timeout, message=f"{self.name}: record of node {pid}")
+        return found[0]
+
     def live_nodes(self) -> list[int]:
-        return [int(r["pid"]) for r in self.node_records() if pid_alive(int(r["pid"]))]
+        """Pids (as seen from here) of this host's live stand-in node processes."""
+        return scan_nodes({self.name: str(self.records)})[self.name]
+
+    def supervisor_pid(self) -> int:
+        """The supervisor's pid as seen from here (under unshare: the forked child)."""
+        assert self.proc is not None
+        if not self.pid_namespace:
+            return self.proc.pid
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(self.proc.pid).children():
+                    if "supervisor" in " ".join(child.cmdline()):
+                        return child.pid
+            time.sleep(0.01)
+        raise AssertionError(f"{self.name}: no supervisor under unshare")
 
     def exit_code(self, timeout: float) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
     def signal(self, sig: signal.Signals) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
+        os.kill(self.supervisor_pid(), sig)
 
     def tree(self) -> list[psutil.Process]:
         """Every live process this host started (found by the test tag)."""
@@ -191,14 +234,43 @@ logging {{
         return found
 
 
-class Watcher:
-    """Samples every host's live nodes every few ms; records any overlap."""
+def scan_nodes(record_dirs: dict[str, str]) -> dict[str, list[int]]:
+    """One pass over /proc: per host name, the pids of live stand-in nodes whose
+    command line names that host's record directory. Zombies have no command line."""
+    wanted = {name: os.fsencode(d) for name, d in record_dirs.items()}
+    found: dict[str, list[int]] = {name: [] for name in record_dirs}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if not any(a.endswith(NODE_MARK) for a in argv[:3]):
+            continue
+        for name, directory in wanted.items():
+            if directory in argv:
+                found[name].append(int(entry.name))
+    return found
 
-    def __init__(self, hosts: list[Host], interval: float = 0.005) -> None:
+
+class Watcher:
+    """Samples every host's live nodes every few ms; records any overlap.
+
+    It holds itself to its interval: `assert_never_two` fails when two samples
+    were ever further apart than `max_gap` (a watcher that stalls could miss an
+    overlap), or when it never sampled.
+    """
+
+    def __init__(self, hosts: list[Host], interval: float = 0.005,
+                 max_gap: float = 0.1) -> None:
         self.hosts = hosts
         self.interval = interval
+        self.max_gap = max_gap
         self.overlaps: list[tuple[float, dict[str, list[int]]]] = []
         self.samples = 0
+        self.longest_gap = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -211,16 +283,24 @@ class Watcher:
         self._thread.join(5)
 
     def _run(self) -> None:
+        last: float | None = None
         while not self._stop.is_set():
-            alive = {h.name: h.live_nodes() for h in self.hosts}
+            alive = scan_nodes({h.name: str(h.records) for h in list(self.hosts)})
+            now = time.monotonic()
+            if last is not None:
+                self.longest_gap = max(self.longest_gap, now - last)
+            last = now
             self.samples += 1
             if sum(len(v) for v in alive.values()) > 1:
-                self.overlaps.append((time.monotonic(), alive))
+                self.overlaps.append((now, alive))
             self._stop.wait(self.interval)
 
     def assert_never_two(self) -> None:
-        assert self.samples > 0
+        assert self.samples > 0, "the watcher never sampled"
         assert not self.overlaps, f"two nodes ran at once: {self.overlaps[:3]}"
+        assert self.longest_gap <= self.max_gap, (
+            f"the watcher stalled for {self.longest_gap:.3f} s (limit {self.max_gap} s): "
+            "an overlap could have gone unseen")
 
 
 class Cluster:
@@ -287,7 +367,7 @@ def start_pair(c: Cluster, b_args: list[str] | None = None,
     a = c.add("a", a_args)
     b = c.add("b", b_args)
     a.start()
-    a.wait_event("node_started", 15)
+    a.wait_node_up(15)
     b.start()
     # b has read the row (held by a) at least once
     b.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")

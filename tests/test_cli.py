@@ -100,7 +100,7 @@ def test_status_without_any_supervisor_exits_3(pair: Cluster) -> None:
 def test_status_after_graceful_stop_exits_3(pair: Cluster) -> None:
     a = pair.add("a")
     a.start()
-    a.wait_event("node_started", 15)
+    a.wait_node_up(15)
     a.signal(signal.SIGTERM)
     assert a.exit_code(10) == 0
     r = run_cli("status", "--config", str(a.config_path), "--json")
@@ -188,7 +188,7 @@ def test_handover_with_wait_moves_the_lease_to_b(pair: Cluster) -> None:
         node_b_after = time.monotonic() - t0
         assert not pid_alive(node_a)
         assert a.live_nodes() == []
-        rec = next(r for r in a.node_records() if r["pid"] == node_a)
+        rec = a.node_record(node_a)
         assert rec["stop"] is not None, "a's node was stopped gracefully (SIGTERM)"
         a.wait_event("handover_requested", 1, since=mark_a, match=lambda e: e["epoch"] == epoch)
         a.wait_event("lease_released", 1, since=mark_a, match=lambda e: e["epoch"] == epoch)
@@ -218,7 +218,7 @@ def test_handover_with_single_host_times_out_and_holder_comes_back(pair: Cluster
         a = pair.add("a")
         watch.hosts = pair.hosts
         a.start()
-        a.wait_event("node_started", 15)
+        a.wait_node_up(15)
         wait_until(lambda: a.live_nodes(), 2, message="a's node record")
         (node_a,) = a.live_nodes()
         epoch = a.wait_event("lease_acquired", 1)["epoch"]

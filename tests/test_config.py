@@ -533,17 +533,36 @@ def test_wait_must_exceed_update_line_in_block(tmp_path: Path) -> None:
                                "mutualExclusionConfiguration.waitInterval: ")
 
 
-def test_warning_when_no_room_for_graceful_stop(tmp_path: Path) -> None:
-    config = load(tmp_path, BASE + "node.stopTimeout = 1.4s\n")
-    (warning,) = config.warnings
-    assert "1.5 s" in warning and "1.4 s" in warning and "0.2 s" in warning
-    assert "stopTimeout" in warning
+def test_large_stop_timeout_is_accepted_and_its_graces_explained(tmp_path: Path) -> None:
+    """Corda's 20000/40000 with a 60 s stopTimeout is a valid configuration (issue 6):
+    no warning, and check-config says what each kind of stop gives the node."""
+    config = load(tmp_path, BASE.replace("updateInterval = 500", "updateInterval = 20000")
+                  .replace("waitInterval = 2000", "waitInterval = 40000")
+                  + "node.stopTimeout = 60s\n")
+    assert config.warnings == ()
+    timing = redacted_dict(config)["timing"]
+    assert timing["plannedStopGrace"] == 60.0
+    assert timing["leaseLossGrace"] == pytest.approx(13.0)
+    assert timing["sigkillAfterLastRenewal"] == pytest.approx(38.0)
+    assert "13 s before SIGKILL" in timing["explained"]
 
 
 def test_no_timing_warning_when_disabled(tmp_path: Path) -> None:
     config = load(tmp_path, BASE + "mutualExclusionConfiguration.on = false\n"
                                    "node.stopTimeout = 60s\n")
     assert config.warnings == ()
+    assert redacted_dict(config)["timing"] is None
+
+
+@pytest.mark.parametrize("block", [
+    "updateInterval = 20000, waitInterval = 21000",  # default M = 2 s eats the window
+    "updateInterval = 1000, waitInterval = 1150",
+])
+def test_no_room_for_one_renewal_is_refused(tmp_path: Path, block: str) -> None:
+    err = error(tmp_path, BASE.replace("updateInterval = 500\n  waitInterval = 2000",
+                                       block.replace(", ", "\n  ")))
+    assert err.key == "mutualExclusionConfiguration.waitInterval"
+    assert "leaves no time for a renewal" in str(err)
 
 
 def test_margin_must_be_below_slack(tmp_path: Path) -> None:
@@ -683,7 +702,7 @@ def test_redacted_dict_shape(tmp_path: Path) -> None:
     data = json.loads(dump_config(config))
     assert data == redacted_dict(config)
     assert set(data) == {"source", "mutualExclusionConfiguration", "database", "node",
-                         "restart", "health", "logging", "warnings"}
+                         "restart", "health", "logging", "timing", "warnings"}
     assert data["mutualExclusionConfiguration"] == {
         "on": True, "machineName": "host-a", "updateInterval": 0.5, "waitInterval": 2.0,
         "fencingMargin": pytest.approx(0.2)}
@@ -760,8 +779,9 @@ def test_production_example_details() -> None:
     assert config.database.conninfo == "postgresql://db1.example.com:5432/corda?sslmode=require"
     assert config.database.schema == "corda_ha"
     assert config.node.stop_timeout == 60.0
-    # W - U = 20 s < S + M = 62 s: the documented trade-off shows up as a warning.
-    assert any("stopTimeout" in w for w in config.warnings)
+    # Corda's 20/40 with a JVM-sized stop is valid: no timing warning; the graces are shown.
+    assert not any("stopTimeout" in w or "waitInterval" in w for w in config.warnings)
+    assert redacted_dict(config)["timing"]["leaseLossGrace"] == pytest.approx(13.0)
 
 
 def test_two_host_examples_differ_only_in_machine_name() -> None:

@@ -40,11 +40,14 @@ from supervisor.core import (
     Tick,
     Timing,
 )
+from supervisor.identity import ProcessRef
 
 U, W, M, S = 0.5, 2.0, 0.2, 0.5
+G = 0.5  # loss grace: min(S, W - M - U - R), R = min(0.4, (W - M - U) / 2) = 0.4
 
 TIMING = Timing(
-    update_interval=U, wait_interval=W, margin=M, stop_timeout=S, operation_timeout=0.4,
+    update_interval=U, wait_interval=W, margin=M, stop_timeout=S, loss_grace=G,
+    operation_timeout=0.4,
     poll_interval=0.25, retry_interval=0.1, renew_hedge=0.0625, renew_retry=0.025,
     handover_cooldown=4.0, initial_delay=1.0,
     multiplier=2.0, max_delay=8.0, reset_after=30.0, max_crashes=4, crash_window=60.0,
@@ -54,16 +57,17 @@ TIMING = Timing(
 V1 = SeenVersion(epoch=1, instance="other", renewed_at="t1")
 V2 = SeenVersion(epoch=1, instance="other", renewed_at="t2")
 FREE = SeenVersion(epoch=3, instance=None, renewed_at="t0")
+SERVER = "10.0.0.1:5432 up since 1000"
 
 
 def held_by_other(version: SeenVersion = V1, expired: bool = False) -> LeaseObserved:
     return LeaseObserved(version=version, free=False, expired=expired, holder="host-b",
-                         mine=False, dead_predecessor_pid=None)
+                         mine=False, server=SERVER, row_server=SERVER)
 
 
-def free_row() -> LeaseObserved:
+def free_row(server: str | None = None) -> LeaseObserved:
     return LeaseObserved(version=FREE, free=True, expired=False, holder=None, mine=False,
-                         dead_predecessor_pid=None)
+                         server=server or SERVER, row_server=server or SERVER)
 
 
 @dataclass
@@ -113,7 +117,7 @@ def active_driver() -> Driver:
 def test_deadline_arithmetic() -> None:
     d = active_driver()
     assert core.kill_deadline(d.state, TIMING) == pytest.approx(W - M)
-    assert core.term_deadline(d.state, TIMING) == pytest.approx(W - M - S)
+    assert core.term_deadline(d.state, TIMING) == pytest.approx(W - M - G)
 
 
 def test_renews_every_update_interval_and_extends_guard_deadline() -> None:
@@ -136,9 +140,9 @@ def test_failed_renewals_stop_then_kill_by_the_deadlines() -> None:
     d.tick_to(U)
     acts = d.feed(LeaseCallFailed("renew", "timeout"), U + 0.4)
     assert "lease_renewal_failed" in d.events(acts)
-    # Retries keep going until the graceful-stop deadline t + W - M - S.
+    # Retries keep going until the graceful-stop deadline t + W - M - G.
     t = U + 0.4
-    while t < W - M - S - 0.11:
+    while t < W - M - G - 0.11:
         t += 0.1
         acts = d.tick_to(t)
         if of(RenewLease, acts):
@@ -146,11 +150,11 @@ def test_failed_renewals_stop_then_kill_by_the_deadlines() -> None:
             t += 0.05
         assert not of(StopNode, acts)
     wake = core.next_wakeup(d.state, TIMING)
-    assert wake is not None and wake <= W - M - S + 1e-9
-    acts = d.tick_to(W - M - S)
+    assert wake is not None and wake <= W - M - G + 1e-9
+    acts = d.tick_to(W - M - G)
     (stop,) = of(StopNode, acts)
     assert isinstance(stop, StopNode)
-    assert stop.grace == pytest.approx(S)
+    assert stop.grace == pytest.approx(G)
     assert d.state.state == State.STOPPING
     # The node ignores SIGTERM: it must be SIGKILLed by t + W - M at the latest.
     acts = d.feed(NodeExited(returncode=None, signal=9, runtime=1.3, killed_by="stop"), W - M)
@@ -162,15 +166,18 @@ def test_failed_renewals_stop_then_kill_by_the_deadlines() -> None:
 
 
 def test_kill_at_kill_deadline_even_if_stop_not_finished() -> None:
+    """KillNode exactly at t + W - M: not earlier, not later (the node ignores SIGTERM)."""
     d = active_driver()
     d.tick_to(U)
     d.feed(LeaseCallFailed("renew", "timeout"), U + 0.1)
-    acts = d.tick_to(W - M)
-    assert of(KillNode, acts) or d.state.stop_sent
-    # Whatever the path, by W - M the node has been told to die for good.
-    assert any(isinstance(a, KillNode) for a in d.log) or any(
-        isinstance(a, StopNode) and a.grace <= (W - M) - (W - M - S) + 1e-9 for a in d.log
-    )
+    acts = d.tick_to(W - M - G)
+    (stop,) = of(StopNode, acts)
+    assert isinstance(stop, StopNode) and stop.grace == pytest.approx(G)
+    assert d.state.epoch is None  # the lease is given up at the term deadline
+    # the guard holds W - M; the core needs nothing more before the node exits
+    assert not of(KillNode, d.log)
+    assert core.next_wakeup(d.state, TIMING) is None or not of(
+        KillNode, d.tick_to(W - M - 1e-6))
 
 
 def test_lease_lost_kills_node_at_once() -> None:
@@ -254,12 +261,12 @@ def test_release_notification_wakes_standby_at_once() -> None:
 
 
 def test_acquire_answered_too_late_is_handed_back_not_run() -> None:
-    """Found by the property test: an acquire whose answer arrives after t + W - M - S
+    """Found by the property test: an acquire whose answer arrives after t + W - M - G
     must not start a node (it could not be stopped gracefully in time)."""
     d = Driver(core.initial_state(lease_enabled=True))
     d.feed(Begin())
     d.feed(free_row(), 0.0)
-    acts = d.feed(LeaseAcquired(epoch=2, sent_at=0.0), W - M - S + 0.01)
+    acts = d.feed(LeaseAcquired(epoch=2, sent_at=0.0), W - M - G + 0.01)
     assert not of(StartNode, acts)
     (_rel,) = of(ReleaseLease, acts)
     d.feed(LeaseReleased(True), d.now + 0.01)
@@ -274,21 +281,22 @@ def test_lost_race_observes_again_soon() -> None:
     assert core.next_wakeup(d.state, TIMING) == pytest.approx(0.01 + TIMING.retry_interval)
 
 
-def test_dead_predecessor_on_same_host_is_taken_over_at_once() -> None:
+def test_dead_predecessor_on_same_machine_is_taken_over_at_once() -> None:
     d = Driver(core.initial_state(lease_enabled=True))
     d.feed(Begin())
     ev = LeaseObserved(version=V1, free=False, expired=False, holder="me", mine=False,
-                       dead_predecessor_pid=4242)
+                       reclaimable=ProcessRef(4242, 777), server=SERVER, row_server=SERVER)
     acts = d.feed(ev, 0.0)
     (acq,) = of(AcquireLease, acts)
-    assert isinstance(acq, AcquireLease) and acq.takeover_dead_pid == 4242
+    assert isinstance(acq, AcquireLease) and acq.takeover == ProcessRef(4242, 777)
+    assert acq.server == SERVER
 
 
 def test_stray_lease_of_our_own_is_released() -> None:
     d = Driver(core.initial_state(lease_enabled=True))
     d.feed(Begin())
     ev = LeaseObserved(version=V1, free=False, expired=False, holder="me", mine=True,
-                       dead_predecessor_pid=None)
+                       server=SERVER, row_server=SERVER)
     acts = d.feed(ev, 0.0)
     (rel,) = of(ReleaseLease, acts)
     assert isinstance(rel, ReleaseLease) and rel.epoch == V1.epoch
@@ -345,7 +353,7 @@ def test_long_run_resets_backoff() -> None:
     d = active_driver()
     crash(d, 0.1)
     keep_renewing(d, d.state.restart_at or 0)
-    crash(d, d.now + 40.0 if False else d.now + 0.1, runtime=TIMING.reset_after + 1)
+    crash(d, d.now + 0.1, runtime=TIMING.reset_after + 1)
     assert d.state.restart_at is not None
     assert d.state.restart_at - d.now == pytest.approx(TIMING.initial_delay)
 
@@ -444,7 +452,7 @@ def test_node_never_outlives_its_lease(script: list[tuple[float, int]]) -> None:
                 assert a.kill_deadline is not None
                 assert world.last_success_sent is not None
                 assert a.kill_deadline <= world.last_success_sent + W - M + 1e-9
-                assert d.now < a.kill_deadline - S + 1e-9, "node started too late to stop"
+                assert d.now < a.kill_deadline - G + 1e-9, "node started too late to stop"
                 world.guard_deadline = a.kill_deadline
                 node_up = True
             elif isinstance(a, SetNodeDeadline):

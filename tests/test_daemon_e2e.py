@@ -153,7 +153,7 @@ def test_systemd_notify(pair: Cluster, notify_socket: NotifySocket,
           f"{len(pings)} WATCHDOG=1 in 1.5s, max gap {max_gap:.3f}s "
           f"(WATCHDOG_USEC={watchdog_usec / 1e6}s); STATUS lines: {statuses}")
     node_pid = live_node(a)
-    (rec,) = a.node_records()
+    rec = a.node_record(node_pid)
     assert rec["notify_socket"] is None, "the node must not inherit NOTIFY_SOCKET"
 
     stop_from = time.monotonic()
@@ -250,9 +250,9 @@ database {{
 def test_lease_off_plain_supervision(pair: Cluster, pg_server: PgServer) -> None:
     a = add_edited(pair, "a", lease_off)
     a.start()
-    a.wait_event("node_started", 15)
+    a.wait_node_up(15)
     node_pid = live_node(a)
-    (rec,) = a.node_records()
+    rec = a.node_record(node_pid)
     assert rec["epoch"] is None, "CORDA_HA_EPOCH must be unset without a lease"
     assert rec["machine_name"] == "a"
     code, body = http_get(a.health_port(), "/status")
@@ -272,11 +272,12 @@ def test_lease_off_plain_supervision(pair: Cluster, pg_server: PgServer) -> None
     restarted_after = time.monotonic() - t0
     new_pid = live_node(a)
     assert new_pid != node_pid
+    a.node_record(new_pid)  # it is up (wrote its record) before we stop it
 
     a.signal(signal.SIGTERM)
     assert a.exit_code(10) == 0
     assert not pid_alive(new_pid)
-    rec = next(r for r in a.node_records() if r["pid"] == new_pid)
+    rec = a.node_record(new_pid)
     assert rec["stop"] is not None, "the node was stopped gracefully (SIGTERM)"
     for name in ("lease_acquired", "lease_released", "lease_seen", "lease_call_failed"):
         assert not a.events(name), name
@@ -337,7 +338,7 @@ def test_same_machine_name_twice_never_two_nodes(pair: Cluster) -> None:
         b = pair.add("b", machine_name="same")
         watch.hosts = pair.hosts
         a.start()
-        a.wait_event("node_started", 15)
+        a.wait_node_up(15)
         b.start()
         b.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "same")
         time.sleep(3 * W)  # an observation window: nothing may change

@@ -42,7 +42,7 @@ def test_one_node_runs_other_host_is_standby(pair: Cluster) -> None:
         assert status["holder"] == "a" and status["epoch"] >= 1
         assert status["node_pid"] == a.live_nodes()[0]
         assert http_get(b.health_port(), "/liveness")[0] == 200
-        rec = a.node_records()[0]
+        rec = a.node_record(a.live_nodes()[0])
         assert rec["epoch"] == str(status["epoch"]) and rec["machine_name"] == "a"
         assert rec["notify_socket"] is None
     watch.assert_never_two()
@@ -80,7 +80,7 @@ def test_sigterm_of_active_supervisor_hands_over_within_1s(pair: Cluster) -> Non
         assert a.exit_code(10) == 0
         assert not pid_alive(node_a)
         assert a.events("lease_released")
-        rec = next(r for r in a.node_records() if r["pid"] == node_a)
+        rec = a.node_record(node_a)
         assert rec["stop"] is not None, "a's node was stopped gracefully (SIGTERM)"
     watch.assert_never_two()
     print(f"SIGTERM handover: {handover:.3f}s")

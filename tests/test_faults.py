@@ -85,7 +85,7 @@ def _start_pair_via(pair: Cluster, pg: PgServer, make_proxy: Callable[[], FaultP
     a = pair.add("a", a_args, dsn=pg.dsn_via("127.0.0.1", pa.port))
     b = pair.add("b", b_args, dsn=pg.dsn_via("127.0.0.1", pb.port))
     a.start()
-    a.wait_event("node_started", 15)
+    a.wait_node_up(15)
     b.start()
     b.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")
     return a, b, pa, pb
@@ -95,7 +95,7 @@ def _start_pair(pair: Cluster, a_args: list[str] | None = None) -> tuple[Host, H
     a = pair.add("a", a_args)
     b = pair.add("b")
     a.start()
-    a.wait_event("node_started", 15)
+    a.wait_node_up(15)
     b.start()
     b.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")
     return a, b
@@ -161,13 +161,14 @@ def _wait_dead(pid: int, timeout: float, what: str) -> float:
 
 
 def _node_record(host: Host, pid: int) -> dict[str, Any]:
-    return next(r for r in host.node_records() if int(r["pid"]) == pid)
+    return host.node_record(pid)
 
 
 def _first_node_start(host: Host) -> tuple[int, float]:
-    """(pid, start time) of `host`'s first node (from the stand-in's record)."""
+    """(pid, start time) of `host`'s first node (from the stand-in's record, which the
+    node writes a moment after its process is seen)."""
+    wait_until(host.node_records, 5, message=f"{host.name}: a node record")
     recs = sorted(host.node_records(), key=lambda r: r["start"])
-    assert recs, f"{host.name} never ran a node"
     return int(recs[0]["pid"]), float(recs[0]["start"])
 
 

@@ -9,9 +9,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
+import psycopg
 import pytest
 
 from supervisor.config import DatabaseConfig
+from supervisor.identity import ProcessRef
 from supervisor.lease import (
     Identity,
     LeaseSnapshot,
@@ -37,9 +39,12 @@ def run(coro: Awaitable[T]) -> T:
 
 
 def store(db: DatabaseConfig, machine: str = "node-a", w: float = 5.0, *,
-          host: str | None = None, pid: int | None = None) -> PostgresLeaseStore:
+          host: str | None = None, pid: int | None = None, identity: str | None = None,
+          started: int | None = None) -> PostgresLeaseStore:
     ident = Identity.for_this_process(machine)
-    ident = dataclasses.replace(ident, host=host or ident.host, pid=pid or ident.pid)
+    ident = dataclasses.replace(ident, host=host or ident.host, pid=pid or ident.pid,
+                                machine=identity or ident.machine,
+                                started=started or ident.started)
     return PostgresLeaseStore(db, ident, w)
 
 
@@ -174,29 +179,109 @@ def test_acquire_requires_expected_and_free_or_expired(db_config: DatabaseConfig
     run(main())
 
 
-def test_takeover_dead_pid_only_for_same_machine_host_and_pid(db_config: DatabaseConfig) -> None:
+def test_takeover_only_for_same_name_machine_identity_and_process(
+        db_config: DatabaseConfig) -> None:
+    """The dead-predecessor shortcut needs machineName, machine identity (boot id + PID
+    namespace), pid and start time to match; a host name proves nothing."""
+
     async def main() -> None:
-        old = store(db_config, "node-a", host="host-1", pid=4242)
-        same = store(db_config, "node-a", host="host-1", pid=4343)
-        other_host = store(db_config, "node-a", host="host-2", pid=4343)
-        other_name = store(db_config, "node-b", host="host-1", pid=4343)
-        stores = [old, same, other_host, other_name]
+        old = store(db_config, "node-a", host="h", pid=4242, identity="boot:1 pidns:1",
+                    started=100)
+        same = store(db_config, "node-a", host="h", pid=4343, identity="boot:1 pidns:1",
+                     started=200)
+        cloned = store(db_config, "node-a", host="h", pid=4343, identity="boot:2 pidns:1",
+                       started=200)
+        other_ns = store(db_config, "node-a", host="h", pid=4343, identity="boot:1 pidns:9",
+                         started=200)
+        other_name = store(db_config, "node-b", host="h", pid=4343, identity="boot:1 pidns:1",
+                           started=200)
+        stores = [old, same, cloned, other_ns, other_name]
+        dead = ProcessRef(4242, 100)
         try:
             await old.ensure_schema(TO)
             assert await old.acquire(None, timeout=TO) == 1
-            v = (await same.observe(TO)).version
+            snap = await same.observe(TO)
+            assert (snap.holder_machine, snap.holder_started) == ("boot:1 pidns:1", 100)
+            v = snap.version
             assert await same.acquire(v, timeout=TO) is None
-            assert await same.acquire(v, takeover_dead_pid=4243, timeout=TO) is None
-            assert await other_host.acquire(v, takeover_dead_pid=4242, timeout=TO) is None
-            assert await other_name.acquire(v, takeover_dead_pid=4242, timeout=TO) is None
-            assert await same.acquire(None, takeover_dead_pid=4242, timeout=TO) is None
-            assert await same.acquire(v, takeover_dead_pid=4242, timeout=TO) == 2
+            assert await same.acquire(v, takeover=ProcessRef(4243, 100), timeout=TO) is None
+            assert await same.acquire(v, takeover=ProcessRef(4242, 101), timeout=TO) is None
+            assert await cloned.acquire(v, takeover=dead, timeout=TO) is None
+            assert await other_ns.acquire(v, takeover=dead, timeout=TO) is None
+            assert await other_name.acquire(v, takeover=dead, timeout=TO) is None
+            assert await same.acquire(None, takeover=dead, timeout=TO) is None
+            assert await same.acquire(v, takeover=dead, timeout=TO) == 2
             snap = await same.observe(TO)
             assert (snap.holder_pid, snap.instance) == (4343, same.identity.instance)
+            assert (snap.holder_machine, snap.holder_started) == ("boot:1 pidns:1", 200)
         finally:
             await closing(stores)
 
     run(main())
+
+
+def test_observe_names_the_server_and_acquire_needs_that_server(
+        db_config: DatabaseConfig, pg_server: PgServer) -> None:
+    async def main() -> None:
+        a = store(db_config, "node-a")
+        try:
+            await a.ensure_schema(TO)
+            snap = await a.observe(TO)
+            assert snap.server.startswith("127.0.0.1:") and " up since " in snap.server
+            assert snap.server_uptime is not None and snap.server_uptime > 0
+            assert await a.acquire(None, server="10.9.9.9:5432 up since 1", timeout=TO) is None
+            assert not (await a.observe(TO)).exists
+            assert await a.acquire(None, server=snap.server, timeout=TO) == 1
+            held = await a.observe(TO)
+            assert held.row_server == snap.server == held.server  # every write records it
+            assert " timeline 00000001" in held.server
+            await asyncio.to_thread(  # as an older version wrote it: no record
+                pg_server.execute, "UPDATE corda_ha_lease SET server_id = NULL "
+                "WHERE lease_name = %s", [db_config.lease_name])
+            assert (await a.observe(TO)).row_server is None
+            assert await a.renew(1, TO) is not None
+            assert (await a.observe(TO)).row_server == snap.server
+            assert await a.release(1, TO)
+            released = await a.observe(TO)
+            assert released.free and released.row_server == snap.server
+            v = released.version
+            assert await a.acquire(v, server="another", timeout=TO) is None
+            assert await a.acquire(v, server=snap.server, timeout=TO) == 2
+        finally:
+            await closing([a])
+
+    run(main())
+
+
+def test_old_table_gets_the_new_columns(pg_server: PgServer, db_config: DatabaseConfig) -> None:
+    table = f"old_{uuid.uuid4().hex[:10]}"
+    pg_server.execute(f"""CREATE TABLE {table} (lease_name text PRIMARY KEY, holder text,
+        holder_host text, holder_pid integer, instance text, epoch bigint NOT NULL DEFAULT 0,
+        acquired_at timestamptz, renewed_at timestamptz, expires_at timestamptz,
+        handover_requested_at timestamptz)""")
+    db = dataclasses.replace(db_config, table=table)
+
+    async def main() -> None:
+        a = store(db, "node-a")
+        try:
+            await a.ensure_schema(TO)
+            await a.ensure_schema(TO)
+            assert await a.acquire(None, timeout=TO) == 1
+            snap = await a.observe(TO)
+            assert snap.holder_machine == a.identity.machine
+        finally:
+            await closing([a])
+
+    run(main())
+
+
+def test_lease_sessions_use_synchronous_commit(db_config: DatabaseConfig) -> None:
+    from supervisor.lease.bounded import connect_kwargs
+
+    db = dataclasses.replace(db_config, conninfo=db_config.conninfo)
+    with psycopg.connect(db.conninfo, **connect_kwargs(db, "t")) as conn:
+        row = conn.execute("SHOW synchronous_commit").fetchone()
+    assert row == ("on",)  # the test server's default is off
 
 
 # -- renew / handover / release -------------------------------------------------------------
@@ -217,6 +302,10 @@ def test_renew(db_config: DatabaseConfig) -> None:
             after = await a.observe(TO)
             assert before.renewed_at is not None and after.renewed_at is not None
             assert after.renewed_at > before.renewed_at and after.epoch == 1
+            # the renewal moves expires_at to renewed_at + W (database clock)
+            assert before.expires_at is not None and after.expires_at is not None
+            assert after.expires_at > before.expires_at
+            assert (after.expires_at - after.renewed_at).total_seconds() == pytest.approx(0.3)
             assert await a.renew(epoch + 1, TO) is None  # wrong epoch
             assert await b.renew(epoch, TO) is None  # wrong instance
             # a handover request shows up in the next renewal
@@ -419,10 +508,14 @@ def test_database_restart(pg_server: PgServer, db_config: DatabaseConfig) -> Non
             await asyncio.wait_for(wakeups.get(), TO)
             epoch = await a.acquire(None, timeout=TO)
             assert epoch is not None
+            server_before = (await a.observe(TO)).server
             await asyncio.to_thread(pg_server.restart, "fast")
             with pytest.raises(LeaseUnavailable):
                 await a.renew(epoch, 1.0)  # the old connection is gone
             assert await a.renew(epoch, 1.0) is not None  # reconnected
+            after = await a.observe(TO)
+            assert after.server != server_before  # a restart is another server
+            assert after.server_uptime is not None and after.server_uptime < 30
             await asyncio.wait_for(wakeups.get(), 5)  # listener reconnected
             assert await a.release(epoch, 1.0)
             await asyncio.wait_for(wakeups.get(), 1)

@@ -22,339 +22,33 @@ start at 1) and is the fencing token.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
-import math
-import os
-import socket
-import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import TupleRow
 
 from supervisor.config import DatabaseConfig
-
-__all__ = [
-    "NOTIFY_CHANNEL_DEFAULT",
-    "Identity",
-    "LeaseSnapshot",
-    "LeaseUnavailable",
-    "LeaseVersion",
-    "PostgresLeaseStore",
-    "RenewResult",
-    "read_snapshot",
-]
+from supervisor.identity import Identity, ProcessRef
+from supervisor.lease.bounded import Bounded, Conn, connect_kwargs, scrub
+from supervisor.lease.model import (
+    LeaseSnapshot,
+    LeaseUnavailable,
+    LeaseVersion,
+    RenewResult,
+)
+from supervisor.lease.sql import ADDED_COLUMNS, LeaseSql, schema_lock_key, snapshot_from_row
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Conn = psycopg.AsyncConnection[TupleRow]
 
 NOTIFY_CHANNEL_DEFAULT = "corda_ha_lease"
 
-# Background clean-up of an abandoned operation: first cancel, then (psycopg may
-# be trying to cancel the query server-side) a second cancel after this long,
-# which makes psycopg close the connection at once.
-_SECOND_CANCEL_AFTER = 0.3
-_REAP_GIVE_UP_AFTER = 3.0
 _LISTEN_BACKOFF_INITIAL = 0.1
 _LISTEN_BACKOFF_MAX = 2.0
-
-
-class LeaseUnavailable(Exception):
-    """The database was unreachable, too slow or failing; the connection was dropped.
-
-    Says nothing about who holds the lease. The message never contains the password.
-    `sqlstate` is the server's error code when the server answered with an error.
-    """
-
-    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
-        super().__init__(message)
-        self.sqlstate = sqlstate
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who contends: the Corda `machineName`, this host, this process."""
-
-    machine_name: str
-    host: str
-    pid: int
-    instance: str  # uuid4 hex, new for every process
-
-    @classmethod
-    def for_this_process(cls, machine_name: str) -> Identity:
-        return cls(machine_name, socket.gethostname(), os.getpid(), uuid.uuid4().hex)
-
-
-@dataclass(frozen=True)
-class LeaseVersion:
-    """What `acquire(expected=...)` compares: the row must still be exactly this."""
-
-    epoch: int
-    instance: str | None
-    renewed_at: datetime | None
-
-
-@dataclass(frozen=True)
-class LeaseSnapshot:
-    """The lease row as read at `db_now` (database clock). `exists` False: no row yet."""
-
-    lease_name: str
-    exists: bool
-    holder: str | None
-    holder_host: str | None
-    holder_pid: int | None
-    instance: str | None
-    epoch: int  # 0 when the row does not exist
-    acquired_at: datetime | None
-    renewed_at: datetime | None
-    expires_at: datetime | None
-    handover_requested_at: datetime | None
-    db_now: datetime
-    # holder set AND db_now > expires_at AND db_now > renewed_at + W (W of the reading store).
-    # Only half of the takeover rule: the contender must also have seen `version`
-    # unchanged for W on its own monotonic clock.
-    expired: bool
-
-    @property
-    def free(self) -> bool:
-        """No row, or released (holder NULL)."""
-        return not self.exists or self.holder is None
-
-    @property
-    def version(self) -> LeaseVersion:
-        return LeaseVersion(self.epoch, self.instance, self.renewed_at)
-
-
-@dataclass(frozen=True)
-class RenewResult:
-    handover_requested: bool
-
-
-def _scrub(text: str, password: str | None) -> str:
-    if password:
-        text = text.replace(password, "***")
-    return text
-
-
-def _connect_kwargs(db: DatabaseConfig, application_name: str) -> dict[str, Any]:
-    """libpq parameters: everything that bounds a call from the client or server side."""
-    op_ms = max(1, int(db.operation_timeout * 1000))
-    options = " ".join(
-        [
-            str(conninfo_to_dict(db.conninfo).get("options") or ""),
-            f"-c statement_timeout={op_ms}",
-            f"-c lock_timeout={op_ms}",
-            f"-c idle_in_transaction_session_timeout={max(op_ms * 2, 1000)}",
-        ]
-    ).strip()
-    kwargs: dict[str, Any] = {
-        "autocommit": True,
-        "prepare_threshold": None,  # safe behind pgbouncer in transaction mode
-        "connect_timeout": max(2, math.ceil(db.connect_timeout)),
-        "keepalives": 1,
-        "keepalives_idle": 5,
-        "keepalives_interval": 2,
-        "keepalives_count": 2,
-        "tcp_user_timeout": max(1000, op_ms),
-        "options": options,
-        "application_name": application_name,
-    }
-    if db.user is not None:
-        kwargs["user"] = db.user
-    if db.password is not None:
-        kwargs["password"] = db.password
-    return kwargs
-
-
-class _Bounded:
-    """Runs coroutines under a timeout owned by us (see the module docstring).
-
-    An abandoned operation is cancelled in the background (twice if needed), and
-    kept referenced until it ends so it is not garbage-collected mid-flight.
-    `on_abandon()` forgets the operation's connection and returns it; it is
-    closed only once the operation has ended (closing a socket that a running
-    task still waits on could confuse the event loop's selector).
-    """
-
-    def __init__(self) -> None:
-        self.background: set[asyncio.Task[Any]] = set()
-
-    async def run(self, coro: Awaitable[T], timeout: float, what: str,
-                  on_abandon: Callable[[], Conn | None]) -> T:
-        task: asyncio.Task[T] = asyncio.ensure_future(coro)
-        try:
-            done, _ = await asyncio.wait({task}, timeout=max(0.0, timeout))
-        except asyncio.CancelledError:
-            self.abandon(task, on_abandon())
-            raise
-        if not done:
-            self.abandon(task, on_abandon())
-            raise LeaseUnavailable(f"{what}: no answer from the database within {timeout:.3g} s")
-        return task.result()
-
-    def spawn(self, coro: Awaitable[Any]) -> None:
-        t = asyncio.ensure_future(coro)
-        self.background.add(t)
-        t.add_done_callback(self._finished)
-
-    def _finished(self, t: asyncio.Task[Any]) -> None:
-        self.background.discard(t)
-        if not t.cancelled():
-            t.exception()  # retrieved: no "never retrieved" warning
-
-    def abandon(self, task: asyncio.Task[Any], conn: Conn | None) -> None:
-        """Stop waiting for `task`: cancel it in the background, then close `conn`."""
-        self.spawn(self._reap(task, conn))
-
-    async def _reap(self, task: asyncio.Task[Any], conn: Conn | None) -> None:
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=_SECOND_CANCEL_AFTER)
-        if not done:
-            # psycopg is trying to cancel server-side; a second cancellation makes
-            # it close the connection instead
-            task.cancel()
-            await asyncio.wait({task}, timeout=_REAP_GIVE_UP_AFTER)
-        if task.done():
-            if not task.cancelled():
-                task.exception()
-            self.close_in_background(conn)
-
-    def close_in_background(self, conn: Conn | None) -> None:
-        """Close `conn` in the background, bounded."""
-        if conn is None or conn.closed:
-            return
-
-        async def _close() -> None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 1.0)
-            if not conn.closed:
-                with contextlib.suppress(Exception):
-                    conn.pgconn.finish()
-
-        self.spawn(_close())
-
-    async def drain(self, timeout: float) -> None:
-        if self.background:
-            await asyncio.wait(set(self.background), timeout=timeout)
-
-
-class _Sql:
-    """The statements, built once per table (identifiers via psycopg.sql)."""
-
-    def __init__(self, schema: str | None, table: str) -> None:
-        self.table = (
-            sql.Identifier(schema, table) if schema is not None else sql.Identifier(table)
-        )
-        self.qualified_name = f"{schema}.{table}" if schema is not None else table
-        t = self.table
-        self.create_schema = (
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
-            if schema is not None else None
-        )
-        self.create_table = sql.SQL(
-            """CREATE TABLE IF NOT EXISTS {} (
-                lease_name text PRIMARY KEY,
-                holder text,
-                holder_host text,
-                holder_pid integer,
-                instance text,
-                epoch bigint NOT NULL DEFAULT 0,
-                acquired_at timestamptz,
-                renewed_at timestamptz,
-                expires_at timestamptz,
-                handover_requested_at timestamptz
-            )"""
-        ).format(t)
-        self.observe = sql.SQL(
-            """SELECT l.lease_name IS NOT NULL, l.holder, l.holder_host, l.holder_pid,
-                      l.instance, coalesce(l.epoch, 0), l.acquired_at, l.renewed_at,
-                      l.expires_at, l.handover_requested_at, n.now,
-                      coalesce(l.holder IS NOT NULL AND n.now > l.expires_at
-                               AND n.now > l.renewed_at + %(w)s, false)
-               FROM (SELECT clock_timestamp() AS now) n
-               LEFT JOIN {} l ON l.lease_name = %(name)s"""
-        ).format(t)
-        # New rows start at epoch 1; the update path runs only when the row is
-        # still exactly `expected` AND (free OR expired by the DB clock OR our own
-        # dead predecessor on this host holds it).
-        self.acquire = sql.SQL(
-            """INSERT INTO {} AS l (lease_name, holder, holder_host, holder_pid, instance,
-                                    epoch, acquired_at, renewed_at, expires_at,
-                                    handover_requested_at)
-               SELECT %(name)s, %(holder)s, %(host)s, %(pid)s, %(instance)s,
-                      1, n.now, n.now, n.now + %(w)s, NULL
-               FROM (SELECT clock_timestamp() AS now) n
-               ON CONFLICT (lease_name) DO UPDATE SET
-                   holder = EXCLUDED.holder,
-                   holder_host = EXCLUDED.holder_host,
-                   holder_pid = EXCLUDED.holder_pid,
-                   instance = EXCLUDED.instance,
-                   epoch = l.epoch + 1,
-                   acquired_at = EXCLUDED.acquired_at,
-                   renewed_at = EXCLUDED.renewed_at,
-                   expires_at = EXCLUDED.expires_at,
-                   handover_requested_at = NULL
-               WHERE %(has_expected)s
-                 AND l.epoch = %(e_epoch)s
-                 AND l.instance IS NOT DISTINCT FROM %(e_instance)s::text
-                 AND l.renewed_at IS NOT DISTINCT FROM %(e_renewed)s::timestamptz
-                 AND (l.holder IS NULL
-                      OR (clock_timestamp() > l.expires_at
-                          AND clock_timestamp() > l.renewed_at + %(w)s)
-                      OR (%(dead_pid)s::integer IS NOT NULL
-                          AND l.holder = %(holder)s
-                          AND l.holder_host = %(host)s
-                          AND l.holder_pid = %(dead_pid)s::integer))
-               RETURNING l.epoch"""
-        ).format(t)
-        self.renew = sql.SQL(
-            """UPDATE {} AS l
-               SET renewed_at = n.now, expires_at = n.now + %(w)s
-               FROM (SELECT clock_timestamp() AS now) n
-               WHERE l.lease_name = %(name)s AND l.instance = %(instance)s
-                 AND l.epoch = %(epoch)s AND l.expires_at > n.now
-               RETURNING l.handover_requested_at IS NOT NULL"""
-        ).format(t)
-        self.release = sql.SQL(
-            """WITH r AS (
-                   UPDATE {} SET holder = NULL, holder_host = NULL, holder_pid = NULL,
-                                 instance = NULL, handover_requested_at = NULL,
-                                 expires_at = clock_timestamp()
-                   WHERE lease_name = %(name)s AND instance = %(instance)s
-                     AND epoch = %(epoch)s
-                   RETURNING lease_name)
-               SELECT pg_notify(%(channel)s, r.lease_name) FROM r"""
-        ).format(t)
-        self.request_handover = sql.SQL(
-            """UPDATE {} SET handover_requested_at =
-                   coalesce(handover_requested_at, clock_timestamp())
-               WHERE lease_name = %(name)s AND holder IS NOT NULL"""
-        ).format(t)
-
-
-def _snapshot(lease_name: str, row: tuple[Any, ...]) -> LeaseSnapshot:
-    (exists, holder, host, pid, instance, epoch, acquired, renewed, expires, handover,
-     now, expired) = row
-    return LeaseSnapshot(
-        lease_name=lease_name, exists=bool(exists), holder=holder, holder_host=host,
-        holder_pid=pid, instance=instance, epoch=int(epoch), acquired_at=acquired,
-        renewed_at=renewed, expires_at=expires, handover_requested_at=handover,
-        db_now=now, expired=bool(expired),
-    )
-
-
-def _schema_lock_key(qualified_name: str) -> int:
-    digest = hashlib.sha256(f"corda-ha-supervisor schema {qualified_name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 class PostgresLeaseStore:
@@ -373,12 +67,12 @@ class PostgresLeaseStore:
         self.identity = identity
         self.wait_interval = wait_interval
         self._w = timedelta(seconds=wait_interval)
-        self._sql = _Sql(db.schema, db.table)
+        self._sql = LeaseSql(db.schema, db.table)
         self.notify_channel = db.table
-        self._kwargs = _connect_kwargs(db, f"corda-ha-supervisor/{identity.machine_name}")
+        self._kwargs = connect_kwargs(db, f"corda-ha-supervisor/{identity.machine_name}")
         self._conn: Conn | None = None
         self._connect_lock = asyncio.Lock()
-        self._bounded = _Bounded()
+        self._bounded = Bounded()
         self._closed = False
         self.listen_health_interval = 2.0  # how often an idle LISTEN connection is checked
 
@@ -394,11 +88,13 @@ class PostgresLeaseStore:
         Serialised by a transaction-scoped advisory lock, so supervisors starting
         together never fail on each other's CREATE. Existing objects are only
         looked up, so a role without CREATE privilege works once a DBA created them.
+        Columns added by later versions are added when missing (needs ownership
+        of the table only then).
         """
 
         async def op(conn: Conn) -> None:
             async with conn.transaction():
-                lock_key = _schema_lock_key(self._sql.qualified_name)
+                lock_key = schema_lock_key(self._sql.qualified_name)
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
                 if self._sql.create_schema is not None:
                     cur = await conn.execute(
@@ -413,42 +109,54 @@ class PostgresLeaseStore:
                 row = await cur.fetchone()
                 if row is None or row[0] is None:
                     await conn.execute(self._sql.create_table)
+                    return
+                cur = await conn.execute(self._sql.missing_columns, {
+                    "names": [name for name, _ in ADDED_COLUMNS],
+                    "table": self._sql.table.as_string(conn)})
+                missing = await cur.fetchone()
+                if missing is not None and missing[0]:
+                    await conn.execute(self._sql.add_columns)
 
         await self._run("ensure_schema", op, timeout)
 
     async def observe(self, timeout: float) -> LeaseSnapshot:
-        """Read the row and the database time in one statement."""
+        """Read the row, the database time and which server answered, in one statement."""
 
         async def op(conn: Conn) -> LeaseSnapshot:
             cur = await conn.execute(self._sql.observe, {"w": self._w, "name": self.lease_name})
             row = await cur.fetchone()
             assert row is not None
-            return _snapshot(self.lease_name, row)
+            return snapshot_from_row(self.lease_name, row)
 
         return await self._run("observe", op, timeout)
 
     async def acquire(self, expected: LeaseVersion | None, *,
-                      takeover_dead_pid: int | None = None, timeout: float) -> int | None:
+                      takeover: ProcessRef | None = None, server: str | None = None,
+                      timeout: float) -> int | None:
         """Take the lease in one atomic statement; the new epoch, or None if not taken.
 
-        Inserts the row (epoch 1) when it does not exist. Otherwise takes it only
-        when the row still equals `expected` (None: never) and it is free, or
-        expired by the database clock (past `expires_at` and `renewed_at + W`), or
-        held by this machine name on this host by `takeover_dead_pid` (the caller
-        has checked that pid is dead). The caller is responsible for the other
-        half of the expiry rule: pass `expected` only after seeing that version
-        unchanged for W on its own monotonic clock. On success the epoch is bumped,
+        Nothing happens unless `server` (a `LeaseSnapshot.server` the caller
+        watched; None: any) is the server that answers. Inserts the row (epoch 1)
+        when it does not exist. Otherwise takes it only when the row still equals
+        `expected` (None: never) and it is free, or expired by the database clock
+        (past `expires_at` and `renewed_at + W`), or held under this machine name
+        and machine identity by the process `takeover` (the caller has checked
+        that process is dead). The caller is responsible for the other half of
+        the expiry rule: pass `expected` only after seeing that version unchanged
+        for W on its own monotonic clock. On success the epoch is bumped,
         `renewed_at` is now and `expires_at` is now + W.
         """
         me = self.identity
         params: dict[str, Any] = {
             "name": self.lease_name, "holder": me.machine_name, "host": me.host,
-            "pid": me.pid, "instance": me.instance, "w": self._w,
+            "pid": me.pid, "machine": me.machine, "started": me.started,
+            "instance": me.instance, "w": self._w, "server": server,
             "has_expected": expected is not None,
             "e_epoch": expected.epoch if expected is not None else 0,
             "e_instance": expected.instance if expected is not None else None,
             "e_renewed": expected.renewed_at if expected is not None else None,
-            "dead_pid": takeover_dead_pid,
+            "dead_pid": takeover.pid if takeover is not None else None,
+            "dead_started": takeover.started if takeover is not None else None,
         }
 
         async def op(conn: Conn) -> int | None:
@@ -510,7 +218,7 @@ class PostgresLeaseStore:
             cur = await conn.execute(self._sql.observe, {"w": self._w, "name": self.lease_name})
             row = await cur.fetchone()
             assert row is not None
-            return _snapshot(self.lease_name, row)
+            return snapshot_from_row(self.lease_name, row)
 
         return await self._run("request_handover", op, timeout)
 
@@ -533,7 +241,7 @@ class PostgresLeaseStore:
                 raise
             except (psycopg.Error, OSError, LeaseUnavailable) as e:
                 log.debug("lease listener: %s; reconnecting in %.1f s",
-                          _scrub(str(e), self._db.password), backoff)
+                          scrub(str(e), self._db.password), backoff)
             except Exception:  # never let the listener die
                 log.exception("lease listener failed; reconnecting in %.1f s", backoff)
             if connected:
@@ -716,7 +424,7 @@ class PostgresLeaseStore:
 
     def _unavailable(self, what: str, e: Exception) -> LeaseUnavailable:
         sqlstate = e.sqlstate if isinstance(e, psycopg.Error) else None
-        text = _scrub(str(e), self._db.password).strip()
+        text = scrub(str(e), self._db.password).strip()
         return LeaseUnavailable(f"{what}: {type(e).__name__}: {text}", sqlstate=sqlstate)
 
 

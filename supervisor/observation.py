@@ -1,0 +1,46 @@
+"""Translate a lease row into the core's terms: mine, reclaimable, or a name conflict.
+
+The only judgement made here is about processes on *this* machine identity
+(supervisor.identity): a row held under our machineName by another process is
+
+- *reclaimable* when it was recorded by this machine identity (same boot, same
+  PID namespace) and that process (pid and start time) no longer exists: our own
+  dead predecessor, whose node died with it;
+- a *name conflict* when it is live and recorded by another machine identity (a
+  cloned host, a container, another PID namespace) or by a process of ours that
+  is still alive: two supervisors share one machineName. Never a takeover.
+
+Reads one `/proc/<pid>/stat` at most; never blocks on anything else.
+"""
+
+from __future__ import annotations
+
+from supervisor.identity import Identity, ProcessRef, process_alive
+from supervisor.lease.model import LeaseSnapshot
+from supervisor.messages import LeaseObserved, SeenVersion
+
+
+def observation(snapshot: LeaseSnapshot, identity: Identity) -> LeaseObserved:
+    """The core's view of `snapshot`, as seen by `identity`."""
+    mine = snapshot.instance is not None and snapshot.instance == identity.instance
+    reclaimable: ProcessRef | None = None
+    conflict: str | None = None
+    if not mine and not snapshot.free and snapshot.holder == identity.machine_name:
+        same_machine = identity.same_machine(snapshot.holder_machine)
+        pid = snapshot.holder_pid
+        if same_machine and pid is not None and not process_alive(pid, snapshot.holder_started):
+            reclaimable = ProcessRef(pid, snapshot.holder_started)
+        elif snapshot.live:
+            where = (f"this machine (pid {pid})" if same_machine
+                     else f"another machine: host {snapshot.holder_host!r}, pid {pid}, "
+                          f"identity {snapshot.holder_machine or 'unknown'!r}")
+            conflict = (f"machineName {identity.machine_name!r} is held by another live "
+                        f"supervisor on {where}; every host needs its own machineName")
+    version = snapshot.version
+    return LeaseObserved(
+        version=SeenVersion(version.epoch, version.instance, version.renewed_at),
+        free=snapshot.free, expired=snapshot.expired, holder=snapshot.holder, mine=mine,
+        reclaimable=reclaimable, name_conflict=conflict, exists=snapshot.exists,
+        server=snapshot.server, server_uptime=snapshot.server_uptime,
+        row_server=snapshot.row_server,
+    )

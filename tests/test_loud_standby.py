@@ -1,0 +1,79 @@
+"""A standby that cannot take over says so (issue 6 item 7): in its log, its /status,
+its /metrics and the `status` command. Real supervisors, real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.cluster import Cluster, http_get, run_cli
+from tests.pgserver import PgServer, free_port
+from tests.proc import wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+WRONG = "not-the-password-7x"
+
+
+def test_standby_with_a_broken_database_login_is_loud(pair: Cluster, pg_server: PgServer) -> None:
+    # fixed health ports: the `status` command finds this host's supervisor through them
+    a = pair.add("a")
+    healthy = pair.add("healthy", extra_conf=f"health.port = {free_port()}")
+    a.start()
+    a.wait_node_up(15)
+    healthy.start()
+    healthy.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")
+    bad_dsn = (f"postgresql://{pg_server.password_user}:{WRONG}@{pg_server.host}:"
+               f"{pg_server.port}/postgres")
+    broken = pair.add("broken", dsn=bad_dsn, extra_conf=f"health.port = {free_port()}")
+    broken.start()
+
+    failed = broken.wait_event("lease_call_failed", 15)
+    assert failed["level"] == "warning"
+    assert "password authentication failed" in failed["reason"]
+
+    def status_of(host_port: int) -> dict[str, object]:
+        code, body = http_get(host_port, "/status")
+        assert code == 200
+        return dict(json.loads(body))
+
+    port = broken.health_port()
+    wait_until(lambda: status_of(port)["database"]["failures_in_a_row"] >= 2,  # type: ignore[index]
+               10, message="a second failure")
+    st = status_of(port)
+    db = st["database"]
+    assert isinstance(db, dict)
+    assert st["can_take_over"] is False
+    assert db["reachable"] is False and db["failing_for"] > 0
+    assert "password authentication failed" in str(db["last_error"])
+    assert "database unreachable" in str(st["can_take_over_reason"])
+
+    code, metrics = http_get(port, "/metrics")
+    assert code == 200
+    assert re.search(rb"^corda_ha_can_take_over 0\.0$", metrics, re.M)
+    assert re.search(rb"^corda_ha_database_reachable 0\.0$", metrics, re.M)
+
+    # the healthy standby could take over; the holder is not a candidate
+    hs = status_of(healthy.health_port())
+    assert hs["can_take_over"] is True and hs["database"]["reachable"] is True  # type: ignore[index]
+    assert status_of(a.health_port())["can_take_over"] is False
+    code, metrics = http_get(healthy.health_port(), "/metrics")
+    assert re.search(rb"^corda_ha_can_take_over 1\.0$", metrics, re.M)
+
+    # the operator's command shows the same, and never the password
+    out = run_cli("status", "--config", str(broken.config_path))
+    assert out.returncode == 69, out
+    assert "could take over now: NO" in out.stdout
+    assert "UNREACHABLE" in out.stdout and "password authentication failed" in out.stdout
+    assert WRONG not in out.stdout + out.stderr
+    out = run_cli("status", "--config", str(healthy.config_path))
+    assert out.returncode == 0, out
+    assert "could take over now: yes" in out.stdout
+    out = run_cli("status", "--json", "--config", str(healthy.config_path))
+    data = json.loads(out.stdout)
+    assert data["holder"] == "a" and data["this_host"]["can_take_over"] is True
+
+    with broken.cond:
+        assert WRONG not in "".join(broken.raw)
