@@ -19,6 +19,17 @@ even when the session fixture's finaliser does not run.
 environment variables, e.g. under libfaketime (`LD_PRELOAD`,
 `FAKETIME_TIMESTAMP_FILE`, `FAKETIME_NO_CACHE=1`). They are passed through
 `env VAR=...` after `runuser`, which may strip `LD_PRELOAD`.
+
+Streaming replication: `PgServer.create(bindir, replication=True)` also accepts
+replication connections (pg_hba `host replication`, `max_wal_senders`).
+`primary.create_replica(via=(host, port))` makes an asynchronous streaming replica
+with `pg_basebackup -R` (its own temporary directory and port; destroyed at
+interpreter exit like any owned server). `via` is the address the replica streams
+from (e.g. a `FaultProxy` in front of the primary), written into its
+`primary_conninfo`, so a test can cut replication. `primary.wait_replayed(replica)`
+returns once the replica has replayed everything the primary had written when it
+was called; `replica.promote()` returns once the replica accepts writes.
+Remember that the primary commits with `synchronous_commit = off`.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -121,6 +133,22 @@ def sweep_stale(bindir: str, run_as: str | None) -> None:
         stale.destroy()
 
 
+def _server_user() -> str | None:
+    """The user to run the server programs as: `postgres` when we are root, else None."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        raise PgServerError(
+            "running as root, but there is no `postgres` user to run the server as "
+            "(installing the `postgresql` package creates it)"
+        ) from None
+    if shutil.which("runuser") is None:
+        raise PgServerError("running as root, but `runuser` (util-linux) is missing")
+    return "postgres"
+
+
 class PgServer:
     """A PostgreSQL server the tests may use, and restart when they own it.
 
@@ -163,28 +191,35 @@ class PgServer:
         return cls.create(bindir)
 
     @classmethod
-    def create(cls, bindir: str, env: Mapping[str, str] | None = None) -> PgServer:
+    def create(cls, bindir: str, env: Mapping[str, str] | None = None, *,
+               replication: bool = False) -> PgServer:
         """initdb + start a cluster in a new temporary directory.
 
         `env`: extra environment for the server programs (initdb, pg_ctl, postgres).
+        `replication`: also accept streaming replication (see `create_replica`).
         """
-        run_as: str | None = None
-        if os.geteuid() == 0:
-            run_as = "postgres"
-            try:
-                pw = pwd.getpwnam(run_as)
-            except KeyError:
-                raise PgServerError(
-                    "running as root, but there is no `postgres` user to run the server as "
-                    "(installing the `postgresql` package creates it)"
-                ) from None
-            if shutil.which("runuser") is None:
-                raise PgServerError("running as root, but `runuser` (util-linux) is missing")
+        run_as = _server_user()
         sweep_stale(bindir, run_as)
+        server = cls._new(bindir, run_as, env)
+        try:
+            server._initdb(replication=replication)
+            server.start()
+            server.execute(f"CREATE ROLE {cls.password_user} LOGIN PASSWORD '{cls.password}'")
+            server.execute(f"GRANT CREATE ON DATABASE postgres TO {cls.password_user}")
+        except BaseException:
+            server.destroy()
+            raise
+        return server
+
+    @classmethod
+    def _new(cls, bindir: str, run_as: str | None, env: Mapping[str, str] | None) -> PgServer:
+        """An owned server object on a new temporary directory and a free port (no cluster
+        yet); destroyed at interpreter exit."""
         basedir = tempfile.mkdtemp(prefix=_PREFIX)
         with open(os.path.join(basedir, "owner.pid"), "w") as f:
             f.write(str(os.getpid()))
         if run_as is not None:
+            pw = pwd.getpwnam(run_as)
             os.chown(basedir, pw.pw_uid, pw.pw_gid)
         port = free_port()
         server = cls(
@@ -192,14 +227,6 @@ class PgServer:
             bindir=bindir, basedir=basedir, run_as=run_as, env=env,
         )
         atexit.register(server.destroy)
-        try:
-            server._initdb()
-            server.start()
-            server.execute(f"CREATE ROLE {cls.password_user} LOGIN PASSWORD '{cls.password}'")
-            server.execute(f"GRANT CREATE ON DATABASE postgres TO {cls.password_user}")
-        except BaseException:
-            server.destroy()
-            raise
         return server
 
     @property
@@ -259,6 +286,92 @@ class PgServer:
             cur = conn.execute(sql.encode(), params)
             return list(cur.fetchall()) if cur.description is not None else []
 
+    # -- streaming replication ----------------------------------------------------------------
+
+    def create_replica(self, *, via: tuple[str, int] | None = None,
+                       timeout: float = 60.0) -> PgServer:
+        """A new asynchronous streaming replica of this server, started (hot standby).
+
+        This server must be owned and created with `replication=True`. `pg_basebackup
+        -R` copies it through `via` (default: this server's own address) and writes
+        `via` into the replica's `primary_conninfo`, so the replica keeps streaming
+        through it. The replica has its own directory and port and is an owned
+        `PgServer` (stop/start/destroy). Raises `PgServerError` on failure (the
+        half-made replica is destroyed).
+        """
+        self._require_owned()
+        assert self._bindir is not None
+        replica = PgServer._new(self._bindir, self._run_as, self._env)
+        host, port = via if via is not None else (self.host, self.port)
+        try:
+            replica._run(
+                ["pg_basebackup", "-D", replica.datadir, "-R", "-X", "stream",
+                 "--checkpoint=fast", "--no-sync", "-h", host, "-p", str(port),
+                 "-U", "postgres", "-w"],
+                timeout=timeout,
+            )
+            assert replica._basedir is not None
+            with open(os.path.join(replica.datadir, "postgresql.conf"), "a") as f:
+                f.write(  # later lines win over the primary's copied settings
+                    "\n# corda-ha-supervisor test replica\n"
+                    f"port = {replica.port}\n"
+                    f"unix_socket_directories = '{replica._basedir}'\n"
+                    "hot_standby = on\n"
+                    "wal_receiver_timeout = 5s\nwal_retrieve_retry_interval = 200ms\n"
+                )
+            replica.start(timeout=timeout)
+        except BaseException:
+            replica.destroy()
+            raise
+        return replica
+
+    def in_recovery(self) -> bool:
+        """True while this server is a standby (`pg_is_in_recovery()`)."""
+        ((value,),) = self.execute("SELECT pg_is_in_recovery()")
+        return bool(value)
+
+    def wait_replayed(self, replica: PgServer, timeout: float = 10.0) -> str:
+        """Block until `replica` has replayed all WAL this (primary) server had inserted
+        when called; returns that LSN. Forces the WAL out first (a marker transaction
+        with `synchronous_commit = on`), since the primary commits asynchronously.
+        Raises `PgServerError` after `timeout` (e.g. replication is cut)."""
+        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
+            row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+            assert row is not None
+            target = str(row[0])
+            conn.execute("SET synchronous_commit = on")
+            conn.execute("SELECT txid_current()")  # commit record: flushes all WAL before it
+        deadline = time.monotonic() + timeout
+        last: object = None
+        with psycopg.connect(replica.dsn, autocommit=True, connect_timeout=10) as conn:
+            while True:
+                row = conn.execute("SELECT pg_last_wal_replay_lsn()::text,"
+                                   " pg_last_wal_replay_lsn() >= %s::pg_lsn",
+                                   (target,)).fetchone()
+                assert row is not None
+                last, done = row
+                if done:
+                    return target
+                if time.monotonic() >= deadline:
+                    raise PgServerError(
+                        f"replica on port {replica.port} replayed only up to {last}, "
+                        f"not {target}, within {timeout:g} s")
+                time.sleep(0.01)
+
+    def promote(self, timeout: float = 30.0) -> None:
+        """Promote this standby (`pg_ctl promote -w`); returns once it accepts writes."""
+        self._require_owned()
+        self._ctl(["promote", "-w", "-t", str(int(timeout))], timeout=timeout + 10)
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.execute("SELECT pg_is_in_recovery(),"
+                                " current_setting('transaction_read_only')")
+            if rows == [(False, "off")]:
+                return
+            if time.monotonic() >= deadline:
+                raise PgServerError(f"still read-only {timeout:g} s after promotion: {rows}")
+            time.sleep(0.01)
+
     # -- internals ---------------------------------------------------------------------------
 
     def _require_owned(self) -> None:
@@ -293,7 +406,7 @@ class PgServer:
     def _ctl(self, argv: list[str], timeout: float) -> None:
         self._run(["pg_ctl", "-D", self.datadir, *argv], timeout=timeout)
 
-    def _initdb(self) -> None:
+    def _initdb(self, *, replication: bool = False) -> None:
         self._run(
             ["initdb", "-D", self.datadir, "-U", "postgres", "-E", "UTF8", "--no-sync",
              "--auth-local=trust", "--auth-host=trust", "--locale=C"],
@@ -311,12 +424,17 @@ class PgServer:
                 "password_encryption = 'scram-sha-256'\n"
                 "log_min_messages = warning\n"
             )
+            if replication:
+                f.write("wal_level = replica\nmax_wal_senders = 10\nwal_keep_size = 64MB\n"
+                        "wal_sender_timeout = 5s\n")
         with open(os.path.join(self.datadir, "pg_hba.conf"), "w") as f:
             f.write(
                 "local all all trust\n"
                 f"host all {self.password_user} 127.0.0.1/32 scram-sha-256\n"
                 "host all all 127.0.0.1/32 trust\n"
             )
+            if replication:
+                f.write("host replication postgres 127.0.0.1/32 trust\n")
 
     def _log_tail(self, n: int = 30) -> str:
         if self._basedir is None:
