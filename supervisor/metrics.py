@@ -12,13 +12,16 @@ Metric names (all prefixed `corda_ha_`): `state` (enum), `lease_held`,
 `epoch`, `node_running`, `node_restarts_total`, `lease_renewals_total`,
 `lease_renewal_failures_total`, `lease_acquisitions_total`,
 `last_renewal_age_seconds` (computed at scrape time, so it keeps growing when
-the loop hangs; NaN before the first renewal).
+the loop hangs; NaN before the first renewal), `log_records_dropped_total`
+(log records the queue in front of stdout dropped because the sink stalled,
+process-wide; read from `supervisor.logs.dropped_log_records()` at scrape time).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -31,6 +34,10 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from supervisor.logs import dropped_log_records
 
 if TYPE_CHECKING:
     from supervisor.http import StatusView
@@ -38,6 +45,16 @@ if TYPE_CHECKING:
 STATES = ("starting", "standby", "active", "backoff", "stopping", "cooldown", "disabled")
 
 _NS = "corda_ha"
+
+
+class _LogDrops(Collector):
+    """`corda_ha_log_records_dropped_total`, read at scrape time."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            f"{_NS}_log_records_dropped",
+            "Log records dropped (not written) because the log sink stalled.",
+            value=dropped_log_records())
 
 
 class Metrics:
@@ -73,6 +90,7 @@ class Metrics:
             "last_renewal_age_seconds", "Seconds since the last successful renewal was sent.",
             namespace=_NS, registry=r)
         self.last_renewal_age_seconds.set_function(self._renewal_age)
+        r.register(_LogDrops())
         self._last_renewal: float | None = None
         self._restarts_seen = 0
         self.epoch.set(math.nan)
