@@ -92,10 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(config: Config) -> int:
     from supervisor.daemon import Daemon
-    from supervisor.logs import configure_logging
+    from supervisor.logs import EXIT_FLUSH_TIMEOUT, configure_logging, flush_logs
 
     configure_logging(config.logging.format, config.logging.level)
-    return asyncio.run(Daemon(config).run())
+    try:
+        return asyncio.run(Daemon(config).run())
+    finally:
+        flush_logs(EXIT_FLUSH_TIMEOUT)  # the last lines (supervisor_exiting); bounded
 
 
 def describe(snapshot: LeaseSnapshot | None) -> dict[str, object]:

@@ -7,14 +7,21 @@ reference assignment, atomic under the GIL). No lock is shared with the loop;
 the only other shared state is the prometheus registry, whose metrics are
 thread-safe.
 
+The loop's age is the time since the last `update()` (by `last_loop_turn`,
+monotonic; before the first `update()` the server's start counts as the last
+turn). The loop is stale when its age is `liveness_timeout` seconds or more:
+the view is then out of date and the supervisor may have stalled.
+
 - `GET /health`: 200 when this host should receive traffic, i.e. it holds the
-  lease and its node runs (or, with the lease disabled, the node runs); else 503.
+  lease and its node runs (or, with the lease disabled, the node runs) and the
+  loop is not stale; else 503 (so a load balancer stops routing to a host
+  whose supervisor stalled). The body has `healthy`, `state`, `epoch`,
+  `lease_held`, `node_running`, `loop_age_seconds`, `loop_stale`.
 - `GET /status`: 200 with a JSON object (state, machine_name, holder, epoch,
-  node_pid, lease_held, node_running, lease_enabled, loop_age_seconds, extra
-  fields); 503 before the first `update()`.
-- `GET /liveness`: 200 while the loop turned less than `liveness_timeout`
-  seconds ago, else 503 (a hung loop). Before the first `update()` the
-  server's start counts as the last turn.
+  node_pid, lease_held, node_running, lease_enabled, healthy (as `/health`),
+  loop_age_seconds, loop_stale, extra fields); 503 before the first `update()`.
+- `GET /liveness`: 200 while the loop is not stale, else 503 (a hung loop);
+  body `alive`, `loop_age_seconds`, `timeout_seconds`.
 - `GET /metrics`: prometheus text format from the registry.
 - `HEAD` on each of them: same status and headers, no body. Other paths: 404.
 """
@@ -118,11 +125,11 @@ def _json(status: int, obj: Mapping[str, object]) -> tuple[int, str, bytes]:
 class HealthServer:
     """HTTP endpoint on `host:port` (port 0: any free port, see `port`).
 
-    `liveness_timeout`: seconds without a loop turn after which `/liveness`
-    fails. `registry`: what `/metrics` serves (default: prometheus_client's
-    global registry). `start()` binds and serves in a daemon thread, raising
-    OSError if the address cannot be bound; `stop()` returns within about a
-    second and is idempotent.
+    `liveness_timeout`: seconds without a loop turn after which the loop is
+    stale: `/liveness` and `/health` fail. `registry`: what `/metrics` serves
+    (default: prometheus_client's global registry). `start()` binds and serves
+    in a daemon thread, raising OSError if the address cannot be bound; `stop()`
+    returns within about a second and is idempotent.
     """
 
     def __init__(self, host: str, port: int, *, liveness_timeout: float,
@@ -191,16 +198,28 @@ class HealthServer:
                     prometheus_client.generate_latest(self._registry))
         return _json(HTTPStatus.NOT_FOUND, {"error": "not found", "path": path})
 
+    def _loop_age(self, view: StatusView | None) -> tuple[float, bool]:
+        """(age in seconds, stale) of the loop as of `view`."""
+        last = self._created if view is None else view.last_loop_turn
+        age = max(0.0, time.monotonic() - last)
+        return age, age >= self._liveness_timeout
+
     def _health(self, view: StatusView | None) -> tuple[int, str, bytes]:
+        age, stale = self._loop_age(view)
         if view is None:
-            return _json(HTTPStatus.SERVICE_UNAVAILABLE, {"healthy": False, "state": "starting"})
-        body = {"healthy": view.healthy, "state": view.state, "epoch": view.epoch,
-                "lease_held": view.lease_held, "node_running": view.node_running}
-        return _json(HTTPStatus.OK if view.healthy else HTTPStatus.SERVICE_UNAVAILABLE, body)
+            return _json(HTTPStatus.SERVICE_UNAVAILABLE,
+                         {"healthy": False, "state": "starting",
+                          "loop_age_seconds": round(age, 3), "loop_stale": stale})
+        healthy = view.healthy and not stale
+        body = {"healthy": healthy, "state": view.state, "epoch": view.epoch,
+                "lease_held": view.lease_held, "node_running": view.node_running,
+                "loop_age_seconds": round(age, 3), "loop_stale": stale}
+        return _json(HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE, body)
 
     def _status(self, view: StatusView | None) -> tuple[int, str, bytes]:
         if view is None:
             return _json(HTTPStatus.SERVICE_UNAVAILABLE, {"state": "starting"})
+        age, stale = self._loop_age(view)
         body: dict[str, object] = dict(view.extra)
         body.update(
             state=view.state,
@@ -211,15 +230,14 @@ class HealthServer:
             lease_held=view.lease_held,
             node_running=view.node_running,
             lease_enabled=view.lease_enabled,
-            healthy=view.healthy,
-            loop_age_seconds=round(time.monotonic() - view.last_loop_turn, 3),
+            healthy=view.healthy and not stale,
+            loop_age_seconds=round(age, 3),
+            loop_stale=stale,
         )
         return _json(HTTPStatus.OK, body)
 
     def _liveness(self, view: StatusView | None) -> tuple[int, str, bytes]:
-        last = self._created if view is None else view.last_loop_turn
-        age = time.monotonic() - last
-        alive = age < self._liveness_timeout
-        return _json(HTTPStatus.OK if alive else HTTPStatus.SERVICE_UNAVAILABLE,
-                     {"alive": alive, "loop_age_seconds": round(age, 3),
+        age, stale = self._loop_age(view)
+        return _json(HTTPStatus.SERVICE_UNAVAILABLE if stale else HTTPStatus.OK,
+                     {"alive": not stale, "loop_age_seconds": round(age, 3),
                       "timeout_seconds": self._liveness_timeout})

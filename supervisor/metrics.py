@@ -13,13 +13,16 @@ Metric names (all prefixed `corda_ha_`): `state` (enum), `lease_held`,
 `lease_renewal_failures_total`, `lease_acquisitions_total`,
 `last_renewal_age_seconds` (computed at scrape time, so it keeps growing when
 the loop hangs; NaN before the first renewal), `can_take_over`,
-`database_reachable`, `database_failures_in_a_row`.
+`database_reachable`, `database_failures_in_a_row`, `log_records_dropped_total`
+(log records the queue in front of stdout dropped because the sink stalled,
+process-wide; read from `supervisor.logs.dropped_log_records()` at scrape time).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -32,6 +35,10 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from supervisor.logs import dropped_log_records
 
 if TYPE_CHECKING:
     from supervisor.http import StatusView
@@ -39,6 +46,16 @@ if TYPE_CHECKING:
 STATES = ("starting", "standby", "active", "backoff", "stopping", "cooldown", "disabled")
 
 _NS = "corda_ha"
+
+
+class _LogDrops(Collector):
+    """`corda_ha_log_records_dropped_total`, read at scrape time."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            f"{_NS}_log_records_dropped",
+            "Log records dropped (not written) because the log sink stalled.",
+            value=dropped_log_records())
 
 
 class Metrics:
@@ -83,6 +100,7 @@ class Metrics:
         self.database_failures_in_a_row = Gauge(
             "database_failures_in_a_row", "Lease calls failed in a row (0 when healthy).",
             namespace=_NS, registry=r)
+        r.register(_LogDrops())
         self._last_renewal: float | None = None
         self._restarts_seen = 0
         self.epoch.set(math.nan)

@@ -44,6 +44,11 @@ U_MS, W_MS, STOP_MS = 500, 2000, 500
 W = W_MS / 1000
 
 
+def _set(event: threading.Event) -> threading.Event:
+    event.set()
+    return event
+
+
 @dataclass
 class Host:
     """One supervisor process and its node's records."""
@@ -65,6 +70,8 @@ class Host:
     lines: list[dict[str, Any]] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)
     cond: threading.Condition = field(default_factory=threading.Condition)
+    # Cleared: stop reading the supervisor's stdout, so its pipe fills (a stalled journald).
+    reading: threading.Event = field(default_factory=lambda: _set(threading.Event()))
 
     @property
     def records(self) -> Path:
@@ -132,6 +139,7 @@ logging {{
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         for line in self.proc.stdout:
+            self.reading.wait()
             with self.cond:
                 self.raw.append(line)
                 with contextlib.suppress(ValueError):
@@ -335,6 +343,7 @@ class Cluster:
 
     def close(self) -> None:
         for host in self.hosts:
+            host.reading.set()  # let the reader drain to EOF
             procs = host.tree()
             for p in procs:
                 with contextlib.suppress(psutil.Error):

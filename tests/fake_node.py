@@ -15,6 +15,7 @@ Options:
   --spawn-child       start a grandchild `sleep 1000` in the same process group
   --long-line N       print one stdout line of N bytes ("x" * N) after the start line
   --binary            print a line with undecodable bytes on stdout
+  --chatter N         print a stdout line of about N bytes every 5 ms while running
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def main() -> int:
     parser.add_argument("--spawn-child", action="store_true")
     parser.add_argument("--long-line", type=int, default=0)
     parser.add_argument("--binary", action="store_true")
+    parser.add_argument("--chatter", type=int, default=0)
     args = parser.parse_args()
 
     if args.fail_at_start:
@@ -90,11 +92,17 @@ def main() -> int:
         sys.stdout.flush()
 
     started = time.monotonic()
+    lines = 0
     while not stop_requested:
         if args.crash_after is not None and time.monotonic() - started >= args.crash_after:
             print("node crashing", file=sys.stderr, flush=True)
             return 3
-        time.sleep(0.01)
+        if args.chatter:
+            lines += 1
+            print(f"chatter {lines} " + "x" * args.chatter, flush=True)
+            time.sleep(0.005)
+        else:
+            time.sleep(0.01)
 
     print("node stopping", flush=True)
     if args.stop_delay:

@@ -140,6 +140,32 @@ def test_liveness_follows_loop_turns() -> None:
         srv.stop()
 
 
+def test_a_stale_loop_fails_health_and_liveness(server: HealthServer) -> None:
+    """A holder whose node runs but whose loop stopped turning (liveness_timeout
+    5 s; the view is 10 s old) gets no traffic and fails liveness."""
+    server.update(view(last_loop_turn=time.monotonic() - 10.0))
+    status, body = get_json(server, "/health")
+    assert status == 503
+    assert body["healthy"] is False and body["loop_stale"] is True
+    assert 10.0 <= float(body["loop_age_seconds"]) < 60.0  # type: ignore[arg-type]
+    assert body["lease_held"] is True and body["node_running"] is True  # as last seen
+    status, body = get_json(server, "/liveness")
+    assert (status, body["alive"]) == (503, False)
+    assert 10.0 <= float(body["loop_age_seconds"]) < 60.0  # type: ignore[arg-type]
+    status, body = get_json(server, "/status")
+    assert status == 200  # /status still describes the (old) view
+    assert body["healthy"] is False and body["loop_stale"] is True
+    assert fetch(server, "/health", method="HEAD")[0] == 503
+    # Just inside the timeout: fine; the loop turning again makes it healthy again.
+    server.update(view(last_loop_turn=time.monotonic() - 4.0))
+    assert get_json(server, "/health")[0] == 200
+    assert get_json(server, "/liveness")[0] == 200
+    server.update(view(last_loop_turn=time.monotonic()))
+    status, body = get_json(server, "/health")
+    assert status == 200
+    assert body["loop_stale"] is False and float(body["loop_age_seconds"]) < 5.0  # type: ignore[arg-type]
+
+
 def test_metrics(server: HealthServer, metrics: Metrics) -> None:
     v = view(extra={"restarts": 2, "last_renewal_age": 0.4})
     metrics.lease_acquired(7, time.monotonic())
@@ -168,6 +194,10 @@ def test_metrics(server: HealthServer, metrics: Metrics) -> None:
     age = [ln for ln in text.splitlines() if ln.startswith("corda_ha_last_renewal_age_seconds ")]
     assert len(age) == 1 and 0.4 <= float(age[0].split()[1]) < 5.0
     assert "process_resident_memory_bytes" in text
+    assert "# TYPE corda_ha_log_records_dropped_total counter" in text.splitlines()
+    drops = [ln for ln in text.splitlines()
+             if ln.startswith("corda_ha_log_records_dropped_total ")]
+    assert len(drops) == 1 and float(drops[0].split()[1]) >= 0
 
 
 def test_metrics_restart_count_from_views(metrics: Metrics) -> None:

@@ -5,14 +5,28 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
 
-from supervisor.logs import configure_logging, get_logger, redact_text
+from supervisor.logs import (
+    QueueHandler,
+    configure_logging,
+    dropped_log_records,
+    flush_logs,
+    get_logger,
+    redact_text,
+)
+
+REPO = str(Path(__file__).resolve().parent.parent)
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -27,6 +41,7 @@ def restore_logging() -> Iterator[None]:
     for h in list(root.handlers):
         if h not in handlers:
             root.removeHandler(h)
+            h.close()
     root.setLevel(level)
     structlog.reset_defaults()
 
@@ -36,8 +51,14 @@ class TTY(io.StringIO):
         return True
 
 
+def text(stream: io.StringIO) -> str:
+    """What the stream holds once the log writer has caught up."""
+    assert flush_logs(5.0)
+    return stream.getvalue()
+
+
 def lines(stream: io.StringIO) -> list[dict[str, object]]:
-    return [json.loads(line) for line in stream.getvalue().splitlines()]
+    return [json.loads(line) for line in text(stream).splitlines()]
 
 
 def test_json_lines_with_fields() -> None:
@@ -73,10 +94,10 @@ def test_console_on_a_tty_and_when_asked() -> None:
     for fmt, stream in (("auto", TTY()), ("console", io.StringIO())):
         configure_logging(fmt, "INFO", stream)
         get_logger("x").info("node_started", pid=1234)
-        text = stream.getvalue()
-        assert "node_started" in text and "pid" in text and "1234" in text
+        out = text(stream)
+        assert "node_started" in out and "pid" in out and "1234" in out
         with pytest.raises(json.JSONDecodeError):
-            json.loads(text.splitlines()[0])
+            json.loads(out.splitlines()[0])
 
 
 def test_stdlib_psycopg_record_as_json() -> None:
@@ -138,10 +159,10 @@ def test_password_redacted_everywhere(fmt: str) -> None:
         raise ValueError(f"bad dsn password={SECRET}")
     except ValueError:
         log.exception("failed")
-    text = out.getvalue()
-    assert SECRET not in text
-    assert "hunter2" not in text
-    assert text.count("***") >= 12
+    rendered = text(out)
+    assert SECRET not in rendered
+    assert "hunter2" not in rendered
+    assert rendered.count("***") >= 12
     if fmt == "json":
         recs = lines(out)
         assert recs[0]["password"] == "***"
@@ -163,6 +184,7 @@ def test_idempotent_reconfiguration() -> None:
     configure_logging("json", "INFO", second)
     log.info("once")
     logging.getLogger("psycopg").warning("stdlib_once")
+    assert [r["event"] for r in lines(second)] == ["once", "stdlib_once"]
     assert first.getvalue() == ""
     assert [r["event"] for r in lines(second)] == ["once", "stdlib_once"]
     ours = [h for h in logging.getLogger().handlers
@@ -198,3 +220,220 @@ def test_threads_never_interleave_lines() -> None:
         t.join()
     recs = lines(out)  # every line parses
     assert len(recs) == n_threads * per_thread
+
+
+# --------------------------------------------------------------------------- a stalled sink
+# design.md: nothing on the loop may block; log output goes through a queue to a
+# writer thread, so a stalled journald (a full stdout pipe) cannot stop renewals.
+
+
+class BlockingStream(io.StringIO):
+    """A sink whose write() blocks until `release` is set (a stalled journald)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()  # a write is in progress (and blocked)
+        self.release = threading.Event()
+
+    def write(self, s: str) -> int:
+        self.entered.set()
+        self.release.wait(30)
+        return super().write(s)
+
+
+def ours() -> QueueHandler:
+    [handler] = [h for h in logging.getLogger().handlers if isinstance(h, QueueHandler)]
+    return handler
+
+
+def call_bounded(fn: object, limit: float) -> float:
+    """Run `fn` in a thread; fail (instead of hanging) if it takes longer than `limit`."""
+    assert callable(fn)
+    took: list[float] = []
+
+    def timed() -> None:
+        start = time.monotonic()
+        fn()
+        took.append(time.monotonic() - start)
+
+    t = threading.Thread(target=timed, daemon=True)
+    t.start()
+    t.join(limit)
+    assert not t.is_alive(), f"logging blocked for more than {limit}s on a stalled sink"
+    return took[0]
+
+
+def test_logging_never_waits_for_a_stalled_sink_and_reports_drops() -> None:
+    out = BlockingStream()
+    configure_logging("json", "DEBUG", out, queue_records=50)
+    log = get_logger("s")
+    dropped_before = dropped_log_records()
+    log.info("rec", n=0)
+    assert out.entered.wait(5)  # the writer took record 0 and is stuck writing it
+
+    def flood() -> None:
+        for n in range(1, 300):
+            log.debug("rec", n=n, payload="x" * 100)
+            if n % 7 == 0:
+                logging.getLogger("thirdparty").info("stdlib rec %d", n)
+
+    took = call_bounded(flood, 10.0)
+    # 299 + 42 records while stalled: 49 fit beside record 0 in the queue, the rest drop.
+    assert ours().dropped == 299 + 42 - 49
+    assert dropped_log_records() - dropped_before == 299 + 42 - 49
+    assert out.getvalue() == ""  # still stalled: nothing was written (no flush here: a
+    # flush marker would also make the writer report; this test wants the catch-up)
+
+    out.release.set()
+    # The writer reports the drops by itself once it has caught up (no flush needed).
+    deadline = time.monotonic() + 10
+    while "log_records_dropped" not in out.getvalue():
+        assert time.monotonic() < deadline, "no drop report after the sink came back"
+        time.sleep(0.01)
+    recs = lines(out)
+    assert [r["n"] for r in recs[:-1] if "n" in r] == list(range(0, recs[-2]["n"] + 1))  # type: ignore[operator]
+    assert len(recs) == 50 + 1
+    report = recs[-1]
+    assert report["event"] == "log_records_dropped"
+    assert report["count"] == 299 + 42 - 49
+    assert report["level"] == "warning" and report["logger"] == "supervisor.logs"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", str(report["since"]))
+    assert "timestamp" in report
+    print(f"{len(recs) - 1} records written, {report['count']} dropped; "
+          f"{took * 1e6 / 341:.0f} us per call while stalled")
+
+    # Caught up: the next records are written again, with no second report.
+    log.info("after")
+    assert [r["event"] for r in lines(out)][-1] == "after"
+    assert [r["event"] for r in lines(out)].count("log_records_dropped") == 1
+
+    from supervisor.metrics import Metrics
+    value = Metrics(process_metrics=False).registry.get_sample_value(
+        "corda_ha_log_records_dropped_total")
+    assert value == dropped_log_records() >= 299 + 42 - 49
+
+
+def test_a_full_pipe_blocks_neither_logging_nor_flush() -> None:
+    r, w = os.pipe()  # nobody reads: 64 KiB, then write() blocks
+    sink = os.fdopen(w, "w")
+    try:
+        configure_logging("json", "INFO", sink, queue_records=100)
+        log = get_logger("s")
+        call_bounded(lambda: [log.info("rec", n=n, payload=f"password={SECRET} " + "x" * 1000)
+                              for n in range(2000)], 10.0)
+        dropped = ours().dropped
+        assert dropped > 1000
+        start = time.monotonic()
+        assert flush_logs(0.3) is False  # the sink is stalled: give up after the timeout
+        assert time.monotonic() - start < 2.0
+
+        chunks: list[bytes] = []
+        reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: os.read(r, 65536),
+                                                                     b"")), daemon=True)
+        reader.start()
+        assert flush_logs(10.0)
+        written = b"".join(chunks)  # the reader thread appends in order; it is still running
+        assert flush_logs(1.0)
+    finally:
+        logging.getLogger().removeHandler(ours())
+        sink.close()
+    reader.join(5)
+    raw = b"".join(chunks).decode()
+    assert raw.startswith(written.decode())
+    recs = [json.loads(line) for line in raw.splitlines()]
+    assert recs[-1]["event"] == "log_records_dropped"
+    assert [x["n"] for x in recs[:-1]] == list(range(len(recs) - 1))
+    assert recs[-1]["count"] == dropped == 2000 - (len(recs) - 1)
+    assert SECRET not in raw and "password=***" in raw  # redaction still applies
+    print(f"pipe: {len(recs) - 1} written, {dropped} dropped")
+
+
+def test_flush_logs_respects_its_timeout_and_the_next_waits_less() -> None:
+    out = BlockingStream()
+    configure_logging("json", "INFO", out)
+    get_logger("s").info("stuck")
+    assert out.entered.wait(5)
+    start = time.monotonic()
+    assert flush_logs(0.3) is False
+    first = time.monotonic() - start
+    assert 0.25 <= first < 2.0
+    start = time.monotonic()
+    assert flush_logs(5.0) is False  # known stalled: no second long wait at exit
+    assert time.monotonic() - start < 1.0
+    out.release.set()
+    assert flush_logs(5.0)
+    assert [r["event"] for r in lines(out)] == ["stuck"]
+
+
+def test_a_record_that_fails_to_render_is_dropped_not_printed(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    out = io.StringIO()
+    configure_logging("json", "INFO", out)
+    before = dropped_log_records()
+    # Only our handler (pytest's capture handlers on the root would raise themselves).
+    isolated = logging.getLogger("isolated")
+    isolated.propagate = False
+    isolated.addHandler(ours())
+    try:
+        isolated.info("%d apples", "not a number")
+        isolated.info("fine")
+    finally:
+        isolated.removeHandler(ours())
+        isolated.propagate = True
+    recs = lines(out)
+    assert [r["event"] for r in recs] == ["fine", "log_records_dropped"]
+    assert recs[1]["count"] == 1
+    assert dropped_log_records() == before + 1
+    assert capfd.readouterr().err == ""  # stderr may be the same stalled sink
+
+
+EXIT_SCRIPT = """
+import sys, time
+from supervisor.logs import configure_logging, flush_logs, get_logger
+configure_logging("json", "INFO")
+log = get_logger("s")
+for n in range(3000):
+    log.info("rec", n=n, payload="x" * 1000)
+log.info("supervisor_exiting", code=0)
+start = time.monotonic()
+ok = flush_logs(0.5)
+sys.stderr.write(f"flushed={ok} in {time.monotonic() - start:.2f}s\\n")
+sys.stderr.flush()
+"""
+
+
+def test_process_exits_promptly_with_a_stalled_stdout(tmp_path: Path) -> None:
+    """At exit the writer is stuck in write() on a full pipe: the flush gives up
+    after its timeout and the interpreter still exits cleanly (no abort on a
+    stdout lock held by the writer thread)."""
+    proc = subprocess.Popen([sys.executable, "-c", EXIT_SCRIPT], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=REPO),
+                            cwd=str(tmp_path))
+    start = time.monotonic()
+    try:
+        # Do not read stdout until it has exited: the pipe stays full.
+        assert proc.stderr is not None
+        err_line = proc.stderr.readline().decode()
+        deadline = time.monotonic() + 8.0
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        took = time.monotonic() - start
+        assert proc.returncode == 0, (proc.returncode, err_line)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=5)
+    assert err_line.startswith("flushed=False")
+    print(f"exit with a stalled stdout after {took:.2f}s ({err_line.strip()})")
+    assert took < 6.0
+
+
+def test_normal_exit_writes_the_last_lines(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], capture_output=True,
+                            env=dict(os.environ, PYTHONPATH=REPO), cwd=str(tmp_path),
+                            timeout=30)
+    assert result.returncode == 0
+    recs = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    # The queue holds all 3001 records (3.3 MB < 4 MiB): none dropped, the last one written.
+    assert [r.get("n") for r in recs[:-1]] == list(range(3000))
+    assert recs[-1]["event"] == "supervisor_exiting"
+    assert result.stderr.decode().startswith("flushed=True")

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -130,6 +131,47 @@ def test_never_blocks_when_receiver_queue_is_full(receiver: Receiver) -> None:
         n.status("x" * 200)
     assert time.monotonic() - start < 5.0
     assert receiver.recv().startswith("STATUS=")
+
+
+def fill(receiver: Receiver) -> int:
+    """Send datagrams nobody reads until the receiver's queue refuses more."""
+    address: str | bytes = receiver.name
+    if receiver.name.startswith("@"):
+        address = b"\0" + receiver.name[1:].encode()
+    sent = 0
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        while True:
+            try:
+                sock.sendto(b"STATUS=filler", address)
+            except BlockingIOError:
+                return sent
+            sent += 1
+            assert sent < 1_000_000
+
+
+def test_notify_returns_at_once_when_the_receiver_queue_is_full(receiver: Receiver) -> None:
+    """systemd stalled (nobody reads NOTIFY_SOCKET, its queue is full): each notify()
+    still returns at once, so the watchdog ping on the loop cannot block it."""
+    queued = fill(receiver)
+    assert queued > 0
+    n = SystemdNotifier({"NOTIFY_SOCKET": receiver.name})
+    worst: list[float] = []
+
+    def calls() -> None:
+        for _ in range(20):
+            start = time.monotonic()
+            n.watchdog()
+            n.status("active epoch=7")
+            worst.append(time.monotonic() - start)
+
+    t = threading.Thread(target=calls, daemon=True)
+    t.start()
+    t.join(3.0)
+    assert not t.is_alive(), "notify() blocked on a full notification socket"
+    print(f"{queued} datagrams queued; slowest pair of notify() calls {max(worst) * 1e3:.2f} ms")
+    assert max(worst) < 0.5
+    assert receiver.recv() == "STATUS=filler"  # the queue was full of our filler, not lost
 
 
 def test_watchdog_interval_is_half_of_watchdog_usec() -> None:
