@@ -371,10 +371,11 @@ def cluster(root: Path, dsn: str, lease_name: str) -> Iterator[Cluster]:
 
 
 def start_pair(c: Cluster, b_args: list[str] | None = None,
-               a_args: list[str] | None = None) -> tuple[Host, Host]:
-    """Start a, wait until it is active, then start b (standby)."""
-    a = c.add("a", a_args)
-    b = c.add("b", b_args)
+               a_args: list[str] | None = None, **kw: Any) -> tuple[Host, Host]:
+    """Start a, wait until it is active, then start b (standby). `kw` goes to both
+    hosts (e.g. update_ms, wait_ms, stop_ms)."""
+    a = c.add("a", a_args, **kw)
+    b = c.add("b", b_args, **kw)
     a.start()
     a.wait_node_up(15)
     b.start()
