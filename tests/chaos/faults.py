@@ -1,15 +1,12 @@
 """The chaos suite's fault catalog: how each fault is injected, held and healed.
 
-Every fault is a function `inject(ch, rng, active) -> Injected`. `ch` is the
-running `ChaosCluster` (tests/chaos/runner.py), `rng` the episode's own seeded
-`random.Random` (every random choice of the fault comes from it, so an episode
-replays with the same parameters), `active` the host whose node runs when the
-fault begins (the cluster is stable: exactly one node). The function injects
-the fault, holds it, heals it, and returns what happened, in monotonic seconds.
-The runner then waits until the cluster is stable again and checks the episode.
-
-Intervals (tests/cluster.py): U = 0.5 s, W = 2 s, S = stopTimeout = 0.5 s,
-M = min(2 s, W/10) = 0.2 s, so the slack W - U - S - M is 0.8 s.
+Every fault is a function `inject(ch, rng, active) -> Injected` (see
+tests/chaos/episode.py for the contract and what a fault reports). The
+intervals come from the run's profile (`ch.profile`, tests/chaos/profile.py):
+hold times are multiples of its W, a short cut-off stays below its keep slack.
+The faults of real pairs' production shapes (wrapper scripts, cloned host names,
+a stalled guard, a lossy database failover, a stalled log sink) are in
+tests/chaos/faults_shape.py.
 """
 
 from __future__ import annotations
@@ -19,72 +16,25 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from tests.cluster import STOP_MS, U_MS, W_MS, Host
+from tests.chaos import faults_shape
+from tests.chaos.episode import (
+    FaultSpec,
+    HolderLost,
+    Inject,
+    Injected,
+    role,
+    sleep_until,
+)
+from tests.chaos.episode import now as _now
+from tests.chaos.profile import Profile
+from tests.cluster import Host
 
 if TYPE_CHECKING:
     from tests.chaos.runner import ChaosCluster
-
-U = U_MS / 1000
-W = W_MS / 1000
-S = STOP_MS / 1000
-M = min(2.0, W / 10)
-SLACK = W - U - S - M  # 0.8 s
-
-Interval = tuple[float, float]
-
-
-@dataclass
-class Injected:
-    """What one fault did (monotonic seconds), for the checker and the report.
-
-    - `start`/`end`: the fault proper (e.g. blackhole on .. off).
-    - `unhealthy`: intervals in which no healthy host had the database (it was
-      down or unreachable for every host); cut out of the availability windows.
-    - `allowed_overlap`: (host, from, to): overlaps involving `host` that begin in
-      [from, to] are the frozen-VM case (measured, not a violation).
-    - `expect_no_failover`: the active node must survive (short blackhole).
-    - `expect_all_down`: no node may be alive within this interval.
-    - `params`: the random choices and observations, for the report.
-    """
-
-    kind: str
-    host: str | None
-    start: float
-    end: float
-    unhealthy: list[Interval] = field(default_factory=list)
-    allowed_overlap: tuple[str, float, float] | None = None
-    expect_no_failover: bool = False
-    expect_all_down: Interval | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-Inject = Callable[["ChaosCluster", random.Random, Host], Injected]
-
-
-@dataclass(frozen=True)
-class FaultSpec:
-    """One entry of the catalog."""
-
-    name: str
-    summary: str
-    inject: Inject
-    needs_faketime: bool = False
-
-
-def _now() -> float:
-    return time.monotonic()
-
-
-def _sleep_until(t: float) -> None:
-    left = t - time.monotonic()
-    if left > 0:
-        time.sleep(left)
 
 
 # ------------------------------------------------------------------ processes
@@ -95,7 +45,8 @@ def kill_supervisor(ch: ChaosCluster, rng: random.Random, active: Host) -> Injec
     node; the runner restarts the supervisor (as systemd would) after a delay."""
     t0 = _now()
     ch.signal_supervisor(active, signal.SIGKILL)
-    return Injected("kill_supervisor", active.name, t0, t0)
+    return Injected("kill_supervisor", active.name, t0, t0,
+                    holder_lost=HolderLost(active.name, t0, t0, killed=False))
 
 
 def kill_guard(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
@@ -110,7 +61,7 @@ def kill_guard(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
 
 def kill_node(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
     """SIGKILL the active node; its supervisor restarts it (crash backoff)."""
-    pids = ch.live_pids(active)
+    pids = ch.node_pids(active)
     t0 = _now()
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -121,35 +72,26 @@ def kill_node(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
 def stop_supervisor(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
     """SIGSTOP the active supervisor alone (a hung daemon) for more than W, then
     SIGCONT. Its guard kills the node at t + W - M; another host takes over."""
-    hold = W + rng.uniform(0.3, 1.5)
+    hold = ch.profile.W + rng.uniform(0.3, 1.5)
     t0 = _now()
     ch.signal_supervisor(active, signal.SIGSTOP)
     try:
-        _sleep_until(t0 + hold)
+        sleep_until(t0 + hold)
     finally:
         ch.signal_supervisor(active, signal.SIGCONT)
-    return Injected("stop_supervisor", active.name, t0, _now(), params={"hold_s": round(hold, 3)})
-
-
-def _role(p: psutil.Process) -> str:
-    try:
-        cmd = " ".join(p.cmdline())
-    except psutil.Error:
-        return "?"
-    if "supervisor.guard" in cmd:
-        return "guard"
-    if "hb_node" in cmd:
-        return "node"
-    return "supervisor" if "supervisor" in cmd else cmd[:30]
+    t1 = _now()
+    return Injected("stop_supervisor", active.name, t0, t1,
+                    holder_lost=HolderLost(active.name, t0, t1),
+                    params={"hold_s": round(hold, 3)})
 
 
 def freeze_host(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
     """SIGSTOP the active host's whole process tree (supervisor, guard, node): a
     frozen VM. Held for more than W, then every process gets SIGCONT (in a random
     order). An overlap right after SIGCONT is the one case the design allows."""
-    hold = W + rng.uniform(0.3, 1.5)
+    hold = ch.profile.W + rng.uniform(0.3, 1.5)
     tree = ch.process_tree(active)
-    names = {p.pid: _role(p) for p in tree}
+    names = {p.pid: role(p) for p in tree}
     order = list(tree)
     rng.shuffle(order)
     t0 = _now()
@@ -157,7 +99,7 @@ def freeze_host(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
         with contextlib.suppress(psutil.Error):
             p.suspend()
     try:
-        _sleep_until(t0 + hold)
+        sleep_until(t0 + hold)
     finally:
         t_cont = _now()
         for p in order:
@@ -165,6 +107,7 @@ def freeze_host(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
                 p.resume()
     return Injected("freeze_host", active.name, t0, t_cont,
                     allowed_overlap=(active.name, t_cont - 0.05, t_cont + 1.0),
+                    holder_lost=HolderLost(active.name, t0, t_cont, killed=False),
                     params={"hold_s": round(hold, 3),
                             "resume_order": [names[p.pid] for p in order]})
 
@@ -191,29 +134,33 @@ def _pg_restart(mode: str) -> Inject:
 
 
 def db_unreachable_all(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
-    """Blackhole every host's proxy for more than W: every node stops (by
+    """Blackhole every host's proxies for more than W: every node stops (by
     t + W - M); when the database is back, exactly one starts."""
-    hold = W + rng.uniform(1.0, 2.0)
+    w = ch.profile.W
+    hold = w + rng.uniform(1.0, 2.0)
     t0 = _now()
     try:
         for p in ch.proxies.values():
             p.set_mode("blackhole")
-        _sleep_until(t0 + hold)
+        sleep_until(t0 + hold)
     finally:
         for p in ch.proxies.values():
             p.set_mode("pass")
     t1 = _now()
     return Injected("db_unreachable_all", None, t0, t1, unhealthy=[(t0, t1)],
-                    expect_all_down=(t0 + W, t1), params={"hold_s": round(hold, 3)})
+                    expect_all_down=(t0 + w, t1),
+                    holder_lost=HolderLost(active.name, t0, t1),
+                    params={"hold_s": round(hold, 3)})
 
 
 def clock_jump(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
     """The database clock jumps forward by more than W (libfaketime timestamp
     file rewritten). No host may take the lease on the strength of the jump."""
-    jump = W + rng.uniform(1.0, 5.0)
+    w = ch.profile.W
+    jump = w + rng.uniform(1.0, 5.0)
     t0 = _now()
     ch.db.jump(jump)
-    _sleep_until(t0 + W + 1.0)
+    sleep_until(t0 + w + 1.0)
     return Injected("clock_jump", None, t0, t0,
                     params={"jump_s": round(jump, 3), "offset_s": round(ch.db.offset, 3),
                             "measured_offset_s": round(ch.db.clock_offset(), 2)})
@@ -224,7 +171,7 @@ def lease_back_in_time(ch: ChaosCluster, rng: random.Random, active: Host) -> In
     failover to a replica that lost the last renewals)."""
     t0 = _now()
     n = ch.db.lease_back(ch.lease_name, 5.0)
-    _sleep_until(t0 + W + 1.0)
+    sleep_until(t0 + ch.profile.W + 1.0)
     return Injected("lease_back_in_time", None, t0, t0, params={"rows": n})
 
 
@@ -232,19 +179,25 @@ def lease_back_in_time(ch: ChaosCluster, rng: random.Random, active: Host) -> In
 
 
 def _cut(kind: str, mode: str, lo: float, hi: float, *, short: bool) -> Inject:
+    """A cut-off of the active host from every server: `lo`..`hi` seconds (`short`),
+    or W plus that (long)."""
+
     def inject(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
-        phase = rng.uniform(0.0, U)  # random alignment with the renewals
-        hold = rng.uniform(lo, hi)
+        p = ch.profile
+        phase = rng.uniform(0.0, p.U)  # random alignment with the renewals
+        hold = rng.uniform(lo, hi) if short else p.W + rng.uniform(lo, hi)
         time.sleep(phase)
-        proxy = ch.proxies[active.name]
+        link = ch.proxies[active.name]
         t0 = _now()
         try:
-            proxy.set_mode(mode)  # type: ignore[arg-type]  # "blackhole" | "reset"
-            _sleep_until(t0 + hold)
+            link.set_mode(mode)  # type: ignore[arg-type]  # "blackhole" | "reset"
+            sleep_until(t0 + hold)
         finally:
-            proxy.set_mode("pass")
+            link.set_mode("pass")
         t1 = _now()
         return Injected(kind, active.name, t0, t1, expect_no_failover=short,
+                        cut_s=round(t1 - t0, 3) if short else None,
+                        holder_lost=None if short else HolderLost(active.name, t0, t1),
                         params={"hold_s": round(hold, 3), "actual_s": round(t1 - t0, 3)})
 
     return inject
@@ -292,61 +245,62 @@ def ignore_sigterm(ch: ChaosCluster, rng: random.Random, active: Host) -> Inject
     SIGKILLed and restarted with it, and takes its lease back), then either it is
     cut off for more than W (`cutoff`) or its supervisor is stopped with SIGTERM
     (`shutdown`). Either way the node must be SIGKILLed before another starts."""
-    with ch.systemd.hold(active):
-        ch.signal_supervisor(active, signal.SIGKILL)
-        ch.wait_exit(active, 5.0)
-        ch.node_args[active.name] = ["--ignore-sigterm"]
-        active.start()
-    target = ch.wait_stable(20.0)
+    p = ch.profile
+    target = ch.reconfigure_active(active, ["--ignore-sigterm"])
     variant = rng.choice(["cutoff", "shutdown"])
-    params: dict[str, Any] = {"variant": variant,
-                              "deaf_node_active": target is active}
+    params: dict[str, Any] = {"variant": variant, "deaf_node_active": target is active}
     if target is None:
         target = active
     t0 = _now()
+    lost = None
     if variant == "cutoff":
-        hold = W + rng.uniform(0.5, 1.5)
-        proxy = ch.proxies[target.name]
+        hold = p.W + rng.uniform(0.5, 1.5)
+        link = ch.proxies[target.name]
         try:
-            proxy.set_mode("blackhole")
-            _sleep_until(t0 + hold)
+            link.set_mode("blackhole")
+            sleep_until(t0 + hold)
         finally:
-            proxy.set_mode("pass")
+            link.set_mode("pass")
         params["hold_s"] = round(hold, 3)
         t1 = _now()
+        lost = HolderLost(target.name, t0, t1)
     else:
         with ch.systemd.hold(target):
             ch.signal_supervisor(target, signal.SIGTERM)
-            params["exit"] = ch.wait_exit(target, S + 10.0)
+            params["exit"] = ch.wait_exit(target, p.S + 10.0)
             t1 = _now()
             ch.node_args[target.name] = []
             target.start()
     if ch.node_args[active.name]:
         ch.node_args[active.name] = []
         ch.restart_supervisor(active)
-    return Injected("ignore_sigterm", target.name, t0, t1, params=params)
+    return Injected("ignore_sigterm", target.name, t0, t1, holder_lost=lost, params=params)
 
 
 def same_machine_name(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
     """A standby is restarted with the active host's machineName. Then, mostly,
     the active supervisor is SIGKILLed (both namesakes may now take the lease back
-    as "the same machine"). Afterwards the twin gets its own name back."""
+    as "the same machine": they share its identity). Afterwards the twin gets its
+    own name back."""
+    w = ch.profile.W
     standbys = [h for h in ch.hosts if h is not active]
     twin = rng.choice(standbys)
     variant = rng.choice(["kill_active", "kill_active", "hold"])
     t0 = _now()
     twin.machine_name = active.machine_name or active.name
     ch.restart_supervisor(twin)
-    time.sleep(1.5 * W)
+    time.sleep(1.5 * w)
     t_kill = None
     if variant == "kill_active":
         t_kill = _now()
         ch.signal_supervisor(active, signal.SIGKILL)
-        time.sleep(W + 1.0)
+        time.sleep(w + 1.0)
     t1 = _now()
     twin.machine_name = None
     ch.restart_supervisor(twin)
     return Injected("same_machine_name", active.name, t0 if t_kill is None else t_kill, t1,
+                    holder_lost=None if t_kill is None else HolderLost(
+                        active.name, t_kill, t_kill, killed=False, exempt=(twin.name,)),
                     params={"twin": twin.name, "variant": variant,
                             "kill_after_s": None if t_kill is None else round(t_kill - t0, 3)})
 
@@ -354,8 +308,10 @@ def same_machine_name(ch: ChaosCluster, rng: random.Random, active: Host) -> Inj
 # ------------------------------------------------------------------ the catalog
 
 
-def catalog(short_blackhole_max: float = 0.65) -> dict[str, FaultSpec]:
-    """Every fault type, by name."""
+def catalog(profile: Profile, short_cut_max: float | None = None) -> dict[str, FaultSpec]:
+    """Every fault type, by name, for `profile`'s intervals. `short_cut_max`
+    overrides the longest short cut-off (default: the profile's)."""
+    short = profile.short_cut_max if short_cut_max is None else short_cut_max
     specs = [
         FaultSpec("kill_supervisor", "SIGKILL of the active supervisor", kill_supervisor),
         FaultSpec("kill_guard", "SIGKILL of the active host's guard", kill_guard),
@@ -368,13 +324,13 @@ def catalog(short_blackhole_max: float = 0.65) -> dict[str, FaultSpec]:
         FaultSpec("pg_restart_immediate", "PostgreSQL restart -m immediate",
                   _pg_restart("immediate")),
         FaultSpec("blackhole_short",
-                  f"active host's database blackholed 0.1-{short_blackhole_max} s "
-                  f"(< slack {SLACK:.1f} s): no failover",
-                  _cut("blackhole_short", "blackhole", 0.1, short_blackhole_max, short=True)),
+                  f"active host's database blackholed 0.1-{short:g} s "
+                  f"(keep slack {profile.keep_slack:g} s): no failover",
+                  _cut("blackhole_short", "blackhole", 0.1, short, short=True)),
         FaultSpec("blackhole_long", "active host's database blackholed W+0.5 .. W+2 s",
-                  _cut("blackhole_long", "blackhole", W + 0.5, W + 2.0, short=False)),
+                  _cut("blackhole_long", "blackhole", 0.5, 2.0, short=False)),
         FaultSpec("reset_long", "active host's database connections reset W+0.5 .. W+2 s",
-                  _cut("reset_long", "reset", W + 0.5, W + 2.0, short=False)),
+                  _cut("reset_long", "reset", 0.5, 2.0, short=False)),
         FaultSpec("db_unreachable_all", "database blackholed for every host W+1 .. W+2 s",
                   db_unreachable_all),
         FaultSpec("fail_at_start", "active host restarted with a node failing at start",
@@ -387,5 +343,6 @@ def catalog(short_blackhole_max: float = 0.65) -> dict[str, FaultSpec]:
                   needs_faketime=True),
         FaultSpec("lease_back_in_time", "lease row's renewed_at/expires_at set back 5 s",
                   lease_back_in_time),
+        *faults_shape.SPECS,
     ]
     return {s.name: s for s in specs}

@@ -1,8 +1,12 @@
 """A stand-in Corda node that records when it ran (chaos suite; run as a plain script).
 
-    python tests/chaos/hb_node.py --dsn DSN --host NAME [--crash-after S]
-        [--fail-at-start] [--ignore-sigterm] [--stop-delay S] [--interval 0.015]
-        [--record DIR]
+    python tests/chaos/hb_node.py [--dsn DSN] [--record DIR] --host NAME
+        [--crash-after S] [--fail-at-start] [--ignore-sigterm] [--stop-delay S]
+        [--interval 0.015] [--detach] [--chatter-bytes N]
+
+At least one of `--dsn` (rows in the database) and `--record` (JSON lines) is
+needed; without `--dsn` psycopg is never imported, so the node starts in the
+time of a bare interpreter (the chaos runner uses `--record` only).
 
 Environment: `CORDA_HA_EPOCH` (the fencing epoch the supervisor passes; NULL if
 unset) and `CHAOS_RUN_ID` (groups the rows of one chaos run; "" if unset).
@@ -30,7 +34,9 @@ advisory lock so that concurrent nodes do not race):
 
 With `--record DIR`, every record is also appended at once (one `write()` per
 line, so it survives SIGKILL) to `DIR/<pid>.jsonl` as
-`{"run_id", "host", "pid", "epoch", "kind", "mono", "late": false}`; that file
+`{"run_id", "host", "pid", "epoch", "kind", "mono", "late": false, "ns": N}`
+(`ns`: the inode of the node's PID namespace, so a reader in another namespace
+knows that `pid` is not its own pid for the process); that file
 is complete even when the database is down at exit or the node is SIGKILLed
 with rows still buffered; a runner should merge both sources
 (`checker.load(...) + checker.load_jsonl(...)`; the checker drops duplicates).
@@ -50,6 +56,13 @@ Behaviour
 - `--ignore-sigterm`: SIGTERM is ignored (only SIGKILL stops it).
 - `--crash-after S`: after S seconds, flush (up to 0.5 s) and exit 3, no stop record.
 - `--fail-at-start`: exit 1 before writing anything.
+- `--detach`: a node that `setsid`s a child which does the beating (and the
+  recording, under its own pid) with the same options minus `--detach`; the
+  parent forwards SIGTERM to it, waits and exits with its status. Its command
+  line differs from the configured one, and neither the parent's process group
+  nor its PR_SET_PDEATHSIG reaches the child.
+- SIGUSR1 toggles chatter: a thread prints a stdout line of `--chatter-bytes`
+  bytes (default 4000) every 5 ms, never delaying the beats.
 - All exits after startup use `os._exit`, so a writer stuck in libpq cannot
   delay them.
 
@@ -64,13 +77,15 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
+if TYPE_CHECKING:
+    import psycopg
 
 TABLE = "chaos_heartbeat"
 MAX_BUFFER = 100_000
@@ -129,10 +144,10 @@ class Row:
     mono: float
     failures_at_enqueue: int = 0
 
-    def as_json(self) -> str:
+    def as_json(self, ns: int | None = None) -> str:
         return json.dumps({"run_id": self.run_id, "host": self.host, "pid": self.pid,
                            "epoch": self.epoch, "kind": self.kind, "mono": self.mono,
-                           "late": False})
+                           "late": False, "ns": ns})
 
 
 class Writer(threading.Thread):
@@ -195,6 +210,8 @@ class Writer(threading.Thread):
 
     def _write(self, batch: list[Row]) -> None:
         if self.conn is None:
+            import psycopg
+
             self.conn = psycopg.connect(self.dsn, **CONNECT_KWARGS)
         if not self.schema_ok:
             ensure_schema(self.conn)
@@ -216,7 +233,7 @@ class Writer(threading.Thread):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Heartbeat-writing stand-in Corda node.")
-    p.add_argument("--dsn", required=True, help="libpq conninfo of the heartbeat database")
+    p.add_argument("--dsn", help="libpq conninfo of the heartbeat database")
     p.add_argument("--host", default=os.environ.get("CORDA_HA_MACHINE_NAME"),
                    help="test host name (default: $CORDA_HA_MACHINE_NAME)")
     p.add_argument("--crash-after", type=float, help="exit 3 after S seconds")
@@ -226,12 +243,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="on SIGTERM keep beating S seconds before exiting 0")
     p.add_argument("--interval", type=float, default=0.015, help="beat interval (s)")
     p.add_argument("--record", help="also append JSON lines to DIR/<pid>.jsonl")
+    p.add_argument("--detach", action="store_true",
+                   help="beat in a setsid'ed child; this process only waits for it")
+    p.add_argument("--chatter-bytes", type=int, default=4000,
+                   help="line size of the chatter that SIGUSR1 toggles")
     args = p.parse_args(argv)
     if not args.host:
         p.error("--host is required (or set CORDA_HA_MACHINE_NAME)")
+    if not args.dsn and not args.record:
+        p.error("--dsn or --record (or both) is required")
     if not 0 < args.interval <= 1:
         p.error("--interval must be in (0, 1]")
     return args
+
+
+def detach(argv: list[str]) -> int:
+    """Run this script again (minus --detach) in a new session; forward SIGTERM;
+    exit with its status."""
+    child_argv = [a for a in argv if a != "--detach"]
+    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), *child_argv],
+                             start_new_session=True)
+    signal.signal(signal.SIGTERM, lambda _s, _f: child.send_signal(signal.SIGTERM))
+    print(f"hb_node detached child pid={child.pid}", flush=True)
+    while True:
+        try:
+            code = child.wait()
+        except InterruptedError:  # pragma: no cover - PEP 475 retries
+            continue
+        return code if code >= 0 else 128 - code
+
+
+def pid_namespace() -> int | None:
+    """Inode of this process's PID namespace (None where /proc has none)."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def chatter(size: int, on: threading.Event) -> None:
+    """While `on` is set, print a line of `size` bytes every 5 ms (a chatty node)."""
+    line = "c" * max(1, size - 1) + "\n"
+    while True:
+        on.wait()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        time.sleep(0.005)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,6 +297,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.fail_at_start:
         print("hb_node failing at start", file=sys.stderr, flush=True)
         return 1
+    if args.detach:
+        return detach(sys.argv[1:] if argv is None else argv)
+
+    chatty = threading.Event()
+
+    def toggle(_s: int, _f: object) -> None:
+        if chatty.is_set():
+            chatty.clear()
+        else:
+            chatty.set()
+
+    signal.signal(signal.SIGUSR1, toggle)
+    threading.Thread(target=chatter, args=(args.chatter_bytes, chatty), name="hb-chatter",
+                     daemon=True).start()
 
     stop_requested = threading.Event()
     if args.ignore_sigterm:
@@ -256,17 +328,23 @@ def main(argv: list[str] | None = None) -> int:
         record_fd = os.open(os.path.join(args.record, f"{pid}.jsonl"),
                             os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
-    writer = Writer(args.dsn)
-    writer.start()
+    ns = pid_namespace()
+    writer = Writer(args.dsn) if args.dsn else None
+    if writer is not None:
+        import psycopg  # noqa: F401 - before the start record, so that it is not written late
+
+        writer.start()
 
     def emit(kind: str) -> None:
         row = Row(run_id, args.host, pid, epoch, kind, time.monotonic())
         if record_fd is not None:
-            os.write(record_fd, (row.as_json() + "\n").encode())
-        writer.put(row)
+            os.write(record_fd, (row.as_json(ns) + "\n").encode())
+        if writer is not None:
+            writer.put(row)
 
     def finish(code: int) -> None:
-        writer.flush(FLUSH_TIMEOUT)
+        if writer is not None:
+            writer.flush(FLUSH_TIMEOUT)
         if record_fd is not None:
             os.close(record_fd)
         sys.stdout.flush()
