@@ -20,8 +20,10 @@ says what it expects beyond the invariants (never two nodes; the W rule):
 - `guard_frozen_cut`: the active host's guard is SIGSTOPped and the host cut off
   from the database for more than W. The supervisor must kill the node itself by
   `t + W - M` (the guard cannot); then the guard gets SIGCONT.
-- `lossy_failover`: with replication cut, the lease is handed over (or the holder
-  keeps renewing), so the replica misses writes; the holder is cut off right
+- `lossy_failover`: with replication cut, the lease is handed over (variant
+  `handover`; `handover_restart`: the old holder's supervisor is then SIGKILLed
+  and restarted, so the replica names its dead predecessor), or the holder keeps
+  renewing (`renew`), so the replica misses writes; the holder is cut off right
   after a renewal, the primary stops, the replica is promoted. Nobody may start
   a node within W of the promotion; the holder's node dies by its deadline; the
   cluster must come back on the new primary. A new replica is then seeded from
@@ -185,17 +187,24 @@ def lossy_failover(ch: ChaosCluster, rng: random.Random, active: Host) -> Inject
     p, db = ch.profile, ch.db
     replica, replication = db.replica, db.replication
     assert replica is not None and replication is not None, "no replica"
-    variant = rng.choice(["handover", "renew"])
+    variant = rng.choice(["handover", "handover_restart", "renew"])
     problems: list[Problem] = []
     params: dict[str, Any] = {"variant": variant}
     db.server.wait_replayed(replica)
     replication.set_mode("blackhole")
     holder = active
-    if variant == "handover":
+    if variant.startswith("handover"):
         r = run_cli("handover", "--config", str(active.config_path), "--wait", "15",
                     timeout=40)
         params["handover_exit"] = r.returncode
         holder = ch.wait_stable(3 * p.W + 5.0) or active
+        if variant == "handover_restart" and holder is not active:
+            # the old holder's supervisor dies in its cooldown and systemd restarts it:
+            # the replica names its dead predecessor
+            mark = active.mark()
+            ch.signal_supervisor(active, signal.SIGKILL)
+            with contextlib.suppress(AssertionError):
+                active.wait_event("lease_seen", p.restart_delay + 20.0, since=mark)
     else:
         time.sleep(rng.uniform(1.0, 2.0) * p.U)  # renewals the replica misses
     params["holder"] = holder.name

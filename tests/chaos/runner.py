@@ -145,6 +145,22 @@ class Systemd:
 # ------------------------------------------------------------------ the cluster
 
 
+def edit_config(text: str, command: list[str], profile: Profile) -> str:
+    """A tests/cluster.py host config with the node `command` and the profile's
+    operationTimeout (the Host writes U, W and stopTimeout itself)."""
+    out = []
+    replaced = False
+    for line in text.splitlines(keepends=True):
+        if line.strip().startswith("command = ") and not replaced:
+            line = f"  command = {json.dumps(command)}\n"
+            replaced = True
+        elif line.strip().startswith("operationTimeout = "):
+            line = f"  operationTimeout = {profile.operation_timeout_ms}ms\n"
+        out.append(line)
+    assert replaced, "no node command line in the config"
+    return "".join(out)
+
+
 class ChaosCluster:
     """The database, proxies, hosts and the restarter of one chaos run."""
 
@@ -209,23 +225,11 @@ class ChaosCluster:
                 self.db.destroy()
 
     def _edit_for(self, name: str) -> Callable[[str], str]:
-        op_ms = self.profile.operation_timeout_ms
-
         def edit(text: str) -> str:
             host = next(h for h in self.hosts if h.name == name)
             command = [*self.node_prefix[name], sys.executable, HB_NODE, "--host", name,
                        "--record", str(host.records), *self.node_args[name]]
-            out = []
-            replaced = False
-            for line in text.splitlines(keepends=True):
-                if line.strip().startswith("command = ") and not replaced:
-                    line = f"  command = {json.dumps(command)}\n"
-                    replaced = True
-                elif line.strip().startswith("operationTimeout = "):
-                    line = f"  operationTimeout = {op_ms}ms\n"
-                out.append(line)
-            assert replaced, "no node command line in the config"
-            return "".join(out)
+            return edit_config(text, command, self.profile)
 
         return edit
 
