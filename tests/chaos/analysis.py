@@ -10,7 +10,8 @@ Invariants (a violation fails the run, whatever the load):
   the frozen-VM case (`Injected.allowed_overlap`);
 - **moved before W**: a host lost its lease without releasing it
   (`HolderLost`): no other host's node may begin before `t + W`, `t` its last
-  renewal sent; and explicit `Quiet` windows (e.g. W after a database failover);
+  renewal sent (unless the host took the lease back first: then it may release
+  it); and explicit `Quiet` windows (e.g. W after a database failover);
 - **outlived the lease**: a killed holder's node alive at or after `t + W`;
 - **availability**: no node for longer than W plus a load-derived allowance
   (tests/chaos/load.py) while a healthy host and the database were up.
@@ -137,8 +138,13 @@ def _holder_lost(c: _Check, runs: Sequence[NodeRun], p: Profile, load: LoadFigur
         c.figures["holder_t"] = None
         return
     c.figures["holder_t_before_fault_s"] = round(lost.at - t, 3)
+    # Until t + W, or until the host (or a host of its machine) took the lease back:
+    # what it does with it afterwards (a release, a handover) is a new story.
+    own = [r.first for r in runs
+           if (r.host == lost.host or r.host in lost.exempt) and r.first > lost.at]
+    moved_by = min([t + p.W, *own])
     for r in runs:
-        if r.host != lost.host and r.host not in lost.exempt and lost.at <= r.first < t + p.W:
+        if r.host != lost.host and r.host not in lost.exempt and lost.at <= r.first < moved_by:
             c.add("moved before W",
                   f"{r.key} began {r.first - t:.3f}s after {lost.host}'s last renewal was "
                   f"sent, before W = {p.W:g}s", r.first)

@@ -34,11 +34,12 @@ class HolderLost:
 
     Let `t` be the last successful renewal (or acquisition) its supervisor logged
     as sent before `until`. No other host may start a node before `t + W` (the
-    lease is W long on everyone's clock). With `killed`, the host's node alive at
-    `at` must also be dead before `t + W` (exact, an invariant) and by
-    `t + W - M` plus a load-derived allowance (an expectation). Hosts in
-    `exempt` share the host's machine identity: they may take a dead process's
-    lease back at once (design.md, "The lease").
+    lease is W long on everyone's clock), unless the host started one again first
+    (it took its lease back, and may since have released it). With `killed`,
+    the host's node alive at `at` must also be dead before `t + W` (exact, an
+    invariant) and by `t + W - M` plus a load-derived allowance (an
+    expectation). Hosts in `exempt` share the host's machine identity: they may
+    take a dead process's lease back at once (design.md, "The lease").
     """
 
     host: str

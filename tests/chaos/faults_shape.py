@@ -102,8 +102,9 @@ def wrapper_node(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected
                           f"guard ({t1 - t0:.1f}s after both were killed): nothing fenced them",
             t1, invariant=True))
         ch.kill_strays(host)
-    ch.node_args[host.name], ch.node_prefix[host.name] = [], []
-    ch.restart_supervisor(host)
+    for h in [host] if host is active else [host, active]:  # back to the plain node
+        ch.node_args[h.name], ch.node_prefix[h.name] = [], []
+        ch.restart_supervisor(h)
     return Injected("wrapper_node", host.name, t0, t1, problems=problems,
                     holder_lost=HolderLost(host.name, t0, t0, killed=False), params=params)
 
@@ -272,7 +273,7 @@ def stalled_log_sink(ch: ChaosCluster, rng: random.Random, active: Host) -> Inje
     t1 = _now()
     dropped = None
     with contextlib.suppress(AssertionError):
-        dropped = active.wait_event("log_records_dropped", 10.0, since=mark).get("count")
+        dropped = active.wait_event("log_records_dropped", 5.0, since=mark).get("count")
     return Injected("stalled_log_sink", active.name, t0, t1, expect_no_failover=True,
                     params={"hold_s": round(hold, 3), "pipe_bytes": fill,
                             "log_records_dropped": dropped})

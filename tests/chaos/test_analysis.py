@@ -44,6 +44,14 @@ def test_no_other_host_before_t_plus_w() -> None:
                                              renewals={"a": [9.1, 9.6]})
 
 
+def test_after_the_host_took_its_lease_back_it_may_release_it() -> None:
+    inj = Injected("wrapper_node", "a", 10.0, 10.0,
+                   holder_lost=HolderLost("a", 10.0, 10.0, killed=False))
+    recs = (beats("a", 1, 1, 0.0, 10.0) + beats("a", 3, 2, 10.6, 11.0)
+            + beats("b", 2, 3, 11.1, 20.0))  # a reclaimed at once, then released to b
+    assert check(inj, recs, renewals={"a": [9.6]}) == []
+
+
 def test_a_host_of_the_same_machine_may_reclaim_at_once() -> None:
     inj = Injected("same_machine_name", "a", 10.0, 10.0,
                    holder_lost=HolderLost("a", 10.0, 10.0, killed=False, exempt=("b",)))
