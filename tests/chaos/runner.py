@@ -343,7 +343,8 @@ class ChaosCluster:
         """The running supervisor's pid (under `unshare --fork`: its child, not unshare)."""
         if host.proc is None:
             return None
-        if host.proc.args[0] != "unshare":
+        args = host.proc.args
+        if not isinstance(args, list) or args[0] != "unshare":
             return host.proc.pid
         if host.proc.poll() is not None:
             return None

@@ -1,9 +1,11 @@
 """The short chaos run, part of the normal suite (issues 3, 6, 10).
 
 A fixed seed (`SEED`, printed; `CHAOS_SEED=<seed>` runs another one), so a
-failure in CI replays: `python -m tests.chaos --seed <seed> --profile <p>
---episode <k>` repeats one episode on a fresh cluster. Random seeds are for the
-long run (`python -m tests.chaos --episodes 200 --profile both`).
+failure in CI replays: the whole run as it is, or one episode on a fresh cluster
+with `python -m tests.chaos --seed <seed> --profile lab --episode <k>` (for the
+corda part add `--faults` with `CORDA_FAULTS`; the failure message prints both
+commands). Random seeds are for the long run (`python -m tests.chaos --episodes
+200 --profile both`).
 
 - profile `lab` (U = 0.5 s, W = 2 s, S = 0.5 s): every fault type of
   tests/chaos/faults.py and faults_shape.py once, in the seed's order, over
@@ -14,7 +16,7 @@ long run (`python -m tests.chaos --episodes 200 --profile both`).
   most (the failover after W, the keep slack of a short cut-off with G < S, the
   kill deadline of a long cut-off, a SIGTERM-deaf node), without a replica.
 
-About three and a half minutes on a 2-core machine. Fails on any overlap of two
+About two and a half minutes on a 2-core machine. Fails on any overlap of two
 nodes outside the frozen-VM case, on a lease taken before W, on a cut-off
 node alive past its lease, on more than W plus a load-derived allowance
 without a node while a healthy host and the database were up, on a broken
@@ -77,6 +79,9 @@ def test_short_chaos_run_never_runs_two_nodes(tmp_path: Path) -> None:
     assert ran == expected, f"fault types not run: {sorted(expected - ran)}"
     assert {e.fault for e in corda.episodes} == set(CORDA_FAULTS)
     fatal = [v for r in reports for v in r.violations]
-    assert not fatal, f"seed {seed}:\n{format_violations(reports)}"
+    assert not fatal, (
+        f"seed {seed}:\n{format_violations(reports)}\nreplay one episode: python -m "
+        f"tests.chaos --seed {seed} --profile lab --episode K, or --profile corda --faults "
+        f"{','.join(CORDA_FAULTS)} --no-replica --episode K")
     for r in reports:
         assert not r.orphans, f"processes outlived their supervisor: {r.orphans}"
