@@ -105,6 +105,9 @@ class Profile:
                 f"t+{self.kill_after:g}s, keep slack {self.keep_slack:g}s")
 
     def as_dict(self) -> dict[str, Any]:
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in self._fields().items()}
+
+    def _fields(self) -> dict[str, Any]:
         return {"profile": self.name, "U": self.U, "W": self.W, "stopTimeout": self.S,
                 "M": self.M, "operationTimeout": self.operation_timeout,
                 "R": self.graces.renewal_allowance, "G": self.G,
