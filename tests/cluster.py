@@ -27,6 +27,8 @@ from typing import Any
 
 import psutil
 
+from supervisor import cgroup as cgroups
+from supervisor.fencing import node_key
 from tests.proc import pid_alive, wait_until
 
 FAKE_NODE = str(Path(__file__).with_name("fake_node.py"))
@@ -270,6 +272,23 @@ class Cluster:
         for host in self.hosts:
             left = host.tree()
             assert not left, f"{host.name}: processes survived teardown: {left}"
+        for host in self.hosts:
+            remove_node_cgroups(host)
+
+
+def host_node_key(host: Host) -> str:
+    """The node key a host's supervisor uses (see supervisor.fencing.node_key)."""
+    return node_key(host.lease_name, host.machine_name or host.name, str(host.root))
+
+
+def remove_node_cgroups(host: Host) -> None:
+    """Remove the run cgroups a host's supervisor left (it was SIGKILLed, say)."""
+    parent = cgroups.own_cgroup_dir()  # the supervisors' node.cgroup = auto parent
+    if parent is None:
+        return
+    for path in cgroups.leftovers(parent, host_node_key(host)):
+        with contextlib.suppress(OSError):
+            cgroups.kill_and_remove(path, 5.0)
 
 
 @contextlib.contextmanager
