@@ -273,3 +273,26 @@ def log_swept(swept: Swept, at: str, *, clean: bool = False) -> None:
         log.warning("stale_nodes_killed", **fields)
     elif clean:
         log.info("stale_sweep_clean", **fields)
+
+
+async def release_cgroup(path: str, timeout: float) -> bool:
+    """After a run: kill what is left in its cgroup, wait (polling the loop, at most
+    `timeout`) until it is empty, remove it. False (logged) when processes outlived
+    the wait: the cgroup is then left for the stale-node sweep."""
+    try:
+        cgroups.kill(path)
+    except OSError as exc:
+        log.error("node_cgroup_kill_failed", cgroup=path, error=str(exc))
+    end = time.monotonic() + timeout
+    while cgroups.populated(path):
+        if time.monotonic() >= end:
+            log.error("node_cgroup_not_empty", cgroup=path, pids=cgroups.procs(path),
+                      waited=timeout, message="left for the stale-node sweep")
+            return False
+        await asyncio.sleep(0.005)
+    try:
+        cgroups.remove(path)
+    except OSError as exc:
+        log.error("node_cgroup_remove_failed", cgroup=path, error=str(exc))
+        return False
+    return True

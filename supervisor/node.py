@@ -20,7 +20,6 @@ the exit promptly. So a frozen guard cannot keep a node alive either.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import functools
 import json
@@ -36,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import structlog
 
 from supervisor import cgroup as cgroups
@@ -49,14 +47,14 @@ from supervisor.fencing import (
     default_sweep,
     log_swept,
     node_key,
+    release_cgroup,
     run_sweep,
 )
+from supervisor.procio import GuardCommands, LineRelay, reap_child, wait_pid_gone
 
 log = logging.getLogger(__name__)
 flog = structlog.get_logger("supervisor.node")  # structured events of the fence
 
-#: Node output lines longer than this are relayed in chunks of this many bytes.
-MAX_LINE_BYTES = 64 * 1024
 #: How long `start()` waits for the guard to report `started` / `spawn_failed`.
 START_TIMEOUT = 10.0
 #: After the node's exit, how long to wait for the guard to exit before SIGKILLing it.
@@ -121,113 +119,6 @@ def node_environment(node: NodeConfig, *, epoch: int | None, machine_name: str,
     return env
 
 
-class _LineRelay(asyncio.Protocol):
-    """Splits a byte stream into lines (chunks of at most MAX_LINE_BYTES) and decodes them."""
-
-    def __init__(self, on_line: Callable[[str], None],
-                 on_close: Callable[[], None] | None = None) -> None:
-        self._on_line = on_line
-        self._on_close = on_close
-        self._buf = bytearray()
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def _emit(self, raw: bytes, final: bool) -> None:
-        text = self._decoder.decode(raw, final=final)
-        if raw.endswith(b"\n"):
-            text = text[:-1]
-            if text.endswith("\r"):
-                text = text[:-1]
-        try:
-            self._on_line(text)
-        except Exception:
-            log.exception("output callback failed")
-
-    def data_received(self, data: bytes) -> None:
-        self._buf += data
-        while True:
-            nl = self._buf.find(b"\n", 0, MAX_LINE_BYTES)
-            if nl >= 0:
-                raw = bytes(self._buf[:nl + 1])
-                del self._buf[:nl + 1]
-                self._emit(raw, final=True)
-            elif len(self._buf) >= MAX_LINE_BYTES:
-                raw = bytes(self._buf[:MAX_LINE_BYTES])
-                del self._buf[:MAX_LINE_BYTES]
-                self._emit(raw, final=False)  # the decoder carries a split character over
-            else:
-                return
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._buf:
-            self._emit(bytes(self._buf), final=True)
-            self._buf.clear()
-        if not self.closed.done():
-            self.closed.set_result(None)
-        if self._on_close is not None:
-            self._on_close()
-
-
-class _GuardCommands(asyncio.Protocol):
-    """The write side of the guard's stdin; loss (guard gone) is simply recorded."""
-
-    def __init__(self) -> None:
-        self.lost = False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-
-
-async def _wait_pid_gone(pid: int, timeout: float, *, pidfd: int | None = None) -> bool:
-    """Wait (without blocking the loop) until `pid` has exited; True if it did in time.
-
-    Works for processes that are not our children (a zombie counts as gone).
-    """
-    loop = asyncio.get_running_loop()
-    own_fd = False
-    if pidfd is None:
-        try:
-            pidfd = os.pidfd_open(pid)
-            own_fd = True
-        except ProcessLookupError:
-            return True
-        except OSError:
-            pidfd = None
-    if pidfd is not None:
-        done: asyncio.Future[None] = loop.create_future()
-
-        def readable() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        loop.add_reader(pidfd, readable)
-        try:
-            await asyncio.wait_for(done, timeout)
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            loop.remove_reader(pidfd)
-            if own_fd:
-                os.close(pidfd)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        await asyncio.sleep(0.02)
-    return False
-
-
-async def _reap_child(proc: subprocess.Popen[bytes]) -> int:
-    """Wait for our child `proc` to exit and reap it, without blocking the loop."""
-    while proc.poll() is None:
-        await _wait_pid_gone(proc.pid, 1.0)
-    return proc.returncode
-
-
 class NodeProcess:
     """One run of the node under its guard. Create with `NodeProcess.start()`.
 
@@ -262,8 +153,8 @@ class NodeProcess:
         self._first_report: asyncio.Future[None] = self._loop.create_future()
         self._status_closed: asyncio.Future[None] = self._loop.create_future()
         self._transport: asyncio.WriteTransport | None = None
-        self._commands: _GuardCommands | None = None
-        self._relays: list[tuple[asyncio.ReadTransport, _LineRelay]] = []
+        self._commands: GuardCommands | None = None
+        self._relays: list[tuple[asyncio.ReadTransport, LineRelay]] = []
         self._status_transport: asyncio.ReadTransport | None = None
         # the second fence
         self._deadline = deadline
@@ -369,15 +260,15 @@ class NodeProcess:
         try:
             for fd, name in ((out_r, "stdout"), (err_r, "stderr")):
                 transport, proto = await loop.connect_read_pipe(
-                    functools.partial(_LineRelay, functools.partial(on_output, name)),
+                    functools.partial(LineRelay, functools.partial(on_output, name)),
                     files.pop(fd))
                 self._relays.append((transport, proto))
             self._status_transport, _ = await loop.connect_read_pipe(
-                functools.partial(_LineRelay, self._on_status_line, self._status_eof),
+                functools.partial(LineRelay, self._on_status_line, self._status_eof),
                 files.pop(status_r))
             assert guard.stdin is not None
             self._transport, self._commands = await loop.connect_write_pipe(
-                _GuardCommands, guard.stdin)
+                GuardCommands, guard.stdin)
         finally:
             for f in files.values():
                 f.close()
@@ -396,7 +287,7 @@ class NodeProcess:
         task.add_done_callback(_BACKGROUND.discard)
 
     async def _reap_aborted(self, guard: subprocess.Popen[bytes]) -> None:
-        await _reap_child(guard)
+        await reap_child(guard)
         await self._release_cgroup()
 
     def _close_pipes(self) -> None:
@@ -547,6 +438,8 @@ class NodeProcess:
         if self._fence_cause is None:
             self._fence_cause = cause
         self._kill_node()
+        if self._status_closed.done():  # the guard is gone: the orphan path finishes
+            return
         if kill_guard:
             self._orphan_cause = cause
             self._kill_guard()
@@ -602,26 +495,8 @@ class NodeProcess:
         self._timers.clear()
 
     async def _release_cgroup(self) -> None:
-        """Kill what is left in the run's cgroup, wait (bounded) until it is empty, remove it."""
-        path = self.cgroup
-        if path is None:
-            return
-        try:
-            cgroups.kill(path)
-        except OSError as exc:
-            log.error("cgroup.kill of %s failed: %s", path, exc)
-        end = time.monotonic() + CGROUP_EMPTY_TIMEOUT
-        while cgroups.populated(path):
-            if time.monotonic() >= end:
-                flog.error("node_cgroup_not_empty", cgroup=path, pids=cgroups.procs(path),
-                           waited=CGROUP_EMPTY_TIMEOUT,
-                           message="left for the stale-node sweep")
-                return
-            await asyncio.sleep(0.005)
-        try:
-            cgroups.remove(path)
-        except OSError as exc:
-            log.error("cannot remove cgroup %s: %s", path, exc)
+        if self.cgroup is not None:
+            await release_cgroup(self.cgroup, CGROUP_EMPTY_TIMEOUT)
 
     # -- the supervising task ------------------------------------------------------
     async def _supervise(self, guard: subprocess.Popen[bytes]) -> NodeExit:
@@ -639,7 +514,7 @@ class NodeProcess:
 
     async def _supervise_inner(self, guard: subprocess.Popen[bytes]) -> NodeExit:
         # The guard reports `exited` and exits; or it dies (status EOF without `exited`).
-        reaped = asyncio.create_task(_reap_child(guard))
+        reaped = asyncio.create_task(reap_child(guard))
         status_eof = self._status_closed
         either: list[asyncio.Future[Any]] = [reaped, status_eof]
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
@@ -677,7 +552,7 @@ class NodeProcess:
             log.error("guard pid=%s vanished (status %s) while node pid=%s ran; killing the "
                       "node", self.guard_pid, guard_rc, self.pid)
         self._kill_node()
-        leader_alive = not await _wait_pid_gone(self.pid, ORPHAN_DEATH_TIMEOUT,
+        leader_alive = not await wait_pid_gone(self.pid, ORPHAN_DEATH_TIMEOUT,
                                                 pidfd=self._node_pidfd)
         if leader_alive:
             log.error("node pid=%s still alive %s s after SIGKILL", self.pid, ORPHAN_DEATH_TIMEOUT)
@@ -691,10 +566,11 @@ class NodeProcess:
         if pending:
             await asyncio.wait(pending, timeout=OUTPUT_DRAIN_TIMEOUT)
 
+
 def _guard_environment() -> dict[str, str]:
     """The guard's own environment: ours, able to import `supervisor`, no systemd notify."""
     env = dict(os.environ)
-    for name in REMOVED_ENV:
+    for name in (*REMOVED_ENV, NODE_KEY_ENV):  # the guard must never look like a stale node
         env.pop(name, None)
     package_parent = str(Path(__file__).resolve().parent.parent)
     paths = [package_parent, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]

@@ -17,8 +17,11 @@ Options:
   --binary            print a line with undecodable bytes on stdout
   --setsid-child      fork at once; the child calls setsid() (a new session: out of
                       the node's process group, out of PR_SET_PDEATHSIG's reach) and
-                      is the node (it writes the record); the parent only forwards
-                      SIGTERM to it, waits for it and exits with its status
+                      re-executes this script without this option (so its command
+                      line differs from the configured one, like a daemonising
+                      launcher's JVM): it is the node and writes the record; the
+                      parent only forwards SIGTERM to it, waits for it and exits
+                      with its status
 """
 
 from __future__ import annotations
@@ -70,8 +73,9 @@ def main() -> int:
         child = os.fork()
         if child == 0:
             os.setsid()
-        else:
-            return wait_for_setsid_child(child)
+            argv = [a for a in sys.argv if a != "--setsid-child"]
+            os.execv(sys.executable, [sys.executable, *argv])
+        return wait_for_setsid_child(child)
 
     if args.fail_at_start:
         print("node failing at start", file=sys.stderr, flush=True)

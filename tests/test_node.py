@@ -28,12 +28,8 @@ from supervisor.fencing import (
     node_key,
     sweep_stale_nodes,
 )
-from supervisor.node import (
-    MAX_LINE_BYTES,
-    NodeExit,
-    NodeProcess,
-    node_environment,
-)
+from supervisor.node import NodeExit, NodeProcess, node_environment
+from supervisor.procio import MAX_LINE_BYTES
 from tests.cgroups import wait_record
 from tests.proc import Reaper, group_alive, pid_alive, wait_until
 
