@@ -162,6 +162,7 @@ class NodeProcess:
         self._sent = 0  # command lines written (the guard numbers them from 1)
         self._acked = 0
         self._unacked: deque[tuple[int, float]] = deque()  # (seq, sent at)
+        self._ack_check_at = 0.0  # when the armed ack check is due
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._fence_cause: str | None = None  # why we killed the node ourselves
         self._orphan_cause: str | None = None  # why we SIGKILLed the guard ourselves
@@ -354,7 +355,7 @@ class NodeProcess:
         self._sent += 1
         self._unacked.append((self._sent, time.monotonic()))
         if "ack" not in self._timers:
-            self._timers["ack"] = self._loop.call_later(self._ack_timeout, self._check_acks)
+            self._arm_ack_check(self._ack_timeout)
 
     def set_deadline(self, deadline: float | None) -> None:
         """Set (absolute monotonic) or clear the kill deadline; both fences enforce it."""
@@ -395,15 +396,25 @@ class NodeProcess:
         while self._unacked and self._unacked[0][0] <= self._acked:
             self._unacked.popleft()
 
+    def _arm_ack_check(self, delay: float) -> None:
+        self._ack_check_at = time.monotonic() + delay
+        self._timers["ack"] = self._loop.call_later(delay, self._check_acks)
+
     def _check_acks(self) -> None:
         self._timers.pop("ack", None)
         if self._exit_known() or not self._unacked:
             return
+        now = time.monotonic()
+        if now - self._ack_check_at > self._ack_timeout / 2:
+            # This process was frozen itself (SIGSTOP, a VM pause, a stalled loop), and
+            # the guard perhaps with it: it gets a full ack timeout from now.
+            self._unacked = deque((seq, now) for seq, _ in self._unacked)
+            self._arm_ack_check(self._ack_timeout)
+            return
         seq, sent_at = self._unacked[0]
-        waited = time.monotonic() - sent_at
+        waited = now - sent_at
         if waited < self._ack_timeout:
-            self._timers["ack"] = self._loop.call_later(self._ack_timeout - waited,
-                                                        self._check_acks)
+            self._arm_ack_check(self._ack_timeout - waited)
             return
         flog.error("guard_stalled", guard_pid=self.guard_pid, node_pid=self.pid, seq=seq,
                    waited=round(waited, 3),
