@@ -88,6 +88,9 @@ class NodeConfig:
     working_directory: str
     environment: Mapping[str, str]
     stop_timeout: float  # S: SIGTERM -> SIGKILL grace
+    # "auto" (a child cgroup per run under the supervisor's own cgroup, else process
+    # groups), "off" (process groups only) or an absolute parent cgroup directory.
+    cgroup: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -631,14 +634,14 @@ _TOP_KEYS = ("enterpriseConfiguration", "mutualExclusionConfiguration", "databas
 _LEASE_KEYS = ("on", "machineName", "updateInterval", "waitInterval", "fencingMargin")
 _DB_KEYS = ("url", "user", "password", "passwordFile", "schema", "table", "leaseName",
             "connectTimeout", "operationTimeout")
-_NODE_KEYS = ("command", "workingDirectory", "environment", "stopTimeout")
+_NODE_KEYS = ("command", "workingDirectory", "environment", "stopTimeout", "cgroup")
 _RESTART_KEYS = ("initialDelay", "multiplier", "maxDelay", "resetAfter", "maxCrashes", "window",
                  "cooldown")
 _HEALTH_KEYS = ("enabled", "host", "port")
 _LOGGING_KEYS = ("format", "level")
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _FORMATS = ("auto", "json", "console")
-_RESERVED_ENV = ("CORDA_HA_EPOCH", "CORDA_HA_MACHINE_NAME")
+_RESERVED_ENV = ("CORDA_HA_EPOCH", "CORDA_HA_MACHINE_NAME", "CORDA_HA_NODE_KEY")
 
 DEFAULT_TABLE = "corda_ha_lease"
 DEFAULT_LEASE_NAME = "corda-node"
@@ -814,7 +817,32 @@ def _node(root: _Block, warnings: list[str]) -> NodeConfig:
                                      "that contain dots)")
     stop_timeout = block.duration("stopTimeout", 30.0)
     return NodeConfig(command=tuple(command), working_directory=directory,
-                      environment=MappingProxyType(environment), stop_timeout=stop_timeout)
+                      environment=MappingProxyType(environment), stop_timeout=stop_timeout,
+                      cgroup=_node_cgroup(block, warnings))
+
+
+def _node_cgroup(block: _Block, warnings: list[str]) -> str:
+    """node.cgroup: auto | off | an absolute cgroup directory (true/false mean auto/off)."""
+    raw = block.raw("cgroup")
+    if raw is None:
+        return "auto"
+    if isinstance(raw, bool):
+        return "auto" if raw else "off"
+    if not isinstance(raw, str):
+        block.fail("cgroup", f'expected auto, off or an absolute cgroup directory such as '
+                             f'"/sys/fs/cgroup/corda", got {_type_name(raw)}')
+    value = raw.strip()
+    if value.lower() in ("auto", "off"):
+        return value.lower()
+    if value.lower() in _BOOLEANS:
+        return "auto" if _BOOLEANS[value.lower()] else "off"
+    if not os.path.isabs(value):
+        block.fail("cgroup", f"expected auto, off or an absolute cgroup directory, got {raw!r}")
+    value = os.path.normpath(value)
+    if not os.path.isdir(value):
+        warnings.append(f"node.cgroup {value!r} is not a directory (yet): node runs will be "
+                        "held by their process group only")
+    return value
 
 
 def _restart(root: _Block) -> RestartConfig:
@@ -942,6 +970,7 @@ def redacted_dict(config: Config) -> dict[str, Any]:
             "environment": {k: ("***" if _SECRET_ENV_RE.search(k) else v)
                             for k, v in node.environment.items()},
             "stopTimeout": node.stop_timeout,
+            "cgroup": node.cgroup,
         },
         "restart": {
             "initialDelay": restart.initial_delay,

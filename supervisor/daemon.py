@@ -24,6 +24,7 @@ import structlog
 from supervisor import core
 from supervisor.config import Config
 from supervisor.core import CoreState, NodePhase, Timing
+from supervisor.fencing import NodeFence, sweep_at_startup
 from supervisor.http import HealthServer, StatusView
 from supervisor.identity import Identity, ProcessRef
 from supervisor.lease import (
@@ -124,6 +125,7 @@ class Daemon:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.last_watchdog = 0.0
         self.node_log = structlog.get_logger("node")
+        self.fence: NodeFence | None = None  # set in run(): probes cgroups, logs once
 
     # ------------------------------------------------------------ main loop
 
@@ -152,6 +154,10 @@ class Daemon:
                               f"being lost gets {t.loss_grace:.3g} s of SIGTERM before SIGKILL"))
         for warning in self.config.warnings:
             log.warning("config_warning", message=warning)
+        self.fence = NodeFence.for_node(self.config.node,
+                                        lease_name=self.config.database.lease_name,
+                                        machine_name=self.identity.machine_name)
+        await sweep_at_startup(self.fence)  # bounded; leftovers of an earlier run die first
         self.notifier.ready(self._status_line())
         try:
             self._feed(Begin())
@@ -299,7 +305,8 @@ class Daemon:
         try:
             process = await NodeProcess.start(
                 self.config.node, epoch=action.epoch, machine_name=self.identity.machine_name,
-                kill_deadline=action.kill_deadline, on_output=self._node_output)
+                kill_deadline=action.kill_deadline, on_output=self._node_output,
+                fence=self.fence)
         except Exception as e:
             log.exception("node_start_error")
             self.node = _NodeSlot()

@@ -33,10 +33,13 @@ from typing import Any
 
 import psutil
 
+from supervisor import cgroup as cgroups
+from supervisor.fencing import node_key
 from tests.proc import wait_until
 
 FAKE_NODE = str(Path(__file__).with_name("fake_node.py"))
 NODE_MARK = b"fake_node.py"
+LAUNCHER_FLAG = b"--setsid-child"  # that process only launches the node (its setsid child)
 
 REPO = str(Path(__file__).resolve().parent.parent)
 
@@ -255,7 +258,7 @@ def scan_nodes(record_dirs: dict[str, str]) -> dict[str, list[int]]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if not any(a.endswith(NODE_MARK) for a in argv[:3]):
+        if not any(a.endswith(NODE_MARK) for a in argv[:3]) or LAUNCHER_FLAG in argv:
             continue
         for name, directory in wanted.items():
             if directory in argv:
@@ -359,6 +362,23 @@ class Cluster:
         for host in self.hosts:
             left = host.tree()
             assert not left, f"{host.name}: processes survived teardown: {left}"
+        for host in self.hosts:
+            remove_node_cgroups(host)
+
+
+def host_node_key(host: Host) -> str:
+    """The node key a host's supervisor uses (see supervisor.fencing.node_key)."""
+    return node_key(host.lease_name, host.machine_name or host.name, str(host.root))
+
+
+def remove_node_cgroups(host: Host) -> None:
+    """Remove the run cgroups a host's supervisor left (it was SIGKILLed, say)."""
+    parent = cgroups.own_cgroup_dir()  # the supervisors' node.cgroup = auto parent
+    if parent is None:
+        return
+    for path in cgroups.leftovers(parent, host_node_key(host)):
+        with contextlib.suppress(OSError):
+            cgroups.kill_and_remove(path, 5.0)
 
 
 @contextlib.contextmanager
