@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from supervisor import core
+from supervisor import __version__, core
 from supervisor.config import Config
 from supervisor.core import CoreState, NodePhase, Timing
 from supervisor.fencing import NodeFence, sweep_at_startup
@@ -31,6 +31,7 @@ from supervisor.lease import (
     LeaseSnapshot,
     LeaseUnavailable,
     LeaseVersion,
+    Member,
     PostgresLeaseStore,
     RenewResult,
 )
@@ -112,8 +113,10 @@ class Daemon:
         self.clock = clock
         self.store: LeaseStore | None = store
         if self.store is None and config.lease.enabled:
-            self.store = PostgresLeaseStore(config.database, self.identity,
-                                            config.lease.wait_interval)
+            postgres = PostgresLeaseStore(config.database, self.identity,
+                                          config.lease.wait_interval)
+            postgres.member_info = self.member_info
+            self.store = postgres
         self.notifier = notifier or SystemdNotifier()
         self.state: CoreState = core.initial_state(config.lease.enabled)
         self.events: asyncio.Queue[Event] = asyncio.Queue()
@@ -126,6 +129,7 @@ class Daemon:
         self.last_watchdog = 0.0
         self.node_log = structlog.get_logger("node")
         self.fence: NodeFence | None = None  # set in run(): probes cgroups, logs once
+        self._member_key: tuple[object, ...] = ()
 
     # ------------------------------------------------------------ main loop
 
@@ -373,8 +377,22 @@ class Daemon:
             node_pid=s.node_pid, lease_held=held, node_running=s.node is NodePhase.RUNNING,
             lease_enabled=s.lease_enabled, last_loop_turn=now, extra=extra)
 
+    def member_info(self) -> Member:
+        """What this supervisor registers about itself for `status` and `handover`."""
+        can, why = core.takeover_readiness(self.state, self.clock())
+        return Member(instance=self.identity.instance,
+                      machine_name=self.identity.machine_name,
+                      machine_identity=self.identity.machine, host=self.identity.host,
+                      pid=self.identity.pid, state=str(self.state.state), can_take_over=can,
+                      reason=why, version=__version__)
+
     def _publish_status(self, now: float) -> None:
         view = self.status_view(now)
+        member_key = (view.state, view.extra.get("can_take_over"))
+        if member_key != self._member_key:
+            self._member_key = member_key
+            if isinstance(self.store, PostgresLeaseStore):
+                self.store.member_changed()
         if self.health is not None:
             self.health.update(view)
         self.metrics.update(view)

@@ -373,6 +373,22 @@ class Cluster:
         self.hosts.append(host)
         return host
 
+    def wait_member_ready(self, name: str, timeout: float = 10.0) -> None:
+        """Wait until host `name`'s member row says it could take over (what
+        `handover` checks before it asks the holder to step down)."""
+        import psycopg
+
+        def ready() -> bool:
+            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+                row = conn.execute(
+                    "SELECT bool_or(can_take_over AND last_seen > clock_timestamp() - "
+                    "interval '5 seconds') FROM corda_ha_lease_member "
+                    "WHERE lease_name = %s AND machine_name = %s",
+                    (self.lease_name, name)).fetchone()
+            return bool(row and row[0])
+
+        wait_until(ready, timeout, interval=0.05, message=f"{name} ready to take over")
+
     def live(self) -> dict[str, list[int]]:
         return {h.name: h.live_nodes() for h in self.hosts}
 
