@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from supervisor import __version__, operator
 from supervisor.config import EX_CONFIG, Config, ConfigError, dump_config, load_config
+from supervisor.config.hostcheck import check_host
 from supervisor.operator import EX_UNAVAILABLE, EXIT_NO_HOLDER
 
 DEFAULT_CONFIG = "/etc/corda-ha-supervisor/supervisor.conf"
@@ -44,9 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "take over now. Exit 0 when a live holder exists, 3 when none, 69 when "
                     "the database cannot be reached."))
     status.add_argument("--json", action="store_true", help="print JSON")
-    with_config(sub.add_parser(
+    check = with_config(sub.add_parser(
         "check-config", help="validate the configuration and print it (password redacted)",
-        description="Exit 0 when valid, 78 when not."))
+        description="Also checks that the node's working directory and program exist on "
+                    "this host (unless --offline). Exit 0 when valid, 78 when not."))
+    check.add_argument("--offline", action="store_true",
+                       help="skip the checks that need this host to be the node's host")
     handover = with_config(sub.add_parser(
         "handover", help="ask the current holder to stop its node and release the lease",
         description="Sets the handover flag on the lease row. The holder stops its node, "
@@ -79,8 +83,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(dump_config(config))
         for warning in config.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        return 0
+        problems = [] if args.offline else check_host(config)
+        for problem in problems:
+            print(f"corda-ha-supervisor: configuration error: {problem}", file=sys.stderr)
+        return EX_CONFIG if problems else 0
     if command == "run":
+        problems = check_host(config)
+        for problem in problems:
+            print(f"corda-ha-supervisor: configuration error: {problem}", file=sys.stderr)
+        if problems:
+            return EX_CONFIG
         return run(config)
     if not config.lease.enabled:
         print("corda-ha-supervisor: the lease is off in this configuration (on = false)",

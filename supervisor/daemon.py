@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import structlog
 
 from supervisor import __version__, core
-from supervisor.config import Config
+from supervisor.config import EX_CONFIG, Config
 from supervisor.core import CoreState, NodePhase, Timing
 from supervisor.fencing import NodeFence, sweep_at_startup
 from supervisor.http import HealthServer, StatusView
@@ -66,6 +66,7 @@ from supervisor.metrics import Metrics
 from supervisor.node import NodeExit, NodeProcess
 from supervisor.observation import observation
 from supervisor.sdnotify import SystemdNotifier
+from supervisor.startup import database_config_problem
 
 LOOP_TURN = 0.5  # the loop turns at least this often (liveness, watchdog)
 CALL_GRACE = 1.0  # extra time a lease task gets beyond its own timeout before we give up on it
@@ -134,15 +135,9 @@ class Daemon:
     # ------------------------------------------------------------ main loop
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.events.put_nowait, ShutdownRequested(sig.name))
-        loop.add_signal_handler(signal.SIGHUP, lambda: log.info("sighup_ignored"))
-        self._start_health()
-        listener: asyncio.Task[None] | None = None
-        if self.store is not None:
-            listener = asyncio.create_task(
-                self.store.listen(lambda: self.events.put_nowait(PeerReleased())))
+        """Run until shut down; the exit status. 78 (EX_CONFIG) before anything is
+        contended when the health port cannot be bound or the database refuses the
+        configured login or privileges; an unreachable database is waited out."""
         t = self.timing
         log.info("supervisor_started", machine_name=self.identity.machine_name,
                  host=self.identity.host, pid=self.identity.pid,
@@ -158,6 +153,24 @@ class Daemon:
                               f"being lost gets {t.loss_grace:.3g} s of SIGTERM before SIGKILL"))
         for warning in self.config.warnings:
             log.warning("config_warning", message=warning)
+        if not self._start_health():
+            return EX_CONFIG
+        problem = await self._database_problem_at_start()
+        if problem is not None:
+            log.error("database_config_error", message=problem)
+            if self.health is not None:
+                self.health.stop()
+            if self.store is not None:
+                await self.store.close()
+            return EX_CONFIG
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.events.put_nowait, ShutdownRequested(sig.name))
+        loop.add_signal_handler(signal.SIGHUP, lambda: log.info("sighup_ignored"))
+        listener: asyncio.Task[None] | None = None
+        if self.store is not None:
+            listener = asyncio.create_task(
+                self.store.listen(lambda: self.events.put_nowait(PeerReleased())))
         self.fence = NodeFence.for_node(self.config.node,
                                         lease_name=self.config.database.lease_name,
                                         machine_name=self.identity.machine_name)
@@ -397,14 +410,39 @@ class Daemon:
             self.health.update(view)
         self.metrics.update(view)
 
-    def _start_health(self) -> None:
+    def _start_health(self) -> bool:
+        """Bind the HTTP endpoint; False (logged, naming health.port) when it cannot."""
         h = self.config.health
         if not h.enabled:
-            return
+            return True
         self.health = HealthServer(h.host, h.port, liveness_timeout=max(5.0, 4 * LOOP_TURN),
                                    registry=self.metrics.registry)
-        self.health.start()
+        try:
+            self.health.start()
+        except OSError as e:
+            self.health = None
+            log.error("health_port_unavailable", host=h.host, port=h.port,
+                      error=e.strerror or str(e),
+                      message=f"cannot listen on {h.host}:{h.port} ({e.strerror or e}): "
+                              f"choose another health.port or health.host in "
+                              f"{self.config.source}")
+            return False
         log.info("health_listening", host=h.host, port=self.health.port)
+        return True
+
+    async def _database_problem_at_start(self) -> str | None:
+        """One bounded look at the database before contending: a refused login or a
+        missing privilege is a configuration problem (its message); anything else
+        (unreachable, slow) is None and is waited out by the loop, loudly."""
+        if self.store is None:
+            return None
+        db = self.config.database
+        try:
+            await self.store.ensure_schema(db.connect_timeout + db.operation_timeout)
+        except LeaseUnavailable as e:
+            return database_config_problem(e, self.config)
+        self.schema_ready = True
+        return None
 
     # ------------------------------------------------------------ leaving
 

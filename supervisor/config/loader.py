@@ -39,6 +39,7 @@ _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _FORMATS = ("auto", "json", "console")
 _RESERVED_ENV = ("CORDA_HA_EPOCH", "CORDA_HA_MACHINE_NAME", "CORDA_HA_NODE_KEY")
 
+MIN_INTERVAL = 0.1  # the least updateInterval / waitInterval accepted (seconds)
 DEFAULT_TABLE = "corda_ha_lease"
 DEFAULT_LEASE_NAME = "corda-node"
 
@@ -70,6 +71,13 @@ def _lease(root: Block, hostname: str) -> LeaseConfig:
                 block.fail(name, "is required when on = true (milliseconds, e.g. 20000, or 20s)")
     update = block.duration("updateInterval", 20.0)
     wait = block.duration("waitInterval", 40.0)
+    for name, value in (("updateInterval", update), ("waitInterval", wait)):
+        if enabled and value < MIN_INTERVAL:
+            raw = block.raw(name)
+            hint = (f"; a bare integer is milliseconds (Corda's form): {raw} means {raw} ms, "
+                    f"write {raw}s for seconds" if isinstance(raw, int) else "")
+            block.fail(name, f"must be at least {MIN_INTERVAL * 1000:g} ms, got "
+                             f"{value * 1000:g} ms{hint}")
     if wait <= update:
         block.fail("waitInterval", f"must be greater than updateInterval ({wait:g} s <= "
                                    f"{update:g} s), as Corda requires")
@@ -141,6 +149,14 @@ def _database(root: Block, lease: LeaseConfig, warnings: list[str]) -> DatabaseC
     if password is not None and url.password is not None:
         warnings.append("database: the password in the url is ignored; password or "
                         "passwordFile is used")
+    if password_file is not None:
+        source = f"database.passwordFile ({os.path.abspath(password_file)})"
+    elif password is not None:
+        source = "database.password (e.g. ${?CORDA_HA_DB_PASSWORD})"
+    elif url.password is not None:
+        source = "the password in database.url"
+    else:
+        source = "no password configured (libpq may use ~/.pgpass or PGPASSWORD)"
     password = password or url.password
 
     schema = block.opt_str("schema")
@@ -161,7 +177,8 @@ def _database(root: Block, lease: LeaseConfig, warnings: list[str]) -> DatabaseC
         warnings.append(f"database.operationTimeout ({operation_timeout:g} s) is longer than "
                         f"updateInterval ({lease.update_interval:g} s): one slow call can delay "
                         "the next renewal")
-    return DatabaseConfig(conninfo=url.conninfo, user=user, password=password, schema=schema,
+    return DatabaseConfig(password_source=source,
+                          conninfo=url.conninfo, user=user, password=password, schema=schema,
                           table=table, lease_name=lease_name, connect_timeout=connect_timeout,
                           operation_timeout=operation_timeout)
 

@@ -48,6 +48,8 @@ class DatabaseConfig:
     lease_name: str
     connect_timeout: float  # seconds; libpq rounds below 2 s up to 2 s
     operation_timeout: float  # hard, supervisor-owned bound on any single database call
+    # where the password came from, for error messages (never the password itself)
+    password_source: str = "no password configured (libpq may use ~/.pgpass or PGPASSWORD)"
 
 
 @dataclass(frozen=True)
