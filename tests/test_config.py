@@ -789,11 +789,12 @@ def test_production_example_details() -> None:
     assert redacted_dict(config)["timing"]["leaseLossGrace"] == pytest.approx(13.0)
 
 
-def test_two_host_examples_differ_only_in_machine_name() -> None:
+def test_two_host_examples_differ_only_in_machine_name_and_health_port() -> None:
     a = load_config(str(REPO / "config" / "host-a.conf"), environ={})
     b = load_config(str(REPO / "config" / "host-b.conf"), environ={})
     assert (a.lease.machine_name, b.lease.machine_name) == ("host-a", "host-b")
     assert a.database == b.database and a.node == b.node
+    assert (a.health.host, a.health.port, b.health.port) == ("0.0.0.0", 8080, 8081)
     assert not any("stopTimeout" in w for w in a.warnings)
 
 
