@@ -62,6 +62,12 @@ def test_standby_with_a_broken_database_login_is_loud(pair: Cluster, pg_server: 
     code, metrics = http_get(healthy.health_port(), "/metrics")
     assert re.search(rb"^corda_ha_can_take_over 1\.0$", metrics, re.M)
 
+    # /readiness: the holder and the healthy standby could run the node, the broken one not
+    assert http_get(a.health_port(), "/readiness")[0] == 200
+    assert http_get(healthy.health_port(), "/readiness")[0] == 200
+    code, body = http_get(port, "/readiness")
+    assert code == 503 and b"database unreachable" in body
+
     # the operator's command shows the same, and never the password
     out = run_cli("status", "--config", str(broken.config_path))
     assert out.returncode == 69, out

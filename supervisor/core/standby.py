@@ -6,6 +6,7 @@ from __future__ import annotations
 from supervisor.core.base import _Base
 from supervisor.core.state import (
     State,
+    takeover_readiness,
     term_deadline,
 )
 from supervisor.messages import (
@@ -78,6 +79,10 @@ class StandbyRules(_Base):
             self.begin_op("release", ReleaseLease(ev.version.epoch, self.op_timeout()))
             return
         self.note_conflict(ev.name_conflict)
+        if not ev.free and ev.holder is not None:
+            s.last_holder = ev.holder
+            s.handover_seen = ev.handover_requested
+        self.log_view(ev)
         watch_until = s.server_watch_until
         if watch_until is not None and self.now < watch_until:
             # Only time watched on our own clock since the server changed counts.
@@ -85,16 +90,25 @@ class StandbyRules(_Base):
             return
         if ev.free:
             expected = ev.version if ev.exists else None
+            if not ev.exists:
+                self.note_acquire("new lease (no row yet)", None)
+            else:
+                self.note_acquire("handed over" if s.handover_seen else "released",
+                                  s.last_holder)
             self.begin_op("acquire", AcquireLease(expected, None, s.server, self.op_timeout()))
             return
         if ev.reclaimable is not None:
             self.log("lease_takeover_from_dead_predecessor", pid=ev.reclaimable.pid)
+            self.note_acquire(f"reclaimed after a restart (our predecessor pid "
+                              f"{ev.reclaimable.pid} is gone)", ev.holder)
             self.begin_op("acquire", AcquireLease(ev.version, ev.reclaimable, s.server,
                                                   self.op_timeout()))
             return
         assert s.seen_since is not None
         unchanged_for = self.now - s.seen_since
         if ev.expired and unchanged_for >= self.t.wait_interval:
+            self.note_acquire(f"expired: unchanged for {unchanged_for:.3g} s (W = "
+                              f"{self.t.wait_interval:g} s) and past expires_at", ev.holder)
             self.begin_op("acquire", AcquireLease(ev.version, None, s.server,
                                                   self.op_timeout()))
             return
@@ -102,6 +116,21 @@ class StandbyRules(_Base):
         if ev.expired or unchanged_for + self.t.poll_interval >= self.t.wait_interval:
             next_at = min(next_at, s.seen_since + self.t.wait_interval)
         s.next_observe_at = max(self.now, next_at)
+
+    def note_acquire(self, how: str, previous: str | None) -> None:
+        self.s.acquire_how = how
+        self.s.acquire_from = previous
+
+    def log_view(self, ev: LeaseObserved) -> None:
+        """A standby says at INFO what it sees, whenever that changes: the holder, the
+        epoch, and whether it could take over (and why not)."""
+        s = self.s
+        can, why = takeover_readiness(s, self.now)
+        view = (ev.holder, None if ev.free else ev.version.epoch, can, None if can else why)
+        if view != s.standby_view:
+            s.standby_view = view
+            self.log("standby_view", holder=ev.holder, epoch=view[1], free=ev.free,
+                     could_take_over=can, reason=why)
 
     def on_acquired(self, epoch: int, sent_at: float) -> None:
         s = self.s
@@ -114,7 +143,9 @@ class StandbyRules(_Base):
         s.seen_since = None
         s.consecutive_crashes = 0
         s.crash_times = ()
-        self.log("lease_acquired", epoch=epoch, sent_at=round(sent_at, 6))
+        self.log("lease_acquired", epoch=epoch, sent_at=round(sent_at, 6),
+                 how=s.acquire_how or "unknown", previous_holder=s.acquire_from)
+        s.standby_view = None
         if s.shutting_down:
             self.s.after_stop = "exit"
             self.s.state = State.STOPPING

@@ -128,6 +128,11 @@ class CoreState:
     server_watch_until: float | None = None  # after a server change: take nothing before
     name_conflict: str | None = None  # another live identity holds our machineName
     name_conflict_logged_at: float | None = None
+    standby_view: tuple[object, ...] | None = None  # last logged (holder, epoch, could take over)
+    last_holder: str | None = None  # the last holder seen in a held row
+    handover_seen: bool = False  # ... and whether it had been asked to hand over
+    acquire_how: str = ""  # why the acquisition in flight may take the row
+    acquire_from: str | None = None  # ... and from whom
 
 
 def initial_state(lease_enabled: bool) -> CoreState:

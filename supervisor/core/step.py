@@ -49,8 +49,9 @@ def step(
     before = state.state
     _Step(s, now, timing, actions).handle(event)
     if s.state != before:
-        actions.insert(0, Log("state_changed", "info", (("from", str(before)), ("to", str(s.state)),
-                                                        ("epoch", s.epoch))))
+        # after its cause: the events that moved the state are logged first
+        actions.append(Log("state_changed", "info", (("from", str(before)), ("to", str(s.state)),
+                                                     ("epoch", s.epoch))))
     return s, actions
 
 
