@@ -11,7 +11,7 @@ Invariants (a violation fails the run, whatever the load):
 - **moved before W**: a host lost its lease without releasing it
   (`HolderLost`): no other host's node may begin before `t + W`, `t` its last
   renewal sent (unless the host took the lease back first: then it may release
-  it); and explicit `Quiet` windows (e.g. W after a database failover);
+  it to anyone); and explicit `Quiet` windows (e.g. W after a database failover);
 - **outlived the lease**: a killed holder's node alive at or after `t + W`;
 - **availability**: no node for longer than W plus a load-derived allowance
   (tests/chaos/load.py) while a healthy host and the database were up.
@@ -129,7 +129,8 @@ def _overlaps(c: _Check, ovs: Sequence[Overlap]) -> list[Overlap]:
 
 
 def _holder_lost(c: _Check, runs: Sequence[NodeRun], p: Profile, load: LoadFigures,
-                 renewals: Mapping[str, Sequence[float]]) -> None:
+                 renewals: Mapping[str, Sequence[float]],
+                 acquisitions: Mapping[str, Sequence[float]]) -> None:
     lost = c.inj.holder_lost
     if lost is None:
         return
@@ -138,10 +139,12 @@ def _holder_lost(c: _Check, runs: Sequence[NodeRun], p: Profile, load: LoadFigur
         c.figures["holder_t"] = None
         return
     c.figures["holder_t_before_fault_s"] = round(lost.at - t, 3)
-    # Until t + W, or until the host (or a host of its machine) took the lease back:
-    # what it does with it afterwards (a release, a handover) is a new story.
-    own = [r.first for r in runs
-           if (r.host == lost.host or r.host in lost.exempt) and r.first > lost.at]
+    # Until t + W, or until the host (or a host of its machine) took the lease back
+    # (an acquisition, a node run): what it does with it afterwards (a release, a
+    # handover) is a new story.
+    mine = (lost.host, *lost.exempt)
+    own = [r.first for r in runs if r.host in mine and r.first > lost.at]
+    own += [a for h in mine for a in acquisitions.get(h, ()) if a > lost.at]
     moved_by = min([t + p.W, *own])
     for r in runs:
         if r.host != lost.host and r.host not in lost.exempt and lost.at <= r.first < moved_by:
@@ -174,8 +177,11 @@ def _holder_lost(c: _Check, runs: Sequence[NodeRun], p: Profile, load: LoadFigur
 def analyse(index: int, inj: Injected, begin: float, end: float, records: list[Record],
             active_before: tuple[str, int] | None, *, profile: Profile,
             load: LoadFigures, renewals: Mapping[str, Sequence[float]] | None = None,
+            acquisitions: Mapping[str, Sequence[float]] | None = None,
             ) -> tuple[EpisodeResult, list[Violation], dict[str, Any]]:
-    """Check one episode. Returns the checker's result (overlaps limited to this
+    """Check one episode. `renewals` and `acquisitions`: per host, the send times of
+    the successful renewals and acquisitions (renewals include the acquisitions)
+    its supervisor logged. Returns the checker's result (overlaps limited to this
     episode, frozen-VM ones included), the violations, and figures."""
     p = profile
     runs = checker.build_runs(records)
@@ -217,7 +223,7 @@ def analyse(index: int, inj: Injected, begin: float, end: float, records: list[R
         if up:
             c.add("expectation", f"a node ran while the database was unreachable for "
                                  f"everyone: {up[:3]}", up[0][0], invariant=False)
-    _holder_lost(c, runs, p, load, renewals or {})
+    _holder_lost(c, runs, p, load, renewals or {}, acquisitions or {})
     for q in inj.quiet:
         for r in runs:
             if r.host != q.exempt and q.start <= r.first < q.end:

@@ -284,6 +284,12 @@ class ChaosCluster:
             return [float(e["sent_at"]) for e in host.lines
                     if e.get("event") in ("lease_renewed", "lease_acquired") and "sent_at" in e]
 
+    def acquisitions(self, host: Host) -> list[float]:
+        """Send times (monotonic) of every successful acquisition logged."""
+        with host.cond:
+            return [float(e["sent_at"]) for e in host.lines
+                    if e.get("event") == "lease_acquired" and "sent_at" in e]
+
     def wait_renewal(self, host: Host, timeout: float) -> dict[str, Any] | None:
         """Wait for the host's next successful renewal (its log line); None after `timeout`."""
         mark = host.mark()
@@ -562,7 +568,8 @@ class ChaosRun:
         figures_load = load.window(begin, end)
         result, violations, figures = analyse(
             index, inj, begin, end, records, before, profile=self.profile, load=figures_load,
-            renewals={h.name: ch.renewals(h) for h in ch.hosts})
+            renewals={h.name: ch.renewals(h) for h in ch.hosts},
+            acquisitions={h.name: ch.acquisitions(h) for h in ch.hosts})
         if new_active is None:
             violations.append(Violation(index, kind, "unstable",
                                         f"not exactly one node within {STABLE_TIMEOUT:.0f}s "

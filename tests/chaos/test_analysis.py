@@ -25,9 +25,10 @@ def beats(host: str, pid: int, epoch: int, start: float, end: float,
 
 def check(inj: Injected, records: list[Record], *, load: LoadFigures = IDLE,
           renewals: dict[str, list[float]] | None = None, end: float = 20.0,
-          before: tuple[str, int] | None = ("a", 1)) -> list[tuple[str, bool]]:
+          before: tuple[str, int] | None = ("a", 1),
+          acquisitions: dict[str, list[float]] | None = None) -> list[tuple[str, bool]]:
     _, violations, _ = analyse(0, inj, 0.0, end, records, before, profile=LAB, load=load,
-                               renewals=renewals or {})
+                               renewals=renewals or {}, acquisitions=acquisitions)
     return [(v.what, v.invariant) for v in violations]
 
 
@@ -50,6 +51,10 @@ def test_after_the_host_took_its_lease_back_it_may_release_it() -> None:
     recs = (beats("a", 1, 1, 0.0, 10.0) + beats("a", 3, 2, 10.6, 11.0)
             + beats("b", 2, 3, 11.1, 20.0))  # a reclaimed at once, then released to b
     assert check(inj, recs, renewals={"a": [9.6]}) == []
+    # a reclaimed and released again before running a node (it was being stopped)
+    recs = beats("a", 1, 1, 0.0, 10.0) + beats("b", 2, 3, 10.8, 20.0)
+    assert ("moved before W", True) in check(inj, recs, renewals={"a": [9.6]})
+    assert check(inj, recs, renewals={"a": [9.6, 10.7]}, acquisitions={"a": [10.7]}) == []
 
 
 def test_a_host_of_the_same_machine_may_reclaim_at_once() -> None:
