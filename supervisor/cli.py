@@ -109,11 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(config: Config) -> int:
-    from supervisor.daemon import Daemon
-    from supervisor.logs import EXIT_FLUSH_TIMEOUT, configure_logging, flush_logs
+    """Become the daemon (exec, same pid; the daemon never loads the config parser)."""
+    from supervisor.run import exec_daemon
 
-    configure_logging(config.logging.format, config.logging.level)
-    try:
-        return asyncio.run(Daemon(config).run())
-    finally:
-        flush_logs(EXIT_FLUSH_TIMEOUT)  # the last lines (supervisor_exiting); bounded
+    exec_daemon(config)
+    raise AssertionError("exec returned")  # pragma: no cover
