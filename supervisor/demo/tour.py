@@ -18,6 +18,7 @@ did not happen in time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -138,6 +139,7 @@ class Demo:
         self.figures = Figures(u=U_S, w=W_S, backoff=BACKOFF_S)
         self.watch_node: tuple[str, int, float] | None = None  # host, pid, killed at
         self.cleaning = False
+        self.out_closed = False
         self.ended: set[str] = set()  # sources whose output has reached EOF
         self.handover_written: float | None = None  # the `handover` command said it asked
         self.tmp: Path | None = None
@@ -146,7 +148,16 @@ class Demo:
     # -- output and events ---------------------------------------------------------------
 
     def say(self, text: str = "") -> None:
-        print(text, file=self.out, flush=True)
+        """Print a line; once the reader has gone (`demo | head`), print nothing more
+        and let the run go on to its clean end."""
+        if self.out_closed:
+            return
+        try:
+            print(text, file=self.out, flush=True)
+        except (BrokenPipeError, ValueError):
+            self.out_closed = True
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.out.fileno())
 
     def note(self, text: str) -> None:
         self._flush(time.time())
@@ -364,7 +375,7 @@ class Demo:
             remove_stale_dirs(TMP_PREFIX)
             self.tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
             (self.tmp / OWNER_FILE).write_text(f"{os.getpid()}\n")
-            until = f"ends after {self.duration:g} s or on Ctrl-C" if self.duration \
+            until = f"ends after {self.duration:g} s or on Ctrl-C" if self.duration is not None \
                 else "press Ctrl-C to end it"
             self.say("corda-ha-supervisor demo: two supervisors, one lease in PostgreSQL, one "
                      "stand-in node that must run on exactly one host")
