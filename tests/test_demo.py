@@ -35,7 +35,7 @@ from supervisor.demo.children import MARKER_VAR
 from supervisor.demo.postgres import embedded_bindir, system_bindir
 
 REPO = str(Path(__file__).resolve().parent.parent)
-DURATION = 35  # the tour takes about 15 s on an idle 2-core machine
+DURATION = 30  # the tour takes about 16 s on an idle 2-core machine
 
 
 def _kind(cmdline: list[str], name: str) -> str | None:
@@ -46,7 +46,7 @@ def _kind(cmdline: list[str], name: str) -> str | None:
         return "guard"
     if "demo/node.py" in line:
         return "node"
-    if "supervisor run" in line:
+    if re.search(r"supervisor[ .]run\b", line):
         return "supervisor"
     return None
 
@@ -171,10 +171,10 @@ def test_demo_tour_ends_by_itself_and_leaves_nothing() -> None:
         text = run.text()
         assert code == 0, text
         assert "Traceback" not in text, text
-        assert re.search(r"lease acquired: epoch 1 \(the lease was free\)", text), text
+        assert re.search(r"lease acquired: epoch 1 \((new lease|the lease was free)", text), text
         assert re.search(r"node down \(pid \d+\): killed by its guard", text), text
-        assert re.search(r"lease acquired: epoch 2 \(expired: host-. stopped renewing", text)
-        assert re.search(r"lease acquired: epoch 3 \(released by host-.\)", text), text
+        assert re.search(r"lease acquired: epoch 2 \(expired", text), text
+        assert re.search(r"lease acquired: epoch 3 \((handed over|released)", text), text
         assert re.search(r"node CRASHED \(exit 3", text), text
         assert f"--duration {DURATION} s reached" in text, text
         w = 2.0

@@ -29,6 +29,7 @@ class HostView:
     node_pid: int | None = None
     node_up_at: float | None = None  # demo seconds of the last node_started
     acquired_at: float | None = None
+    standby_view: tuple[object, object, bool] | None = None  # holder, epoch, could take over
 
 
 @dataclass
@@ -114,6 +115,15 @@ class Timeline:
                     f"before it has watched it for W")
         if event == "lease_acquired":
             return self._acquired(view, r, t)
+        if event == "standby_view":
+            seen = (r.get("holder"), r.get("epoch"), bool(r.get("could_take_over")))
+            if seen == view.standby_view:
+                return None  # only the wording of the reason changed (e.g. a countdown)
+            view.standby_view = seen
+            held = (f"{r.get('holder')} holds epoch {r.get('epoch')}" if r.get("holder")
+                    else "the lease is free")
+            can = "yes" if r.get("could_take_over") else f"NO ({r.get('reason')})"
+            return f"standby view: {held}; could take over: {can}"
         if event == "node_started":
             view.node_pid = r.get("pid")
             view.node_up_at = t
@@ -155,9 +165,14 @@ class Timeline:
         return None
 
     def _acquired(self, view: HostView, r: dict[str, Any], t: float) -> str:
+        """The supervisor's own account of how it got the lease (`how`,
+        `previous_holder`) when it logs one, else what the timeline saw."""
         epoch = r.get("epoch")
         previous = self.holder or self.last_holder
-        if previous is None:
+        told, told_from = r.get("how"), r.get("previous_holder")
+        if isinstance(told, str) and told != "unknown":
+            how = told if not told_from or str(told_from) in told else f"{told}; from {told_from}"
+        elif previous is None:
             how = "the lease was free"
         elif previous == view.name:
             how = "took its own lease back"
@@ -172,6 +187,7 @@ class Timeline:
         self.holder_dead = False
         view.epoch = epoch if isinstance(epoch, int) else None
         view.acquired_at = t
+        view.standby_view = None
         return f"lease acquired: epoch {epoch} ({how})"
 
     def supervisor_killed(self, name: str) -> None:
