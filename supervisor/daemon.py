@@ -112,17 +112,18 @@ class Daemon:
         self.timing = Timing.from_config(config)
         self.identity = identity or Identity.for_this_process(config.lease.machine_name)
         self.clock = clock
+        self.metrics = Metrics()
         self.store: LeaseStore | None = store
         if self.store is None and config.lease.enabled:
             postgres = PostgresLeaseStore(config.database, self.identity,
                                           config.lease.wait_interval)
             postgres.member_info = self.member_info
             self.store = postgres
+            self.metrics.count_statements(lambda: postgres.statements)
         self.notifier = notifier or SystemdNotifier()
         self.state: CoreState = core.initial_state(config.lease.enabled)
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.node = _NodeSlot()
-        self.metrics = Metrics()
         self.health: HealthServer | None = None
         self.schema_ready = False
         self.exit_code: int | None = None

@@ -482,3 +482,17 @@ def test_state_changed_comes_after_its_cause() -> None:
     acts = d.feed(LeaseAcquired(epoch=1, sent_at=0.0), 0.01)
     names = [a.event for a in acts if isinstance(a, Log)]
     assert names.index("lease_acquired") < names.index("state_changed")
+
+
+def test_standby_view_is_not_repeated_while_a_new_server_is_watched() -> None:
+    """Found by the demo: the reason's countdown made every poll a "change"."""
+    d = standby()
+    young = dataclasses.replace(free_row(SERVER), server_uptime=0.1)
+    views = []
+    t = 0.0
+    while t < W:
+        acts = d.feed(young, t)
+        views += logs(acts, "standby_view")
+        t = core.next_wakeup(d.state, TIMING) or t + 0.25
+        d.tick_to(t)
+    assert len(views) == 1 and views[0]["could_take_over"] is False

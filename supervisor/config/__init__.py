@@ -14,9 +14,8 @@ Unknown keys anywhere are errors. The database password never reaches `conninfo`
 `repr()`, warnings, error messages or `dump_config`.
 """
 
-from supervisor.config.dump import dump_config, redacted_dict
-from supervisor.config.durations import parse_duration
-from supervisor.config.loader import DEFAULT_LEASE_NAME, DEFAULT_TABLE, load_config
+from typing import TYPE_CHECKING, Any
+
 from supervisor.config.model import (
     EX_CONFIG,
     Config,
@@ -27,10 +26,37 @@ from supervisor.config.model import (
     LoggingConfig,
     NodeConfig,
     RestartConfig,
+    config_from_json,
+    config_to_json,
 )
+
+if TYPE_CHECKING:
+    from supervisor.config.dump import dump_config, redacted_dict
+    from supervisor.config.durations import parse_duration
+    from supervisor.config.loader import DEFAULT_LEASE_NAME, DEFAULT_TABLE, load_config
+
+# The parser (pyhocon, pyparsing) is imported only by what parses: the daemon process
+# receives its configuration already parsed (config_from_json) and never loads it.
+_LAZY = {
+    "dump_config": "supervisor.config.dump", "redacted_dict": "supervisor.config.dump",
+    "parse_duration": "supervisor.config.durations",
+    "DEFAULT_LEASE_NAME": "supervisor.config.loader", "DEFAULT_TABLE": "supervisor.config.loader",
+    "load_config": "supervisor.config.loader",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'supervisor.config' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "DEFAULT_LEASE_NAME", "DEFAULT_TABLE", "EX_CONFIG", "Config", "ConfigError",
     "DatabaseConfig", "HealthConfig", "LeaseConfig", "LoggingConfig", "NodeConfig",
-    "RestartConfig", "dump_config", "load_config", "parse_duration", "redacted_dict",
+    "RestartConfig", "config_from_json", "config_to_json", "dump_config", "load_config",
+    "parse_duration", "redacted_dict",
 ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from types import MappingProxyType
+from typing import Any, Literal, cast
 
 EX_CONFIG = 78
 
@@ -97,3 +100,32 @@ class Config:
     logging: LoggingConfig
     source: str  # the file it came from
     warnings: tuple[str, ...] = ()  # non-fatal findings, logged at start
+
+
+def config_to_json(config: Config) -> str:
+    """The whole configuration as JSON, password included: for handing it to the
+    daemon process over a pipe only (never a file, an argument or the environment)."""
+    def fields(obj: Any) -> dict[str, Any]:
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+    data: dict[str, Any] = fields(config)
+    for name in ("lease", "database", "node", "restart", "health", "logging"):
+        data[name] = fields(getattr(config, name))
+    data["node"]["environment"] = dict(config.node.environment)
+    return json.dumps(data)
+
+
+def config_from_json(text: str) -> Config:
+    """The inverse of `config_to_json`."""
+    data: dict[str, Any] = json.loads(text)
+    node = dict(data["node"])
+    node["command"] = tuple(node["command"])
+    node["environment"] = MappingProxyType(dict(node["environment"]))
+    logging_ = dict(data["logging"])
+    return Config(
+        lease=LeaseConfig(**data["lease"]), database=DatabaseConfig(**data["database"]),
+        node=NodeConfig(**node), restart=RestartConfig(**data["restart"]),
+        health=HealthConfig(**data["health"]),
+        logging=LoggingConfig(format=cast(Literal["auto", "json", "console"],
+                                          logging_["format"]), level=logging_["level"]),
+        source=data["source"], warnings=tuple(data["warnings"]))

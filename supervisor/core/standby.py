@@ -126,7 +126,9 @@ class StandbyRules(_Base):
         epoch, and whether it could take over (and why not)."""
         s = self.s
         can, why = takeover_readiness(s, self.now)
-        view = (ev.holder, None if ev.free else ev.version.epoch, can, None if can else why)
+        # the reason's kind, not its details (a countdown, an error text) decides a change
+        kind = None if can else why.split(":", 1)[0]
+        view = (ev.holder, None if ev.free else ev.version.epoch, can, kind)
         if view != s.standby_view:
             s.standby_view = view
             self.log("standby_view", holder=ev.holder, epoch=view[1], free=ev.free,

@@ -84,6 +84,8 @@ class PostgresLeaseStore:
         self.member_info: Callable[[], Member] | None = None
         self._members_broken = False
         self._member_dirty = True
+        # statements sent per operation ("observe", "renew", ...), for metrics
+        self.statements: dict[str, int] = {}
 
     @property
     def lease_name(self) -> str:
@@ -307,9 +309,13 @@ class PostgresLeaseStore:
         `_MEMBER_POLL`), not only at the next health check."""
         self._member_dirty = True
 
+    def _count(self, what: str) -> None:
+        self.statements[what] = self.statements.get(what, 0) + 1
+
     async def _health_check(self, conn: Conn) -> None:
         """`SELECT 1`, or this supervisor's member refresh (once it has one). A missing
         member table or privilege is logged once, then the plain check is used."""
+        self._count("listen_health_check")
         info = self.member_info
         if info is None or self._members_broken:
             await conn.execute("SELECT 1")
@@ -390,6 +396,7 @@ class PostgresLeaseStore:
         async def attempt() -> T:
             conn = await self._connection()
             used.append(conn)
+            self._count(what)
             try:
                 return await op(conn)
             except (psycopg.Error, OSError) as e:
@@ -424,6 +431,7 @@ class PostgresLeaseStore:
             async def attempt() -> T:
                 conn = await (self._open() if fresh else self._connection())
                 used.append(conn)
+                self._count(what)
                 return await op(conn)
 
             running[asyncio.ensure_future(attempt())] = used
