@@ -47,6 +47,7 @@ def redacted_dict(config: Config) -> dict[str, Any]:
                             for k, v in node.environment.items()},
             "stopTimeout": node.stop_timeout,
             "cgroup": node.cgroup,
+            "cordaConfig": node.corda_config,
         },
         "restart": {
             "initialDelay": restart.initial_delay,

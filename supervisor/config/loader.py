@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -10,6 +11,8 @@ from types import MappingProxyType
 from typing import Any, Literal, cast
 
 from supervisor.config.blocks import BOOLEANS, Block
+from supervisor.config.cordaconf import load as load_corda
+from supervisor.config.cordaconf import locate as locate_corda
 from supervisor.config.dburl import ParsedUrl, convert_url
 from supervisor.config.durations import type_name
 from supervisor.config.hocon import key_line, parse_hocon
@@ -30,7 +33,8 @@ _TOP_KEYS = ("enterpriseConfiguration", "mutualExclusionConfiguration", "databas
 _LEASE_KEYS = ("on", "machineName", "updateInterval", "waitInterval", "fencingMargin")
 _DB_KEYS = ("url", "user", "password", "passwordFile", "schema", "table", "leaseName",
             "connectTimeout", "operationTimeout")
-_NODE_KEYS = ("command", "workingDirectory", "environment", "stopTimeout", "cgroup")
+_NODE_KEYS = ("command", "workingDirectory", "environment", "stopTimeout", "cgroup",
+              "cordaConfig")
 _RESTART_KEYS = ("initialDelay", "multiplier", "maxDelay", "resetAfter", "maxCrashes", "window",
                  "cooldown")
 _HEALTH_KEYS = ("enabled", "host", "port")
@@ -44,7 +48,8 @@ DEFAULT_TABLE = "corda_ha_lease"
 DEFAULT_LEASE_NAME = "corda-node"
 
 
-def _lease(root: Block, hostname: str) -> LeaseConfig:
+def _lease_block(root: Block) -> Block | None:
+    """Our own mutualExclusionConfiguration (nested or top level), or None."""
     enterprise = root.block("enterpriseConfiguration")
     nested: Block | None = None
     if enterprise is not None:
@@ -54,12 +59,10 @@ def _lease(root: Block, hostname: str) -> LeaseConfig:
     if nested is not None and top is not None:
         root.fail("mutualExclusionConfiguration",
                   "given both at top level and under enterpriseConfiguration; keep one")
-    block = nested or top
-    if block is None:
-        root.fail("mutualExclusionConfiguration",
-                  "missing: add mutualExclusionConfiguration { on = true, machineName = "
-                  "${HOSTNAME}, updateInterval = 20000, waitInterval = 40000 } (at top level or "
-                  "under enterpriseConfiguration), or on = false to run without a lease")
+    return nested or top
+
+
+def _lease(block: Block, hostname: str) -> LeaseConfig:
     block.check_keys(_LEASE_KEYS)
     enabled = block.get_bool("on", True)
     machine_name = block.get_str("machineName", hostname).strip()
@@ -119,12 +122,7 @@ def _read_password_file(block: Block, path: str) -> str:
     return password
 
 
-def _database(root: Block, lease: LeaseConfig, warnings: list[str]) -> DatabaseConfig:
-    block = root.block("database")
-    if block is None:
-        if lease.enabled:
-            root.fail("database", "missing: the lease needs database { url = ... }")
-        block = Block({}, "database")
+def _database(block: Block, lease: LeaseConfig, warnings: list[str]) -> DatabaseConfig:
     block.check_keys(_DB_KEYS)
     url_text = block.opt_str("url")
     if url_text is None:
@@ -183,7 +181,7 @@ def _database(root: Block, lease: LeaseConfig, warnings: list[str]) -> DatabaseC
                           operation_timeout=operation_timeout)
 
 
-def _node(root: Block, warnings: list[str]) -> NodeConfig:
+def _node(root: Block, warnings: list[str], corda_config: str | None) -> NodeConfig:
     block = root.block("node")
     if block is None:
         root.fail("node", 'missing: add node { command = ["/usr/bin/java", "-jar", "corda.jar"] }')
@@ -231,7 +229,7 @@ def _node(root: Block, warnings: list[str]) -> NodeConfig:
     stop_timeout = block.duration("stopTimeout", 30.0)
     return NodeConfig(command=tuple(command), working_directory=directory,
                       environment=MappingProxyType(environment), stop_timeout=stop_timeout,
-                      cgroup=_node_cgroup(block, warnings))
+                      cgroup=_node_cgroup(block, warnings), corda_config=corda_config)
 
 
 def _node_cgroup(block: Block, warnings: list[str]) -> str:
@@ -302,18 +300,71 @@ def _logging(root: Block) -> LoggingConfig:
     return LoggingConfig(format=cast(Literal["auto", "json", "console"], fmt), level=level)
 
 
-def _build(tree: Mapping[str, Any], hostname: str, source: str) -> Config:
+def _build(tree: Mapping[str, Any], hostname: str, source: str,
+           environ: Mapping[str, str]) -> Config:
     root = Block(tree, "")
     root.check_keys(_TOP_KEYS)
     warnings: list[str] = []
-    lease = _lease(root, hostname)
-    database = _database(root, lease, warnings)
-    node = _node(root, warnings)
+    node_block = root.block("node")
+    corda_path = locate_corda(node_block, source) if node_block is not None else None
+    corda = load_corda(corda_path, environ) if corda_path is not None else None
+
+    own_lease, their_lease = _lease_block(root), corda.lease_block() if corda else None
+    if own_lease is None and their_lease is None:
+        root.fail("mutualExclusionConfiguration",
+                  "missing: add mutualExclusionConfiguration { on = true, machineName = "
+                  "${HOSTNAME}, updateInterval = 20000, waitInterval = 40000 } (at top level or "
+                  "under enterpriseConfiguration, here or in Corda's node.conf named by "
+                  "node.cordaConfig), or on = false to run without a lease")
+    if own_lease is not None:
+        lease = _lease(own_lease, hostname)
+    else:
+        assert corda is not None and their_lease is not None
+        with corda.blamed():
+            lease = _lease(their_lease, hostname)
+    if corda is not None and own_lease is not None and their_lease is not None:
+        with contextlib.suppress(ConfigError):
+            _differs("mutualExclusionConfiguration", lease, _lease(their_lease, hostname),
+                     corda.path, warnings)
+
+    own_db, their_db = root.block("database"), corda.database_block() if corda else None
+    if own_db is None and their_db is None:
+        if lease.enabled:
+            root.fail("database", "missing: the lease needs database { url = ... } (or "
+                                  "dataSourceProperties in Corda's node.conf, see "
+                                  "node.cordaConfig)")
+        own_db = Block({}, "database")
+    if own_db is not None:
+        database = _database(own_db, lease, warnings)
+    else:
+        assert corda is not None and their_db is not None
+        with corda.blamed():
+            database = _database(their_db, lease, warnings)
+    if corda is not None and root.block("database") is not None and their_db is not None:
+        with contextlib.suppress(ConfigError):
+            theirs = _database(their_db, lease, [])
+            for name in ("conninfo", "user"):
+                if getattr(database, name) != getattr(theirs, name):
+                    warnings.append(f"database.{'url' if name == 'conninfo' else name} differs "
+                                    f"from dataSourceProperties in {corda.path}; this file's "
+                                    "is used")
+    node = _node(root, warnings, corda.path if corda else None)
     restart = _restart(root)
     health = _health(root)
     logging = _logging(root)
     return Config(lease=lease, database=database, node=node, restart=restart, health=health,
                   logging=logging, source=source, warnings=tuple(warnings))
+
+
+def _differs(block: str, ours: LeaseConfig, theirs: LeaseConfig, path: str,
+             warnings: list[str]) -> None:
+    names = {"enabled": "on", "machine_name": "machineName",
+             "update_interval": "updateInterval", "wait_interval": "waitInterval"}
+    for field_name, key in names.items():
+        a, b = getattr(ours, field_name), getattr(theirs, field_name)
+        if a != b:
+            warnings.append(f"{block}.{key} = {a!r} differs from {b!r} in {path}; this "
+                            "file's is used (keep them equal: Corda's own guard reads node.conf)")
 
 
 def load_config(path: str, *, hostname: str | None = None,
@@ -339,7 +390,9 @@ def load_config(path: str, *, hostname: str | None = None,
         raise ConfigError(f"not UTF-8 text: {exc.reason}", path=path) from None
     tree = parse_hocon(path, text, env)
     try:
-        return _build(tree, env["HOSTNAME"], source)
+        return _build(tree, env["HOSTNAME"], source, env)
     except ConfigError as exc:
+        if exc.path is not None:
+            raise  # about another file (Corda's node.conf), already located
         raise ConfigError(exc.message, path=path, key=exc.key,
                           line=key_line(text, exc.key)) from None

@@ -64,6 +64,7 @@ class NodeConfig:
     # "auto" (a child cgroup per run under the supervisor's own cgroup, else process
     # groups), "off" (process groups only) or an absolute parent cgroup directory.
     cgroup: str = "auto"
+    corda_config: str | None = None  # Corda's node.conf, when one was read
 
 
 @dataclass(frozen=True)
