@@ -102,7 +102,7 @@ def test_an_error_in_node_conf_names_node_conf_its_key_and_line(tmp_path: Path) 
 def test_without_node_conf_the_lease_is_still_required(tmp_path: Path) -> None:
     path = tmp_path / "s.conf"
     path.write_text(ONLY_NODE % tmp_path)
-    with pytest.raises(ConfigError, match="node.cordaConfig"):
+    with pytest.raises(ConfigError, match=r"node\.cordaConfig"):
         load_config(str(path), hostname="h", environ={})
 
 
