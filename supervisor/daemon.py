@@ -51,6 +51,7 @@ from supervisor.messages import (
     LeaseRenewed,
     Log,
     NodeExited,
+    NodeReady,
     NodeStarted,
     ObserveLease,
     PeerReleased,
@@ -65,6 +66,7 @@ from supervisor.messages import (
 from supervisor.metrics import Metrics
 from supervisor.node import NodeExit, NodeProcess
 from supervisor.observation import observation
+from supervisor.readiness import ReadinessWatch
 from supervisor.sdnotify import SystemdNotifier
 from supervisor.startup import database_config_problem
 
@@ -132,6 +134,7 @@ class Daemon:
         self.node_log = structlog.get_logger("node")
         self.fence: NodeFence | None = None  # set in run(): probes cgroups, logs once
         self._member_key: tuple[object, ...] = ()
+        self._readiness: ReadinessWatch | None = None
 
     # ------------------------------------------------------------ main loop
 
@@ -320,6 +323,9 @@ class Daemon:
         spawn) and then exactly one NodeExited."""
         self.node = _NodeSlot(process=None, pending=[])
         started_at = self.clock()
+        watch = ReadinessWatch(self.config.node.readiness,
+                               lambda pid: self.events.put_nowait(NodeReady(pid)))
+        self._readiness = watch
         try:
             process = await NodeProcess.start(
                 self.config.node, epoch=action.epoch, machine_name=self.identity.machine_name,
@@ -338,7 +344,11 @@ class Daemon:
             command(process)
         if process.pid is not None:
             self.events.put_nowait(NodeStarted(process.pid))
-        result: NodeExit = await process.wait()
+            watch.started(process.pid)
+        try:
+            result: NodeExit = await process.wait()
+        finally:
+            watch.stop()
         if self.node.process is process:
             self.node = _NodeSlot()
         if result.spawn_error:
@@ -347,6 +357,8 @@ class Daemon:
                                           runtime=result.runtime, killed_by=result.killed_by))
 
     def _node_output(self, stream: str, line: str) -> None:
+        if self._readiness is not None:
+            self._readiness.line(line)
         self.node_log.info("node_output", stream=stream, line=line)
 
     # ------------------------------------------------------------ status
@@ -389,6 +401,7 @@ class Daemon:
             state=str(s.state), machine_name=self.identity.machine_name,
             holder=self.identity.machine_name if held else s.holder, epoch=s.epoch,
             node_pid=s.node_pid, lease_held=held, node_running=s.node is NodePhase.RUNNING,
+            node_ready=s.node_ready,
             lease_enabled=s.lease_enabled, last_loop_turn=now, extra=extra)
 
     def member_info(self) -> Member:

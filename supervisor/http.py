@@ -65,13 +65,15 @@ class StatusView:
     lease_enabled: bool
     last_loop_turn: float  # time.monotonic() of the loop's last turn
     extra: Mapping[str, object] = field(default_factory=dict)  # restarts, renewal age, ...
+    node_ready: bool = True  # passed node.readiness (always true without one)
 
     @property
     def healthy(self) -> bool:
-        """True when a load balancer should send traffic to this host."""
+        """True when a load balancer should send traffic to this host: it holds the
+        lease (or the lease is off) and its node runs and is ready."""
         if self.lease_enabled:
-            return self.lease_held and self.node_running
-        return self.node_running
+            return self.lease_held and self.node_running and self.node_ready
+        return self.node_running and self.node_ready
 
 
 class _Server(ThreadingHTTPServer):
@@ -219,6 +221,7 @@ class HealthServer:
         healthy = view.healthy and not stale
         body = {"healthy": healthy, "state": view.state, "epoch": view.epoch,
                 "lease_held": view.lease_held, "node_running": view.node_running,
+                "ready": view.node_ready,
                 "loop_age_seconds": round(age, 3), "loop_stale": stale}
         return _json(HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE, body)
 
@@ -235,6 +238,7 @@ class HealthServer:
             node_pid=view.node_pid,
             lease_held=view.lease_held,
             node_running=view.node_running,
+            ready=view.node_ready,
             lease_enabled=view.lease_enabled,
             healthy=view.healthy and not stale,
             loop_age_seconds=round(age, 3),

@@ -100,6 +100,13 @@ class NodeStarted:
 
 
 @dataclass(frozen=True)
+class NodeReady:
+    """The node passed its readiness check (a port answers, or a log line matched)."""
+
+    pid: int
+
+
+@dataclass(frozen=True)
 class NodeExited:
     returncode: int | None
     signal: int | None
@@ -119,7 +126,7 @@ class HandoverRequested:
 
 Event = (
     Begin | Tick | LeaseObserved | LeaseAcquired | LeaseNotAcquired | LeaseRenewed | LeaseLost
-    | LeaseReleased | LeaseCallFailed | PeerReleased | NodeStarted | NodeExited
+    | LeaseReleased | LeaseCallFailed | PeerReleased | NodeStarted | NodeReady | NodeExited
     | ShutdownRequested | HandoverRequested
 )
 

@@ -16,6 +16,7 @@ Options:
   --long-line N       print one stdout line of N bytes ("x" * N) after the start line
   --binary            print a line with undecodable bytes on stdout
   --chatter N         print a stdout line of about N bytes every 5 ms while running
+  --ready-after S     print Corda's "Node for ... started up and registered" line after S s
   --lock FILE         take flock(FILE) for as long as this node lives; when another
                       node holds it, append "<pid> <monotonic time> <holder>" to
                       FILE.overlaps (an exact record of two nodes at once) and carry on
@@ -89,6 +90,7 @@ def main() -> int:
     parser.add_argument("--binary", action="store_true")
     parser.add_argument("--chatter", type=int, default=0)
     parser.add_argument("--lock")
+    parser.add_argument("--ready-after", type=float)
     parser.add_argument("--setsid-child", action="store_true")
     args = parser.parse_args()
 
@@ -144,7 +146,12 @@ def main() -> int:
 
     started = time.monotonic()
     lines = 0
+    ready_said = args.ready_after is None
     while not stop_requested:
+        if not ready_said and time.monotonic() - started >= args.ready_after:
+            ready_said = True
+            print(f"Node for \"fake\" started up and registered in {args.ready_after} sec",
+                  flush=True)
         if args.crash_after is not None and time.monotonic() - started >= args.crash_after:
             print("node crashing", file=sys.stderr, flush=True)
             return 3

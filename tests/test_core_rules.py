@@ -496,3 +496,47 @@ def test_standby_view_is_not_repeated_while_a_new_server_is_watched() -> None:
         t = core.next_wakeup(d.state, TIMING) or t + 0.25
         d.tick_to(t)
     assert len(views) == 1 and views[0]["could_take_over"] is False
+
+
+# ------------------------------------------------------------------ readiness
+
+
+READY_T = dataclasses.replace(TIMING, ready_timeout=3.0)
+
+
+def test_a_node_that_never_becomes_ready_is_a_failed_start() -> None:
+    d = Driver(core.initial_state(lease_enabled=True))
+    feed(d, Begin(), 0.0, READY_T)
+    feed(d, free_row(), 0.0, READY_T)
+    feed(d, LeaseAcquired(epoch=1, sent_at=0.0), 0.01, READY_T)
+    feed(d, NodeStarted(pid=5), 0.02, READY_T)
+    assert not d.state.node_ready
+    t = 0.02
+    while t < 3.02 - 1e-9:  # renewals answered; no readiness
+        wake = core.next_wakeup(d.state, READY_T)
+        assert wake is not None
+        t = min(wake, 3.02)
+        acts = feed(d, core.Tick(), t, READY_T)
+        for a in acts:
+            if isinstance(a, RenewLease):
+                feed(d, LeaseRenewed(sent_at=t, handover_requested=False), t + 0.01, READY_T)
+        if t < 3.02:
+            assert not of(KillNode, acts)
+    assert "node_not_ready" in events(d.log) and of(KillNode, d.log)
+    acts = feed(d, NodeExited(None, 9, 3.0, "kill"), 3.1, READY_T)
+    assert "node_restart_scheduled" in events(acts)  # counted as a crash, not a stop
+    assert d.state.state is State.BACKOFF and d.state.epoch == 1
+
+
+def test_a_ready_node_is_not_killed_and_the_flag_shows() -> None:
+    quick = dataclasses.replace(READY_T, ready_timeout=1.0)
+    d = Driver(core.initial_state(lease_enabled=True))
+    feed(d, Begin(), 0.0, quick)
+    feed(d, free_row(), 0.0, quick)
+    feed(d, LeaseAcquired(epoch=1, sent_at=0.0), 0.01, quick)
+    feed(d, NodeStarted(pid=5), 0.02, quick)
+    assert d.state.ready_deadline == pytest.approx(1.02)
+    acts = feed(d, core.NodeReady(pid=5), 0.5, quick)
+    assert "node_ready" in events(acts) and d.state.node_ready
+    assert d.state.ready_deadline is None
+    assert not of(KillNode, feed(d, core.Tick(), 1.5, quick))  # past 1.02, before W - M

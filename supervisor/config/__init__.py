@@ -25,6 +25,7 @@ from supervisor.config.model import (
     LeaseConfig,
     LoggingConfig,
     NodeConfig,
+    ReadinessConfig,
     RestartConfig,
     config_from_json,
     config_to_json,
@@ -57,6 +58,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_LEASE_NAME", "DEFAULT_TABLE", "EX_CONFIG", "Config", "ConfigError",
     "DatabaseConfig", "HealthConfig", "LeaseConfig", "LoggingConfig", "NodeConfig",
-    "RestartConfig", "config_from_json", "config_to_json", "dump_config", "load_config",
-    "parse_duration", "redacted_dict",
+    "ReadinessConfig", "RestartConfig", "config_from_json", "config_to_json", "dump_config",
+    "load_config", "parse_duration", "redacted_dict",
 ]

@@ -48,6 +48,10 @@ def redacted_dict(config: Config) -> dict[str, Any]:
             "stopTimeout": node.stop_timeout,
             "cgroup": node.cgroup,
             "cordaConfig": node.corda_config,
+            "readiness": None if node.readiness is None else {
+                "port": node.readiness.port, "host": node.readiness.host,
+                "logPattern": node.readiness.log_pattern,
+                "startTimeout": node.readiness.start_timeout},
         },
         "restart": {
             "initialDelay": restart.initial_delay,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -24,6 +25,7 @@ from supervisor.config.model import (
     LeaseConfig,
     LoggingConfig,
     NodeConfig,
+    ReadinessConfig,
     RestartConfig,
 )
 from supervisor.timing import MIN_RENEWAL_WINDOW
@@ -34,7 +36,8 @@ _LEASE_KEYS = ("on", "machineName", "updateInterval", "waitInterval", "fencingMa
 _DB_KEYS = ("url", "user", "password", "passwordFile", "schema", "table", "leaseName",
             "connectTimeout", "operationTimeout")
 _NODE_KEYS = ("command", "workingDirectory", "environment", "stopTimeout", "cgroup",
-              "cordaConfig")
+              "cordaConfig", "readiness")
+_READINESS_KEYS = ("port", "host", "logPattern", "startTimeout")
 _RESTART_KEYS = ("initialDelay", "multiplier", "maxDelay", "resetAfter", "maxCrashes", "window",
                  "cooldown")
 _HEALTH_KEYS = ("enabled", "host", "port")
@@ -229,7 +232,33 @@ def _node(root: Block, warnings: list[str], corda_config: str | None) -> NodeCon
     stop_timeout = block.duration("stopTimeout", 30.0)
     return NodeConfig(command=tuple(command), working_directory=directory,
                       environment=MappingProxyType(environment), stop_timeout=stop_timeout,
-                      cgroup=_node_cgroup(block, warnings), corda_config=corda_config)
+                      cgroup=_node_cgroup(block, warnings), corda_config=corda_config,
+                      readiness=_readiness(block))
+
+
+def _readiness(node: Block) -> ReadinessConfig | None:
+    block = node.block("readiness")
+    if block is None:
+        return None
+    block.check_keys(_READINESS_KEYS)
+    port: int | None = None
+    if block.has("port"):
+        port = block.get_int("port", 0)
+        if not 1 <= port <= 65535:
+            block.fail("port", f"must be between 1 and 65535, got {port}")
+    pattern = block.opt_str("logPattern")
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            block.fail("logPattern", f"not a regular expression: {exc}")
+    if (port is None) == (pattern is None):
+        block.fail("port" if port is not None else "logPattern",
+                   "give exactly one of port (a TCP connect succeeds) or logPattern (a node "
+                   "output line matches), e.g. logPattern = \"started up and registered\"")
+    return ReadinessConfig(port=port, host=block.get_str("host", "127.0.0.1"),
+                           log_pattern=pattern,
+                           start_timeout=block.duration("startTimeout", 300.0))
 
 
 def _node_cgroup(block: Block, warnings: list[str]) -> str:

@@ -56,6 +56,16 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True)
+class ReadinessConfig:
+    """When the node counts as ready (for /health and the load balancer)."""
+
+    port: int | None  # a TCP connect to host:port succeeds
+    host: str
+    log_pattern: str | None  # or: a node output line matches this regular expression
+    start_timeout: float  # not ready by then after its start: a failed start
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     command: tuple[str, ...]
     working_directory: str
@@ -65,6 +75,7 @@ class NodeConfig:
     # groups), "off" (process groups only) or an absolute parent cgroup directory.
     cgroup: str = "auto"
     corda_config: str | None = None  # Corda's node.conf, when one was read
+    readiness: ReadinessConfig | None = None  # None: ready as soon as it started
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,8 @@ def config_to_json(config: Config) -> str:
     for name in ("lease", "database", "node", "restart", "health", "logging"):
         data[name] = fields(getattr(config, name))
     data["node"]["environment"] = dict(config.node.environment)
+    if config.node.readiness is not None:
+        data["node"]["readiness"] = fields(config.node.readiness)
     return json.dumps(data)
 
 
@@ -122,6 +135,8 @@ def config_from_json(text: str) -> Config:
     node = dict(data["node"])
     node["command"] = tuple(node["command"])
     node["environment"] = MappingProxyType(dict(node["environment"]))
+    if node.get("readiness") is not None:
+        node["readiness"] = ReadinessConfig(**node["readiness"])
     logging_ = dict(data["logging"])
     return Config(
         lease=LeaseConfig(**data["lease"]), database=DatabaseConfig(**data["database"]),

@@ -9,9 +9,7 @@ from supervisor.core.state import (
     State,
     backoff_delay,
 )
-from supervisor.messages import (
-    NodeExited,
-)
+from supervisor.messages import NodeExited
 
 
 class NodeRules(_Base):
@@ -23,12 +21,37 @@ class NodeRules(_Base):
             s.node = NodePhase.RUNNING
         s.node_pid = pid
         self.log("node_started", pid=pid, epoch=s.epoch)
+        if self.t.ready_timeout is None:
+            s.node_ready = True
+        else:
+            s.node_ready = False
+            s.ready_deadline = self.now + self.t.ready_timeout
+
+    def on_node_ready(self, pid: int) -> None:
+        s = self.s
+        if s.node is NodePhase.NONE or pid != s.node_pid or s.node_ready:
+            return
+        s.node_ready = True
+        s.ready_deadline = None
+        self.log("node_ready", pid=pid, epoch=s.epoch)
+
+    def check_readiness(self) -> None:
+        """A node that did not become ready within startTimeout is a failed start."""
+        s = self.s
+        if (s.ready_deadline is None or self.now < s.ready_deadline or s.node_ready
+                or s.node is NodePhase.NONE or s.stop_sent):
+            return
+        s.ready_deadline = None
+        self.log("node_not_ready", "error", pid=s.node_pid, epoch=s.epoch,
+                 start_timeout=self.t.ready_timeout)
+        s.kill_is_crash = True
+        self.kill_node("not_ready")
 
     def on_node_exited(self, ev: NodeExited) -> None:
         s = self.s
         if s.node is NodePhase.NONE:
             return
-        expected = s.stop_sent
+        expected = s.stop_sent and not s.kill_is_crash
         runtime = ev.runtime
         self.log("node_exited", "info" if expected else "error", pid=s.node_pid,
                  exit_code=ev.returncode, signal=ev.signal, runtime=round(runtime, 3),
@@ -37,6 +60,9 @@ class NodeRules(_Base):
         s.node_pid = None
         s.stop_sent = False
         s.kill_sent = False
+        s.kill_is_crash = False
+        s.node_ready = False
+        s.ready_deadline = None
         if s.shutting_down:
             s.after_stop = "exit"
             s.state = State.STOPPING

@@ -58,6 +58,7 @@ class Timing:
     crash_window: float
     crash_cooldown: float
     error_repeat: float = 60.0  # a persisting database error is logged again this often
+    ready_timeout: float | None = None  # node.readiness.startTimeout; None: no readiness check
 
     @classmethod
     def from_config(cls, config: Config) -> Timing:
@@ -84,6 +85,8 @@ class Timing:
             max_crashes=restart.max_crashes,
             crash_window=restart.window,
             crash_cooldown=restart.cooldown,
+            ready_timeout=(config.node.readiness.start_timeout
+                           if config.node.readiness is not None else None),
         )
 
 
@@ -108,6 +111,9 @@ class CoreState:
     seen_since: float | None = None
     node: NodePhase = NodePhase.NONE
     node_pid: int | None = None
+    node_ready: bool = False  # passed its readiness check (always, without one)
+    ready_deadline: float | None = None  # not ready by then: a failed start
+    kill_is_crash: bool = False  # the kill in flight counts as a crash (never became ready)
     stop_sent: bool = False
     kill_sent: bool = False
     after_stop: AfterStop = "standby"
@@ -197,7 +203,7 @@ def next_wakeup(state: CoreState, timing: Timing) -> float | None:
             times.append(state.lease_op_since + 2 * timing.renew_hedge)
     if state.lease_op is None and state.lease_enabled and state.state == State.STANDBY:
         times.append(state.next_observe_at)
-    for t in (state.restart_at, state.cooldown_until):
+    for t in (state.restart_at, state.cooldown_until, state.ready_deadline):
         if t is not None:
             times.append(t)
     return min(times) if times else None

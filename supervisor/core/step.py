@@ -30,6 +30,7 @@ from supervisor.messages import (
     LeaseRenewed,
     Log,
     NodeExited,
+    NodeReady,
     NodeStarted,
     ObserveLease,
     PeerReleased,
@@ -91,6 +92,8 @@ class _Step(StandbyRules, HolderRules, NodeRules):
                     s.next_observe_at = self.now
             case NodeStarted(pid=pid):
                 self.on_node_started(pid)
+            case NodeReady(pid=pid):
+                self.on_node_ready(pid)
             case NodeExited():
                 self.on_node_exited(event)
             case ShutdownRequested(signal=signal):
@@ -135,6 +138,7 @@ class _Step(StandbyRules, HolderRules, NodeRules):
                             "connections",
                      time_left=None if kill_at is None else round(kill_at - now, 3))
         # 2. Timers.
+        self.check_readiness()
         if s.restart_at is not None and now >= s.restart_at and s.node is NodePhase.NONE:
             s.restart_at = None
             term_at = term_deadline(s, t)
