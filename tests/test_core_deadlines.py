@@ -19,7 +19,7 @@ from supervisor.core import (
     State,
     StopNode,
 )
-from tests.test_core import TIMING, M, S, U, W, Driver, active_driver, of
+from tests.test_core import TIMING, Driver, M, S, U, W, active_driver, of
 
 G = TIMING.loss_grace
 EPS = 1e-6

@@ -53,7 +53,7 @@ from supervisor.core import (
     StopNode,
     Tick,
 )
-from tests.test_core import TIMING, M, W, Driver
+from tests.test_core import TIMING, Driver, M, W
 
 G = TIMING.loss_grace
 TOL = 1e-9

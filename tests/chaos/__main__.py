@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faults", help="comma-separated fault types (default: all); "
                    f"one of {', '.join(catalog())}")
     p.add_argument("--short-blackhole-max", type=float, default=0.65,
-                   help="longest 'short' blackhole in seconds (default 0.5)")
+                   help="longest 'short' blackhole in seconds (default %(default)s)")
     p.add_argument("--json", type=Path, help="write the table and every episode here")
     p.add_argument("--workdir", type=Path,
                    help="keep the hosts' files here (default: a temporary directory, "

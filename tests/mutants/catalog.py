@@ -240,7 +240,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "guard_leaves_group_members",
         "when the node's leader exits, the rest of its group is SIGKILLed",
         GUARD,
-        "            self.signal_group(signal.SIGKILL, None)\n            returncode, sig = self.reap()\n",
+        "            self.signal_group(signal.SIGKILL, None)\n"
+        "            returncode, sig = self.reap()\n",
         "            returncode, sig = self.reap()\n",
         ("tests/test_guard.py::test_crash_is_reported_and_leftovers_are_killed",),
     ),
@@ -284,7 +285,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "a store raising an unexpected exception still yields LeaseCallFailed",
         DAEMON,
         '        except Exception as e:\n            log.exception("lease_call_error", op=kind)\n',
-        '        except ArithmeticError as e:\n            log.exception("lease_call_error", op=kind)\n',
+        "        except ArithmeticError as e:\n"
+        '            log.exception("lease_call_error", op=kind)\n',
         ("tests/test_daemon_inproc.py::test_unexpected_store_exceptions_are_failed_calls",),
     ),
     Mutant(

@@ -154,7 +154,7 @@ _SUMMARY = re.compile(r"^=*\s*(.*\b(passed|failed|error|errors|skipped)\b.*?)\s*
 
 
 @dataclass(frozen=True)
-class TestRun:
+class PytestRun:
     returncode: int | None  # None: timed out
     seconds: float
     output: str
@@ -171,7 +171,7 @@ class TestRun:
 
 
 def run_tests(root: Path, tests: Sequence[str], timeout: float, *, stop_first: bool = True,
-              extra_env: dict[str, str] | None = None) -> TestRun:
+              extra_env: dict[str, str] | None = None) -> PytestRun:
     """Run `tests` in `root` (see the module docstring); never leaves processes behind."""
     tag = uuid.uuid4().hex
     env = dict(os.environ)
@@ -199,10 +199,10 @@ def run_tests(root: Path, tests: Sequence[str], timeout: float, *, stop_first: b
         with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGKILL)
         kill_tagged(tag)
-    return TestRun(code, time.monotonic() - start, out)
+    return PytestRun(code, time.monotonic() - start, out)
 
 
-def judge(mutant: Mutant, run: TestRun) -> Result:
+def judge(mutant: Mutant, run: PytestRun) -> Result:
     """caught: a named test failed; escaped: all passed; error: anything else."""
     tail = "\n".join(run.output.splitlines()[-60:])
     if run.returncode == 0:
@@ -236,7 +236,7 @@ def run_mutant(mutant: Mutant, *, repo: Path = REPO, timeout: float = 300.0) -> 
     return judge(mutant, run)
 
 
-def sanity_run(tests: Iterable[str], *, repo: Path = REPO, timeout: float = 900.0) -> TestRun:
+def sanity_run(tests: Iterable[str], *, repo: Path = REPO, timeout: float = 900.0) -> PytestRun:
     """Run `tests` (deduplicated, in order) on an unmutated scratch copy, without -x."""
     unique = list(dict.fromkeys(tests))
     with tempfile.TemporaryDirectory(prefix="mut-") as tmp:
