@@ -13,9 +13,11 @@ from supervisor.core import (
     LeaseCallFailed,
     LeaseRenewed,
     NodeExited,
+    ReleaseLease,
     RenewLease,
     SetNodeDeadline,
     ShutdownRequested,
+    StartNode,
     State,
     StopNode,
 )
@@ -143,3 +145,38 @@ def test_no_stop_and_no_kill_while_renewals_succeed() -> None:
     assert d.state.state is State.ACTIVE
     assert core.next_wakeup(d.state, TIMING) == pytest.approx(t)
 
+
+
+def test_no_release_while_the_node_stops() -> None:
+    """The lease is given up at the term deadline, but released (which lets a standby
+    take it at once) only after the node has exited: never while it still stops."""
+    d = active_driver()
+    t = U
+    renewed_at(d, t)
+    term_at, kill_at = t + W - M - G, t + W - M
+    run_until(d, term_at, fail_renewals=True)
+    acts = d.tick_to(term_at)
+    assert of(StopNode, acts) and d.state.epoch is None
+    assert not of(ReleaseLease, acts)
+    for at in (term_at + 0.1, term_at + 0.3, kill_at - EPS):
+        assert not of(ReleaseLease, d.tick_to(at))
+    acts = d.feed(NodeExited(None, 9, 2.0, "deadline"), kill_at)
+    (release,) = of(ReleaseLease, acts)
+    assert isinstance(release, ReleaseLease) and release.epoch == 4
+
+
+def test_no_restart_after_the_term_deadline() -> None:
+    """A crashed node is restarted under the same lease only while it could still be
+    stopped in time: a restart due after t + W - M - G waits for a renewal."""
+    d = active_driver()
+    t = U
+    renewed_at(d, t)
+    d.feed(NodeExited(3, None, 0.5), t + 0.4)  # crash; restart due 1 s later
+    restart_at = d.state.restart_at
+    term_at, kill_at = t + W - M - G, t + W - M
+    assert restart_at is not None and term_at < restart_at < kill_at
+    taken = run_until(d, kill_at, fail_renewals=True)
+    assert not of(StartNode, taken), "restarted after the term deadline"
+    acts = d.tick_to(kill_at)
+    assert not of(StartNode, acts)
+    assert d.state.epoch is None and d.state.state is State.STANDBY

@@ -13,6 +13,8 @@ its guard's deadline. Checked on every step:
   not killed while renewals succeed in time);
 - SIGTERM / SIGKILL of the node only for a reason: a planned stop (shutdown,
   handover), a lost lease, or the term / kill deadline of the last success;
+- the lease is released only once the node is gone (never while it stops);
+- one lease call at a time;
 - a standby acquires a held row only after the world has answered that very
   version, without a failure in between, for W; after a server change it
   acquires nothing before it has watched the new server for W, and it names that
@@ -125,6 +127,8 @@ def check_actions(d: Driver, world: World, actions: list[Action]) -> None:
             assert world.pending is None, "two lease calls at once"
             world.pending = a
             world.sent_at = now
+        if isinstance(a, ReleaseLease):
+            assert not world.node_up, "lease released while the node may still run"
         if isinstance(a, AcquireLease):
             row = world.row
             held = a.expected is not None and row.holder is not None and a.takeover is None
@@ -247,7 +251,7 @@ STARTS = {
 }
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.sampled_from(sorted(STARTS)), st.lists(STEP, min_size=5, max_size=90))
 def test_core_against_a_world_of_rows_and_deadlines(
         start: str, script: list[tuple[float, int, int]]) -> None:

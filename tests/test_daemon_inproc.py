@@ -342,7 +342,7 @@ def test_a_renewal_that_never_answers_keeps_the_deadlines(
             assert watch.died is not None
             print(f"node dead at t + {watch.died - t:.3f} s (SIGTERM due at t + "
                   f"{W - M - g:.1f}, SIGKILL at t + {W - M:.1f})")
-            assert t + W - M - g - 0.1 <= watch.died < t + W - M + 0.1
+            assert t + W - M - g - 0.2 <= watch.died < t + W, "outside [term, t + W)"
             r.daemon.events.put_nowait(ShutdownRequested("SIGTERM"))
             assert await r.exit_code(10) == 0
         finally:
@@ -477,7 +477,7 @@ def test_node_killed_when_the_daemon_leaves_with_it_running(
             print(f"node dead {watch.died - cancelled:.3f} s after the cancel "
                   f"({cancelled - renewed:.3f} s after the last renewal)")
             assert watch.died - cancelled < 0.8
-            assert watch.died < renewed + W - M - 0.5, "it died by the guard's deadline only"
+            assert watch.died < renewed + W - M - 0.2, "it died by the guard's deadline only"
             assert r.store.closed
         finally:
             await r.close()
@@ -561,7 +561,7 @@ def test_the_deadline_passes_during_a_planned_stop(
             assert watch.died is not None
             print(f"node dead at t + {watch.died - t:.3f} s (kill deadline t + {W - M:.1f})")
             assert watch.died < t + W, "the node outlived its lease"
-            assert watch.died >= t + W - M - 0.1, "killed before the kill deadline"
+            assert watch.died >= t + W - M - 0.2, "killed before the kill deadline"
             assert any(e["reason"] == "renewal_deadline" for e in r.events("node_killed"))
         finally:
             await r.close()
@@ -603,7 +603,7 @@ def test_guard_kills_at_the_deadline_while_the_loop_is_frozen(
             print(f"frozen at renewal {freeze_at}: node dead at t + {watch.died - t:.3f} s "
                   f"(deadline t + {W - M:.1f})")
             assert watch.died < t + W, "the node outlived its lease"
-            assert watch.died >= t + W - M - 0.1, "killed before its deadline"
+            assert watch.died >= t + W - M - 0.2, "killed before its deadline"
             r.daemon.events.put_nowait(ShutdownRequested("SIGTERM"))
             assert await r.exit_code(10) == 0
         finally:

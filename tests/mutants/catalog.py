@@ -138,6 +138,38 @@ MUTANTS: tuple[Mutant, ...] = (
         "            pass\n",
         ("tests/test_core_deadlines.py::test_second_shutdown_request_kills_at_once",),
     ),
+    Mutant(
+        "release_before_node_gone",
+        "the lease is released only once the node is gone",
+        CORE,
+        "            elif s.release_epoch is not None and s.node is NodePhase.NONE:\n",
+        "            elif s.release_epoch is not None:\n",
+        ("tests/test_core_deadlines.py::test_no_release_while_the_node_stops",),
+    ),
+    Mutant(
+        "restart_too_late",
+        "a crashed node is restarted only while it could still be stopped in time",
+        CORE,
+        "                                       and now < term_at):\n",
+        "                                       ):\n",
+        ("tests/test_core_deadlines.py::test_no_restart_after_the_term_deadline",),
+    ),
+    Mutant(
+        "two_lease_calls",
+        "one lease call at a time",
+        CORE,
+        "        if s.lease_enabled and s.lease_op is None:\n",
+        "        if s.lease_enabled:\n",
+        ("tests/test_core_property.py",),
+    ),
+    Mutant(
+        "stray_lease_kept",
+        "an acquire that committed after it was given up is released at once",
+        CORE,
+        "        if ev.mine:\n",
+        "        if False:\n",
+        ("tests/test_core.py::test_stray_lease_of_our_own_is_released",),
+    ),
     # ------------------------------------------------------------ the guard's deadline
     Mutant(
         "renewals_never_extend_deadline",
@@ -271,6 +303,22 @@ MUTANTS: tuple[Mutant, ...] = (
         "            # SIGKILL the node group and exit; the supervising task, if any, reaps it.\n",
         ("tests/test_node_more.py::test_cancelled_start_leaves_no_guard_and_no_node",),
     ),
+    Mutant(
+        "stale_node_not_swept",
+        "a node left over from an earlier run is killed before a new one starts",
+        NODE,
+        "        victims.append(proc)\n",
+        "        pass\n",
+        ("tests/test_node.py::test_stale_node_sweep",),
+    ),
+    Mutant(
+        "epoch_not_given_to_node",
+        "the node gets its fencing epoch (CORDA_HA_EPOCH)",
+        NODE,
+        '        env["CORDA_HA_EPOCH"] = str(epoch)\n',
+        "        pass\n",
+        ("tests/test_node.py::test_node_environment",),
+    ),
     # ------------------------------------------------------------ the daemon
     Mutant(
         "lease_call_unbounded",
@@ -353,6 +401,14 @@ MUTANTS: tuple[Mutant, ...] = (
         SQL,
         "                 AND l.epoch = %(epoch)s AND l.expires_at > n.now\n",
         "                 AND l.epoch = %(epoch)s\n",
+        ("tests/test_lease.py::test_renew",),
+    ),
+    Mutant(
+        "renew_any_instance",
+        "only the holding process (instance) can renew",
+        SQL,
+        "WHERE l.lease_name = %(name)s AND l.instance = %(instance)s\n",
+        "WHERE l.lease_name = %(name)s\n",
         ("tests/test_lease.py::test_renew",),
     ),
     Mutant(
@@ -546,6 +602,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "    if window < MIN_RENEWAL_WINDOW:\n",
         "    if False:\n",
         ("tests/test_config.py::test_no_room_for_one_renewal_is_refused",),
+    ),
+    Mutant(
+        "no_default_margin",
+        "the fencing margin M defaults to min(2 s, W/10)",
+        "supervisor/config.py",
+        '    margin = block.duration("fencingMargin", min(2.0, wait / 10))\n',
+        '    margin = block.duration("fencingMargin", 0.0)\n',
+        ("tests/test_config.py::test_base_config_defaults",),
     ),
     # ------------------------------------------------------------ not merged yet (fence)
     Mutant(
