@@ -202,10 +202,15 @@ class Run:
         return time.monotonic()
 
     async def node_up(self, timeout: float = 10.0) -> int:
+        """The node's pid, once it has printed its start line (its signal handlers are
+        installed by then: a SIGTERM before that would kill even --ignore-sigterm)."""
         await self.until(lambda: self.daemon.state.node_pid is not None, timeout, "node")
         pid = self.daemon.state.node_pid
         assert pid is not None
         self.track()
+        await self.until(lambda: any(str(e.get("line", "")).startswith(f"node started pid={pid}")
+                                     for e in self.events("node_output")), timeout,
+                         "the node's start line")
         return pid
 
     def track(self) -> None:
