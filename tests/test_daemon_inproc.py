@@ -583,30 +583,40 @@ def test_guard_kills_at_the_deadline_while_the_loop_is_frozen(
     later (before t + W), and not earlier (the deadline moved with each renewal)."""
 
     async def body() -> None:
+        armed = asyncio.Event()  # the test watches the node before the loop freezes
+        frozen: list[float] = []  # when the loop froze and thawed
+
         def setup(r: Run) -> None:
             async def renew(n: int) -> None:
                 if n < freeze_at:
                     await asyncio.sleep(0.3)
                     return
+                await armed.wait()
+                frozen.append(time.monotonic())
                 time.sleep(W + 0.5)  # blocks the loop: nothing of the daemon runs
+                frozen.append(time.monotonic())
                 raise LeaseUnavailable("frozen")
             r.store.hooks["renew"] = renew
 
         r = await started(make_config(tmp_path), reaper, logs, setup)
         try:
-            pid = await r.node_up()
+            await r.until(lambda: r.daemon.state.node_pid is not None, 10, "node")
+            pid = r.daemon.state.node_pid
+            assert pid is not None
+            r.track()
             watch = DeathWatch(pid)
-            await r.until(lambda: len(r.store.calls["renew"]) >= freeze_at, 10, "the freeze")
-            # the loop was frozen inside the call above; it runs again now
+            armed.set()
+            await r.until(lambda: len(frozen) == 2, 15, "the freeze to end")
             watch.stop()
             if freeze_at == 1:
                 t = r.store.calls["acquire"][0][0]
             else:
                 t = r.store.calls["renew"][freeze_at - 2][0]
             assert r.store.renewed == freeze_at - 1
+            assert frozen[0] < t + W - M - 0.1, "froze too late to show anything (slow start)"
             assert watch.died is not None, "the node survived the frozen supervisor"
-            print(f"frozen at renewal {freeze_at}: node dead at t + {watch.died - t:.3f} s "
-                  f"(deadline t + {W - M:.1f})")
+            print(f"frozen at renewal {freeze_at} (t + {frozen[0] - t:.3f} s): node dead at "
+                  f"t + {watch.died - t:.3f} s (deadline t + {W - M:.1f})")
             assert watch.died < t + W, "the node outlived its lease"
             assert watch.died >= t + W - M - 0.2, "killed before its deadline"
             r.daemon.events.put_nowait(ShutdownRequested("SIGTERM"))
