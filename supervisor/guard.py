@@ -12,23 +12,38 @@ stdout/stderr, and a status pipe whose write end is passed as ``--status-fd``.
 stdin, line based (UTF-8):
 
 * line 1: a JSON object ``{"command": [...], "cwd": str, "env": {...},
-  "deadline": float | null}`` (optional ``"pidfd": false`` forces the 20 ms
-  polling fallback; for tests). The environment travels here, never on argv
-  (``ps`` shows argv). ``deadline`` is an absolute ``time.monotonic()``; if it
-  has already passed the node is not started at all (``spawn_failed``).
+  "deadline": float | null, "cgroup": str | null}`` (optional ``"pidfd": false``
+  forces the 20 ms polling fallback; for tests). The environment travels here,
+  never on argv (``ps`` shows argv). ``deadline`` is an absolute
+  ``time.monotonic()``; if it has already passed the node is not started at all
+  (``spawn_failed``). ``cgroup`` (optional) is the directory of an existing,
+  empty cgroup v2: the node is moved into it between fork and exec, so the node
+  and every descendant (wrapper children, ``setsid`` children) are in it from
+  the node's first instruction; failing to move it is a ``spawn_failed``.
 * then commands, one per line:
-  ``deadline <float>`` (absolute monotonic seconds; SIGKILL the node's process
-  group when it passes), ``deadline none`` (clear it), ``stop <grace>`` (SIGTERM
-  the group now, SIGKILL it after ``grace`` seconds or at the deadline,
-  whichever comes first; a later ``stop`` can only shorten the grace),
-  ``kill`` (SIGKILL the group now). Unknown lines are reported on stderr and
-  ignored.
-* EOF (the supervisor exited or was SIGKILLed): SIGKILL the group at once.
+  ``deadline <float>`` (absolute monotonic seconds; SIGKILL the node when it
+  passes), ``deadline none`` (clear it), ``stop <grace>`` (SIGTERM the node's
+  process group now, SIGKILL the node after ``grace`` seconds or at the
+  deadline, whichever comes first; a later ``stop`` can only shorten the
+  grace), ``kill`` (SIGKILL the node now). Unknown lines are reported on
+  stderr and ignored.
+* EOF (the supervisor exited or was SIGKILLed): SIGKILL the node at once.
+
+"SIGKILL the node" means, on every path of the guard (deadline, stop
+escalation, ``kill``, EOF, SIGTERM, an internal error, the clean-up after the
+leader exited): SIGKILL its process group *and* ``cgroup.kill`` its cgroup
+(when it has one); the process group stays as the fallback.
 
 status fd, JSON lines, in this order:
 
 * ``{"event": "started", "pid": int, "pgid": int}`` or
   ``{"event": "spawn_failed", "error": str}`` (terminal: nothing follows);
+* after ``started``, for every command line once it has been applied (or
+  ignored), in order: ``{"event": "ack", "seq": n}`` where ``n`` counts the
+  lines after the spec from 1 (blank and unknown lines count too; an ignored
+  line's ack carries ``"error": str``). The supervisor uses these to tell a
+  stalled guard: it kills the node itself when they stop coming. Commands that
+  arrive after the leader exited are never acknowledged;
 * after ``started``, exactly one ``{"event": "exited", "pid": int,
   "returncode": int | null, "signal": int | null, "runtime": float,
   "killed_by": str | null, "signalled_at": float | null}`` once the node's
@@ -47,12 +62,16 @@ prefixed ``corda-ha guard[<pid>]:``.
 Signals: SIGINT and SIGHUP are ignored (the guard is controlled through its
 pipe only). SIGTERM to the guard is treated like EOF: SIGKILL the node group,
 report, exit. If the guard dies anyway, the node leader gets SIGKILL from
-``PR_SET_PDEATHSIG``. Whenever the guard leaves ``run()`` by any path while the
-node is unreaped, it SIGKILLs the node's process group first.
+``PR_SET_PDEATHSIG`` (its descendants do not: the supervisor kills the cgroup,
+and the next start's stale-node sweep finds leftovers). Whenever the guard
+leaves ``run()`` by any path while the node is unreaped, it SIGKILLs the node
+first. The supervisor removes the cgroup after the run; only after EOF on stdin
+(the supervisor is gone) does the guard remove it itself, best effort.
 
 When the node's leader exits, the guard notices it without reaping (pidfd /
 ``waitid(WNOWAIT)``), SIGKILLs the rest of the process group while the group
-id is still reserved by the zombie leader, then reaps the leader and reports.
+id is still reserved by the zombie leader, and the rest of the cgroup, then
+reaps the leader and reports.
 """
 
 from __future__ import annotations
@@ -71,13 +90,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from supervisor import cgroup as cgroups
+
 PR_SET_PDEATHSIG = 1
 _POLL_FALLBACK_S = 0.02
 _MAX_WAIT_MS = 60_000.0
 
 
-def _set_pdeathsig(parent_pid: int) -> Callable[[], None]:
-    """Return a preexec_fn for the node: default signal dispositions, PDEATHSIG=SIGKILL.
+def _preexec(parent_pid: int, cgroup: str | None) -> Callable[[], None]:
+    """Return a preexec_fn for the node: into `cgroup` (if any), default signal
+    dispositions, PDEATHSIG=SIGKILL.
 
     Safe only because the guard is single-threaded. If the guard already died
     between fork and prctl, the child kills itself.
@@ -85,6 +107,12 @@ def _set_pdeathsig(parent_pid: int) -> Callable[[], None]:
     libc = ctypes.CDLL(None, use_errno=True)
 
     def preexec() -> None:
+        if cgroup is not None:
+            try:
+                cgroups.move(cgroup)
+            except OSError as exc:
+                Guard.warn(f"cannot move the node into cgroup {cgroup}: {exc}")
+                raise
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -102,6 +130,8 @@ class Guard:
     def __init__(self, status_fd: int) -> None:
         self.status_fd = status_fd
         self.pid: int | None = None
+        self.cgroup: str | None = None
+        self.seq = 0  # command lines received so far (the `ack` sequence number)
         self.deadline: float | None = None
         self.stop_kill_at: float | None = None
         self.term_sent = False
@@ -130,7 +160,8 @@ class Guard:
 
     # -- signalling ---------------------------------------------------------
     def signal_group(self, sig: int, cause: str | None) -> None:
-        """Signal the node's whole process group (pgid == pid). Records `cause`."""
+        """Signal the node's whole process group (pgid == pid); for SIGKILL also
+        kill its cgroup. Records `cause`."""
         if self.pid is None or self.reaped:
             return
         if cause is not None:
@@ -146,6 +177,11 @@ class Guard:
             self.warn(f"killpg({self.pid}, {sig}) failed: {exc}")
             with contextlib.suppress(OSError):
                 os.kill(self.pid, sig)
+        if sig == signal.SIGKILL and self.cgroup is not None:
+            try:
+                cgroups.kill(self.cgroup)
+            except OSError as exc:
+                self.warn(f"cgroup.kill of {self.cgroup} failed: {exc}")
 
     def kill_at(self) -> float | None:
         """The monotonic time at which the group must be SIGKILLed, if any."""
@@ -164,11 +200,13 @@ class Guard:
             self.signal_group(signal.SIGKILL, cause)
 
     # -- commands -------------------------------------------------------------
-    def command(self, line: str) -> None:
-        """Apply one protocol line (see module docstring)."""
+    def command(self, line: str) -> str | None:
+        """Apply one protocol line (see module docstring); the reason it was ignored."""
+        self.check_timers()  # a deadline that has passed counts before any command
         words = line.split()
         if not words:
-            return
+            return None
+        error: str | None = None
         try:
             if words[0] == "deadline" and len(words) == 2:
                 self.deadline = None if words[1] == "none" else float(words[1])
@@ -193,7 +231,9 @@ class Guard:
                 raise ValueError("unknown command")
         except ValueError as exc:
             self.warn(f"ignoring command {line!r}: {exc}")
+            error = str(exc)
         self.check_timers()
+        return error
 
     def read_stdin(self) -> None:
         """Read what is available on stdin; EOF means the supervisor is gone."""
@@ -215,7 +255,12 @@ class Guard:
         """Apply every complete line in the input buffer."""
         *lines, self._inbuf = self._inbuf.split(b"\n")
         for raw in lines:
-            self.command(raw.decode(errors="replace"))
+            self.seq += 1
+            error = self.command(raw.decode(errors="replace"))
+            if error is None:
+                self.emit(event="ack", seq=self.seq)
+            else:
+                self.emit(event="ack", seq=self.seq, error=error)
 
     # -- lifecycle ------------------------------------------------------------
     def spawn(self, spec: Mapping[str, Any]) -> bool:
@@ -226,6 +271,8 @@ class Guard:
             env = {str(k): str(v) for k, v in spec["env"].items()}
             deadline = spec.get("deadline")
             self.deadline = None if deadline is None else float(deadline)
+            cgroup = spec.get("cgroup")
+            self.cgroup = None if cgroup is None else str(cgroup)
             if not command:
                 raise ValueError("empty command")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -237,16 +284,26 @@ class Guard:
         try:
             proc = subprocess.Popen(
                 command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_set_pdeathsig(os.getpid()),
+                start_new_session=True, preexec_fn=_preexec(os.getpid(), self.cgroup),
             )
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
-            self.emit(event="spawn_failed", error=f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            if self.cgroup is not None and isinstance(exc, subprocess.SubprocessError):
+                error += f" (moving the node into cgroup {self.cgroup} failed?)"
+            self.emit(event="spawn_failed", error=error)
             return False
         # We reap with os.waitpid ourselves; keep Popen from trying later.
         proc.returncode = 0
         self.pid = proc.pid
         self.emit(event="started", pid=proc.pid, pgid=proc.pid)
         return True
+
+    def remove_cgroup(self) -> None:
+        """Best effort: wait (at most 1 s) until the killed cgroup is empty, rmdir it."""
+        assert self.cgroup is not None
+        with contextlib.suppress(OSError):
+            if cgroups.wait_empty(self.cgroup, 1.0):
+                cgroups.remove(self.cgroup)
 
     def leader_exited(self) -> bool:
         """True when the leader is a zombie (not reaped yet: the pgid stays reserved)."""
@@ -339,6 +396,8 @@ class Guard:
                           killed_by=self.killed_by, signalled_at=self.signalled_at)
             if pidfd is not None:
                 os.close(pidfd)
+            if not self.stdin_open and self.cgroup is not None:
+                self.remove_cgroup()  # the supervisor is gone: nobody else will
 
 
 def _read_spec() -> dict[str, Any] | None:

@@ -20,6 +20,10 @@ the view is then out of date and the supervisor may have stalled.
 - `GET /status`: 200 with a JSON object (state, machine_name, holder, epoch,
   node_pid, lease_held, node_running, lease_enabled, healthy (as `/health`),
   loop_age_seconds, loop_stale, extra fields); 503 before the first `update()`.
+- `GET /readiness`: 200 when this host could run the node now: the holder with its
+  node up, or a standby that reaches the database and is in the contest
+  (`extra["can_take_over"]`); 503 otherwise (cut off, cooling down, misconfigured,
+  stale loop); body `ready`, `reason`, `state`.
 - `GET /liveness`: 200 while the loop is not stale, else 503 (a hung loop);
   body `alive`, `loop_age_seconds`, `timeout_seconds`.
 - `GET /metrics`: prometheus text format from the registry.
@@ -193,6 +197,8 @@ class HealthServer:
             return self._status(view)
         if path == "/liveness":
             return self._liveness(view)
+        if path == "/readiness":
+            return self._readiness(view)
         if path == "/metrics":
             return (HTTPStatus.OK, prometheus_client.CONTENT_TYPE_LATEST,
                     prometheus_client.generate_latest(self._registry))
@@ -235,6 +241,23 @@ class HealthServer:
             loop_stale=stale,
         )
         return _json(HTTPStatus.OK, body)
+
+    def _readiness(self, view: StatusView | None) -> tuple[int, str, bytes]:
+        age, stale = self._loop_age(view)
+        if view is None:
+            ready, reason, state = False, "starting", "starting"
+        elif stale:
+            ready, reason, state = False, f"loop stale for {age:.1f} s", view.state
+        elif view.healthy:
+            ready, reason, state = True, "holds the lease, node running", view.state
+        else:
+            ready = view.extra.get("can_take_over") is True
+            reason = str(view.extra.get("can_take_over_reason") or
+                         ("node not running" if not view.lease_enabled else view.state))
+            state = view.state
+        return _json(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE,
+                     {"ready": ready, "reason": reason, "state": state,
+                      "loop_age_seconds": round(age, 3)})
 
     def _liveness(self, view: StatusView | None) -> tuple[int, str, bytes]:
         age, stale = self._loop_age(view)

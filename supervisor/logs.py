@@ -25,6 +25,10 @@ Contract:
   Output therefore appears shortly after the call, not during it: call
   `flush_logs(timeout)` to wait for it (bounded; the CLI does before exiting,
   and `logging.shutdown()` at exit waits at most `EXIT_FLUSH_TIMEOUT`).
+- Under journald (stdout is the stream named by `$JOURNAL_STREAM`), each line
+  starts with its syslog priority, `<3>` for errors, `<4>` for warnings, `<6>`
+  info, `<7>` debug (systemd's `SyslogLevelPrefix=`, on by default), so that
+  `journalctl -p err` shows the supervisor's errors. Elsewhere lines are plain.
 - A stream with a file descriptor (stdout) is written with `os.write` on that
   descriptor, so a writer blocked on a full pipe holds no Python-level lock
   (not the lock of `sys.stdout`'s buffer). Errors while rendering or writing
@@ -191,9 +195,10 @@ class QueueHandler(logging.Handler):
     """
 
     def __init__(self, stream: TextIO, *, queue_records: int = QUEUE_RECORDS,
-                 queue_bytes: int = QUEUE_BYTES) -> None:
+                 queue_bytes: int = QUEUE_BYTES, syslog_prefix: bool = False) -> None:
         super().__init__()
         self._sink = _Sink(stream)
+        self._prefix = syslog_prefix
         self._max_records = max(1, queue_records)
         self._max_bytes = max(1, queue_bytes)
         self._items: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -228,7 +233,7 @@ class QueueHandler(logging.Handler):
             self._drop()  # cheap: a full queue costs no rendering
             return
         try:
-            text = self.format(record) + "\n"
+            text = self._line(record.levelno, self.format(record))
         except Exception:
             self._drop()
             return
@@ -241,6 +246,9 @@ class QueueHandler(logging.Handler):
                 self._items.put(text)  # SimpleQueue.put never blocks
         if not admit:
             self._drop()
+
+    def _line(self, levelno: int, text: str) -> str:
+        return f"<{syslog_priority(levelno)}>{text}\n" if self._prefix else text + "\n"
 
     def handleError(self, record: logging.LogRecord) -> None:
         self._drop()  # never print to stderr: it may be the same stalled sink
@@ -343,22 +351,48 @@ class QueueHandler(logging.Handler):
             "name": __name__, "levelno": logging.WARNING, "levelname": "WARNING",
             "msg": event, "_logger": logging.getLogger(__name__), "_name": "warning"})
         try:
-            self._sink.write(self.format(record) + "\n")
+            self._sink.write(self._line(logging.WARNING, self.format(record)))
         except Exception:
             with self._lock:  # try again with the next report; not counted twice
                 self._unreported += count
                 self._since = since if self._since is None else min(since, self._since)
 
 
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority of a stdlib level (debug 7, info 6, warning 4, error 3, ...)."""
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    return 6 if levelno >= logging.INFO else 7
+
+
+def is_journal_stream(stream: TextIO, environ: dict[str, str] | None = None) -> bool:
+    """True when `stream` is the journald stream systemd named in `$JOURNAL_STREAM`
+    (`<st_dev>:<st_ino>` of the connected socket)."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(x) for x in value.split(":"))
+        st = os.fstat(stream.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
 def configure_logging(fmt: str = "auto", level: str = "INFO", stream: TextIO | None = None, *,
                       queue_records: int = QUEUE_RECORDS,
-                      queue_bytes: int = QUEUE_BYTES) -> None:
+                      queue_bytes: int = QUEUE_BYTES,
+                      syslog_prefix: bool | None = None) -> None:
     """Route structlog and stdlib logging to `stream` (default: sys.stdout).
 
     `fmt`: "json", "console" or "auto" (console on a terminal, else JSON).
     `level`: a stdlib level name (DEBUG, INFO, WARNING, ERROR); records below it
     are dropped, from either source. `queue_records` / `queue_bytes`: bounds of
-    the queue in front of the stream. Raises ValueError for an unknown fmt/level.
+    the queue in front of the stream. `syslog_prefix`: start each line with its
+    syslog priority (None: when `stream` is journald's, see `is_journal_stream`).
+    Raises ValueError for an unknown fmt/level.
     """
     out = sys.stdout if stream is None else stream
     if fmt not in ("auto", "json", "console"):
@@ -385,7 +419,10 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", stream: TextIO | N
             renderer,
         ],
     )
-    handler = QueueHandler(out, queue_records=queue_records, queue_bytes=queue_bytes)
+    if syslog_prefix is None:
+        syslog_prefix = is_journal_stream(out)
+    handler = QueueHandler(out, queue_records=queue_records, queue_bytes=queue_bytes,
+                           syslog_prefix=syslog_prefix)
     handler.setFormatter(formatter)
     setattr(handler, _HANDLER_MARK, True)
 

@@ -53,6 +53,7 @@ class LeaseObserved:
     server: str = ""  # which database server answered (changes on restart / failover)
     server_uptime: float | None = None  # that server's age by its own clock, seconds
     row_server: str | None = None  # the server that wrote the row last (None: unknown)
+    handover_requested: bool = False  # the holder has been asked to step down
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -56,6 +56,22 @@ class _LogDrops(Collector):
             f"{_NS}_log_records_dropped",
             "Log records dropped (not written) because the log sink stalled.",
             value=dropped_log_records())
+
+
+class _Statements(Collector):
+    """`corda_ha_db_statements_total{op}`: database calls sent, read at scrape time
+    from a mapping the lease store keeps (op -> count)."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(f"{_NS}_db_statements",
+                                     "Database calls sent by this supervisor, by operation.",
+                                     labels=["op"])
+        for op, n in sorted(dict(self._counts()).items()):
+            family.add_metric([op], n)
+        yield family
 
 
 class Metrics:
@@ -108,6 +124,10 @@ class Metrics:
         if machine_name is not None:
             Info("supervisor", "Static facts about this supervisor.", namespace=_NS,
                  registry=r).info({"machine_name": machine_name})
+
+    def count_statements(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Publish the lease store's statement counts as `corda_ha_db_statements_total`."""
+        self.registry.register(_Statements(counts))
 
     def _renewal_age(self) -> float:
         last = self._last_renewal

@@ -1,20 +1,25 @@
 """The supervisor's handle on the node process (asyncio), through the fencing guard.
 
-`NodeProcess.start()` sweeps stale nodes, starts ``python -m supervisor.guard``
-(see `supervisor.guard` for the pipe protocol) and returns once the guard has
-started the node or failed to. Nothing here ever blocks the event loop: guard
-commands go through an asyncio write transport (buffered, never blocking; a
-dead guard is ignored), node output and guard events are read by asyncio
-protocols, the stale-node sweep runs in a worker thread.
+`NodeProcess.start()` sweeps stale nodes (bounded, see `supervisor.fencing`),
+puts the run in its own cgroup where it can, starts ``python -m
+supervisor.guard`` (see `supervisor.guard` for the pipe protocol) and returns
+once the guard has started the node or failed to. Nothing here ever blocks the
+event loop: guard commands go through an asyncio write transport (buffered,
+never blocking; a dead guard is ignored), node output and guard events are read
+by asyncio protocols, the stale-node sweep runs in a daemon thread. (cgroupfs
+writes, e.g. ``cgroup.kill``, are made on the loop: in-kernel, they do not block.)
 
-The guard, not this module, enforces the kill deadline, so the node dies on
-time even if this process is frozen or killed.
+Two fences. The guard enforces the kill deadline, so the node dies on time even
+if this process is frozen or killed. And this process fences the guard: it holds
+the node's pidfd, process group and cgroup and the current kill deadline itself;
+at the deadline, on `kill()`, and when the guard stops acknowledging commands,
+it SIGKILLs the node directly, and the guard too when the guard does not report
+the exit promptly. So a frozen guard cannot keep a node alive either.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import functools
 import json
@@ -24,19 +29,32 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
+import structlog
 
+from supervisor import cgroup as cgroups
 from supervisor.config import NodeConfig
+from supervisor.fencing import (
+    NODE_KEY_ENV,
+    NodeFence,
+    SweepError,
+    SweepFunction,
+    default_sweep,
+    log_swept,
+    node_key,
+    release_cgroup,
+    run_sweep,
+)
+from supervisor.procio import GuardCommands, LineRelay, reap_child, wait_pid_gone
 
 log = logging.getLogger(__name__)
+flog = structlog.get_logger("supervisor.node")  # structured events of the fence
 
-#: Node output lines longer than this are relayed in chunks of this many bytes.
-MAX_LINE_BYTES = 64 * 1024
 #: How long `start()` waits for the guard to report `started` / `spawn_failed`.
 START_TIMEOUT = 10.0
 #: After the node's exit, how long to wait for the guard to exit before SIGKILLing it.
@@ -45,6 +63,11 @@ GUARD_EXIT_TIMEOUT = 5.0
 OUTPUT_DRAIN_TIMEOUT = 0.5
 #: When the guard vanished, how long to wait for the orphaned node to die.
 ORPHAN_DEATH_TIMEOUT = 5.0
+#: After this process killed the node itself, how long the guard gets to report the
+#: exit before it is SIGKILLed too (the exit is then finished through the orphan path).
+KILL_CONFIRM_TIMEOUT = 0.5
+#: After the run, how long its killed cgroup gets to empty before it is left for a sweep.
+CGROUP_EMPTY_TIMEOUT = 5.0
 
 REMOVED_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 SPAWN_FAILED_RETURNCODE = 127
@@ -58,10 +81,12 @@ class NodeExit:
 
     `returncode` is the exit status when the node exited normally, `signal` the
     signal number when it was killed by one (one of the two is None).
-    `killed_by` is why the guard signalled it: "deadline", "stop", "kill",
-    "supervisor_gone", "guard_terminated", "guard_error", "guard_gone" (the guard itself
-    vanished; the node was then killed by PDEATHSIG and by us), or None when
-    the node exited on its own. On spawn failure `pid` is None, `returncode`
+    `killed_by` is why the guard (or this process) signalled it: "deadline",
+    "stop", "kill", "supervisor_gone", "guard_terminated", "guard_error",
+    "guard_gone" (the guard itself vanished; the node was then killed by
+    PDEATHSIG and by us), "guard_stalled" (the guard stopped acknowledging
+    commands; we killed the node and the guard), or None when the node exited on
+    its own. On spawn failure `pid` is None, `returncode`
     is 127 and `spawn_error` says why.
     """
 
@@ -74,212 +99,73 @@ class NodeExit:
 
 
 def node_environment(node: NodeConfig, *, epoch: int | None, machine_name: str,
-                     base: Mapping[str, str] | None = None) -> dict[str, str]:
+                     base: Mapping[str, str] | None = None,
+                     key: str | None = None) -> dict[str, str]:
     """The node's environment: `base` (default os.environ) + node.environment +
-    CORDA_HA_EPOCH (if epoch is not None) + CORDA_HA_MACHINE_NAME, minus the
+    CORDA_HA_EPOCH (if epoch is not None) + CORDA_HA_MACHINE_NAME +
+    CORDA_HA_NODE_KEY (if key is not None: the stale-sweep marker), minus the
     systemd notify/watchdog variables."""
     env = dict(os.environ if base is None else base)
     env.update(node.environment)
     env.pop("CORDA_HA_EPOCH", None)
+    env.pop(NODE_KEY_ENV, None)
     if epoch is not None:
         env["CORDA_HA_EPOCH"] = str(epoch)
     env["CORDA_HA_MACHINE_NAME"] = machine_name
+    if key is not None:
+        env[NODE_KEY_ENV] = key
     for name in REMOVED_ENV:
         env.pop(name, None)
     return env
 
 
-def sweep_stale_nodes(command: Sequence[str], working_directory: str,
-                      timeout: float = 5.0) -> list[int]:
-    """Kill processes left from an earlier run: same cmdline and cwd as our node.
-
-    Never touches this process or its descendants. Each match gets SIGKILL on
-    its process group (unless that is our own group) or else on itself; then
-    waits up to `timeout` for them to go. Blocking: call it in a thread.
-    Returns the pids it signalled.
-    """
-    wanted = list(command)
-    cwd_wanted = os.path.realpath(working_directory)
-    me = psutil.Process()
-    exclude = {me.pid} | {c.pid for c in me.children(recursive=True)}
-    own_pgrp = os.getpgrp()
-    victims: list[psutil.Process] = []
-    for proc in psutil.process_iter(["pid", "cmdline", "cwd"], ad_value=None):
-        info = proc.info
-        if info["pid"] in exclude or info["cmdline"] != wanted or info["cwd"] is None:
-            continue
-        if os.path.realpath(info["cwd"]) != cwd_wanted:
-            continue
-        victims.append(proc)
-    killed: list[int] = []
-    for proc in victims:
-        try:
-            pgid = os.getpgid(proc.pid)
-            if pgid != own_pgrp:
-                os.killpg(pgid, signal.SIGKILL)
-            else:
-                os.kill(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            continue
-        except PermissionError as exc:
-            log.error("stale node pid=%s could not be killed: %s", proc.pid, exc)
-            continue
-        log.warning("killed stale node pid=%s cmdline=%s cwd=%s", proc.pid, wanted, cwd_wanted)
-        killed.append(proc.pid)
-    alive = [p for p in victims if p.pid in killed]
-    end = time.monotonic() + timeout
-    while alive:
-        alive = [p for p in alive if _running(p)]
-        if alive and time.monotonic() >= end:
-            for proc in alive:
-                log.error("stale node pid=%s still alive %.0f s after SIGKILL", proc.pid, timeout)
-            break
-        if alive:
-            time.sleep(0.01)
-    return killed
-
-
-def _running(proc: psutil.Process) -> bool:
-    """Alive and not a zombie (a zombie is dead; its reaper may not be us)."""
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-class _LineRelay(asyncio.Protocol):
-    """Splits a byte stream into lines (chunks of at most MAX_LINE_BYTES) and decodes them."""
-
-    def __init__(self, on_line: Callable[[str], None],
-                 on_close: Callable[[], None] | None = None) -> None:
-        self._on_line = on_line
-        self._on_close = on_close
-        self._buf = bytearray()
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def _emit(self, raw: bytes, final: bool) -> None:
-        text = self._decoder.decode(raw, final=final)
-        if raw.endswith(b"\n"):
-            text = text[:-1]
-            if text.endswith("\r"):
-                text = text[:-1]
-        try:
-            self._on_line(text)
-        except Exception:
-            log.exception("output callback failed")
-
-    def data_received(self, data: bytes) -> None:
-        self._buf += data
-        while True:
-            nl = self._buf.find(b"\n", 0, MAX_LINE_BYTES)
-            if nl >= 0:
-                raw = bytes(self._buf[:nl + 1])
-                del self._buf[:nl + 1]
-                self._emit(raw, final=True)
-            elif len(self._buf) >= MAX_LINE_BYTES:
-                raw = bytes(self._buf[:MAX_LINE_BYTES])
-                del self._buf[:MAX_LINE_BYTES]
-                self._emit(raw, final=False)  # the decoder carries a split character over
-            else:
-                return
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._buf:
-            self._emit(bytes(self._buf), final=True)
-            self._buf.clear()
-        if not self.closed.done():
-            self.closed.set_result(None)
-        if self._on_close is not None:
-            self._on_close()
-
-
-class _GuardCommands(asyncio.Protocol):
-    """The write side of the guard's stdin; loss (guard gone) is simply recorded."""
-
-    def __init__(self) -> None:
-        self.lost = False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-
-
-async def _wait_pid_gone(pid: int, timeout: float, *, pidfd: int | None = None) -> bool:
-    """Wait (without blocking the loop) until `pid` has exited; True if it did in time.
-
-    Works for processes that are not our children (a zombie counts as gone).
-    """
-    loop = asyncio.get_running_loop()
-    own_fd = False
-    if pidfd is None:
-        try:
-            pidfd = os.pidfd_open(pid)
-            own_fd = True
-        except ProcessLookupError:
-            return True
-        except OSError:
-            pidfd = None
-    if pidfd is not None:
-        done: asyncio.Future[None] = loop.create_future()
-
-        def readable() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        loop.add_reader(pidfd, readable)
-        try:
-            await asyncio.wait_for(done, timeout)
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            loop.remove_reader(pidfd)
-            if own_fd:
-                os.close(pidfd)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        await asyncio.sleep(0.02)
-    return False
-
-
-async def _reap_child(proc: subprocess.Popen[bytes]) -> int:
-    """Wait for our child `proc` to exit and reap it, without blocking the loop."""
-    while proc.poll() is None:
-        await _wait_pid_gone(proc.pid, 1.0)
-    return proc.returncode
-
-
 class NodeProcess:
     """One run of the node under its guard. Create with `NodeProcess.start()`.
 
-    `pid` is the node's pid (None if it never started), `guard_pid` the guard's.
-    `set_deadline`, `stop` and `kill` are non-blocking requests to the guard;
-    after the node has exited they do nothing. `wait()` returns the `NodeExit`
-    once the node is gone and the guard has reported (or vanished); it never
+    `pid` is the node's pid (None if it never started), `guard_pid` the guard's,
+    `cgroup` the run's cgroup directory (None: process group only).
+    `set_deadline` and `stop` are non-blocking requests to the guard; `kill`
+    SIGKILLs the node at once itself and tells the guard. This object also holds
+    the kill deadline and kills the node itself when it passes without the exit
+    reported; a guard that leaves a command unacknowledged for `ack_timeout`
+    counts as stalled (the node and the guard are SIGKILLed, the exit is reported
+    with killed_by "guard_stalled"). After the node has exited all of these do
+    nothing. `wait()` returns the `NodeExit` once the node is gone, its cgroup
+    emptied and removed, and the guard has reported (or vanished); it never
     hangs on a dead or stuck guard.
     """
 
-    def __init__(self, guard: subprocess.Popen[bytes] | None, spawn_error: str | None) -> None:
+    def __init__(self, guard: subprocess.Popen[bytes] | None, spawn_error: str | None,
+                 *, cgroup: str | None = None, ack_timeout: float = 2.0,
+                 deadline: float | None = None) -> None:
         """Internal: use `start()`."""
         self._loop = asyncio.get_running_loop()
         self._started_at = time.monotonic()
         self.pid: int | None = None
         self.guard_pid: int | None = None if guard is None else guard.pid
+        self.cgroup = cgroup
+        self._guard = guard
         self._pgid: int | None = None
         self._node_pidfd: int | None = None
+        self._leader_reaped = False  # pidfd_open found it gone already
         self._spawn_error = spawn_error
         self._exited_event: dict[str, Any] | None = None
         self._first_report: asyncio.Future[None] = self._loop.create_future()
         self._status_closed: asyncio.Future[None] = self._loop.create_future()
         self._transport: asyncio.WriteTransport | None = None
-        self._commands: _GuardCommands | None = None
-        self._relays: list[tuple[asyncio.ReadTransport, _LineRelay]] = []
+        self._commands: GuardCommands | None = None
+        self._relays: list[tuple[asyncio.ReadTransport, LineRelay]] = []
         self._status_transport: asyncio.ReadTransport | None = None
+        # the second fence
+        self._deadline = deadline
+        self._ack_timeout = ack_timeout
+        self._sent = 0  # command lines written (the guard numbers them from 1)
+        self._acked = 0
+        self._unacked: deque[tuple[int, float]] = deque()  # (seq, sent at)
+        self._ack_check_at = 0.0  # when the armed ack check is due
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._fence_cause: str | None = None  # why we killed the node ourselves
+        self._orphan_cause: str | None = None  # why we SIGKILLed the guard ourselves
         self._result: asyncio.Future[NodeExit] = self._loop.create_future()
         if guard is None:
             self._result.set_result(NodeExit(
@@ -290,23 +176,45 @@ class NodeProcess:
     @classmethod
     async def start(cls, node: NodeConfig, *, epoch: int | None, machine_name: str,
                     kill_deadline: float | None,
-                    on_output: Callable[[str, str], None]) -> NodeProcess:
+                    on_output: Callable[[str, str], None],
+                    fence: NodeFence | None = None,
+                    sweep: SweepFunction | None = None) -> NodeProcess:
         """Sweep stale nodes, start the guard and through it the node.
 
         Returns once the guard reported `started` (then `pid` is set) or the
         start failed (then `wait()` returns a NodeExit with `spawn_error` and
         returncode 127; this includes a guard that cannot be executed or says
-        nothing within START_TIMEOUT). `kill_deadline` (absolute monotonic) is
-        in force from the first instant; a deadline already past means the node
-        is not started. `on_output(stream, line)` gets each node output line
-        ("stdout" / "stderr") without the newline; it must not block.
+        nothing within START_TIMEOUT, and a stale-node sweep that did not finish
+        within `fence.sweep_timeout`: then no node is started). `kill_deadline`
+        (absolute monotonic) is in force from the first instant; a deadline
+        already past means the node is not started. `on_output(stream, line)`
+        gets each node output line ("stdout" / "stderr") without the newline; it
+        must not block. `fence` (default: no cgroup, a key from machine_name and
+        the working directory) says how the run is fenced; `sweep` replaces the
+        stale-node sweep (tests).
         """
-        await asyncio.to_thread(sweep_stale_nodes, node.command, node.working_directory)
+        if fence is None:
+            fence = NodeFence(key=node_key("", machine_name, node.working_directory))
+        try:
+            swept = await run_sweep(fence.key, sweep or default_sweep(fence), fence.sweep_timeout)
+        except SweepError as exc:
+            flog.error("stale_sweep_failed", error=str(exc), at="node_start")
+            return cls(None, str(exc))
+        log_swept(swept, "node_start")
+        run_cgroup: str | None = None
+        if fence.cgroup_parent is not None:
+            try:
+                run_cgroup = cgroups.create(fence.cgroup_parent, fence.key)
+            except OSError as exc:
+                flog.error("node_cgroup_create_failed", parent=fence.cgroup_parent,
+                           error=str(exc), message="this run is held by its process group only")
         spec = {
             "command": list(node.command),
             "cwd": node.working_directory,
-            "env": node_environment(node, epoch=epoch, machine_name=machine_name),
+            "env": node_environment(node, epoch=epoch, machine_name=machine_name,
+                                    key=fence.key),
             "deadline": kill_deadline,
+            "cgroup": run_cgroup,
         }
         status_r, status_w = os.pipe()
         out_r, out_w = os.pipe()
@@ -320,11 +228,15 @@ class NodeProcess:
         except (OSError, subprocess.SubprocessError) as exc:
             for fd in (status_r, out_r, err_r):
                 os.close(fd)
+            if run_cgroup is not None:
+                with contextlib.suppress(OSError):
+                    cgroups.remove(run_cgroup)
             return cls(None, f"cannot start the guard: {exc}")
         finally:
             for fd in (status_w, out_w, err_w):
                 os.close(fd)
-        self = cls(guard, None)
+        self = cls(guard, None, cgroup=run_cgroup, ack_timeout=fence.ack_timeout,
+                   deadline=kill_deadline)
         try:
             await self._connect(guard, out_r, err_r, status_r, on_output)
             self._write((json.dumps(spec) + "\n").encode())
@@ -333,11 +245,10 @@ class NodeProcess:
         except TimeoutError:
             self._spawn_error = f"guard did not report within {START_TIMEOUT:.0f} s"
             log.error("guard pid=%s silent; killing it", guard.pid)
-            with contextlib.suppress(OSError):
-                os.killpg(guard.pid, signal.SIGKILL)
+            self._kill_guard()
         except BaseException:
             # Cancelled (or failed) half way: EOF on its stdin makes the guard
-            # SIGKILL the node group and exit; the supervising task, if any, reaps it.
+            # SIGKILL the node and exit; the supervising task, if any, reaps it.
             self._abort(guard)
             raise
         return self
@@ -350,15 +261,15 @@ class NodeProcess:
         try:
             for fd, name in ((out_r, "stdout"), (err_r, "stderr")):
                 transport, proto = await loop.connect_read_pipe(
-                    functools.partial(_LineRelay, functools.partial(on_output, name)),
+                    functools.partial(LineRelay, functools.partial(on_output, name)),
                     files.pop(fd))
                 self._relays.append((transport, proto))
             self._status_transport, _ = await loop.connect_read_pipe(
-                functools.partial(_LineRelay, self._on_status_line, self._status_eof),
+                functools.partial(LineRelay, self._on_status_line, self._status_eof),
                 files.pop(status_r))
             assert guard.stdin is not None
             self._transport, self._commands = await loop.connect_write_pipe(
-                _GuardCommands, guard.stdin)
+                GuardCommands, guard.stdin)
         finally:
             for f in files.values():
                 f.close()
@@ -372,9 +283,13 @@ class NodeProcess:
         if isinstance(self._result, asyncio.Task):
             return
         self._close_pipes()
-        task = self._loop.create_task(_reap_child(guard))  # the guard exits on EOF
+        task = self._loop.create_task(self._reap_aborted(guard))  # the guard exits on EOF
         _BACKGROUND.add(task)
         task.add_done_callback(_BACKGROUND.discard)
+
+    async def _reap_aborted(self, guard: subprocess.Popen[bytes]) -> None:
+        await reap_child(guard)
+        await self._release_cgroup()
 
     def _close_pipes(self) -> None:
         if self._transport is not None:
@@ -394,18 +309,25 @@ class NodeProcess:
         except (ValueError, KeyError, TypeError):
             log.error("unparseable guard status line: %r", line[:200])
             return
+        if kind == "ack":
+            self._on_ack(int(event.get("seq", 0)))
+            return
         if kind == "started":
             self.pid = int(event["pid"])
             self._pgid = int(event.get("pgid", self.pid))
             self._started_at = time.monotonic()
             try:
                 self._node_pidfd = os.pidfd_open(self.pid)
+            except ProcessLookupError:
+                self._leader_reaped = True
             except OSError:
                 self._node_pidfd = None
+            self._arm_deadline()
         elif kind == "spawn_failed":
             self._spawn_error = str(event.get("error"))
         elif kind == "exited":
             self._exited_event = event
+            self._cancel_timers()
         if not self._first_report.done():
             self._first_report.set_result(None)
 
@@ -416,24 +338,43 @@ class NodeProcess:
             self._first_report.set_result(None)
 
     # -- commands ---------------------------------------------------------------
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes) -> bool:
         if (self._transport is None or self._commands is None or self._commands.lost
                 or self._transport.is_closing()):
-            return
-        with contextlib.suppress(OSError, RuntimeError):
+            return False
+        try:
             self._transport.write(data)
+        except (OSError, RuntimeError):
+            return False
+        return True
+
+    def _command(self, line: str) -> None:
+        """Send one command line to the guard and expect its ack within ack_timeout."""
+        if self._exit_known() or not self._write(line.encode() + b"\n"):
+            return
+        self._sent += 1
+        self._unacked.append((self._sent, time.monotonic()))
+        if "ack" not in self._timers:
+            self._arm_ack_check(self._ack_timeout)
 
     def set_deadline(self, deadline: float | None) -> None:
-        """Set (absolute monotonic) or clear the kill deadline the guard enforces."""
-        self._write(b"deadline none\n" if deadline is None else f"deadline {deadline!r}\n".encode())
+        """Set (absolute monotonic) or clear the kill deadline; both fences enforce it."""
+        if self._exit_known():
+            return
+        self._deadline = deadline
+        self._arm_deadline()
+        self._command("deadline none" if deadline is None else f"deadline {deadline!r}")
 
     def stop(self, grace: float) -> None:
-        """SIGTERM the node's group now, SIGKILL it after `grace` s (or at the deadline)."""
-        self._write(f"stop {max(0.0, grace)!r}\n".encode())
+        """Through the guard: SIGTERM the node's group now, SIGKILL it after `grace` s
+        (or at the deadline)."""
+        self._command(f"stop {max(0.0, grace)!r}")
 
     def kill(self) -> None:
-        """SIGKILL the node's whole process group now."""
-        self._write(b"kill\n")
+        """SIGKILL the node now, ourselves (pidfd, process group, cgroup) and through
+        the guard; if the guard does not report the exit within KILL_CONFIRM_TIMEOUT,
+        SIGKILL the guard too."""
+        self._fence("kill")
 
     @property
     def running(self) -> bool:
@@ -445,11 +386,138 @@ class NodeProcess:
         """The node's exit (see NodeExit). Safe to call many times / concurrently."""
         return await asyncio.shield(self._result)
 
+    # -- the second fence ------------------------------------------------------
+    def _exit_known(self) -> bool:
+        return (self._exited_event is not None or self._status_closed.done()
+                or self._result.done())
+
+    def _on_ack(self, seq: int) -> None:
+        self._acked = max(self._acked, seq)
+        while self._unacked and self._unacked[0][0] <= self._acked:
+            self._unacked.popleft()
+
+    def _arm_ack_check(self, delay: float) -> None:
+        self._ack_check_at = time.monotonic() + delay
+        self._timers["ack"] = self._loop.call_later(delay, self._check_acks)
+
+    def _check_acks(self) -> None:
+        self._timers.pop("ack", None)
+        if self._exit_known() or not self._unacked:
+            return
+        now = time.monotonic()
+        if now - self._ack_check_at > self._ack_timeout / 2:
+            # This process was frozen itself (SIGSTOP, a VM pause, a stalled loop), and
+            # the guard perhaps with it: it gets a full ack timeout from now.
+            self._unacked = deque((seq, now) for seq, _ in self._unacked)
+            self._arm_ack_check(self._ack_timeout)
+            return
+        seq, sent_at = self._unacked[0]
+        waited = now - sent_at
+        if waited < self._ack_timeout:
+            self._arm_ack_check(self._ack_timeout - waited)
+            return
+        flog.error("guard_stalled", guard_pid=self.guard_pid, node_pid=self.pid, seq=seq,
+                   waited=round(waited, 3),
+                   message="the guard did not acknowledge a command; killing the node and "
+                           "the guard")
+        self._fence("guard_stalled", kill_guard=True)
+
+    def _arm_deadline(self) -> None:
+        old = self._timers.pop("deadline", None)
+        if old is not None:
+            old.cancel()
+        if self._deadline is None or self.pid is None or self._exit_known():
+            return
+        delay = max(0.0, self._deadline - time.monotonic())
+        self._timers["deadline"] = self._loop.call_later(delay, self._deadline_passed)
+
+    def _deadline_passed(self) -> None:
+        self._timers.pop("deadline", None)
+        if self._deadline is not None and time.monotonic() < self._deadline:
+            self._arm_deadline()  # fired early (clock resolution)
+        elif self._deadline is not None:
+            self._fence("deadline")
+
+    def _fence(self, cause: str, *, kill_guard: bool = False) -> None:
+        """Kill the node ourselves; then make sure the guard reports or is gone."""
+        if self.pid is None:  # not started (yet): only the guard can act
+            if not self._exit_known():
+                self._command("kill")
+            return
+        if self._exited_event is not None or self._result.done():
+            return
+        if self._fence_cause is None:
+            self._fence_cause = cause
+        self._kill_node()
+        if self._status_closed.done():  # the guard is gone: the orphan path finishes
+            return
+        if kill_guard:
+            self._orphan_cause = cause
+            self._kill_guard()
+            return
+        self._command("kill")
+        if "confirm" not in self._timers:
+            self._timers["confirm"] = self._loop.call_later(KILL_CONFIRM_TIMEOUT,
+                                                            self._kill_unconfirmed)
+
+    def _kill_unconfirmed(self) -> None:
+        self._timers.pop("confirm", None)
+        if self._exited_event is not None or self._result.done():
+            return
+        flog.error("guard_unresponsive", guard_pid=self.guard_pid, node_pid=self.pid,
+                   cause=self._fence_cause, waited=KILL_CONFIRM_TIMEOUT,
+                   message="the guard did not report the killed node's exit; killing it")
+        self._orphan_cause = self._fence_cause
+        self._kill_guard()
+
+    def _kill_node(self) -> None:
+        """SIGKILL the node: its leader by pidfd, its process group while the unreaped
+        leader still reserves the group id, its cgroup."""
+        assert self.pid is not None
+        group_reserved = False
+        if self._node_pidfd is not None:
+            try:
+                signal.pidfd_send_signal(self._node_pidfd, signal.SIGKILL)
+                group_reserved = True  # the leader is not reaped yet
+            except ProcessLookupError:
+                self._leader_reaped = True
+            except OSError as exc:
+                log.error("pidfd_send_signal to node pid=%s failed: %s", self.pid, exc)
+        elif not self._leader_reaped:
+            group_reserved = True  # no pidfd support: best effort, as before
+        if group_reserved:
+            with contextlib.suppress(OSError):
+                os.killpg(self._pgid or self.pid, signal.SIGKILL)
+        if self.cgroup is not None:
+            try:
+                cgroups.kill(self.cgroup)
+            except OSError as exc:
+                log.error("cgroup.kill of %s failed: %s", self.cgroup, exc)
+
+    def _kill_guard(self) -> None:
+        guard = self._guard
+        if guard is not None and guard.returncode is None:  # not reaped: the pid is its own
+            with contextlib.suppress(OSError):
+                os.killpg(guard.pid, signal.SIGKILL)
+
+    def _cancel_timers(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+
+    async def _release_cgroup(self) -> None:
+        if self.cgroup is not None:
+            await release_cgroup(self.cgroup, CGROUP_EMPTY_TIMEOUT)
+
     # -- the supervising task ------------------------------------------------------
     async def _supervise(self, guard: subprocess.Popen[bytes]) -> NodeExit:
         try:
-            return await self._supervise_inner(guard)
+            result = await self._supervise_inner(guard)
+            await self._release_cgroup()
+            await self._drain_output()
+            return result
         finally:
+            self._cancel_timers()
             self._close_pipes()
             if self._node_pidfd is not None:
                 os.close(self._node_pidfd)
@@ -457,7 +525,7 @@ class NodeProcess:
 
     async def _supervise_inner(self, guard: subprocess.Popen[bytes]) -> NodeExit:
         # The guard reports `exited` and exits; or it dies (status EOF without `exited`).
-        reaped = asyncio.create_task(_reap_child(guard))
+        reaped = asyncio.create_task(reap_child(guard))
         status_eof = self._status_closed
         either: list[asyncio.Future[Any]] = [reaped, status_eof]
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
@@ -471,44 +539,37 @@ class NodeProcess:
                 await asyncio.wait_for(asyncio.shield(reaped), GUARD_EXIT_TIMEOUT)
             except TimeoutError:
                 log.error("guard pid=%s did not exit; killing it", guard.pid)
-                with contextlib.suppress(OSError):
-                    os.killpg(guard.pid, signal.SIGKILL)
+                self._kill_guard()
                 await reaped
         guard_rc = reaped.result()
         self._status_eof()
 
         if self._exited_event is not None:
             ev = self._exited_event
-            result = NodeExit(pid=int(ev["pid"]), returncode=ev.get("returncode"),
-                              signal=ev.get("signal"), runtime=float(ev.get("runtime", 0.0)),
-                              killed_by=ev.get("killed_by"))
-        elif self.pid is None:
+            return NodeExit(pid=int(ev["pid"]), returncode=ev.get("returncode"),
+                            signal=ev.get("signal"), runtime=float(ev.get("runtime", 0.0)),
+                            killed_by=ev.get("killed_by") or self._fence_cause)
+        if self.pid is None:
             error = (self._spawn_error
                      or f"guard exited with status {guard_rc} before the node started")
-            result = NodeExit(pid=None, returncode=SPAWN_FAILED_RETURNCODE, signal=None,
-                              runtime=0.0, killed_by=None, spawn_error=error)
-        else:
-            result = await self._orphaned(guard_rc)
-        await self._drain_output()
-        return result
+            return NodeExit(pid=None, returncode=SPAWN_FAILED_RETURNCODE, signal=None,
+                            runtime=0.0, killed_by=None, spawn_error=error)
+        return await self._orphaned(guard_rc)
 
     async def _orphaned(self, guard_rc: int) -> NodeExit:
         """The guard vanished after starting the node: make sure the node is dead."""
         assert self.pid is not None
-        log.error("guard pid=%s vanished (status %s) while node pid=%s ran; killing the node",
-                  self.guard_pid, guard_rc, self.pid)
-        pidfd = self._node_pidfd
-        if pidfd is not None:
-            with contextlib.suppress(OSError):
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        # The group id cannot be reused while any member (or the unreaped leader) lives.
-        with contextlib.suppress(OSError):
-            os.killpg(self._pgid or self.pid, signal.SIGKILL)
-        leader_alive = not await _wait_pid_gone(self.pid, ORPHAN_DEATH_TIMEOUT, pidfd=pidfd)
+        if self._orphan_cause is None:
+            log.error("guard pid=%s vanished (status %s) while node pid=%s ran; killing the "
+                      "node", self.guard_pid, guard_rc, self.pid)
+        self._kill_node()
+        leader_alive = not await wait_pid_gone(self.pid, ORPHAN_DEATH_TIMEOUT,
+                                                pidfd=self._node_pidfd)
         if leader_alive:
             log.error("node pid=%s still alive %s s after SIGKILL", self.pid, ORPHAN_DEATH_TIMEOUT)
         return NodeExit(pid=self.pid, returncode=None, signal=int(signal.SIGKILL),
-                        runtime=time.monotonic() - self._started_at, killed_by="guard_gone")
+                        runtime=time.monotonic() - self._started_at,
+                        killed_by=self._orphan_cause or "guard_gone")
 
     async def _drain_output(self) -> None:
         """Give the output relays a moment to deliver the last lines (pipe EOF)."""
@@ -520,7 +581,7 @@ class NodeProcess:
 def _guard_environment() -> dict[str, str]:
     """The guard's own environment: ours, able to import `supervisor`, no systemd notify."""
     env = dict(os.environ)
-    for name in REMOVED_ENV:
+    for name in (*REMOVED_ENV, NODE_KEY_ENV):  # the guard must never look like a stale node
         env.pop(name, None)
     package_parent = str(Path(__file__).resolve().parent.parent)
     paths = [package_parent, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]

@@ -43,4 +43,5 @@ def observation(snapshot: LeaseSnapshot, identity: Identity) -> LeaseObserved:
         reclaimable=reclaimable, name_conflict=conflict, exists=snapshot.exists,
         server=snapshot.server, server_uptime=snapshot.server_uptime,
         row_server=snapshot.row_server,
+        handover_requested=snapshot.handover_requested_at is not None,
     )

@@ -33,10 +33,12 @@ from typing import Any
 
 import psutil
 
+from supervisor import cgroup as cgroups
+from supervisor.fencing import node_key
+from tests.nodescan import scan_nodes
 from tests.proc import wait_until
 
 FAKE_NODE = str(Path(__file__).with_name("fake_node.py"))
-NODE_MARK = b"fake_node.py"
 
 REPO = str(Path(__file__).resolve().parent.parent)
 
@@ -82,12 +84,18 @@ class Host:
         return self.root / "records"
 
     @property
+    def lock_path(self) -> Path:
+        """One lock file per cluster: a node holds it while it lives (exact overlaps)."""
+        return self.root.parent / "nodes.lock"
+
+    @property
     def config_path(self) -> Path:
         return self.root / "supervisor.conf"
 
     def write_config(self) -> None:
         self.records.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, FAKE_NODE, "--record", str(self.records), *self.node_args]
+        command = [sys.executable, FAKE_NODE, "--record", str(self.records),
+                   "--lock", str(self.lock_path), *self.node_args]
         self.config_path.write_text(f"""
 mutualExclusionConfiguration {{
   on = true
@@ -246,35 +254,20 @@ logging {{
         return found
 
 
-def scan_nodes(record_dirs: dict[str, str]) -> dict[str, list[int]]:
-    """One pass over /proc: per host name, the pids of live stand-in nodes whose
-    command line names that host's record directory. Zombies have no command line."""
-    wanted = {name: os.fsencode(d) for name, d in record_dirs.items()}
-    found: dict[str, list[int]] = {name: [] for name in record_dirs}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if not any(a.endswith(NODE_MARK) for a in argv[:3]):
-            continue
-        for name, directory in wanted.items():
-            if directory in argv:
-                found[name].append(int(entry.name))
-    return found
-
-
 class Watcher:
-    """Samples every host's live nodes every few ms; records any overlap.
+    """Watches every host's nodes; `assert_never_two` fails on any overlap.
 
-    It holds itself to its interval: `assert_never_two` fails when two samples
-    were ever further apart than `max_gap` (a watcher that stalls could miss an
-    overlap), or when it never sampled. `scans` keeps (start, end) of every scan;
-    an overlap is recorded with its scan's end time (tests/test_watcher.py shows
-    that it catches a 10 ms overlap).
+    Two independent checks:
+
+    - a sampling process (tests/watcher_proc.py: its own process, SCHED_FIFO where
+      allowed) scans /proc every `interval` s and reports any sample with more than
+      one live node, counting a node from its exec. It holds itself to its interval:
+      two samples further apart than `max_gap` fail the test, since an overlap could
+      have gone unseen;
+    - exact: every stand-in node holds the cluster's lock file (`--lock`) while it
+      lives, and records it when another node holds it already.
+
+    `hosts` may be replaced or appended to while it runs (checked every 10 ms).
     """
 
     def __init__(self, hosts: list[Host], interval: float = 0.005,
@@ -285,39 +278,87 @@ class Watcher:
         self.overlaps: list[tuple[float, dict[str, list[int]]]] = []
         self.samples = 0
         self.longest_gap = 0.0
-        self.scans: list[tuple[float, float]] = []
+        self.realtime = False
+        self._proc: subprocess.Popen[str] | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._feeder = threading.Thread(target=self._feed, daemon=True)
 
     def __enter__(self) -> Watcher:
-        self._thread.start()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.watcher_proc", str(self.interval)], cwd=REPO,
+            env=dict(os.environ, PYTHONPATH=REPO), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True, start_new_session=True)
+        self._send()
+        self._reader.start()
+        self._feeder.start()
+        wait_until(lambda: self.samples > 0 or self._proc is None or self._proc.poll() is not None,
+                   10, message="the watcher's first sample")
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(5)
+        self._feeder.join(5)
+        proc = self._proc
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                assert proc.stdin is not None
+                proc.stdin.close()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self._reader.join(5)
 
-    def _run(self) -> None:
-        last: float | None = None
-        while not self._stop.is_set():
-            began = time.monotonic()
-            alive = scan_nodes({h.name: str(h.records) for h in list(self.hosts)})
-            now = time.monotonic()
-            self.scans.append((began, now))
-            if last is not None:
-                self.longest_gap = max(self.longest_gap, now - last)
-            last = now
-            self.samples += 1
-            if sum(len(v) for v in alive.values()) > 1:
-                self.overlaps.append((now, alive))
-            self._stop.wait(self.interval)
+    def _dirs(self) -> dict[str, str]:
+        return {h.name: str(h.records) for h in list(self.hosts)}
+
+    def _send(self) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            proc.stdin.write(json.dumps(self._dirs()) + "\n")
+            proc.stdin.flush()
+
+    def _feed(self) -> None:
+        sent = self._dirs()
+        while not self._stop.wait(0.01):
+            now = self._dirs()
+            if now != sent:
+                self._send()
+                sent = now
+
+    def _read(self) -> None:
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        for line in proc.stdout:
+            with contextlib.suppress(ValueError):
+                msg = json.loads(line)
+                if "overlap" in msg:
+                    self.overlaps.append((float(msg["overlap"]), msg["alive"]))
+                else:
+                    self.samples = int(msg["samples"])
+                    self.longest_gap = float(msg["max_gap"])
+                    self.realtime = bool(msg["rt"])
+
+    def exact_overlaps(self) -> list[str]:
+        """Lines the nodes wrote when they found another node holding the lock."""
+        found: list[str] = []
+        for lock in {h.lock_path for h in list(self.hosts)}:
+            with contextlib.suppress(FileNotFoundError):
+                found += Path(f"{lock}.overlaps").read_text().splitlines()
+        return found
 
     def assert_never_two(self) -> None:
+        exact = self.exact_overlaps()
+        assert not exact, f"two nodes ran at once (node lock): {exact[:3]}"
         assert self.samples > 0, "the watcher never sampled"
         assert not self.overlaps, f"two nodes ran at once: {self.overlaps[:3]}"
         assert self.longest_gap <= self.max_gap, (
-            f"the watcher stalled for {self.longest_gap:.3f} s (limit {self.max_gap} s): "
-            "an overlap could have gone unseen")
+            f"the watcher stalled for {self.longest_gap:.3f} s (limit {self.max_gap} s, "
+            f"realtime={self.realtime}): an overlap could have gone unseen")
 
 
 class Cluster:
@@ -335,6 +376,22 @@ class Cluster:
                     tag=f"{name}-{uuid.uuid4().hex}", node_args=node_args or [], **kw)
         self.hosts.append(host)
         return host
+
+    def wait_member_ready(self, name: str, timeout: float = 10.0) -> None:
+        """Wait until host `name`'s member row says it could take over (what
+        `handover` checks before it asks the holder to step down)."""
+        import psycopg
+
+        def ready() -> bool:
+            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+                row = conn.execute(
+                    "SELECT bool_or(can_take_over AND last_seen > clock_timestamp() - "
+                    "interval '5 seconds') FROM corda_ha_lease_member "
+                    "WHERE lease_name = %s AND machine_name = %s",
+                    (self.lease_name, name)).fetchone()
+            return bool(row and row[0])
+
+        wait_until(ready, timeout, interval=0.05, message=f"{name} ready to take over")
 
     def live(self) -> dict[str, list[int]]:
         return {h.name: h.live_nodes() for h in self.hosts}
@@ -370,6 +427,8 @@ class Cluster:
         for host in self.hosts:
             left = host.tree()
             assert not left, f"{host.name}: processes survived teardown: {left}"
+        for host in self.hosts:
+            remove_node_cgroups(host)
 
 
     def _stop_gracefully(self, timeout: float = 10.0) -> None:
@@ -392,6 +451,21 @@ class Cluster:
                 host.proc.wait(max(0.0, end - time.monotonic()))
 
 
+def host_node_key(host: Host) -> str:
+    """The node key a host's supervisor uses (see supervisor.fencing.node_key)."""
+    return node_key(host.lease_name, host.machine_name or host.name, str(host.root))
+
+
+def remove_node_cgroups(host: Host) -> None:
+    """Remove the run cgroups a host's supervisor left (it was SIGKILLed, say)."""
+    parent = cgroups.own_cgroup_dir()  # the supervisors' node.cgroup = auto parent
+    if parent is None:
+        return
+    for path in cgroups.leftovers(parent, host_node_key(host)):
+        with contextlib.suppress(OSError):
+            cgroups.kill_and_remove(path, 5.0)
+
+
 @contextlib.contextmanager
 def cluster(root: Path, dsn: str, lease_name: str) -> Iterator[Cluster]:
     c = Cluster(root, dsn, lease_name)
@@ -402,10 +476,11 @@ def cluster(root: Path, dsn: str, lease_name: str) -> Iterator[Cluster]:
 
 
 def start_pair(c: Cluster, b_args: list[str] | None = None,
-               a_args: list[str] | None = None) -> tuple[Host, Host]:
-    """Start a, wait until it is active, then start b (standby)."""
-    a = c.add("a", a_args)
-    b = c.add("b", b_args)
+               a_args: list[str] | None = None, **kw: Any) -> tuple[Host, Host]:
+    """Start a, wait until it is active, then start b (standby). `kw` goes to both
+    hosts (e.g. update_ms, wait_ms, stop_ms)."""
+    a = c.add("a", a_args, **kw)
+    b = c.add("b", b_args, **kw)
     a.start()
     a.wait_node_up(15)
     b.start()

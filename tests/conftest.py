@@ -60,6 +60,7 @@ def db_config(pg_dsn: str, lease_name: str) -> DatabaseConfig:
         connect_timeout=2,
         operation_timeout=1,
     )
+from tests.cgroups import cgroup_parent  # noqa: F401,E402
 from tests.proc import reaper  # noqa: F401,E402
 
 

@@ -16,11 +16,23 @@ Options:
   --long-line N       print one stdout line of N bytes ("x" * N) after the start line
   --binary            print a line with undecodable bytes on stdout
   --chatter N         print a stdout line of about N bytes every 5 ms while running
+  --lock FILE         take flock(FILE) for as long as this node lives; when another
+                      node holds it, append "<pid> <monotonic time> <holder>" to
+                      FILE.overlaps (an exact record of two nodes at once) and carry on
+  --setsid-child      fork at once; the child calls setsid() (a new session: out of
+                      the node's process group, out of PR_SET_PDEATHSIG's reach) and
+                      re-executes this script without this option (so its command
+                      line differs from the configured one, like a daemonising
+                      launcher's JVM): it is the node and writes the record; the
+                      parent only forwards SIGTERM to it, waits for it and exits
+                      with its status
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -38,6 +50,33 @@ def write_record(directory: str, record: dict[str, object]) -> None:
     os.replace(tmp, path)
 
 
+def wait_for_setsid_child(child: int) -> int:
+    """The parent of --setsid-child: forward SIGTERM, wait, exit like the child."""
+    def forward(_sig: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    _, status = os.waitpid(child, 0)
+    return os.waitstatus_to_exitcode(status) & 0xFF
+
+
+def take_node_lock(path: str) -> int:
+    """flock `path` exclusively without waiting; on failure record the overlap. The
+    descriptor is not inherited by children (Python opens it close-on-exec), so the
+    lock lives exactly as long as this process."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        with open(path + ".overlaps", "a") as f:
+            f.write(f"{os.getpid()} {time.monotonic():.6f} {holder}\n")
+    return fd
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--crash-after", type=float)
@@ -49,7 +88,19 @@ def main() -> int:
     parser.add_argument("--long-line", type=int, default=0)
     parser.add_argument("--binary", action="store_true")
     parser.add_argument("--chatter", type=int, default=0)
+    parser.add_argument("--lock")
+    parser.add_argument("--setsid-child", action="store_true")
     args = parser.parse_args()
+
+    if args.setsid_child:
+        child = os.fork()
+        if child == 0:
+            os.setsid()
+            argv = [a for a in sys.argv if a != "--setsid-child"]
+            os.execv(sys.executable, [sys.executable, *argv])
+        return wait_for_setsid_child(child)
+
+    lock = take_node_lock(args.lock) if args.lock else None  # noqa: F841 (held till exit)
 
     if args.fail_at_start:
         print("node failing at start", file=sys.stderr, flush=True)

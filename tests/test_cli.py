@@ -230,6 +230,7 @@ def test_handover_with_wait_moves_the_lease_to_b(pair: Cluster) -> None:
     with Watcher(pair.hosts) as watch:
         a, b = start_pair(pair)
         watch.hosts = pair.hosts
+        pair.wait_member_ready("b")
         (node_a,) = a.live_nodes()
         epoch = a.wait_event("lease_acquired", 1)["epoch"]
         mark_a, mark_b = a.mark(), b.mark()
@@ -289,7 +290,7 @@ def test_handover_with_single_host_times_out_and_holder_comes_back(pair: Cluster
         epoch = a.wait_event("lease_acquired", 1)["epoch"]
         mark = a.mark()
         t0 = time.monotonic()
-        cmd = Streamed("handover", "--config", str(a.config_path), "--wait", "1")
+        cmd = Streamed("handover", "--force", "--config", str(a.config_path), "--wait", "1")
         code, exited, out, err = cmd.wait(30)
         print(out, err)
         assert code == 1, (out, err)

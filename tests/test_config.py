@@ -478,6 +478,11 @@ def test_line_for_dotted_key(tmp_path: Path) -> None:
     ("node.environment = [a]", "node.environment", "expected an object"),
     ("node.environment { X { Y = 1 } }", "node.environment.X", "expected a string"),
     ("node.environment { CORDA_HA_EPOCH = 1 }", "node.environment.CORDA_HA_EPOCH", "supervisor"),
+    ("node.environment { CORDA_HA_NODE_KEY = x }", "node.environment.CORDA_HA_NODE_KEY",
+     "supervisor"),
+    ("node.cgroup = sometimes", "node.cgroup", "absolute cgroup directory"),
+    ('node.cgroup = "sys/fs/cgroup"', "node.cgroup", "absolute cgroup directory"),
+    ("node.cgroup = [auto]", "node.cgroup", "got a list"),
     ('database.table = ""', "database.table", "non-empty"),
     (f"database.table = {'t' * 64}", "database.table", "63 bytes"),
     (f"database.schema = {'s' * 64}", "database.schema", "63 bytes"),
@@ -784,9 +789,23 @@ def test_production_example_details() -> None:
     assert redacted_dict(config)["timing"]["leaseLossGrace"] == pytest.approx(13.0)
 
 
-def test_two_host_examples_differ_only_in_machine_name() -> None:
+def test_two_host_examples_differ_only_in_machine_name_and_health_port() -> None:
     a = load_config(str(REPO / "config" / "host-a.conf"), environ={})
     b = load_config(str(REPO / "config" / "host-b.conf"), environ={})
     assert (a.lease.machine_name, b.lease.machine_name) == ("host-a", "host-b")
     assert a.database == b.database and a.node == b.node
+    assert (a.health.host, a.health.port, b.health.port) == ("0.0.0.0", 8080, 8081)
     assert not any("stopTimeout" in w for w in a.warnings)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("", "auto"), ("node.cgroup = auto", "auto"), ("node.cgroup = AUTO", "auto"),
+    ("node.cgroup = off", "off"), ("node.cgroup = false", "off"), ("node.cgroup = true", "auto"),
+    ('node.cgroup = "/sys/fs/cgroup/corda/"', "/sys/fs/cgroup/corda"),
+])
+def test_node_cgroup(tmp_path: Path, text: str, value: str) -> None:
+    config = load(tmp_path, BASE + text + "\n")
+    assert config.node.cgroup == value
+    assert redacted_dict(config)["node"]["cgroup"] == value
+    if value.startswith("/"):
+        assert any("node.cgroup" in w for w in config.warnings)  # no such directory here

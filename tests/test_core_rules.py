@@ -424,3 +424,75 @@ def test_release_after_planned_stop_then_standby_contends() -> None:
     acts = feed(d, LeaseReleased(True), 1.1, CORDA)
     assert d.state.state is State.EXITED
     assert [a for a in acts if isinstance(a, core.Exit)]
+
+
+# ------------------------------------------------------------------ logs for an operator
+
+
+def logs(actions: list[Action], name: str) -> list[dict[str, object]]:
+    return [dict(a.fields) for a in actions if isinstance(a, Log) and a.event == name]
+
+
+def test_standby_logs_its_view_at_info_only_when_it_changes() -> None:
+    d = standby()
+    acts = d.feed(held_by_other(V1), 0.0)
+    (view,) = logs(acts, "standby_view")
+    assert view["holder"] == "host-b" and view["could_take_over"] is True
+    assert [a.level for a in acts if isinstance(a, Log) and a.event == "standby_view"] == ["info"]
+    d.tick_to(0.25)
+    assert not logs(d.feed(held_by_other(V2), 0.25), "standby_view")  # a renewal: same view
+    d.tick_to(0.5)
+    moved = dataclasses.replace(held_by_other(V2), holder="host-c",
+                                version=core.SeenVersion(2, "c", "t9"))
+    assert logs(d.feed(moved, 0.5), "standby_view")[0]["holder"] == "host-c"
+
+
+@pytest.mark.parametrize(("events", "how", "previous"), [
+    ([dataclasses.replace(held_by_other(V1), handover_requested=True), free_row()],
+     "handed over", "host-b"),
+    ([held_by_other(V1), free_row()], "released", "host-b"),
+    ([LeaseObserved(version=FREE, free=True, expired=False, holder=None, mine=False,
+                    exists=False, server=SERVER)], "new lease (no row yet)", None),
+])
+def test_acquisition_says_how_and_from_whom(events: list[LeaseObserved], how: str,
+                                            previous: str | None) -> None:
+    d = standby()
+    t = 0.0
+    for ev in events:
+        d.tick_to(t)
+        d.feed(ev, t)
+        t += 0.1
+    acts = d.feed(LeaseAcquired(epoch=9, sent_at=t), t + 0.01)
+    (acquired,) = logs(acts, "lease_acquired")
+    assert (acquired["how"], acquired["previous_holder"]) == (how, previous)
+
+
+def test_expired_acquisition_says_it_waited_w() -> None:
+    d = standby()
+    d.feed(held_by_other(V1, expired=True), 0.0)
+    d.tick_to(W)
+    d.feed(held_by_other(V1, expired=True), W)
+    (acquired,) = logs(d.feed(LeaseAcquired(epoch=2, sent_at=W), W + 0.01), "lease_acquired")
+    assert str(acquired["how"]).startswith("expired") and acquired["previous_holder"] == "host-b"
+
+
+def test_state_changed_comes_after_its_cause() -> None:
+    d = standby()
+    d.feed(free_row(), 0.0)
+    acts = d.feed(LeaseAcquired(epoch=1, sent_at=0.0), 0.01)
+    names = [a.event for a in acts if isinstance(a, Log)]
+    assert names.index("lease_acquired") < names.index("state_changed")
+
+
+def test_standby_view_is_not_repeated_while_a_new_server_is_watched() -> None:
+    """Found by the demo: the reason's countdown made every poll a "change"."""
+    d = standby()
+    young = dataclasses.replace(free_row(SERVER), server_uptime=0.1)
+    views = []
+    t = 0.0
+    while t < W:
+        acts = d.feed(young, t)
+        views += logs(acts, "standby_view")
+        t = core.next_wakeup(d.state, TIMING) or t + 0.25
+        d.tick_to(t)
+    assert len(views) == 1 and views[0]["could_take_over"] is False

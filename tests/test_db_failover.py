@@ -202,6 +202,7 @@ def test_lossy_failover_never_runs_two_nodes(tmp_path: Path, lease_name: str, db
         b.start()
         b.wait_event("lease_seen", 20, match=lambda e: e["holder"] == "a")
         epoch = int(a.wait_event("lease_acquired", 1)["epoch"])
+        c.wait_member_ready("b")  # what `handover` checks first
 
         # 1. The replica has everything, then misses what follows.
         db.primary.wait_replayed(db.replica)

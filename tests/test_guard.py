@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from supervisor import cgroup as cgroups
+from tests.cgroups import wait_record
 from tests.proc import Reaper, pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(30)
@@ -27,19 +29,22 @@ class GuardHarness:
 
     def __init__(self, reaper: Reaper, node_args: list[str], *, cwd: str = "/",
                  deadline: float | None = None, command: list[str] | None = None,
-                 extra: bytes = b"", pidfd: bool = True) -> None:
+                 extra: bytes = b"", pidfd: bool = True, cgroup: str | None = None,
+                 guard: list[str] | None = None) -> None:
         self.reaper = reaper
         status_r, status_w = os.pipe()
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.proc = reaper.popen(
-            [sys.executable, "-m", "supervisor.guard", "--status-fd", str(status_w)],
+            [*(guard or [sys.executable, "-m", "supervisor.guard"]), "--status-fd",
+             str(status_w)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=(status_w,), env=env)
         os.close(status_w)
         self.status_r = status_r
         self._buf = b""
+        self.acks: list[dict[str, Any]] = []
         spec = {"command": command or [sys.executable, FAKE_NODE, *node_args], "cwd": cwd,
                 "env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CORDA_HA_EPOCH": "7"},
-                "deadline": deadline, "pidfd": pidfd}
+                "deadline": deadline, "pidfd": pidfd, "cgroup": cgroup}
         self.send((json.dumps(spec) + "\n").encode() + extra)
 
     def send(self, data: bytes | str) -> None:
@@ -47,21 +52,27 @@ class GuardHarness:
         self.proc.stdin.write(data.encode() if isinstance(data, str) else data)
         self.proc.stdin.flush()
 
-    def event(self, timeout: float = 5.0) -> dict[str, Any]:
-        """The next status event; fails after `timeout` s."""
+    def event(self, timeout: float = 5.0, acks: bool = False) -> dict[str, Any]:
+        """The next status event; fails after `timeout` s. Acks are collected in
+        `self.acks` and skipped unless `acks`."""
         end = time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            left = end - time.monotonic()
-            ready, _, _ = select.select([self.status_r], [], [], max(0.0, left))
-            if not ready:
-                raise AssertionError(f"no guard event within {timeout}s")
-            chunk = os.read(self.status_r, 4096)
-            if not chunk:
-                raise AssertionError("guard status pipe closed")
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        event: dict[str, Any] = json.loads(line)
-        return event
+        while True:
+            while b"\n" not in self._buf:
+                left = end - time.monotonic()
+                ready, _, _ = select.select([self.status_r], [], [], max(0.0, left))
+                if not ready:
+                    raise AssertionError(f"no guard event within {timeout}s")
+                chunk = os.read(self.status_r, 4096)
+                if not chunk:
+                    raise AssertionError("guard status pipe closed")
+                self._buf += chunk
+            line, self._buf = self._buf.split(b"\n", 1)
+            event: dict[str, Any] = json.loads(line)
+            if event["event"] == "ack":
+                self.acks.append(event)
+                if not acks:
+                    continue
+            return event
 
     def started(self) -> int:
         ev = self.event()
@@ -294,3 +305,99 @@ def test_without_pidfd_deadline_and_exit_still_work(reaper: Reaper, tmp_path: Pa
     g2 = GuardHarness(reaper, ["--crash-after", "0.1"], pidfd=False)
     g2.started()
     assert g2.exited()["returncode"] == 3
+
+
+# ------------------------------------------------------------------ cgroup and acks
+
+# A guard whose command handler fails on "boom": the internal-error path.
+FAILING_GUARD = [sys.executable, "-c", """
+import sys
+import supervisor.guard as g
+original = g.Guard.command
+def command(self, line):
+    if line.strip() == "boom":
+        raise RuntimeError("injected guard failure")
+    return original(self, line)
+g.Guard.command = command
+sys.exit(g.main(sys.argv[1:]))
+"""]
+
+KILL_PATHS = ["deadline", "stop", "kill", "eof", "sigterm", "leader_exit", "guard_error"]
+
+
+@pytest.mark.parametrize("path", KILL_PATHS)
+def test_every_kill_path_kills_the_cgroup(reaper: Reaper, tmp_path: Path, cgroup_parent: str,
+                                         path: str) -> None:
+    """The node's real worker is a setsid'ed child (another session, out of the
+    process group): every way the guard kills the node must take it down too."""
+    run_cgroup = cgroups.create(cgroup_parent, "guard")
+    deadline = time.monotonic() + 3.0 if path == "deadline" else None
+    g = GuardHarness(reaper, ["--setsid-child", "--ignore-sigterm", "--record", str(tmp_path)],
+                     cgroup=run_cgroup, deadline=deadline,
+                     guard=FAILING_GUARD if path == "guard_error" else None)
+    leader = g.started()
+    worker = int(wait_record(tmp_path)["pid"])
+    reaper.track_pid(worker)
+    assert worker != leader and os.getsid(worker) != os.getsid(leader)
+    assert sorted(cgroups.procs(run_cgroup)) == sorted([leader, worker])
+    expected: str | None = path
+    if path == "stop":
+        g.send("stop 0.2\n")
+    elif path == "kill":
+        g.send("kill\n")
+    elif path == "eof":
+        assert g.proc.stdin is not None
+        g.proc.stdin.close()
+        expected = "supervisor_gone"
+    elif path == "sigterm":
+        g.proc.terminate()
+        expected = "guard_terminated"
+    elif path == "leader_exit":
+        os.kill(leader, signal.SIGKILL)  # the leader dies on its own; its worker lives on
+        expected = None
+    elif path == "guard_error":
+        g.send("boom\n")
+    ev = g.event(timeout=6.0)
+    assert ev["event"] == "exited" and ev["killed_by"] == expected, ev
+    wait_until(lambda: not pid_alive(worker), 1.0, message=f"setsid'ed worker to die ({path})")
+    wait_until(lambda: not cgroups.populated(run_cgroup), 1.0, message="cgroup to empty")
+    g.proc.wait(5)
+    if path == "eof":  # the supervisor is gone: the guard removes the cgroup itself
+        assert not os.path.exists(run_cgroup)
+
+
+def test_wrapper_child_is_killed_with_the_cgroup_when_the_guard_dies(
+        reaper: Reaper, tmp_path: Path, cgroup_parent: str) -> None:
+    """A wrapper script forks the node (no exec). SIGKILL of the guard: PDEATHSIG
+    reaches the wrapper only; the wrapper's child is still in the run's cgroup, where
+    the supervisor (here: the test) finds and kills it."""
+    run_cgroup = cgroups.create(cgroup_parent, "wrapper")
+    wrapper = ["/bin/sh", "-c", f"{sys.executable} {FAKE_NODE} --record {tmp_path}; exit 0"]
+    g = GuardHarness(reaper, [], command=wrapper, cgroup=run_cgroup)
+    leader = g.started()
+    node = int(wait_record(tmp_path)["pid"])
+    reaper.track_pid(node)
+    g.proc.kill()
+    wait_until(lambda: not pid_alive(leader), 1.0, message="wrapper dies by PDEATHSIG")
+    assert pid_alive(node)  # the process group alone does not hold it
+    assert node in cgroups.procs(run_cgroup)
+    assert cgroups.kill_and_remove(run_cgroup, 2.0)
+    assert not pid_alive(node)
+
+
+def test_moving_into_a_missing_cgroup_is_a_spawn_failure(reaper: Reaper, tmp_path: Path) -> None:
+    g = GuardHarness(reaper, [], cgroup=str(tmp_path / "no-such-cgroup"))
+    ev = g.event()
+    assert ev["event"] == "spawn_failed" and "cgroup" in ev["error"], ev
+    assert g.proc.wait(5) == 0
+
+
+def test_every_command_is_acknowledged_in_order(reaper: Reaper, tmp_path: Path) -> None:
+    g = GuardHarness(reaper, ["--record", str(tmp_path)], extra=b"deadline none\n")
+    pid = g.started()
+    record(tmp_path, pid)
+    g.send(f"deadline {time.monotonic() + 100!r}\nbogus\n\nstop 5\n")
+    ev = g.exited()
+    assert ev["killed_by"] == "stop"
+    assert [a["seq"] for a in g.acks] == [1, 2, 3, 4, 5]
+    assert [("error" in a) for a in g.acks] == [False, False, True, False, False]

@@ -66,6 +66,13 @@ class Guard:
         return time.monotonic()
 
     def event(self, timeout: float) -> dict[str, Any]:
+        """The next status event other than a command acknowledgement."""
+        while True:
+            event = self._next(timeout)
+            if event.get("event") != "ack":
+                return event
+
+    def _next(self, timeout: float) -> dict[str, Any]:
         end = time.monotonic() + timeout
         while b"\n" not in self._buf:
             ready, _, _ = select.select([self.status_r], [], [], max(0.0, end - time.monotonic()))

@@ -166,6 +166,33 @@ def test_a_stale_loop_fails_health_and_liveness(server: HealthServer) -> None:
     assert body["loop_stale"] is False and float(body["loop_age_seconds"]) < 5.0  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("kw", "ready"), [
+    ({}, True),  # the holder with its node up
+    ({"lease_held": False, "node_running": False, "state": "standby",
+      "extra": {"can_take_over": True, "can_take_over_reason": "standby, database reachable"}},
+     True),
+    ({"lease_held": False, "node_running": False, "state": "standby",
+      "extra": {"can_take_over": False, "can_take_over_reason": "database unreachable: x"}},
+     False),
+    ({"lease_held": False, "node_running": False, "state": "cooldown",
+      "extra": {"can_take_over": False, "can_take_over_reason": "state is cooldown"}}, False),
+    ({"lease_held": True, "node_running": False, "state": "backoff",
+      "extra": {"can_take_over": False, "can_take_over_reason": "this host holds the lease"}},
+     False),
+    ({"last_loop_turn": time.monotonic() - 10.0}, False),  # a stale loop is never ready
+    ({"lease_enabled": False, "lease_held": False, "state": "disabled"}, True),
+])
+def test_readiness(server: HealthServer, kw: dict[str, object], ready: bool) -> None:
+    server.update(view(**kw))
+    status, body = get_json(server, "/readiness")
+    assert (status, body["ready"]) == ((200, True) if ready else (503, False))
+    assert body["reason"]
+
+
+def test_readiness_before_first_update(server: HealthServer) -> None:
+    assert get_json(server, "/readiness")[0] == 503
+
+
 def test_metrics(server: HealthServer, metrics: Metrics) -> None:
     v = view(extra={"restarts": 2, "last_renewal_age": 0.4})
     metrics.lease_acquired(7, time.monotonic())

@@ -437,3 +437,29 @@ def test_normal_exit_writes_the_last_lines(tmp_path: Path) -> None:
     assert [r.get("n") for r in recs[:-1]] == list(range(3000))
     assert recs[-1]["event"] == "supervisor_exiting"
     assert result.stderr.decode().startswith("flushed=True")
+
+
+def test_journald_lines_carry_their_syslog_priority(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    """Under journald (stdout is the stream `$JOURNAL_STREAM` names) every line starts
+    with `<N>`, so `journalctl -p err` shows errors; elsewhere lines stay plain."""
+    path = tmp_path / "journal"
+    with open(path, "w+") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        configure_logging("json", "DEBUG", stream=stream)
+        log = get_logger("t")
+        log.error("lease_lost", epoch=3)
+        log.warning("lease_renewal_failed")
+        log.info("lease_acquired")
+        log.debug("lease_renewed")
+        logging.getLogger("psycopg").error("server closed the connection")
+        assert flush_logs(5.0)
+    got = path.read_text().splitlines()
+    assert [line[:3] for line in got] == ["<3>", "<4>", "<6>", "<7>", "<3>"]
+    assert json.loads(got[0][3:])["event"] == "lease_lost"
+    # another stream (a pipe, a file, a terminal): no prefix
+    other = io.StringIO()
+    configure_logging("json", "INFO", stream=other)
+    get_logger("t").error("lease_lost")
+    assert text(other).startswith("{")

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.cluster import Cluster, http_get, run_cli
+from tests.cluster import Cluster, Host, http_get, run_cli
 from tests.pgserver import PgServer, free_port
 from tests.proc import wait_until
 
@@ -17,7 +17,12 @@ pytestmark = pytest.mark.timeout(90)
 WRONG = "not-the-password-7x"
 
 
-def test_standby_with_a_broken_database_login_is_loud(pair: Cluster, pg_server: PgServer) -> None:
+def test_standby_whose_database_login_breaks_is_loud(pair: Cluster, pg_server: PgServer) -> None:
+    """The password of a running standby's role is changed and its connections are
+    dropped (a rotation gone wrong): it keeps running, and says it cannot take over.
+    (At start, a refused login is exit 78: tests/test_startup_errors.py.)"""
+    if not pg_server.can_restart:
+        pytest.skip("external database (CORDA_HA_TEST_DSN): cannot create roles")
     # fixed health ports: the `status` command finds this host's supervisor through them
     a = pair.add("a")
     healthy = pair.add("healthy", extra_conf=f"health.port = {free_port()}")
@@ -25,14 +30,28 @@ def test_standby_with_a_broken_database_login_is_loud(pair: Cluster, pg_server: 
     a.wait_node_up(15)
     healthy.start()
     healthy.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")
-    bad_dsn = (f"postgresql://{pg_server.password_user}:{WRONG}@{pg_server.host}:"
-               f"{pg_server.port}/postgres")
-    broken = pair.add("broken", dsn=bad_dsn, extra_conf=f"health.port = {free_port()}")
+    role = pg_server.password_user  # the role pg_hba.conf checks passwords for
+    pg_server.execute(f"GRANT SELECT, INSERT, UPDATE ON corda_ha_lease TO {role}")
+    pg_server.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON corda_ha_lease_member TO {role}")
+    dsn = (f"postgresql://{role}:{pg_server.password}@{pg_server.host}:{pg_server.port}/"
+           "postgres")
+    broken = pair.add("broken", dsn=dsn, extra_conf=f"health.port = {free_port()}")
     broken.start()
+    broken.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")
+    try:
+        pg_server.execute(f"ALTER ROLE {role} PASSWORD '{WRONG}'")
+        pg_server.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE usename = %s", [role])
+        loud(pair, a, healthy, broken)
+    finally:
+        pg_server.execute(f"ALTER ROLE {role} PASSWORD '{pg_server.password}'")
 
-    failed = broken.wait_event("lease_call_failed", 15)
-    assert failed["level"] == "warning"
-    assert "password authentication failed" in failed["reason"]
+
+def loud(pair: Cluster, a: Host, healthy: Host, broken: Host) -> None:
+    first = broken.wait_event("lease_call_failed", 15)
+    assert first["level"] == "warning"  # the first failure of a run is loud
+    broken.wait_event("lease_call_failed", 15,
+                      match=lambda e: "password authentication failed" in e["reason"])
 
     def status_of(host_port: int) -> dict[str, object]:
         code, body = http_get(host_port, "/status")
@@ -62,12 +81,18 @@ def test_standby_with_a_broken_database_login_is_loud(pair: Cluster, pg_server: 
     code, metrics = http_get(healthy.health_port(), "/metrics")
     assert re.search(rb"^corda_ha_can_take_over 1\.0$", metrics, re.M)
 
+    # /readiness: the holder and the healthy standby could run the node, the broken one not
+    assert http_get(a.health_port(), "/readiness")[0] == 200
+    assert http_get(healthy.health_port(), "/readiness")[0] == 200
+    code, body = http_get(port, "/readiness")
+    assert code == 503 and b"database unreachable" in body
+
     # the operator's command shows the same, and never the password
     out = run_cli("status", "--config", str(broken.config_path))
     assert out.returncode == 69, out
     assert "could take over now: NO" in out.stdout
     assert "UNREACHABLE" in out.stdout and "password authentication failed" in out.stdout
-    assert WRONG not in out.stdout + out.stderr
+    assert PgServer.password not in out.stdout + out.stderr
     out = run_cli("status", "--config", str(healthy.config_path))
     assert out.returncode == 0, out
     assert "could take over now: yes" in out.stdout
@@ -76,4 +101,16 @@ def test_standby_with_a_broken_database_login_is_loud(pair: Cluster, pg_server: 
     assert data["holder"] == "a" and data["this_host"]["can_take_over"] is True
 
     with broken.cond:
-        assert WRONG not in "".join(broken.raw)
+        assert PgServer.password not in "".join(broken.raw)
+
+
+def test_statements_are_counted_per_operation(pair: Cluster) -> None:
+    a = pair.add("a")
+    a.start()
+    a.wait_node_up(15)
+    a.wait_event("lease_renewed", 10)
+    code, body = http_get(a.health_port(), "/metrics")
+    assert code == 200
+    counts = dict(re.findall(rb'^corda_ha_db_statements_total\{op="([a-z_]+)"\} ([0-9.]+)$',
+                             body, re.M))
+    assert float(counts[b"renew"]) >= 1 and float(counts[b"acquire"]) >= 1, counts

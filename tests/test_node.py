@@ -9,6 +9,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -17,14 +18,19 @@ from typing import Any, TypeVar
 import psutil
 import pytest
 
+from supervisor import cgroup as cgroups
 from supervisor.config import NodeConfig
-from supervisor.node import (
-    MAX_LINE_BYTES,
-    NodeExit,
-    NodeProcess,
-    node_environment,
+from supervisor.fencing import (
+    NODE_KEY_ENV,
+    NodeFence,
+    SweepFunction,
+    Swept,
+    node_key,
     sweep_stale_nodes,
 )
+from supervisor.node import NodeExit, NodeProcess, node_environment
+from supervisor.procio import MAX_LINE_BYTES
+from tests.cgroups import wait_record
 from tests.proc import Reaper, group_alive, pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(30)
@@ -73,10 +79,11 @@ class Output:
 
 
 async def start(reaper: Reaper, cfg: NodeConfig, *, epoch: int | None = 1,
-                deadline: float | None = None) -> tuple[NodeProcess, Output]:
+                deadline: float | None = None, fence: NodeFence | None = None,
+                sweep: SweepFunction | None = None) -> tuple[NodeProcess, Output]:
     out = Output()
     proc = await NodeProcess.start(cfg, epoch=epoch, machine_name="m1", kill_deadline=deadline,
-                                   on_output=out)
+                                   on_output=out, fence=fence, sweep=sweep)
     if proc.guard_pid is not None:
         reaper.track_group(proc.guard_pid)
     if proc.pid is not None:
@@ -277,31 +284,42 @@ def test_guard_sigkilled_while_frozen_writes_do_not_block(reaper: Reaper,
     run(body())
 
 
-def test_stale_node_sweep(reaper: Reaper, tmp_path: Path) -> None:
-    same = tmp_path / "node"
-    other = tmp_path / "other"
-    same.mkdir()
-    other.mkdir()
+def test_stale_node_sweep_by_environment_marker(reaper: Reaper, tmp_path: Path) -> None:
+    """Leftovers are found by CORDA_HA_NODE_KEY, never by their command line: a
+    wrapper's child is found, a look-alike without the marker is not touched."""
+    key, other_key = node_key("l", "m", str(tmp_path)), node_key("l", "m2", str(tmp_path))
     command = (sys.executable, FAKE_NODE)
-    stale = reaper.spawn_detached(command, cwd=str(same))
-    unrelated = reaper.spawn_detached(command, cwd=str(other))
-    different_args = reaper.spawn_detached((*command, "--stop-delay", "0"), cwd=str(same))
-    assert sweep_stale_nodes(command, str(same)) == [stale]
-    assert not pid_alive(stale)
-    assert pid_alive(unrelated) and pid_alive(different_args)
-    assert sweep_stale_nodes(command, str(same)) == []
+    env = dict(os.environ)
+    stale = reaper.spawn_detached(command, cwd=str(tmp_path), env={**env, NODE_KEY_ENV: key})
+    wrapper = reaper.spawn_detached(
+        ["/bin/sh", "-c", f"{sys.executable} {FAKE_NODE}; exit 0"], cwd=str(tmp_path),
+        env={**env, NODE_KEY_ENV: key})
+    wait_until(lambda: psutil.Process(wrapper).children(), 5, message="wrapper's child")
+    (wrapped,) = [c.pid for c in psutil.Process(wrapper).children()]
+    reaper.track_pid(wrapped)
+    other_node = reaper.spawn_detached(command, cwd=str(tmp_path),
+                                       env={**env, NODE_KEY_ENV: other_key})
+    look_alike = reaper.spawn_detached(command, cwd=str(tmp_path), env=env)
+    swept = sweep_stale_nodes(key, None)
+    print(f"sweep of 3 marked processes took {swept.seconds * 1000:.1f} ms")
+    assert sorted(swept.pids) == sorted([stale, wrapper, wrapped]) and swept.left == ()
+    assert not any(pid_alive(p) for p in (stale, wrapper, wrapped))
+    assert pid_alive(other_node) and pid_alive(look_alike)
+    assert sweep_stale_nodes(key, None).pids == ()
 
 
 def test_start_sweeps_a_stale_node_first(reaper: Reaper, tmp_path: Path) -> None:
     cfg = config(tmp_path)
-    stale = reaper.spawn_detached(cfg.command, cwd=str(tmp_path))
+    key = node_key("", "m1", str(tmp_path))  # what start() uses without a fence
+    stale = reaper.spawn_detached(cfg.command, cwd=str(tmp_path),
+                                  env={**os.environ, NODE_KEY_ENV: key})
 
     async def body() -> None:
         proc, _ = await started(reaper, cfg)
         assert not pid_alive(stale)
         assert proc.pid is not None and pid_alive(proc.pid)
-        # Our own running node is never taken for a stale one.
-        assert await asyncio.to_thread(sweep_stale_nodes, cfg.command, str(tmp_path)) == []
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+        assert f"{NODE_KEY_ENV}={key}".encode() in environ
         proc.kill()
         await proc.wait()
     run(body())
@@ -411,3 +429,199 @@ def test_supervisor_frozen_node_dies_at_deadline(reaper: Reaper, tmp_path: Path)
         wait_until(lambda: not group_alive(info["pid"]), 1.0, message="node group to die")
     finally:
         parent.send_signal(signal.SIGCONT)
+
+
+# ------------------------------------------------------------------ the second fence
+
+
+async def death_time(pid: int, timeout: float) -> float:
+    """Poll (2 ms) until `pid` is dead (a zombie counts); the monotonic time seen."""
+    end = time.monotonic() + timeout
+    while pid_alive(pid):
+        assert time.monotonic() < end, f"pid {pid} still alive after {timeout}s"
+        await asyncio.sleep(0.002)
+    return time.monotonic()
+
+
+def freeze(reaper: Reaper, proc: NodeProcess) -> int:
+    assert proc.guard_pid is not None
+    os.kill(proc.guard_pid, signal.SIGSTOP)
+    return proc.guard_pid
+
+
+def test_frozen_guard_supervisor_kills_at_the_deadline(reaper: Reaper, tmp_path: Path) -> None:
+    """The guard is SIGSTOPped: this process must kill the node at the deadline itself
+    (and then the guard, which cannot report)."""
+    async def body() -> None:
+        proc, _ = await started(reaper, config(tmp_path))
+        assert proc.pid is not None
+        guard = freeze(reaper, proc)
+        deadline = time.monotonic() + 0.5
+        proc.set_deadline(deadline)
+        dead_at = await death_time(proc.pid, 5)
+        late = dead_at - deadline
+        ex = await asyncio.wait_for(proc.wait(), 5)
+        print(f"frozen guard: node dead {late * 1000:.1f} ms after the deadline; exit "
+              f"reported {(time.monotonic() - deadline) * 1000:.0f} ms after it")
+        assert 0 <= late < 0.25, late
+        assert ex.killed_by == "deadline" and ex.signal == signal.SIGKILL
+        assert not pid_alive(guard)
+    run(body())
+
+
+def test_frozen_guard_kill_is_immediate(reaper: Reaper, tmp_path: Path) -> None:
+    async def body() -> None:
+        proc, _ = await started(reaper, config(tmp_path, "--spawn-child", "--record",
+                                               str(tmp_path)))
+        assert proc.pid is not None
+        child = reaper.track_pid(read_record(tmp_path, proc.pid)["child_pid"])
+        guard = freeze(reaper, proc)
+        t0 = time.monotonic()
+        proc.kill()
+        dead_at = await death_time(proc.pid, 2)
+        ex = await asyncio.wait_for(proc.wait(), 5)
+        print(f"kill with a frozen guard: node dead after {(dead_at - t0) * 1000:.1f} ms, "
+              f"exit reported after {(time.monotonic() - t0) * 1000:.0f} ms")
+        assert dead_at - t0 < 0.4  # without the fix: never (the guard is frozen)
+        assert ex.killed_by == "kill" and ex.signal == signal.SIGKILL
+        assert not pid_alive(child) and not pid_alive(guard)
+    run(body())
+
+
+def test_unacknowledged_command_means_guard_stalled(reaper: Reaper, tmp_path: Path) -> None:
+    async def body() -> None:
+        fence = NodeFence(key=node_key("", "m1", str(tmp_path)), ack_timeout=0.3)
+        proc, _ = await started(reaper, config(tmp_path), fence=fence)
+        assert proc.pid is not None
+        for _ in range(20):  # a healthy guard acknowledges everything
+            proc.set_deadline(time.monotonic() + 100)
+        await asyncio.sleep(0.5)
+        assert proc.running
+        guard = freeze(reaper, proc)
+        t0 = time.monotonic()
+        proc.set_deadline(time.monotonic() + 100)  # far: only the missing ack can act
+        ex = await asyncio.wait_for(proc.wait(), 5)
+        took = time.monotonic() - t0
+        print(f"stalled guard detected and fenced after {took * 1000:.0f} ms (ack timeout 300)")
+        assert ex.killed_by == "guard_stalled" and ex.signal == signal.SIGKILL
+        assert 0.3 <= took < 1.5, took
+        assert not pid_alive(proc.pid) and not pid_alive(guard)
+    run(body())
+
+
+def test_frozen_together_is_not_a_stalled_guard(reaper: Reaper, tmp_path: Path) -> None:
+    """A VM pause freezes this process and the guard alike: an ack that is overdue
+    only because we were frozen too must not count the guard as stalled."""
+    async def body() -> None:
+        fence = NodeFence(key=node_key("", "m1", str(tmp_path)), ack_timeout=0.3)
+        proc, _ = await started(reaper, config(tmp_path), fence=fence)
+        guard = freeze(reaper, proc)
+        proc.set_deadline(time.monotonic() + 100)  # the guard cannot ack it yet
+        time.sleep(0.6)  # the whole "VM" is paused: our loop too
+        os.kill(guard, signal.SIGCONT)
+        await asyncio.sleep(0.8)
+        assert proc.running, await proc.wait()
+        proc.kill()
+        assert (await proc.wait()).killed_by == "kill"
+    run(body())
+
+
+def test_blocked_sweep_fails_the_start_in_time_and_the_loop_runs(reaper: Reaper,
+                                                                 tmp_path: Path) -> None:
+    """A /proc read hung on a stuck mount, played by a sweep that blocks: the start
+    gives up after the limit without starting anything; the loop never stalls; while
+    that sweep is still hung, the next start fails at once."""
+    release = threading.Event()
+    seen_abandoned: list[bool] = []
+
+    def stuck(abandoned: threading.Event) -> Swept:
+        release.wait(20)
+        seen_abandoned.append(abandoned.is_set())
+        return Swept()
+
+    async def body() -> None:
+        worst = 0.0
+        ticking = True
+
+        async def ticker() -> None:
+            nonlocal worst
+            while ticking:
+                t = time.monotonic()
+                await asyncio.sleep(0.005)
+                worst = max(worst, time.monotonic() - t)
+
+        task = asyncio.create_task(ticker())
+        fence = NodeFence(key=node_key("", "m1", str(tmp_path)), sweep_timeout=0.5)
+        t0 = time.monotonic()
+        proc, out = await start(reaper, config(tmp_path), fence=fence, sweep=stuck)
+        took = time.monotonic() - t0
+        ex = await asyncio.wait_for(proc.wait(), 1)
+        assert proc.pid is None and proc.guard_pid is None and out.lines == []
+        assert ex.returncode == 127 and ex.spawn_error is not None
+        assert "did not finish within 0.5 s" in ex.spawn_error
+        t1 = time.monotonic()
+        proc2, _ = await start(reaper, config(tmp_path), fence=fence)  # the real sweep
+        ex2 = await proc2.wait()
+        assert ex2.spawn_error is not None and "still hung" in ex2.spawn_error
+        assert time.monotonic() - t1 < 0.1
+        ticking = False
+        await task
+        print(f"blocked sweep: start failed after {took * 1000:.0f} ms (limit 500); "
+              f"worst loop lag {worst * 1000:.1f} ms")
+        assert 0.5 <= took < 1.0, took
+        assert worst < 0.2, worst
+        release.set()
+        await asyncio.to_thread(wait_until, lambda: seen_abandoned, 5.0)
+        assert seen_abandoned == [True]
+        proc3, _ = await started(reaper, config(tmp_path), fence=fence)  # free again
+        proc3.kill()
+        await proc3.wait()
+    try:
+        run(body())
+    finally:
+        release.set()
+
+
+def test_guard_killed_supervisor_kills_the_run_cgroup(reaper: Reaper, tmp_path: Path,
+                                                      cgroup_parent: str) -> None:
+    """The node's worker called setsid: PDEATHSIG and killpg miss it when the guard
+    dies; the supervisor's orphan path kills the run's cgroup and removes it."""
+    async def body() -> None:
+        fence = NodeFence(key=node_key("", "m1", str(tmp_path)), cgroup_parent=cgroup_parent)
+        proc, _ = await start(reaper, config(tmp_path, "--setsid-child", "--record",
+                                             str(tmp_path)), fence=fence)
+        assert proc.pid is not None and proc.cgroup is not None
+        worker = reaper.track_pid(int((await asyncio.to_thread(wait_record, tmp_path))["pid"]))
+        assert sorted(cgroups.procs(proc.cgroup)) == sorted([proc.pid, worker])
+        assert proc.guard_pid is not None
+        os.kill(proc.guard_pid, signal.SIGKILL)
+        ex = await asyncio.wait_for(proc.wait(), 8)
+        assert ex.killed_by == "guard_gone"
+        assert not pid_alive(worker)
+        assert not os.path.exists(proc.cgroup)
+    run(body())
+
+
+def test_after_a_graceful_stop_no_descendant_survives(reaper: Reaper, tmp_path: Path,
+                                                      cgroup_parent: str) -> None:
+    """A node that leaves a setsid'ed helper behind on a clean exit: wait() returns
+    only once the run's cgroup is empty and removed."""
+    pidfile = tmp_path / "helper.pid"
+    wrapper = ("/bin/sh", "-c", f"setsid /bin/sh -c 'echo $$ > {pidfile}; exec sleep 1000' & "
+               f"exec {sys.executable} {FAKE_NODE}")
+    cfg = NodeConfig(command=wrapper, working_directory=str(tmp_path), environment={},
+                     stop_timeout=5.0)
+
+    async def body() -> None:
+        fence = NodeFence(key=node_key("", "m1", str(tmp_path)), cgroup_parent=cgroup_parent)
+        proc, _ = await started(reaper, cfg, fence=fence)
+        await asyncio.to_thread(wait_until, lambda: pidfile.exists() and pidfile.read_text(),
+                                5.0)
+        helper = reaper.track_pid(int(pidfile.read_text()))
+        assert proc.cgroup is not None and helper in cgroups.procs(proc.cgroup)
+        proc.stop(5.0)
+        ex = await asyncio.wait_for(proc.wait(), 8)
+        assert ex.returncode == 0 and ex.killed_by == "stop"
+        assert not pid_alive(helper)
+        assert not os.path.exists(proc.cgroup)
+    run(body())

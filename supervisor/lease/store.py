@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -32,7 +33,9 @@ from psycopg import sql
 
 from supervisor.config import DatabaseConfig
 from supervisor.identity import Identity, ProcessRef
+from supervisor.lease import members as member_rows
 from supervisor.lease.bounded import Bounded, Conn, connect_kwargs, scrub
+from supervisor.lease.members import MEMBER_INTERVAL, Member, MemberRow, MemberSql
 from supervisor.lease.model import (
     LeaseSnapshot,
     LeaseUnavailable,
@@ -47,6 +50,7 @@ T = TypeVar("T")
 
 NOTIFY_CHANNEL_DEFAULT = "corda_ha_lease"
 
+_MEMBER_POLL = 0.2  # how often the LISTEN loop looks for a member change to publish
 _LISTEN_BACKOFF_INITIAL = 0.1
 _LISTEN_BACKOFF_MAX = 2.0
 
@@ -74,7 +78,14 @@ class PostgresLeaseStore:
         self._connect_lock = asyncio.Lock()
         self._bounded = Bounded()
         self._closed = False
-        self.listen_health_interval = 2.0  # how often an idle LISTEN connection is checked
+        self.listen_health_interval = MEMBER_INTERVAL  # how often LISTEN is checked
+        self._members = MemberSql(db.schema, db.table)
+        # what this supervisor says about itself; refreshed with each listen health check
+        self.member_info: Callable[[], Member] | None = None
+        self._members_broken = False
+        self._member_dirty = True
+        # statements sent per operation ("observe", "renew", ...), for metrics
+        self.statements: dict[str, int] = {}
 
     @property
     def lease_name(self) -> str:
@@ -107,6 +118,7 @@ class PostgresLeaseStore:
                     (self._sql.table.as_string(conn),),
                 )
                 row = await cur.fetchone()
+                await self._ensure_members_table(conn)
                 if row is None or row[0] is None:
                     await conn.execute(self._sql.create_table)
                     return
@@ -228,7 +240,8 @@ class PostgresLeaseStore:
         Uses its own connection (LISTEN). `on_release()` is also called each time
         LISTEN is (re)established, because a release may have been missed while
         not listening: treat it as "look at the lease now". The connection is
-        checked every `listen_health_interval` s; when it fails, it is reopened
+        checked every `listen_health_interval` s (the check refreshes this supervisor's
+        member row, also within `_MEMBER_POLL` of `member_changed()`); when it fails, it is reopened
         with backoff (0.1 s doubling to 2 s). Never raises except CancelledError;
         exceptions from `on_release` are logged and ignored.
         """
@@ -271,19 +284,68 @@ class PostgresLeaseStore:
             )
             connected.append(True)
             self._call(on_release)
+            loop = asyncio.get_running_loop()
+            checked = -math.inf
             while True:
+                now = loop.time()
+                if self._member_dirty or now - checked >= self.listen_health_interval:
+                    self._member_dirty = False
+                    checked = now
+                    await self._bounded.run(
+                        self._health_check(conn), op_timeout, "listen health check", forget
+                    )
                 # notifies() waits on an idle connection, so cancelling it
                 # returns at once; notifications that arrive during the health
                 # check are kept by psycopg for the next round.
-                async for n in conn.notifies(timeout=self.listen_health_interval):
+                async for n in conn.notifies(timeout=_MEMBER_POLL):
                     if n.payload == self.lease_name:
                         self._call(on_release)
-                await self._bounded.run(
-                    conn.execute("SELECT 1"), op_timeout, "listen health check", forget
-                )
         finally:
             # after an abandoned call `holder` is empty: the reaper closes it
             self._bounded.close_in_background(forget())
+
+    def member_changed(self) -> None:
+        """This supervisor's member row is out of date: refresh it soon (within
+        `_MEMBER_POLL`), not only at the next health check."""
+        self._member_dirty = True
+
+    def _count(self, what: str) -> None:
+        self.statements[what] = self.statements.get(what, 0) + 1
+
+    async def _health_check(self, conn: Conn) -> None:
+        """`SELECT 1`, or this supervisor's member refresh (once it has one). A missing
+        member table or privilege is logged once, then the plain check is used."""
+        self._count("listen_health_check")
+        info = self.member_info
+        if info is None or self._members_broken:
+            await conn.execute("SELECT 1")
+            return
+        try:
+            await member_rows.refresh(conn, self._members, self.lease_name, info())
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege,
+                psycopg.errors.InvalidSchemaName) as e:
+            self._members_broken = True
+            log.warning("member registry unavailable (%s); `status` will not list this "
+                        "supervisor; see `corda-ha-supervisor schema`",
+                        scrub(str(e).strip(), self._db.password))
+
+    async def _ensure_members_table(self, conn: Conn) -> None:
+        cur = await conn.execute("SELECT to_regclass(%s)",
+                                 (self._members.table.as_string(conn),))
+        row = await cur.fetchone()
+        if row is None or row[0] is None:
+            await conn.execute(self._members.create_table)
+
+    async def members(self, timeout: float) -> list[MemberRow]:
+        """Every registered member of this lease (an empty list without the table)."""
+
+        async def op(conn: Conn) -> list[MemberRow]:
+            try:
+                return await member_rows.read(conn, self._members, self.lease_name)
+            except psycopg.errors.UndefinedTable:
+                return []
+
+        return await self._run("members", op, timeout)
 
     async def close(self) -> None:
         """Close connections and wait (at most ~2 s) for abandoned calls. Never hangs."""
@@ -334,6 +396,7 @@ class PostgresLeaseStore:
         async def attempt() -> T:
             conn = await self._connection()
             used.append(conn)
+            self._count(what)
             try:
                 return await op(conn)
             except (psycopg.Error, OSError) as e:
@@ -368,6 +431,7 @@ class PostgresLeaseStore:
             async def attempt() -> T:
                 conn = await (self._open() if fresh else self._connection())
                 used.append(conn)
+                self._count(what)
                 return await op(conn)
 
             running[asyncio.ensure_future(attempt())] = used
@@ -426,6 +490,24 @@ class PostgresLeaseStore:
         sqlstate = e.sqlstate if isinstance(e, psycopg.Error) else None
         text = scrub(str(e), self._db.password).strip()
         return LeaseUnavailable(f"{what}: {type(e).__name__}: {text}", sqlstate=sqlstate)
+
+
+async def read_state(db: DatabaseConfig, wait_interval: float,
+                     timeout: float) -> tuple[LeaseSnapshot | None, list[MemberRow]]:
+    """One-shot read for `status` and `handover`: the lease row (None when there is no
+    table or row) and the members. Creates nothing. Raises `LeaseUnavailable`."""
+    store = PostgresLeaseStore(db, Identity.for_this_process("status"), wait_interval)
+    try:
+        try:
+            snap: LeaseSnapshot | None = await store.observe(timeout)
+        except LeaseUnavailable as e:
+            if e.sqlstate in ("42P01", "3F000"):  # undefined table / schema
+                return None, []
+            raise
+        assert snap is not None
+        return (snap if snap.exists else None), await store.members(timeout)
+    finally:
+        await store.close()
 
 
 async def read_snapshot(db: DatabaseConfig, wait_interval: float,

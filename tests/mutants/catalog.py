@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from tests.mutants.runner import Mutant
 
-CORE = "supervisor/core.py"
+STEP = "supervisor/core/step.py"
+STATE = "supervisor/core/state.py"
+BASE = "supervisor/core/base.py"
+HOLDER = "supervisor/core/holder.py"
+STANDBY = "supervisor/core/standby.py"
+LIFECYCLE = "supervisor/core/lifecycle.py"
+CONFIG = "supervisor/config/loader.py"
 DAEMON = "supervisor/daemon.py"
 GUARD = "supervisor/guard.py"
 NODE = "supervisor/node.py"
@@ -43,16 +49,16 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "watcher_blind",
         "harness: the overlap watcher reports two live nodes at once",
-        "tests/cluster.py",
-        "            if sum(len(v) for v in alive.values()) > 1:\n",
-        "            if sum(len(v) for v in alive.values()) > 2:\n",
-        ("tests/test_watcher.py::test_a_10_ms_overlap_is_seen",),
+        "tests/watcher_proc.py",
+        "        if sum(len(v) for v in alive.values()) > 1:\n",
+        "        if sum(len(v) for v in alive.values()) > 2:\n",
+        ("tests/test_watcher.py::test_a_10ms_overlap_is_seen_by_sampling",),
     ),
     # ------------------------------------------------------------ the timing rule
     Mutant(
         "kill_late",
         "KillNode at t + W - M (the core sends it 1 s late)",
-        CORE,
+        STEP,
         "            if now >= kill_at:\n",
         "            if now >= kill_at + 1.0:\n",
         ("tests/test_core_deadlines.py",),
@@ -60,7 +66,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "kill_deadline_not_a_wakeup",
         "the core wakes up at t + W - M (not only at its next loop turn)",
-        CORE,
+        STATE,
         "            times.append(kill_at)\n",
         "            pass\n",
         ("tests/test_core_deadlines.py",),
@@ -68,7 +74,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "sigterm_at_w_m_s",
         "loss grace G: SIGTERM at t + W - M - G, not t + W - M - S",
-        CORE,
+        STEP,
         "            elif (now >= kill_at - t.loss_grace and s.node is not NodePhase.NONE\n",
         "            elif (now >= kill_at - t.stop_timeout and s.node is not NodePhase.NONE\n",
         ("tests/test_core_rules.py::test_cordas_ratio_runs_one_node_steadily_for_many_renewals",),
@@ -84,7 +90,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "planned_stop_grace_capped",
         "a planned stop gets the full S, not min(S, time to the kill deadline)",
-        CORE,
+        BASE,
         "        return self.t.stop_timeout\n",
         "        return min(self.t.stop_timeout,\n"
         "                   (kill_deadline(self.s, self.t) or float('inf')) - self.now)\n",
@@ -93,7 +99,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "t_is_answer_time_in_core",
         "t is when the renewal was sent, not when it was answered (core)",
-        CORE,
+        HOLDER,
         "        s.renewed_sent_at = max(s.renewed_sent_at or ev.sent_at, ev.sent_at)\n",
         "        s.renewed_sent_at = self.now\n",
         ("tests/test_core_rules.py::test_cordas_ratio_runs_one_node_steadily_for_many_renewals",),
@@ -109,7 +115,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "renewal_not_bounded_by_kill_deadline",
         "a renewal keeps trying up to t + W - M, never beyond",
-        CORE,
+        STEP,
         "timeout = self.op_timeout() if kill_at is None else max(0.05, kill_at - now)",
         "timeout = self.op_timeout() if kill_at is None else kill_at - now + 1.0",
         ("tests/test_core.py::test_renews_every_update_interval_and_extends_guard_deadline",),
@@ -117,7 +123,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "acquire_too_late_runs",
         "an acquisition answered after t + W - M - G starts no node",
-        CORE,
+        STANDBY,
         "        if term_at is not None and self.now >= term_at:\n",
         "        if False:\n",
         ("tests/test_core.py::test_acquire_answered_too_late_is_handed_back_not_run",),
@@ -125,7 +131,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "lease_lost_stops_gracefully",
         "a renewal that matched no row kills the node at once",
-        CORE,
+        HOLDER,
         '            self.kill_node("lease_lost")\n',
         '            self.stop_node("lease_lost", self.t.stop_timeout)\n',
         ("tests/test_core.py::test_lease_lost_kills_node_at_once",),
@@ -133,7 +139,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "second_sigterm_ignored",
         "a second shutdown request kills the node at once",
-        CORE,
+        LIFECYCLE,
         '            self.kill_node("second_shutdown_request")\n',
         "            pass\n",
         ("tests/test_core_deadlines.py::test_second_shutdown_request_kills_at_once",),
@@ -141,7 +147,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "release_before_node_gone",
         "the lease is released only once the node is gone",
-        CORE,
+        STEP,
         "            elif s.release_epoch is not None and s.node is NodePhase.NONE:\n",
         "            elif s.release_epoch is not None:\n",
         ("tests/test_core_deadlines.py::test_no_release_while_the_node_stops",),
@@ -149,7 +155,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "restart_too_late",
         "a crashed node is restarted only while it could still be stopped in time",
-        CORE,
+        STEP,
         "                                       and now < term_at):\n",
         "                                       ):\n",
         ("tests/test_core_deadlines.py::test_no_restart_after_the_term_deadline",),
@@ -157,7 +163,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "two_lease_calls",
         "one lease call at a time",
-        CORE,
+        STEP,
         "        if s.lease_enabled and s.lease_op is None:\n",
         "        if s.lease_enabled:\n",
         ("tests/test_core_property.py",),
@@ -165,7 +171,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "stray_lease_kept",
         "an acquire that committed after it was given up is released at once",
-        CORE,
+        STANDBY,
         "        if ev.mine:\n",
         "        if False:\n",
         ("tests/test_core.py::test_stray_lease_of_our_own_is_released",),
@@ -174,7 +180,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "renewals_never_extend_deadline",
         "each successful renewal moves the guard's deadline to t + W - M",
-        CORE,
+        HOLDER,
         "            self.actions.append(SetNodeDeadline(kill_at))\n",
         "            pass\n",
         ("tests/test_core_property.py",),
@@ -191,14 +197,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "guard_started_without_deadline",
         "the node is guarded by t + W - M from its first instant",
         DAEMON,
-        "kill_deadline=action.kill_deadline, on_output=self._node_output)",
-        "kill_deadline=None, on_output=self._node_output)",
+        "kill_deadline=action.kill_deadline, on_output=self._node_output,",
+        "kill_deadline=None, on_output=self._node_output,",
         ("tests/test_daemon_inproc.py::test_guard_kills_at_the_deadline_while_the_loop_is_frozen",),
     ),
     Mutant(
         "start_without_deadline",
         "StartNode carries the kill deadline",
-        CORE,
+        BASE,
         "        self.actions.append(StartNode(self.s.epoch, kill_deadline(self.s, self.t)))\n",
         "        self.actions.append(StartNode(self.s.epoch, None))\n",
         ("tests/test_core_property.py",),
@@ -298,18 +304,52 @@ MUTANTS: tuple[Mutant, ...] = (
         "cancelled_start_keeps_guard",
         "a cancelled start closes the guard's stdin (so no node survives it)",
         NODE,
-        "            # SIGKILL the node group and exit; the supervising task, if any, reaps it.\n"
+        "            # SIGKILL the node and exit; the supervising task, if any, reaps it.\n"
         "            self._abort(guard)\n",
-        "            # SIGKILL the node group and exit; the supervising task, if any, reaps it.\n",
+        "            # SIGKILL the node and exit; the supervising task, if any, reaps it.\n",
         ("tests/test_node_more.py::test_cancelled_start_leaves_no_guard_and_no_node",),
     ),
     Mutant(
         "stale_node_not_swept",
-        "a node left over from an earlier run is killed before a new one starts",
-        NODE,
-        "        victims.append(proc)\n",
+        "a node left over from an earlier run (found by its environment marker) is killed",
+        "supervisor/fencing.py",
+        "                try:\n                    os.kill(pid, signal.SIGKILL)\n"
+        "                except PermissionError as exc:\n",
+        "                try:\n                    pass\n"
+        "                except PermissionError as exc:\n",
+        ("tests/test_node.py::test_stale_node_sweep_by_environment_marker",),
+    ),
+    Mutant(
+        "sweep_unbounded",
+        "the stale-node sweep is bounded in time; a hung sweep fails the start, not the loop",
+        "supervisor/fencing.py",
+        "        return await asyncio.wait_for(asyncio.shield(done), timeout)\n",
+        "        return await asyncio.shield(done)\n",
+        ("tests/test_node.py::test_blocked_sweep_fails_the_start_in_time_and_the_loop_runs",),
+    ),
+    Mutant(
+        "cgroup_not_killed",
+        "a node run lives in its own cgroup and is killed with cgroup.kill",
+        "supervisor/cgroup.py",
+        '        os.write(fd, b"1")\n',
         "        pass\n",
-        ("tests/test_node.py::test_stale_node_sweep",),
+        ("tests/test_cgroup.py::test_create_move_kill_remove",),
+    ),
+    Mutant(
+        "stalled_guard_not_fenced",
+        "a guard that stops acknowledging commands is killed with the node by the supervisor",
+        NODE,
+        '        self._fence("guard_stalled", kill_guard=True)\n',
+        "        pass\n",
+        ("tests/test_node.py::test_unacknowledged_command_means_guard_stalled",),
+    ),
+    Mutant(
+        "supervisor_deadline_not_fenced",
+        "the supervisor kills the node itself at the deadline when the guard is frozen",
+        NODE,
+        '            self._fence("deadline")\n',
+        "            pass\n",
+        ("tests/test_node.py::test_frozen_guard_supervisor_kills_at_the_deadline",),
     ),
     Mutant(
         "epoch_not_given_to_node",
@@ -373,7 +413,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "standby_skips_stopwatch",
         "a held row is taken only after W unchanged on the standby's own clock",
-        CORE,
+        STANDBY,
         "        if ev.expired and unchanged_for >= self.t.wait_interval:\n",
         "        if ev.expired:\n",
         ("tests/test_core.py::test_standby_waits_w_of_unchanged_row_on_its_own_clock",),
@@ -381,7 +421,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "stopwatch_survives_version_change",
         "a changed row (renewed, or gone back in time) restarts the stopwatch",
-        CORE,
+        STANDBY,
         "        if ev.version != s.seen:\n",
         "        if s.seen is None:\n",
         ("tests/test_core.py::test_row_going_back_in_time_restarts_the_stopwatch",),
@@ -455,7 +495,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "server_change_no_watch",
         "after a server change the standby takes nothing for W",
-        CORE,
+        STANDBY,
         "        s.server = ev.server\n        s.server_watch_until = self.now + w\n"
         "        s.seen = None\n",
         "        s.server = ev.server\n        s.seen = None\n",
@@ -472,7 +512,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "acquire_any_server_core",
         "an acquire names the server the contender watched (core)",
-        CORE,
+        STANDBY,
         'self.begin_op("acquire", AcquireLease(expected, None, s.server, self.op_timeout()))',
         'self.begin_op("acquire", AcquireLease(expected, None, None, self.op_timeout()))',
         ("tests/test_core_rules.py::test_acquire_names_the_server_it_watched",),
@@ -488,7 +528,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "first_read_other_server_trusted",
         "a first read of a row written through another server is watched for W",
-        CORE,
+        STANDBY,
         "            if ev.exists and ev.row_server != ev.server:\n",
         "            if False:\n",
         ("tests/test_core_rules.py::test_first_read_of_a_row_written_through_another_server_waits_w",),
@@ -537,7 +577,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "name_conflict_taken",
         "a machineName held by another live identity is logged as a configuration error",
-        CORE,
+        STANDBY,
         "        self.note_conflict(ev.name_conflict)\n",
         "        self.note_conflict(None)\n",
         ("tests/test_core_rules.py::test_name_conflict_is_an_error_never_a_takeover",),
@@ -546,7 +586,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "db_error_logged_once",
         "a persisting database error is logged again at least once a minute",
-        CORE,
+        BASE,
         "        if last is None or self.now - last >= self.t.error_repeat:\n",
         "        if last is None:\n",
         ("tests/test_core_rules.py::test_failing_database_is_logged_at_least_once_a_minute_and_shown",),
@@ -590,7 +630,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "wait_not_above_update",
         "W > U or the configuration is refused",
-        "supervisor/config.py",
+        CONFIG,
         "    if wait <= update:\n",
         "    if False:\n",
         ("tests/test_config.py::test_wait_must_exceed_update",),
@@ -598,7 +638,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "no_room_for_a_renewal",
         "W - M - U must leave room for one renewal or the configuration is refused",
-        "supervisor/config.py",
+        CONFIG,
         "    if window < MIN_RENEWAL_WINDOW:\n",
         "    if False:\n",
         ("tests/test_config.py::test_no_room_for_one_renewal_is_refused",),
@@ -606,29 +646,10 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "no_default_margin",
         "the fencing margin M defaults to min(2 s, W/10)",
-        "supervisor/config.py",
+        CONFIG,
         '    margin = block.duration("fencingMargin", min(2.0, wait / 10))\n',
         '    margin = block.duration("fencingMargin", 0.0)\n',
         ("tests/test_config.py::test_base_config_defaults",),
-    ),
-    # ------------------------------------------------------------ not merged yet (fence)
-    Mutant(
-        "todo_supervisor_kills_stalled_guard",
-        "the supervisor kills the node (and the guard) itself when the guard stalls",
-        NODE, "", "", (),
-        todo="branch `fence`: fill in after the merge (search text, killing test)",
-    ),
-    Mutant(
-        "todo_cgroup_kill",
-        "a node run lives in its own cgroup and is killed with cgroup.kill",
-        NODE, "", "", (),
-        todo="branch `fence`: fill in after the merge (search text, killing test)",
-    ),
-    Mutant(
-        "todo_bounded_sweep",
-        "the stale-node sweep finds leftovers by cgroup / env marker, bounded in time",
-        NODE, "", "", (),
-        todo="branch `fence`: fill in after the merge (search text, killing test)",
     ),
 )
 

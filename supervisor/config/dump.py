@@ -1,0 +1,90 @@
+"""The effective configuration for operators, with every secret masked."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from supervisor.config.dburl import redact_conninfo
+from supervisor.config.model import Config
+from supervisor.timing import stop_graces
+
+_SECRET_ENV_RE = re.compile(r"pass|secret|token|credential|private|key", re.IGNORECASE)
+
+
+def redacted_dict(config: Config) -> dict[str, Any]:
+    """The effective configuration with HOCON key names and durations in float seconds.
+
+    The database password is `"***"` when set (else None) and never appears; any password
+    inside the conninfo, and `node.environment` values whose names look secret, are masked
+    too."""
+    lease, db, node = config.lease, config.database, config.node
+    restart, health, logging = config.restart, config.health, config.logging
+    return {
+        "source": config.source,
+        "mutualExclusionConfiguration": {
+            "on": lease.enabled,
+            "machineName": lease.machine_name,
+            "updateInterval": lease.update_interval,
+            "waitInterval": lease.wait_interval,
+            "fencingMargin": lease.margin,
+        },
+        "database": {
+            "url": redact_conninfo(db.conninfo),
+            "user": db.user,
+            "password": "***" if db.password else None,
+            "schema": db.schema,
+            "table": db.table,
+            "leaseName": db.lease_name,
+            "connectTimeout": db.connect_timeout,
+            "operationTimeout": db.operation_timeout,
+        },
+        "node": {
+            "command": list(node.command),
+            "workingDirectory": node.working_directory,
+            "environment": {k: ("***" if _SECRET_ENV_RE.search(k) else v)
+                            for k, v in node.environment.items()},
+            "stopTimeout": node.stop_timeout,
+            "cgroup": node.cgroup,
+        },
+        "restart": {
+            "initialDelay": restart.initial_delay,
+            "multiplier": restart.multiplier,
+            "maxDelay": restart.max_delay,
+            "resetAfter": restart.reset_after,
+            "maxCrashes": restart.max_crashes,
+            "window": restart.window,
+            "cooldown": restart.cooldown,
+        },
+        "health": {"enabled": health.enabled, "host": health.host, "port": health.port},
+        "timing": _timing_summary(config),
+        "logging": {"format": logging.format, "level": logging.level},
+        "warnings": list(config.warnings),
+    }
+
+
+def _timing_summary(config: Config) -> dict[str, Any] | None:
+    """What the timing rule makes of this configuration (seconds), for operators."""
+    lease = config.lease
+    if not lease.enabled:
+        return None
+    g = stop_graces(lease.update_interval, lease.wait_interval, lease.margin,
+                    config.node.stop_timeout, config.database.operation_timeout)
+    return {
+        "plannedStopGrace": g.planned_grace,
+        "leaseLossGrace": round(g.loss_grace, 6),
+        "renewalAllowance": round(g.renewal_allowance, 6),
+        "sigtermAfterLastRenewal": round(g.term_after, 6),
+        "sigkillAfterLastRenewal": round(g.kill_after, 6),
+        "explained": (
+            f"a planned stop (shutdown, handover) gives the node stopTimeout = "
+            f"{g.planned_grace:g} s while renewals go on; a node whose lease is not renewed "
+            f"gets SIGTERM {g.term_after:.3g} s after the last successful renewal was sent, "
+            f"i.e. {g.loss_grace:.3g} s before SIGKILL at {g.kill_after:.3g} s"),
+    }
+
+
+def dump_config(config: Config) -> str:
+    """`redacted_dict` as indented JSON (what `check-config` prints)."""
+    return json.dumps(redacted_dict(config), indent=2, ensure_ascii=False)

@@ -1,0 +1,131 @@
+"""The configuration as frozen dataclasses, `ConfigError` and `EX_CONFIG`. No parsing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, cast
+
+EX_CONFIG = 78
+
+
+class ConfigError(Exception):
+    """A configuration problem. `str()` names the file, the key and, when known, the line."""
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None,
+                 line: int | None = None) -> None:
+        self.message = message
+        self.path = path
+        self.key = key
+        self.line = line
+        where = path or "<config>"
+        if line is not None:
+            where = f"{where}:{line}"
+        text = f"{where}: {key}: {message}" if key else f"{where}: {message}"
+        super().__init__(text)
+
+
+@dataclass(frozen=True)
+class LeaseConfig:
+    """Corda's `mutualExclusionConfiguration`, in seconds."""
+
+    enabled: bool  # `on`
+    machine_name: str
+    update_interval: float  # U
+    wait_interval: float  # W, > U
+    margin: float  # M: fencing slack, default min(2 s, W/10)
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """Where the lease lives. `password` is never part of `repr()`."""
+
+    conninfo: str  # libpq conninfo or URI, without the password
+    user: str | None
+    password: str | None = field(repr=False)
+    schema: str | None
+    table: str
+    lease_name: str
+    connect_timeout: float  # seconds; libpq rounds below 2 s up to 2 s
+    operation_timeout: float  # hard, supervisor-owned bound on any single database call
+    # where the password came from, for error messages (never the password itself)
+    password_source: str = "no password configured (libpq may use ~/.pgpass or PGPASSWORD)"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    command: tuple[str, ...]
+    working_directory: str
+    environment: Mapping[str, str]
+    stop_timeout: float  # S: SIGTERM -> SIGKILL grace
+    # "auto" (a child cgroup per run under the supervisor's own cgroup, else process
+    # groups), "off" (process groups only) or an absolute parent cgroup directory.
+    cgroup: str = "auto"
+
+
+@dataclass(frozen=True)
+class RestartConfig:
+    initial_delay: float
+    multiplier: float
+    max_delay: float
+    reset_after: float  # a run this long resets the backoff
+    max_crashes: int  # this many crashes within `window` -> release the lease and cool down
+    window: float
+    cooldown: float
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    enabled: bool
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    format: Literal["auto", "json", "console"]
+    level: str  # DEBUG, INFO, WARNING, ERROR
+
+
+@dataclass(frozen=True)
+class Config:
+    lease: LeaseConfig
+    database: DatabaseConfig
+    node: NodeConfig
+    restart: RestartConfig
+    health: HealthConfig
+    logging: LoggingConfig
+    source: str  # the file it came from
+    warnings: tuple[str, ...] = ()  # non-fatal findings, logged at start
+
+
+def config_to_json(config: Config) -> str:
+    """The whole configuration as JSON, password included: for handing it to the
+    daemon process over a pipe only (never a file, an argument or the environment)."""
+    def fields(obj: Any) -> dict[str, Any]:
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+    data: dict[str, Any] = fields(config)
+    for name in ("lease", "database", "node", "restart", "health", "logging"):
+        data[name] = fields(getattr(config, name))
+    data["node"]["environment"] = dict(config.node.environment)
+    return json.dumps(data)
+
+
+def config_from_json(text: str) -> Config:
+    """The inverse of `config_to_json`."""
+    data: dict[str, Any] = json.loads(text)
+    node = dict(data["node"])
+    node["command"] = tuple(node["command"])
+    node["environment"] = MappingProxyType(dict(node["environment"]))
+    logging_ = dict(data["logging"])
+    return Config(
+        lease=LeaseConfig(**data["lease"]), database=DatabaseConfig(**data["database"]),
+        node=NodeConfig(**node), restart=RestartConfig(**data["restart"]),
+        health=HealthConfig(**data["health"]),
+        logging=LoggingConfig(format=cast(Literal["auto", "json", "console"],
+                                          logging_["format"]), level=logging_["level"]),
+        source=data["source"], warnings=tuple(data["warnings"]))

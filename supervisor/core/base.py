@@ -1,0 +1,160 @@
+"""One transition's working copy and the helpers every rule uses.
+
+A `_Base` (through the rule mixins and `step._Step`) mutates a private copy of
+the state and appends actions; it never does I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from supervisor.core.state import (
+    AfterStop,
+    CoreState,
+    NodePhase,
+    State,
+    Timing,
+    kill_deadline,
+)
+from supervisor.messages import (
+    Action,
+    KillNode,
+    LeaseOpKind,
+    Log,
+    StartNode,
+    StopNode,
+)
+
+
+class _Base:
+    """One transition, mutating a private copy of the state."""
+
+    def __init__(self, s: CoreState, now: float, timing: Timing, actions: list[Action]) -> None:
+        self.s = s
+        self.now = now
+        self.t = timing
+        self.actions = actions
+
+    def log(self, event: str, level: Literal["debug", "info", "warning", "error"] = "info",
+            **fields: object) -> None:
+        self.actions.append(Log(event, level, tuple(fields.items())))
+
+    def op_timeout(self) -> float:
+        return self.t.operation_timeout
+
+    def begin_op(self, kind: LeaseOpKind, action: Action) -> None:
+        self.s.lease_op = kind
+        self.s.lease_op_since = self.now
+        self.s.renewal_slow_logged = False
+        self.actions.append(action)
+
+    def give_up_lease(self) -> None:
+        """Stop renewing; owe a release if the row may still name us."""
+        if self.s.epoch is not None:
+            self.s.release_epoch = self.s.epoch
+        self.s.epoch = None
+        self.s.renewed_sent_at = None
+        self.s.next_renew_at = None
+
+    def stop_node(self, reason: str, grace: float) -> None:
+        if self.s.node is NodePhase.NONE or self.s.stop_sent:
+            return
+        grace = max(0.0, grace)
+        self.s.stop_sent = True
+        self.s.node = NodePhase.STOPPING
+        self.log("node_stopping", reason=reason, grace=round(grace, 3), pid=self.s.node_pid)
+        self.actions.append(StopNode(grace))
+
+    def kill_node(self, reason: str) -> None:
+        if self.s.node is NodePhase.NONE or self.s.kill_sent:
+            return
+        self.s.kill_sent = True
+        self.s.stop_sent = True
+        self.s.node = NodePhase.STOPPING
+        self.log("node_killed", "warning", reason=reason, pid=self.s.node_pid)
+        self.actions.append(KillNode())
+
+    def planned_grace(self) -> float:
+        """A planned stop gets the full S; the guard still kills at the kill deadline
+        if renewals stop meanwhile (renewals go on while the node stops)."""
+        return self.t.stop_timeout
+
+    def start_node(self) -> None:
+        self.s.node = NodePhase.STARTING
+        self.s.node_pid = None
+        self.s.stop_sent = False
+        self.s.kill_sent = False
+        self.s.restart_at = None
+        self.s.state = State.ACTIVE if self.s.lease_enabled else State.DISABLED
+        self.actions.append(StartNode(self.s.epoch, kill_deadline(self.s, self.t)))
+
+    def enter_standby(self, observe_at: float | None = None) -> None:
+        self.s.state = State.STANDBY if self.s.lease_enabled else State.DISABLED
+        self.s.seen = None
+        self.s.seen_since = None
+        self.s.next_observe_at = self.now if observe_at is None else observe_at
+
+    def stop_for(self, after: AfterStop, reason: str) -> None:
+        """Begin the orderly way out of holding: stop the node, then release."""
+        self.s.after_stop = after
+        self.s.state = State.STOPPING
+        if self.s.node is not NodePhase.NONE:
+            self.stop_node(reason, self.planned_grace())
+        else:
+            self.give_up_lease()
+
+    def after_release(self) -> None:
+        s = self.s
+        if s.node is not NodePhase.NONE or s.epoch is not None:
+            return
+        if s.shutting_down or s.after_stop == "exit":
+            return  # reconcile exits
+        if s.after_stop == "cooldown_crash":
+            self.enter_cooldown(self.t.crash_cooldown)
+        elif s.after_stop == "cooldown_handover":
+            self.enter_cooldown(self.t.handover_cooldown)
+        elif s.state == State.STOPPING or s.state == State.STANDBY:
+            self.enter_standby(self.now + self.t.retry_interval)
+        s.after_stop = "standby"
+
+    def enter_cooldown(self, duration: float) -> None:
+        self.s.state = State.COOLDOWN
+        self.s.cooldown_until = self.now + duration
+        self.log("cooldown_started", seconds=round(duration, 3))
+
+    def database_answered(self) -> None:
+        """A lease call got an answer from the database (whatever it said)."""
+        s = self.s
+        if s.call_failures:
+            since = s.db_error_since if s.db_error_since is not None else self.now
+            self.log("lease_call_recovered", failures_in_a_row=s.call_failures,
+                     failed_for=round(self.now - since, 3))
+        s.call_failures = 0
+        s.db_error = None
+        s.db_error_since = None
+        s.db_error_logged_at = None
+        s.db_ok_at = self.now
+
+    def note_failure(self, reason: str) -> None:
+        """Count a failed lease call (for status and the recovery log line)."""
+        s = self.s
+        s.call_failures += 1
+        s.db_error = reason
+        if s.db_error_since is None:
+            s.db_error_since = self.now
+
+    def database_failed(self, op: LeaseOpKind, reason: str) -> None:
+        """Record a failed standby call; log the first one and then at least every
+        `error_repeat` seconds while the failures last."""
+        s = self.s
+        self.note_failure(reason)
+        last = s.db_error_logged_at
+        if last is None or self.now - last >= self.t.error_repeat:
+            s.db_error_logged_at = self.now
+            failing_for = self.now - (s.db_error_since or self.now)
+            self.log("lease_call_failed", "warning" if last is None else "error", op=op,
+                     reason=reason, failures_in_a_row=s.call_failures,
+                     failing_for=round(failing_for, 3))
+        else:
+            self.log("lease_call_failed", "debug", op=op, reason=reason,
+                     failures_in_a_row=s.call_failures)

@@ -1,0 +1,96 @@
+"""Rules of the holder: renewal results, handover, loss, release."""
+
+from __future__ import annotations
+
+from supervisor.core.base import _Base
+from supervisor.core.state import (
+    NodePhase,
+    State,
+    kill_deadline,
+)
+from supervisor.messages import (
+    LeaseOpKind,
+    LeaseRenewed,
+    SetNodeDeadline,
+)
+
+
+class HolderRules(_Base):
+    """What the holder does with renewal results, a handover request, a loss, a release."""
+
+    def on_renewed(self, ev: LeaseRenewed) -> None:
+        s = self.s
+        s.lease_op = None
+        self.database_answered()
+        if s.epoch is None:
+            return  # we gave the lease up meanwhile; the release is owed separately
+        s.renewed_sent_at = max(s.renewed_sent_at or ev.sent_at, ev.sent_at)
+        s.next_renew_at = s.renewed_sent_at + self.t.update_interval
+        kill_at = kill_deadline(s, self.t)
+        # sent_at is CLOCK_MONOTONIC: comparable across processes of one machine
+        self.log("lease_renewed", "debug", epoch=s.epoch, sent_at=round(ev.sent_at, 6),
+                 answered_after=round(self.now - ev.sent_at, 6))
+        if kill_at is not None and s.node is not NodePhase.NONE:
+            self.actions.append(SetNodeDeadline(kill_at))
+        if ev.handover_requested and s.after_stop != "cooldown_handover" and not s.shutting_down:
+            self.on_handover()
+
+    def on_handover(self) -> None:
+        s = self.s
+        if s.epoch is None or s.state == State.STOPPING:
+            return
+        self.log("handover_requested", epoch=s.epoch)
+        self.stop_for("cooldown_handover", "handover")
+
+    def on_lost(self) -> None:
+        s = self.s
+        s.lease_op = None
+        self.database_answered()
+        if s.epoch is None:
+            return
+        self.log("lease_lost", "error", epoch=s.epoch, reason="renewal matched no row")
+        s.epoch = None
+        s.renewed_sent_at = None
+        s.next_renew_at = None
+        s.state = State.STOPPING if s.node is not NodePhase.NONE else s.state
+        if s.node is not NodePhase.NONE:
+            s.after_stop = "exit" if s.shutting_down else "standby"
+            self.kill_node("lease_lost")
+        elif not s.shutting_down:
+            self.s.restart_at = None
+            self.enter_standby()
+
+    def on_released(self, released: bool) -> None:
+        s = self.s
+        s.lease_op = None
+        self.database_answered()
+        epoch = s.release_epoch
+        s.release_epoch = None
+        if released:
+            self.log("lease_released", epoch=epoch)
+        else:
+            self.log("lease_release_noop", "warning", epoch=epoch)
+        self.after_release()
+
+    def on_call_failed(self, op: LeaseOpKind, reason: str) -> None:
+        s = self.s
+        s.lease_op = None
+        if op == "renew" and s.epoch is not None:
+            self.note_failure(reason)
+            kill_at = kill_deadline(s, self.t)
+            left = None if kill_at is None else round(kill_at - self.now, 3)
+            self.log("lease_renewal_failed", "warning", epoch=s.epoch, reason=reason,
+                     time_left=left)
+            s.next_renew_at = self.now + self.t.renew_retry
+        elif op == "release":
+            self.note_failure(reason)
+            epoch = s.release_epoch
+            s.release_epoch = None
+            self.log("lease_release_failed", "warning", epoch=epoch, reason=reason)
+            self.after_release()
+        else:
+            self.database_failed(op, reason)
+            # We lost sight of the row: we can no longer vouch it stayed unchanged.
+            s.seen = None
+            s.seen_since = None
+            s.next_observe_at = self.now + self.t.retry_interval

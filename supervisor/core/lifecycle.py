@@ -1,0 +1,94 @@
+"""Rules for the node's life: started, exited (expected or a crash), crash backoff and
+crash loop, shutdown of the supervisor."""
+
+from __future__ import annotations
+
+from supervisor.core.base import _Base
+from supervisor.core.state import (
+    NodePhase,
+    State,
+    backoff_delay,
+)
+from supervisor.messages import (
+    NodeExited,
+)
+
+
+class NodeRules(_Base):
+    """What happens when the node starts, exits or crashes, and on shutdown."""
+
+    def on_node_started(self, pid: int) -> None:
+        s = self.s
+        if s.node is NodePhase.STARTING:
+            s.node = NodePhase.RUNNING
+        s.node_pid = pid
+        self.log("node_started", pid=pid, epoch=s.epoch)
+
+    def on_node_exited(self, ev: NodeExited) -> None:
+        s = self.s
+        if s.node is NodePhase.NONE:
+            return
+        expected = s.stop_sent
+        runtime = ev.runtime
+        self.log("node_exited", "info" if expected else "error", pid=s.node_pid,
+                 exit_code=ev.returncode, signal=ev.signal, runtime=round(runtime, 3),
+                 killed_by=ev.killed_by, expected=expected, epoch=s.epoch)
+        s.node = NodePhase.NONE
+        s.node_pid = None
+        s.stop_sent = False
+        s.kill_sent = False
+        if s.shutting_down:
+            s.after_stop = "exit"
+            s.state = State.STOPPING
+            self.give_up_lease()
+            return
+        if expected:
+            self.give_up_lease()
+            if s.release_epoch is None:
+                self.after_release()
+            return
+        self.on_crash(runtime)
+
+    def on_crash(self, runtime: float) -> None:
+        s = self.s
+        if runtime >= self.t.reset_after:
+            s.consecutive_crashes = 0
+        s.consecutive_crashes += 1
+        s.crash_times = tuple(t for t in s.crash_times if self.now - t < self.t.crash_window)
+        s.crash_times += (self.now,)
+        if len(s.crash_times) >= self.t.max_crashes:
+            self.log("crash_loop", "error", crashes=len(s.crash_times),
+                     window=self.t.crash_window, epoch=s.epoch)
+            s.crash_times = ()
+            s.consecutive_crashes = 0
+            if s.lease_enabled:
+                s.after_stop = "cooldown_crash"
+                s.state = State.STOPPING
+                self.give_up_lease()
+                if s.release_epoch is None:
+                    self.after_release()
+            else:
+                self.enter_cooldown(self.t.crash_cooldown)
+            return
+        delay = backoff_delay(s.consecutive_crashes, self.t)
+        s.restart_at = self.now + delay
+        s.state = State.BACKOFF
+        self.log("node_restart_scheduled", delay=round(delay, 3), crashes=s.consecutive_crashes,
+                 epoch=s.epoch)
+
+    def on_shutdown(self, signal: str) -> None:
+        s = self.s
+        if s.shutting_down:
+            self.kill_node("second_shutdown_request")
+            return
+        s.shutting_down = True
+        self.log("shutdown_requested", signal=signal, epoch=s.epoch)
+        s.restart_at = None
+        s.cooldown_until = None
+        s.after_stop = "exit"
+        if s.node is not NodePhase.NONE:
+            s.state = State.STOPPING
+            self.stop_node("shutdown", self.planned_grace())
+        else:
+            s.state = State.STOPPING
+            self.give_up_lease()

@@ -1,0 +1,203 @@
+"""The core's state and timing: values and pure functions of them, no I/O, no clock.
+
+`CoreState` is everything the core remembers; `Timing` every interval it needs.
+The deadline functions implement the timing rule (supervisor/timing.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from supervisor.config import Config
+from supervisor.messages import LeaseOpKind, SeenVersion
+from supervisor.timing import stop_graces
+
+
+class State(StrEnum):
+    STANDBY = "standby"
+    ACTIVE = "active"
+    BACKOFF = "backoff"
+    STOPPING = "stopping"
+    COOLDOWN = "cooldown"
+    DISABLED = "disabled"
+    EXITED = "exited"
+
+
+class NodePhase(StrEnum):
+    NONE = "none"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+
+
+AfterStop = Literal["standby", "cooldown_crash", "cooldown_handover", "exit"]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Every interval the core needs, in seconds."""
+
+    update_interval: float  # U
+    wait_interval: float  # W
+    margin: float  # M
+    stop_timeout: float  # S: the grace of a planned stop
+    loss_grace: float  # G: the grace of a stop forced by a lease being lost
+    operation_timeout: float  # bound on one database call
+    poll_interval: float  # how often a standby reads the row
+    retry_interval: float  # pause after a failed database call
+    renew_hedge: float  # a renewal without an answer this long is raced on a fresh connection
+    renew_retry: float  # pause after a failed renewal
+    handover_cooldown: float
+    initial_delay: float
+    multiplier: float
+    max_delay: float
+    reset_after: float
+    max_crashes: int
+    crash_window: float
+    crash_cooldown: float
+    error_repeat: float = 60.0  # a persisting database error is logged again this often
+
+    @classmethod
+    def from_config(cls, config: Config) -> Timing:
+        lease, restart = config.lease, config.restart
+        u, w = lease.update_interval, lease.wait_interval
+        graces = stop_graces(u, w, lease.margin, config.node.stop_timeout,
+                             config.database.operation_timeout)
+        return cls(
+            update_interval=u,
+            wait_interval=w,
+            margin=lease.margin,
+            stop_timeout=config.node.stop_timeout,
+            loss_grace=graces.loss_grace,
+            operation_timeout=config.database.operation_timeout,
+            poll_interval=max(0.05, min(u / 2, w / 4)),
+            retry_interval=max(0.05, min(u / 4, 1.0)),
+            renew_hedge=max(0.02, min(config.database.operation_timeout, u / 8)),
+            renew_retry=max(0.01, min(u / 20, 0.25)),
+            handover_cooldown=2 * w,
+            initial_delay=restart.initial_delay,
+            multiplier=restart.multiplier,
+            max_delay=restart.max_delay,
+            reset_after=restart.reset_after,
+            max_crashes=restart.max_crashes,
+            crash_window=restart.window,
+            crash_cooldown=restart.cooldown,
+        )
+
+
+# ---------------------------------------------------------------- state
+
+
+@dataclass
+class CoreState:
+    """Everything the core remembers. Treated as a value: `step` never mutates its input."""
+
+    lease_enabled: bool
+    state: State = State.STANDBY
+    epoch: int | None = None  # the lease we hold, as far as we know
+    renewed_sent_at: float | None = None  # t: send time of the last successful renew/acquire
+    next_renew_at: float | None = None
+    release_epoch: int | None = None  # a lease given up that we still owe a release for
+    lease_op: LeaseOpKind | None = None
+    lease_op_since: float = 0.0
+    renewal_slow_logged: bool = False
+    next_observe_at: float = 0.0
+    seen: SeenVersion | None = None
+    seen_since: float | None = None
+    node: NodePhase = NodePhase.NONE
+    node_pid: int | None = None
+    stop_sent: bool = False
+    kill_sent: bool = False
+    after_stop: AfterStop = "standby"
+    crash_times: tuple[float, ...] = ()
+    consecutive_crashes: int = 0
+    restart_at: float | None = None
+    cooldown_until: float | None = None
+    shutting_down: bool = False
+    begun: bool = False
+    holder: str | None = None  # last holder seen (for status)
+    restarts: int = 0
+    call_failures: int = 0  # lease calls failed in a row
+    db_error: str | None = None  # the last failure's reason, while failing
+    db_error_since: float | None = None
+    db_error_logged_at: float | None = None
+    db_ok_at: float | None = None  # when the database last answered
+    server: str | None = None  # the database server that answered last
+    server_watch_until: float | None = None  # after a server change: take nothing before
+    name_conflict: str | None = None  # another live identity holds our machineName
+    name_conflict_logged_at: float | None = None
+    standby_view: tuple[object, ...] | None = None  # last logged (holder, epoch, could take over)
+    last_holder: str | None = None  # the last holder seen in a held row
+    handover_seen: bool = False  # ... and whether it had been asked to hand over
+    acquire_how: str = ""  # why the acquisition in flight may take the row
+    acquire_from: str | None = None  # ... and from whom
+
+
+def initial_state(lease_enabled: bool) -> CoreState:
+    return CoreState(
+        lease_enabled=lease_enabled,
+        state=State.STANDBY if lease_enabled else State.DISABLED,
+    )
+
+
+def kill_deadline(state: CoreState, timing: Timing) -> float | None:
+    """`t + W - M`, or None when no lease is held."""
+    if state.renewed_sent_at is None or state.epoch is None:
+        return None
+    return state.renewed_sent_at + timing.wait_interval - timing.margin
+
+
+def term_deadline(state: CoreState, timing: Timing) -> float | None:
+    """`t + W - M - G`: when a node whose lease is not renewed must get SIGTERM."""
+    kill_at = kill_deadline(state, timing)
+    return None if kill_at is None else kill_at - timing.loss_grace
+
+
+def backoff_delay(consecutive_crashes: int, timing: Timing) -> float:
+    """Delay before restart number `consecutive_crashes` (1-based), capped."""
+    exponent = max(0, consecutive_crashes - 1)
+    delay = timing.initial_delay * (timing.multiplier ** min(exponent, 64))
+    return float(min(delay, timing.max_delay))
+
+
+def takeover_readiness(state: CoreState, now: float) -> tuple[bool, str]:
+    """Could this host take the lease over now, if the holder died? (ok, why not)."""
+    if not state.lease_enabled:
+        return False, "the lease is off"
+    if state.epoch is not None:
+        return False, "this host holds the lease"
+    if state.state is not State.STANDBY or state.shutting_down:
+        return False, f"state is {state.state}"
+    if state.db_ok_at is None or state.call_failures:
+        return False, f"database unreachable: {state.db_error or 'no answer yet'}"
+    if state.name_conflict is not None:
+        return False, state.name_conflict
+    if state.server_watch_until is not None and now < state.server_watch_until:
+        return False, ("a new database server answers: watching it for "
+                       f"{state.server_watch_until - now:.1f} s more")
+    return True, "standby, database reachable"
+
+
+def next_wakeup(state: CoreState, timing: Timing) -> float | None:
+    """The earliest time at which `step(state, Tick(), t)` could do something."""
+    times: list[float] = []
+    if state.state == State.EXITED:
+        return None
+    if state.epoch is not None:
+        kill_at = kill_deadline(state, timing)
+        if kill_at is not None:
+            times.append(kill_at)
+            if state.node is not NodePhase.NONE and not state.stop_sent:
+                times.append(kill_at - timing.loss_grace)
+        if state.lease_op is None and state.next_renew_at is not None:
+            times.append(state.next_renew_at)
+        if state.lease_op == "renew" and not state.renewal_slow_logged:
+            times.append(state.lease_op_since + 2 * timing.renew_hedge)
+    if state.lease_op is None and state.lease_enabled and state.state == State.STANDBY:
+        times.append(state.next_observe_at)
+    for t in (state.restart_at, state.cooldown_until):
+        if t is not None:
+            times.append(t)
+    return min(times) if times else None

@@ -1,0 +1,298 @@
+"""Which processes are "this node" on this machine, and the stale-node sweep.
+
+Every node run carries a *node key* (`node_key`: lease name + machineName + the
+node's working directory, hashed): in the name of its cgroup
+(``corda-ha-node-<key>-<run>``, see `supervisor.cgroup`) and in its environment
+(``CORDA_HA_NODE_KEY=<key>``, inherited by every descendant). After a restart,
+`sweep_stale_nodes` finds what earlier runs left behind by exactly these two
+marks, never by matching command lines (a wrapper script's JVM child does not
+look like the configured command).
+
+The sweep reads ``/proc``, which can hang on a stuck mount: `run_sweep` runs it
+in a dedicated daemon thread and stops waiting after a limit (`SweepError`);
+a node must not be started then. A sweep thread that was given up on is told
+so (an `threading.Event`) and kills nothing afterwards; while it is still hung,
+further sweeps of the same key fail at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from supervisor import cgroup as cgroups
+from supervisor.config import NodeConfig
+
+log = structlog.get_logger("supervisor.fencing")
+
+#: The environment variable every node process inherits: its node key.
+NODE_KEY_ENV = "CORDA_HA_NODE_KEY"
+#: Default bound on a sweep; the node is not started when the sweep does not finish.
+SWEEP_TIMEOUT = 10.0
+#: Default: how long the guard may take to acknowledge a command before it is stalled.
+ACK_TIMEOUT = 2.0
+#: Inside a sweep: how long killed processes get to die.
+KILL_WAIT = 5.0
+
+
+def node_key(lease_name: str, machine_name: str, working_directory: str) -> str:
+    """A short hex id of one node on one machine (stable across restarts)."""
+    ident = "\0".join((lease_name, machine_name, os.path.realpath(working_directory)))
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class NodeFence:
+    """How the runs of one node are fenced on this machine.
+
+    `key`: see `node_key`. `cgroup_parent`: the directory under which each run gets
+    its own cgroup, None for process groups only. `ack_timeout`: a guard that has
+    not acknowledged a command for this long counts as stalled. `sweep_timeout`:
+    the bound on the stale-node sweep."""
+
+    key: str
+    cgroup_parent: str | None = None
+    ack_timeout: float = ACK_TIMEOUT
+    sweep_timeout: float = SWEEP_TIMEOUT
+
+    @classmethod
+    def for_node(cls, node: NodeConfig, *, lease_name: str, machine_name: str,
+                 ack_timeout: float = ACK_TIMEOUT,
+                 sweep_timeout: float = SWEEP_TIMEOUT) -> NodeFence:
+        """Resolve `node.cgroup` (auto / off / a directory), probe it, log the outcome once."""
+        key = node_key(lease_name, machine_name, node.working_directory)
+        parent, why = cgroup_parent(node.cgroup, key)
+        if parent is not None:
+            log.info("node_cgroup", parent=parent, key=key)
+        elif node.cgroup == "off":
+            log.info("node_cgroup_off", key=key,
+                     message="node.cgroup = off: node runs are held by their process group only")
+        else:
+            log.warning("node_cgroup_unavailable", reason=why, setting=node.cgroup, key=key,
+                        message="falling back to process groups: a node that calls setsid or "
+                                "a wrapper's children can outlive a dead guard")
+        return cls(key=key, cgroup_parent=parent, ack_timeout=ack_timeout,
+                   sweep_timeout=sweep_timeout)
+
+
+def cgroup_parent(setting: str, key: str) -> tuple[str | None, str]:
+    """(usable parent directory or None, why not) for a `node.cgroup` setting."""
+    if setting == "off":
+        return None, "node.cgroup = off"
+    parent = cgroups.own_cgroup_dir() if setting == "auto" else setting
+    if parent is None:
+        return None, "this process is in no cgroup v2 hierarchy"
+    why = cgroups.usable_parent(parent, key)
+    return (None, why) if why is not None else (parent, "")
+
+
+@dataclass(frozen=True)
+class Swept:
+    """What a sweep killed: pids, cgroups removed, pids still alive after the wait."""
+
+    pids: tuple[int, ...] = ()
+    cgroups: tuple[str, ...] = ()
+    left: tuple[int, ...] = ()
+    seconds: float = 0.0
+
+
+class SweepError(Exception):
+    """The stale-node sweep did not finish in time, or failed."""
+
+
+def sweep_stale_nodes(key: str, cgroup_parent: str | None,
+                      abandoned: threading.Event | None = None, *, timeout: float = KILL_WAIT,
+                      proc_root: str = "/proc") -> Swept:
+    """Kill what earlier runs of node `key` left behind. Blocking: see `run_sweep`.
+
+    1. Each cgroup ``corda-ha-node-<key>-*`` under `cgroup_parent`: cgroup.kill,
+       wait until empty (at most `timeout`), rmdir.
+    2. Each process whose environment has ``CORDA_HA_NODE_KEY=<key>`` (never the
+       calling process): SIGKILL, scan again, until a scan finds none or `timeout`.
+    Once `abandoned` is set it returns without killing anything more.
+    """
+    start = time.monotonic()
+    gone = abandoned or threading.Event()
+    pids: list[int] = []
+    removed: list[str] = []
+    left: list[int] = []
+    if cgroup_parent is not None:
+        for path in cgroups.leftovers(cgroup_parent, key):
+            if gone.is_set():
+                break
+            inside = cgroups.procs(path)
+            if cgroups.kill_and_remove(path, timeout):
+                removed.append(path)
+            else:
+                left += cgroups.procs(path)
+                log.error("stale_cgroup_not_empty", cgroup=path, pids=cgroups.procs(path))
+            pids += inside
+    marker = f"{NODE_KEY_ENV}={key}".encode()
+    end = time.monotonic() + timeout
+    while not gone.is_set():
+        found = _marked(marker, proc_root)
+        if not found:
+            break
+        if time.monotonic() >= end:
+            left += found
+            break
+        for pid in found:
+            if gone.is_set():
+                break
+            with contextlib.suppress(ProcessLookupError):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except PermissionError as exc:
+                    log.error("stale_node_kill_failed", pid=pid, error=str(exc))
+                    continue
+            if pid not in pids:
+                pids.append(pid)
+        time.sleep(0.01)
+    left = [p for p in set(left) if _alive(p, proc_root)]
+    return Swept(pids=tuple(pids), cgroups=tuple(removed), left=tuple(sorted(left)),
+                 seconds=time.monotonic() - start)
+
+
+def _alive(pid: int, proc_root: str) -> bool:
+    """Exists and is not a zombie."""
+    try:
+        with open(os.path.join(proc_root, str(pid), "stat"), "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+
+
+def _marked(marker: bytes, proc_root: str) -> list[int]:
+    """Live processes (not zombies, not us) whose initial environment holds `marker`."""
+    me = os.getpid()
+    found = []
+    try:
+        names = os.listdir(proc_root)
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(os.path.join(proc_root, name, "environ"), "rb") as f:
+                data = f.read()
+        except OSError:
+            continue  # gone, a kernel thread, or not ours to read
+        if marker in data.split(b"\0"):
+            found.append(int(name))
+    return found
+
+
+SweepFunction = Callable[[threading.Event], Swept]
+
+_hung: dict[str, threading.Thread] = {}  # key -> a sweep thread that was given up on
+
+
+async def run_sweep(key: str, sweep: SweepFunction, timeout: float) -> Swept:
+    """Run `sweep` in a new daemon thread; its result, or SweepError after `timeout`
+    (or at once while an earlier sweep of `key` is still hung). Never blocks the
+    loop; a hung thread never blocks interpreter exit."""
+    earlier = _hung.get(key)
+    if earlier is not None:
+        if earlier.is_alive():
+            raise SweepError("an earlier stale-node sweep of this node is still hung")
+        del _hung[key]
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Swept] = loop.create_future()
+    abandoned = threading.Event()
+
+    def settle(result: Swept | None, error: Exception | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            assert result is not None
+            done.set_result(result)
+
+    def work() -> None:
+        result: Swept | None = None
+        error: Exception | None = None
+        try:
+            result = sweep(abandoned)
+        except Exception as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
+            loop.call_soon_threadsafe(settle, result, error)
+
+    thread = threading.Thread(target=work, name=f"corda-ha-sweep-{key}", daemon=True)
+    thread.start()
+    try:
+        return await asyncio.wait_for(asyncio.shield(done), timeout)
+    except TimeoutError:
+        raise SweepError(f"stale-node sweep did not finish within {timeout:g} s") from None
+    except SweepError:
+        raise
+    except Exception as exc:
+        raise SweepError(f"stale-node sweep failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if not done.done():
+            abandoned.set()
+            _hung[key] = thread
+
+
+def default_sweep(fence: NodeFence) -> SweepFunction:
+    """The production sweep for `fence` (cgroups under its parent, the env marker)."""
+    return lambda abandoned: sweep_stale_nodes(fence.key, fence.cgroup_parent, abandoned)
+
+
+async def sweep_at_startup(fence: NodeFence, sweep: SweepFunction | None = None) -> Swept | None:
+    """The start-up sweep (before contending): bounded like the per-start one; logs
+    what it killed. None when it did not finish (logged; the node start will retry)."""
+    try:
+        swept = await run_sweep(fence.key, sweep or default_sweep(fence), fence.sweep_timeout)
+    except SweepError as exc:
+        log.error("stale_sweep_failed", error=str(exc), at="startup")
+        return None
+    log_swept(swept, "startup", clean=True)
+    return swept
+
+
+def log_swept(swept: Swept, at: str, *, clean: bool = False) -> None:
+    """Log a sweep's result when it killed something (or, with `clean`, always)."""
+    fields = {"pids": list(swept.pids), "cgroups": list(swept.cgroups),
+              "seconds": round(swept.seconds, 3), "at": at}
+    if swept.left:
+        log.error("stale_nodes_survived", left=list(swept.left), **fields)
+    elif swept.pids or swept.cgroups:
+        log.warning("stale_nodes_killed", **fields)
+    elif clean:
+        log.info("stale_sweep_clean", **fields)
+
+
+async def release_cgroup(path: str, timeout: float) -> bool:
+    """After a run: kill what is left in its cgroup, wait (polling the loop, at most
+    `timeout`) until it is empty, remove it. False (logged) when processes outlived
+    the wait: the cgroup is then left for the stale-node sweep."""
+    try:
+        cgroups.kill(path)
+    except OSError as exc:
+        log.error("node_cgroup_kill_failed", cgroup=path, error=str(exc))
+    end = time.monotonic() + timeout
+    while cgroups.populated(path):
+        if time.monotonic() >= end:
+            log.error("node_cgroup_not_empty", cgroup=path, pids=cgroups.procs(path),
+                      waited=timeout, message="left for the stale-node sweep")
+            return False
+        await asyncio.sleep(0.005)
+    try:
+        cgroups.remove(path)
+    except OSError as exc:
+        log.error("node_cgroup_remove_failed", cgroup=path, error=str(exc))
+        return False
+    return True

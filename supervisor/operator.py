@@ -1,0 +1,256 @@
+"""The operator's commands against the database: `status`, `handover`, `schema`.
+
+None of them creates anything in the database (a DBA runs what `schema` prints,
+or the first supervisor start creates it). Every database call is bounded by the
+configuration's timeouts; an unreachable database is exit 69 with a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime
+from typing import Any
+
+from psycopg import sql
+
+from supervisor.config import Config
+from supervisor.identity import Identity
+from supervisor.lease import (
+    LeaseSnapshot,
+    LeaseUnavailable,
+    MemberRow,
+    PostgresLeaseStore,
+    read_state,
+)
+from supervisor.lease.members import MemberSql
+from supervisor.lease.sql import LeaseSql
+
+EX_UNAVAILABLE = 69
+EXIT_NO_HOLDER = 3
+EXIT_HANDOVER_REFUSED = 4
+
+
+def renewal_slack(update_interval: float) -> float:
+    """How late a renewal may be before `status` calls the holder "not renewing"."""
+    return update_interval + max(1.0, update_interval / 2)
+
+
+def describe(snapshot: LeaseSnapshot | None, members: list[MemberRow] | None = None,
+             update_interval: float = 20.0) -> dict[str, Any]:
+    """The lease as `status` shows it; ages by the database clock.
+
+    `live` is true only for a holder whose row has not expired **and** whose
+    renewals arrive on time (a holder whose supervisor died or froze shows
+    `renewing: false` until its row expires, and is not live)."""
+    rows = [m.as_dict() for m in members or []]
+    if snapshot is None or not snapshot.exists:
+        return {"holder": None, "live": False, "epoch": None, "members": rows}
+
+    def seconds(a: datetime | None, b: datetime | None) -> float | None:
+        return None if a is None or b is None else round((a - b).total_seconds(), 3)
+
+    unexpired = snapshot.live
+    renewed_ago = seconds(snapshot.db_now, snapshot.renewed_at)
+    renewing = (unexpired and renewed_ago is not None
+                and renewed_ago <= renewal_slack(update_interval))
+    for row in rows:
+        row["holder"] = row["instance"] == snapshot.instance and snapshot.holder is not None
+    return {
+        "lease_name": snapshot.lease_name,
+        "holder": snapshot.holder,
+        "holder_host": snapshot.holder_host,
+        "holder_pid": snapshot.holder_pid,
+        "epoch": snapshot.epoch,
+        "live": renewing,
+        "unexpired": unexpired,
+        "renewing": renewing,
+        "renewed_ago": renewed_ago,
+        "expires_in": seconds(snapshot.expires_at, snapshot.db_now),
+        "acquired_at": snapshot.acquired_at.isoformat() if snapshot.acquired_at else None,
+        "handover_requested": snapshot.handover_requested_at is not None,
+        "members": rows,
+    }
+
+
+def local_view(config: Config, timeout: float = 2.0) -> tuple[dict[str, Any] | None, str | None]:
+    """This host's supervisor's `/status` (its state, database view, whether it could
+    take over), or (None, why not). Bounded by `timeout`; never raises."""
+    health = config.health
+    if not health.enabled:
+        return None, "health endpoint disabled (health.enabled = false)"
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(health.host, health.host)
+    netloc = f"[{host}]" if ":" in host else host
+    url = f"http://{netloc}:{health.port}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return None, f"{url} answered {e.code}"
+    except (OSError, ValueError) as e:
+        return None, f"no supervisor answering at {url}: {e}"
+    return (body, None) if isinstance(body, dict) else (None, f"{url}: unexpected answer")
+
+
+def _describe_local(view: dict[str, Any] | None, error: str | None) -> str:
+    if view is None:
+        return f"this host: {error}"
+    lines = [f"this host: {view.get('machine_name')} state={view.get('state')} "
+             f"epoch={view.get('epoch')}"]
+    if "can_take_over" in view:
+        can = "yes" if view["can_take_over"] else "NO"
+        lines.append(f"  could take over now: {can} ({view.get('can_take_over_reason')})")
+    db = view.get("database")
+    if isinstance(db, dict):
+        if db.get("reachable"):
+            lines.append(f"  database: reachable (server {db.get('server')})")
+        else:
+            lines.append(f"  database: UNREACHABLE for {db.get('failing_for')} s, "
+                         f"{db.get('failures_in_a_row')} failures in a row; last error: "
+                         f"{db.get('last_error')}")
+    if view.get("machine_name_conflict"):
+        lines.append(f"  CONFIGURATION ERROR: {view['machine_name_conflict']}")
+    return "\n".join(lines)
+
+
+def _describe_members(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "members: none registered"
+    lines = ["members:"]
+    for m in rows:
+        role = "holder" if m.get("holder") else ("could take over" if m["can_take_over"]
+                                                 else f"cannot take over: {m['reason']}")
+        lines.append(f"  {m['machine_name']:<16} host {m['host']} pid {m['pid']} "
+                     f"state={m['state']} seen {m['last_seen_age']:.1f} s ago  {role}")
+    return "\n".join(lines)
+
+
+def _timeout(config: Config) -> float:
+    return max(config.database.operation_timeout, config.database.connect_timeout)
+
+
+async def status(config: Config, *, as_json: bool) -> int:
+    """Exit 0 with a live (renewing) holder, 3 without, 69 without a database."""
+    view, view_error = await asyncio.to_thread(local_view, config)
+    try:
+        snapshot, members = await read_state(config.database, config.lease.wait_interval,
+                                             _timeout(config))
+    except LeaseUnavailable as e:
+        if as_json:
+            print(json.dumps({"database_error": str(e), "this_host": view,
+                              "this_host_error": view_error}, indent=2))
+        else:
+            print(f"corda-ha-supervisor: database unavailable: {e}", file=sys.stderr)
+            print(_describe_local(view, view_error))
+        return EX_UNAVAILABLE
+    info = describe(snapshot, members, config.lease.update_interval)
+    if as_json:
+        print(json.dumps({**info, "this_host": view, "this_host_error": view_error}, indent=2))
+    else:
+        if info["holder"] is None:
+            print("no holder: the lease is free")
+        else:
+            state = ("live" if info["live"] else
+                     "NOT RENEWING (its supervisor stopped or is cut off)" if info["unexpired"]
+                     else "EXPIRED")
+            print(f"holder: {info['holder']} (host {info['holder_host']}, pid "
+                  f"{info['holder_pid']})\nepoch: {info['epoch']}\nstate: {state}\nrenewed: "
+                  f"{info['renewed_ago']} s ago\nexpires in: {info['expires_in']} s"
+                  + ("\nhandover: requested" if info["handover_requested"] else ""))
+        print(_describe_members(info["members"]))
+        print(_describe_local(view, view_error))
+    return 0 if info["live"] else EXIT_NO_HOLDER
+
+
+def takeover_candidates(snapshot: LeaseSnapshot, members: list[MemberRow]) -> list[MemberRow]:
+    """Members other than the holder that are fresh and say they could take over now."""
+    return [m for m in members if m.fresh and m.member.can_take_over
+            and m.member.instance != snapshot.instance]
+
+
+async def handover(config: Config, *, wait: float | None, force: bool = False) -> int:
+    """Ask the holder to step down; refuse (exit 4, node untouched) when no other
+    member could take over, unless `force`."""
+    timeout = _timeout(config)
+    store = PostgresLeaseStore(config.database, Identity.for_this_process("handover"),
+                               config.lease.wait_interval)
+    try:
+        snapshot, members = await read_state(config.database, config.lease.wait_interval,
+                                             timeout)
+        if snapshot is None or snapshot.free:
+            print("corda-ha-supervisor: nobody holds the lease; nothing to hand over",
+                  file=sys.stderr)
+            return EXIT_NO_HOLDER
+        candidates = takeover_candidates(snapshot, members)
+        if not candidates and not force:
+            print(f"corda-ha-supervisor: refusing to hand over: no other supervisor could "
+                  f"take over from {snapshot.holder} now, so the node would just stop.\n"
+                  + _describe_members(describe(snapshot, members)["members"])
+                  + "\nUse --force to hand over anyway.", file=sys.stderr)
+            return EXIT_HANDOVER_REFUSED
+        before = await store.request_handover(timeout)
+        if before.holder is None:
+            print("corda-ha-supervisor: nobody holds the lease; nothing to hand over",
+                  file=sys.stderr)
+            return EXIT_NO_HOLDER
+        takers = ", ".join(f"{m.member.machine_name} (host {m.member.host})"
+                           for m in candidates) or "nobody (forced)"
+        print(f"handover requested from {before.holder} (epoch {before.epoch}); "
+              f"could take over: {takers}")
+        if wait is None:
+            return 0
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                now = await store.observe(timeout)
+            except LeaseUnavailable:
+                now = None
+            if (now is not None and now.holder is not None and now.epoch > before.epoch
+                    and now.instance != before.instance and not now.expired):
+                print(f"now held by {now.holder} (epoch {now.epoch})")
+                return 0
+            await asyncio.sleep(0.1)
+        print(f"corda-ha-supervisor: no other host took the lease within {wait} s",
+              file=sys.stderr)
+        return 1
+    except LeaseUnavailable as e:
+        print(f"corda-ha-supervisor: database unavailable: {e}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    finally:
+        await store.close()
+
+
+def schema_script(config: Config) -> str:
+    """The DDL and GRANTs a DBA runs once for this configuration's lease tables, for a
+    least-privilege role (`database.user`, or `corda_ha` when not set)."""
+    db = config.database
+    lease = LeaseSql(db.schema, db.table)
+    members = MemberSql(db.schema, db.table)
+    role = sql.Identifier(db.user or "corda_ha")
+
+    def text(statement: sql.Composable) -> str:
+        lines = [line.strip() for line in statement.as_string(None).strip().splitlines()]
+        return "\n".join(lines[:1] + ["    " + line for line in lines[1:-1]] + lines[-1:]
+                         if len(lines) > 2 else lines)
+
+    where = db.schema or "the role's search_path schema (e.g. public)"
+    lines = [
+        f"-- corda-ha-supervisor {config.source}: lease tables of lease {db.lease_name!r}",
+        f"-- in {where}. Run once as a DBA (psql -v ON_ERROR_STOP=1 -f ...).",
+        "",
+    ]
+    if lease.create_schema is not None:
+        lines.append(text(lease.create_schema) + ";")
+    lines += [text(lease.create_table) + ";", text(members.create_table) + ";", "",
+              "-- the supervisor's role: it may read and write its two tables, nothing else",
+              f"-- CREATE ROLE {text(role)} LOGIN PASSWORD '...';  -- if it does not exist"]
+    if db.schema is not None:
+        lines.append(f"GRANT USAGE ON SCHEMA {text(sql.Identifier(db.schema))} "
+                     f"TO {text(role)};")
+    lines += [f"GRANT SELECT, INSERT, UPDATE ON {text(lease.table)} TO {text(role)};",
+              f"GRANT SELECT, INSERT, UPDATE, DELETE ON {text(members.table)} TO {text(role)};"]
+    return "\n".join(lines) + "\n"

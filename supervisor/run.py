@@ -1,0 +1,60 @@
+"""The daemon process: `python -m supervisor.run --config-fd N [--source PATH]`.
+
+`corda-ha-supervisor run` parses and checks the configuration, then replaces itself
+(exec: same pid for systemd) with this module, handing the parsed configuration over
+an anonymous in-memory file (memfd; the password never touches a disk, an argument
+or the environment). So the daemon never loads the HOCON parser: it imports only
+what it runs with (design.md: keep the resident memory small).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from supervisor.config import Config, config_from_json, config_to_json
+
+
+def exec_daemon(config: Config) -> None:
+    """Replace this process with the daemon for `config`. Does not return (raises
+    OSError if the exec fails)."""
+    fd = os.memfd_create("corda-ha-supervisor-config", 0)  # not close-on-exec
+    os.write(fd, config_to_json(config).encode())
+    os.lseek(fd, 0, os.SEEK_SET)
+    argv = [sys.executable, "-m", "supervisor.run", "--config-fd", str(fd),
+            "--source", config.source]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+
+
+def _read_config(fd: int) -> Config:
+    chunks = []
+    with os.fdopen(fd, "rb") as handle:
+        while chunk := handle.read(65536):
+            chunks.append(chunk)
+    return config_from_json(b"".join(chunks).decode())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m supervisor.run")
+    parser.add_argument("--config-fd", type=int, required=True)
+    parser.add_argument("--source", help="the configuration file (shown by ps)")
+    args = parser.parse_args(argv)
+    config = _read_config(args.config_fd)
+
+    from supervisor.daemon import Daemon
+    from supervisor.logs import EXIT_FLUSH_TIMEOUT, configure_logging, flush_logs
+
+    configure_logging(config.logging.format, config.logging.level)
+    try:
+        return asyncio.run(Daemon(config).run())
+    finally:
+        flush_logs(EXIT_FLUSH_TIMEOUT)  # the last lines (supervisor_exiting); bounded
+
+
+if __name__ == "__main__":
+    sys.exit(main())

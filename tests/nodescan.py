@@ -1,0 +1,36 @@
+"""Find the stand-in nodes' processes by a scan of /proc (stdlib only: the watcher's
+sampling process imports it).
+
+A stand-in node is a process whose command line runs `fake_node.py` and names a
+host's record directory (`--record DIR`). It counts from the moment it exists (exec),
+wherever it sits in the process tree and whatever pid it thinks it has (another PID
+namespace). The `--setsid-child` launcher only starts the node; it does not count.
+Zombies have an empty command line and do not count either.
+"""
+
+from __future__ import annotations
+
+import os
+
+NODE_MARK = b"fake_node.py"
+LAUNCHER_FLAG = b"--setsid-child"
+
+
+def scan_nodes(record_dirs: dict[str, str]) -> dict[str, list[int]]:
+    """One pass over /proc: per host name, the pids of its live stand-in nodes."""
+    wanted = {name: os.fsencode(d) for name, d in record_dirs.items()}
+    found: dict[str, list[int]] = {name: [] for name in record_dirs}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if not any(a.endswith(NODE_MARK) for a in argv[:3]) or LAUNCHER_FLAG in argv:
+            continue
+        for name, directory in wanted.items():
+            if directory in argv:
+                found[name].append(int(entry.name))
+    return found

@@ -1,0 +1,228 @@
+"""The two fences end to end (issue #6, items 3 and 4).
+
+(a) A stalled guard: the active host's guard is SIGSTOPped and its database cut
+    off. The supervisor itself must kill the node by t + W - M (t: the send time
+    of its last successful renewal); the other host takes over; never two nodes.
+(b) A wrapper-script node (``/bin/sh wrapper.sh`` forks the stand-in, no exec) and
+(c) a node whose worker calls setsid: the supervisor and its guard are SIGKILLed
+    (the guard first frozen, so it cannot clean up), which leaves the worker
+    running: PR_SET_PDEATHSIG reaches only the node's leader, killpg only its
+    group. Restarted as systemd would, the supervisor's start-up sweep must find
+    the worker by its cgroup / environment marker and kill it before anything
+    else; never two nodes.
+
+The stand-in's record file is written by the worker itself (the wrapper's child,
+the setsid'ed child), so the Watcher counts the real node process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from supervisor import cgroup as cgroups
+from tests.cluster import (
+    FAKE_NODE,
+    Cluster,
+    EditedHost,
+    Host,
+    Watcher,
+    add_edited,
+    host_node_key,
+    http_get,
+)
+from tests.faultproxy import FaultProxy
+from tests.pgserver import PgServer
+from tests.proc import pid_alive, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+LATENCY = 0.1  # slack for the kill, the 5 ms polling and the /status round trip
+
+
+@pytest.fixture
+def proxies(pg_server: PgServer) -> Iterator[Callable[[], FaultProxy]]:
+    made: list[FaultProxy] = []
+
+    def make() -> FaultProxy:
+        p = FaultProxy(pg_server.host, pg_server.port)
+        made.append(p)
+        return p
+
+    try:
+        yield make
+    finally:
+        for p in made:
+            p.close()
+
+
+def _renewal_sent_at(host: Host) -> float | None:
+    """Monotonic time (shared clock) at which `host` sent its last successful renewal."""
+    before = time.monotonic()
+    code, body = http_get(host.health_port(), "/status")
+    at = (before + time.monotonic()) / 2
+    assert code == 200, body
+    st: dict[str, Any] = json.loads(body)
+    age = st.get("last_renewal_age")
+    if age is None:
+        return None
+    return at - float(st["loop_age_seconds"]) - float(age)
+
+
+def _guard_of(host: Host) -> psutil.Process:
+    assert host.proc is not None
+    for child in psutil.Process(host.proc.pid).children():
+        try:
+            if "supervisor.guard" in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:
+            continue
+    raise AssertionError(f"{host.name}: no guard process found")
+
+
+def _kill_margin(host: Host) -> float:
+    """W - M: how long after the last renewal the node must be dead."""
+    w = host.wait_ms / 1000
+    return w - min(2.0, w / 10)
+
+
+# ------------------------------------------------------------------ (a) a stalled guard
+
+
+def test_frozen_guard_and_cut_off_database(pair: Cluster, pg_server: PgServer,
+                                           proxies: Callable[[], FaultProxy]) -> None:
+    pa, pb = proxies(), proxies()
+    a = pair.add("a", dsn=pg_server.dsn_via("127.0.0.1", pa.port))
+    b = pair.add("b", dsn=pg_server.dsn_via("127.0.0.1", pb.port))
+    with Watcher(pair.hosts) as watch:
+        a.start()
+        a.wait_event("node_started", 15)
+        b.start()
+        b.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")
+        (node_a,) = a.live_nodes()
+        guard = _guard_of(a)
+        t_last = _renewal_sent_at(a)
+        os.kill(guard.pid, signal.SIGSTOP)
+        pa.set_mode("blackhole")
+        t_cut = time.monotonic()
+        kill_after = _kill_margin(a)
+        # track a's last successful renewal (one may still have been on its way)
+        deadline = t_cut + kill_after + 2.0
+        next_status = 0.0
+        while pid_alive(node_a):
+            now = time.monotonic()
+            assert now < deadline, f"a's node {node_a} outlived its deadline (guard frozen)"
+            if now >= next_status:
+                seen = _renewal_sent_at(a)
+                if seen is not None:
+                    t_last = max(t_last or seen, seen)
+                next_status = time.monotonic() + 0.05
+            time.sleep(0.005)
+        dead_at = time.monotonic()
+        assert t_last is not None
+        wait_until(lambda: not pid_alive(guard.pid), 3.0, message="a's frozen guard killed")
+        b_node = pair.active(a.wait_ms / 1000 + 2.0)
+        assert b_node is b
+        time.sleep(1.0)
+        assert pair.live()["a"] == [] and len(pair.live()["b"]) == 1
+        assert a.proc is not None and a.proc.poll() is None  # the supervisor lives on
+        a.wait_event("node_exited", 5)
+    watch.assert_never_two()
+    late = dead_at - (t_last + kill_after)
+    print(f"\nfrozen guard + cut: node dead {dead_at - t_last:.3f}s after the last renewal "
+          f"(deadline W - M = {kill_after:.3f}s; {late * 1000:+.0f} ms from the deadline)")
+    assert dead_at - t_last < kill_after + LATENCY
+
+
+# ------------------------------------------------------------------ (b), (c) leftovers
+
+
+def _wrapper_edit(host_root: Path) -> Callable[[str], str]:
+    """Config edit: the node command becomes /bin/sh wrapper.sh (the stand-in, forked)."""
+    def edit(text: str) -> str:
+        script = host_root / "wrapper.sh"
+        script.write_text(
+            "#!/bin/sh\n"
+            "# like many JVM start scripts: runs the node as a child, no exec\n"
+            f"{sys.executable} {FAKE_NODE} --record {host_root / 'records'} \"$@\"\n"
+            "status=$?\n"
+            "echo \"wrapper: node exited with $status\"\n"
+            "exit $status\n")
+        out = []
+        for line in text.splitlines(keepends=True):
+            if line.strip().startswith("command = "):
+                line = f"  command = {json.dumps(['/bin/sh', str(script)])}\n"
+            out.append(line)
+        return "".join(out)
+    return edit
+
+
+def _restart_after_losing_supervisor_and_guard(pair: Cluster, a: Host, b: Host) -> None:
+    with Watcher(pair.hosts) as watch:
+        a.start()
+        a.wait_event("node_started", 15)
+        b.start()
+        b.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")
+        wait_until(lambda: len(a.live_nodes()) == 1, 10, message="a's worker wrote its record")
+        (worker,) = a.live_nodes()
+        guard = _guard_of(a)
+        (leader,) = [c.pid for c in guard.children()]
+        assert worker != leader, "the record must come from the real worker"
+        parent = cgroups.own_cgroup_dir()
+        assert parent is not None
+        (old_cgroup,) = cgroups.leftovers(parent, host_node_key(a))
+        assert worker in cgroups.procs(old_cgroup)
+        old_run = cgroups.procs(old_cgroup)
+
+        # The guard cannot clean up (frozen), then supervisor and guard are SIGKILLed.
+        assert a.proc is not None
+        os.kill(guard.pid, signal.SIGSTOP)
+        a.proc.kill()
+        os.kill(guard.pid, signal.SIGKILL)
+        a.proc.wait(5)
+        wait_until(lambda: not pid_alive(guard.pid), 5, message="guard gone")
+        wait_until(lambda: not pid_alive(leader), 2, message="leader killed by PDEATHSIG")
+        assert pid_alive(worker), "the worker should have outlived its guard (else no test)"
+
+        mark = a.mark()
+        t_restart = time.monotonic()
+        a.start()  # as systemd would (Restart=always)
+        wait_until(lambda: not pid_alive(worker), 15, interval=0.005,
+                   message="the old run's worker to be killed by the restarted supervisor")
+        t_dead = time.monotonic()
+        swept = a.wait_event("stale_nodes_killed", 5, since=mark)
+        assert swept["at"] == "startup", swept  # before contending, not at the node start
+        assert worker in swept["pids"] and old_cgroup in swept["cgroups"], swept
+        wait_until(lambda: not any(pid_alive(p) for p in old_run), 1.0,
+                   message="every process of the old run dead")
+        assert not os.path.exists(old_cgroup)
+        winner = pair.active(a.wait_ms / 1000 + 3.0)
+        time.sleep(1.0)
+        assert pair.active(0.5) is winner
+    watch.assert_never_two()
+    print(f"\n{a.node_args or 'wrapper'}: restart swept {len(swept['pids'])} process(es) and "
+          f"{len(swept['cgroups'])} cgroup(s) in {swept['seconds'] * 1000:.1f} ms; the stale "
+          f"worker was dead {t_dead - t_restart:.3f}s after the restart began; "
+          f"{winner.name} runs the node now")
+
+
+def test_wrapper_script_node_left_by_dead_supervisor_and_guard(pair: Cluster) -> None:
+    root = pair.root / "a"
+    a: EditedHost = add_edited(pair, "a", _wrapper_edit(root), wait_ms=4000)
+    b = pair.add("b", wait_ms=4000)
+    _restart_after_losing_supervisor_and_guard(pair, a, b)
+
+
+def test_setsid_node_left_by_dead_supervisor_and_guard(pair: Cluster) -> None:
+    a = pair.add("a", ["--setsid-child"], wait_ms=4000)
+    b = pair.add("b", wait_ms=4000)
+    _restart_after_losing_supervisor_and_guard(pair, a, b)

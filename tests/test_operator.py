@@ -1,0 +1,166 @@
+"""The operator's commands (issue 7): `schema` gives a least-privilege role that runs
+the whole lease protocol, `status` creates nothing and lists every member, a holder
+that stopped renewing is not "live", and `handover` refuses when nobody could take
+over. Real PostgreSQL, real supervisors."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import signal
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from supervisor.config import DatabaseConfig, load_config
+from supervisor.identity import Identity
+from supervisor.lease import PostgresLeaseStore
+from supervisor.lease.members import Member
+from supervisor.operator import schema_script
+from tests.cluster import Cluster, http_get, run_cli
+from tests.pgserver import PgServer
+from tests.proc import wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def conf(tmp_path: Path, url: str, *, schema: str, user: str, extra: str = "") -> Path:
+    path = tmp_path / "op.conf"
+    path.write_text(f"""
+mutualExclusionConfiguration {{ on = true, machineName = op, updateInterval = 500,
+                                waitInterval = 2000 }}
+database {{ url = "{url}", schema = "{schema}", user = "{user}", password = "pw-{user}",
+            operationTimeout = 1s, connectTimeout = 2s }}
+node {{ command = ["/bin/true"] }}
+{extra}
+""")
+    return path
+
+
+def test_schema_gives_a_least_privilege_role_that_runs_the_protocol(
+        tmp_path: Path, pg_server: PgServer) -> None:
+    if not pg_server.can_restart:
+        pytest.skip("external database (CORDA_HA_TEST_DSN): cannot create roles")
+    suffix = uuid.uuid4().hex[:8]
+    role, schema = f"sup_{suffix}", f"ha_{suffix}"
+    pg_server.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'")
+    path = conf(tmp_path, pg_server.dsn_via(pg_server.host, pg_server.port).replace(
+        "postgres@", ""), schema=schema, user=role)
+    out = run_cli("schema", "--config", str(path))
+    assert out.returncode == 0, out
+    script = out.stdout
+    assert f'GRANT SELECT, INSERT, UPDATE ON "{schema}"."corda_ha_lease" TO "{role}";' in script
+    assert "pw-" not in script
+    with psycopg.connect(pg_server.dsn, autocommit=True) as dba:
+        dba.execute(script.encode())  # the DBA runs it once, as printed
+    config = load_config(str(path))
+    db = config.database
+
+    async def as_the_role() -> None:
+        ident = Identity.for_this_process("op")
+        store = PostgresLeaseStore(db, ident, 2.0)
+        try:
+            await store.ensure_schema(5)  # finds everything: creates nothing
+            snap = await store.observe(5)
+            epoch = await store.acquire(None, server=snap.server, timeout=5)
+            assert epoch == 1
+            assert await store.renew(epoch, 5) is not None
+            assert await store.release(epoch, 5)
+            store.member_info = lambda: Member(ident.instance, "op", ident.machine, "h", 1,
+                                               "standby", True, "ok", "t")
+            async with await psycopg.AsyncConnection.connect(
+                    db.conninfo, user=db.user, password=db.password, autocommit=True) as c:
+                await store._health_check(c)
+            (row,) = await store.members(5)
+            assert row.member.machine_name == "op" and row.fresh
+        finally:
+            await store.close()
+
+    asyncio.run(as_the_role())
+    denied = psycopg.errors.InsufficientPrivilege
+    with psycopg.connect(db.conninfo, user=db.user, password=db.password,
+                         autocommit=True) as conn, pytest.raises(denied):
+        conn.execute(f'CREATE TABLE "{schema}".intruder (x int)')
+
+
+def test_status_creates_nothing(tmp_path: Path, pg_server: PgServer) -> None:
+    schema = f"none_{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "s.conf"
+    path.write_text(f"""
+mutualExclusionConfiguration {{ on = true, machineName = s, updateInterval = 500,
+                                waitInterval = 2000 }}
+database {{ url = "{pg_server.dsn}", schema = "{schema}" }}
+node {{ command = ["/bin/true"] }}
+health.enabled = false
+""")
+    out = run_cli("status", "--config", str(path))
+    assert out.returncode == 3, out
+    assert "no holder" in out.stdout
+    assert pg_server.execute("SELECT to_regnamespace(%s)", [schema]) == [(None,)]
+
+
+def test_status_lists_members_and_handover_refuses_without_a_taker(pair: Cluster) -> None:
+    a = pair.add("a")
+    a.start()
+    a.wait_node_up(15)
+    # alone: nobody could take over, so a handover would only stop the node
+    wait_until(lambda: json.loads(run_cli("status", "--json", "--config",
+                                          str(a.config_path)).stdout)["members"], 10,
+               message="a registered as a member")
+    out = run_cli("handover", "--config", str(a.config_path))
+    assert out.returncode == 4, out
+    assert "refusing to hand over" in out.stderr and "--force" in out.stderr
+    assert not a.events("handover_requested")
+    (node,) = a.live_nodes()
+
+    b = pair.add("b")
+    b.start()
+    b.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")
+
+    def members() -> list[dict[str, object]]:
+        data = json.loads(run_cli("status", "--json", "--config", str(a.config_path)).stdout)
+        return list(data["members"])
+
+    wait_until(lambda: len(members()) == 2 and any(m["can_take_over"] for m in members()), 15,
+               message="b registered, able to take over")
+    rows = {m["machine_name"]: m for m in members()}
+    assert rows["a"]["holder"] is True and rows["a"]["can_take_over"] is False
+    assert rows["b"]["holder"] is False and rows["b"]["state"] == "standby"
+    text = run_cli("status", "--config", str(a.config_path)).stdout
+    assert "members:" in text and "could take over" in text
+
+    out = run_cli("handover", "--wait", "15", "--config", str(a.config_path))
+    assert out.returncode == 0, out
+    assert "could take over: b" in out.stdout and "now held by b" in out.stdout
+    assert node not in a.live_nodes()
+
+
+def test_a_holder_that_stopped_renewing_is_not_live(pair: Cluster) -> None:
+    a = pair.add("a", wait_ms=6000)  # its row stays unexpired 6 s after the last renewal
+    a.start()
+    a.wait_node_up(15)
+    assert run_cli("status", "--config", str(a.config_path)).returncode == 0
+    a.signal(signal.SIGSTOP)  # frozen: its row stays unexpired for up to W
+    try:
+        def frozen_status() -> bool:
+            out = run_cli("status", "--json", "--config", str(a.config_path))
+            data = json.loads(out.stdout)
+            return out.returncode == 3 and data["unexpired"] and not data["renewing"]
+
+        wait_until(frozen_status, 4, message="status to call the frozen holder not renewing")
+    finally:
+        a.signal(signal.SIGCONT)
+    assert http_get(a.health_port(), "/liveness")[0] in (200, 503)
+
+
+def test_schema_defaults_the_role_name(tmp_path: Path) -> None:
+    path = tmp_path / "d.conf"
+    path.write_text('mutualExclusionConfiguration { on = true, machineName = d, '
+                    'updateInterval = 500, waitInterval = 2000 }\n'
+                    'database { url = "postgresql://db/x" }\nnode { command = ["/bin/true"] }\n')
+    script = schema_script(load_config(str(path)))
+    assert 'TO "corda_ha";' in script and "GRANT USAGE ON SCHEMA" not in script
+    assert dataclasses.is_dataclass(DatabaseConfig)

@@ -1,0 +1,69 @@
+"""The overlap watcher's sampling process: `python -m tests.watcher_proc INTERVAL`.
+
+Runs apart from the test process (no GIL shared with the test's threads) and, where
+allowed (root), under SCHED_FIFO, so that it samples on time on a loaded machine.
+
+stdin, one line each time the set changes: `{"name": "record dir", ...}` (JSON).
+stdout, JSON lines: `{"overlap": t, "alive": {...}}` at once for every sample that
+saw more than one node; `{"samples": n, "max_gap": s, "rt": bool}` every 0.2 s and
+once more at the end (stdin EOF).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+import time
+
+from tests.nodescan import scan_nodes
+
+
+def main() -> int:
+    interval = float(sys.argv[1])
+    rt = True
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except (OSError, AttributeError):
+        rt = False
+    dirs: dict[str, str] = {}
+    buf = b""
+    samples = 0
+    max_gap = 0.0
+    last: float | None = None
+    reported = time.monotonic()
+    out = sys.stdout
+
+    def report() -> None:
+        out.write(json.dumps({"samples": samples, "max_gap": max_gap, "rt": rt}) + "\n")
+        out.flush()
+
+    while True:
+        ready, _, _ = select.select([0], [], [], interval)
+        if ready:
+            data = os.read(0, 65536)
+            if not data:
+                report()
+                return 0
+            buf += data
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    dirs = dict(json.loads(line))
+        alive = scan_nodes(dirs)
+        now = time.monotonic()
+        if last is not None:
+            max_gap = max(max_gap, now - last)
+        last = now
+        samples += 1
+        if sum(len(v) for v in alive.values()) > 1:
+            out.write(json.dumps({"overlap": now, "alive": alive}) + "\n")
+            out.flush()
+        if samples == 1 or now - reported >= 0.2:  # the first report says "running"
+            reported = now
+            report()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
