@@ -3,9 +3,10 @@
     python -m tests.coverage_report [PYTEST ARGS...]
 
 runs ``coverage run -m pytest PYTEST ARGS`` (default: the whole suite) with the
-settings of pyproject.toml (`patch = subprocess`: every Python process the tests
-start, i.e. supervisor daemons, guards and CLI runs, is measured too, so
-daemon.py, guard.py and cli.py count), combines the data files and prints one
+settings of pyproject.toml (`patch = subprocess, execv`: every Python process the
+tests start, i.e. supervisor daemons, guards and CLI runs, is measured too, also
+across the CLI's exec of the daemon, so daemon.py, guard.py, cli.py and run.py
+count), combines the data files and prints one
 row per module: statements, line %, branches, branch % and coverage's combined
 figure. Data goes to `.coverage-data/` (`coverage.json` there has every detail;
 ``coverage report -m --data-file .coverage-data/.coverage`` lists missed lines).
