@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from supervisor.config import DatabaseConfig
 from tests.cluster import Cluster, cluster
 from tests.pgserver import PgServer, PgServerError
+
+# Hypothesis is derandomised by default, so a CI failure replays exactly: every run
+# tries the same examples. HYPOTHESIS_PROFILE=explore draws new random examples (use
+# it locally to search; a failure prints the seed to reproduce it).
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

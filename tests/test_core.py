@@ -166,7 +166,9 @@ def test_failed_renewals_stop_then_kill_by_the_deadlines() -> None:
 
 
 def test_kill_at_kill_deadline_even_if_stop_not_finished() -> None:
-    """KillNode exactly at t + W - M: not earlier, not later (the node ignores SIGTERM)."""
+    """A lost lease: SIGTERM at t + W - M - G with a grace that ends exactly at t + W - M,
+    where the guard SIGKILLs a node that ignores SIGTERM; the core adds no KillNode of its
+    own. (The core's own KillNode at exactly t + W - M: tests/test_core_deadlines.py.)"""
     d = active_driver()
     d.tick_to(U)
     d.feed(LeaseCallFailed("renew", "timeout"), U + 0.1)
@@ -174,10 +176,13 @@ def test_kill_at_kill_deadline_even_if_stop_not_finished() -> None:
     (stop,) = of(StopNode, acts)
     assert isinstance(stop, StopNode) and stop.grace == pytest.approx(G)
     assert d.state.epoch is None  # the lease is given up at the term deadline
-    # the guard holds W - M; the core needs nothing more before the node exits
+    # the stop's grace ends exactly at the kill deadline: the guard SIGKILLs there
+    assert (W - M - G) + stop.grace == pytest.approx(W - M)
+    # ... so the core needs nothing more before the node exits (no wake-up, no kill)
+    assert core.next_wakeup(d.state, TIMING) is None
+    assert not of(KillNode, d.tick_to(W - M - 1e-6))
+    assert not of(KillNode, d.tick_to(W - M))
     assert not of(KillNode, d.log)
-    assert core.next_wakeup(d.state, TIMING) is None or not of(
-        KillNode, d.tick_to(W - M - 1e-6))
 
 
 def test_lease_lost_kills_node_at_once() -> None:

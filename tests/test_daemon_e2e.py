@@ -310,9 +310,11 @@ def test_restarted_supervisor_takes_its_lease_back_at_once(pair: Cluster) -> Non
         assert second.config_path == first.config_path
         t0 = time.monotonic()
         second.start()
-        take = second.wait_event("lease_takeover_from_dead_predecessor", W)
+        # waits from the launch include the interpreter start: bounded loosely here, and
+        # exactly below from the new supervisor's own start (in_process)
+        take = second.wait_event("lease_takeover_from_dead_predecessor", 15)
         assert take["pid"] == first.proc.pid  # type: ignore[union-attr]
-        acquired = second.wait_event("lease_acquired", W)
+        acquired = second.wait_event("lease_acquired", 5)
         acquired_after = time.monotonic() - t0
         assert acquired["epoch"] == epoch + 1
         started = second.wait_event("supervisor_started", 1)
@@ -325,8 +327,7 @@ def test_restarted_supervisor_takes_its_lease_back_at_once(pair: Cluster) -> Non
           f"new supervisor had the lease {acquired_after:.3f}s after launch "
           f"({in_process:.3f}s after supervisor_started), node running after {node_after:.3f}s; "
           f"W = {W}s")
-    assert acquired_after < W
-    assert in_process < W / 2
+    assert in_process < W / 2  # no wait of W: the predecessor is known dead
 
 
 # --------------------------------------------------------------------------- machineName

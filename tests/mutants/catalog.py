@@ -1,0 +1,661 @@
+"""The curated list of safety mutants: one deliberate break per safety rule.
+
+Each entry names the rule it breaks, the file, an exact search text (which must
+occur exactly once: `tests/test_mutants.py` checks that in every CI run, so the
+list cannot rot silently) and its replacement, and the fast tests (unit tests or
+single end-to-end tests, never the chaos run) of which one must fail. Keep the
+killing tests fast: the whole list should run in a few minutes with `--jobs 1`.
+
+Add a mutant for every new safety rule. A `todo` entry is a placeholder for a
+rule whose code is not merged yet; it is listed, never run.
+"""
+
+from __future__ import annotations
+
+from tests.mutants.runner import Mutant
+
+STEP = "supervisor/core/step.py"
+STATE = "supervisor/core/state.py"
+BASE = "supervisor/core/base.py"
+HOLDER = "supervisor/core/holder.py"
+STANDBY = "supervisor/core/standby.py"
+LIFECYCLE = "supervisor/core/lifecycle.py"
+CONFIG = "supervisor/config/loader.py"
+DAEMON = "supervisor/daemon.py"
+GUARD = "supervisor/guard.py"
+NODE = "supervisor/node.py"
+SQL = "supervisor/lease/sql.py"
+OBS = "supervisor/observation.py"
+
+MUTANTS: tuple[Mutant, ...] = (
+    # ------------------------------------------------------------ harness canaries
+    Mutant(
+        "canary_guard_via_node",
+        "harness: the guard started by supervisor/node.py imports the mutated copy",
+        GUARD,
+        '    """Entry point; see the module docstring for the protocol."""\n',
+        '    """Entry point; see the module docstring for the protocol."""\n'
+        '    raise SystemExit("mutant canary")\n',
+        ("tests/test_node.py::test_start_and_stop_gracefully",),
+    ),
+    Mutant(
+        "canary_supervisor_via_cli",
+        "harness: `python -m supervisor` started by tests/cluster.py imports the mutated copy",
+        "supervisor/__main__.py",
+        "    raise SystemExit(main())\n",
+        '    raise SystemExit("mutant canary")\n',
+        ("tests/test_cli.py::test_version",),
+    ),
+    Mutant(
+        "watcher_blind",
+        "harness: the overlap watcher reports two live nodes at once",
+        "tests/watcher_proc.py",
+        "        if sum(len(v) for v in alive.values()) > 1:\n",
+        "        if sum(len(v) for v in alive.values()) > 2:\n",
+        ("tests/test_watcher.py::test_a_10ms_overlap_is_seen_by_sampling",),
+    ),
+    # ------------------------------------------------------------ the timing rule
+    Mutant(
+        "kill_late",
+        "KillNode at t + W - M (the core sends it 1 s late)",
+        STEP,
+        "            if now >= kill_at:\n",
+        "            if now >= kill_at + 1.0:\n",
+        ("tests/test_core_deadlines.py",),
+    ),
+    Mutant(
+        "kill_deadline_not_a_wakeup",
+        "the core wakes up at t + W - M (not only at its next loop turn)",
+        STATE,
+        "            times.append(kill_at)\n",
+        "            pass\n",
+        ("tests/test_core_deadlines.py",),
+    ),
+    Mutant(
+        "sigterm_at_w_m_s",
+        "loss grace G: SIGTERM at t + W - M - G, not t + W - M - S",
+        STEP,
+        "            elif (now >= kill_at - t.loss_grace and s.node is not NodePhase.NONE\n",
+        "            elif (now >= kill_at - t.stop_timeout and s.node is not NodePhase.NONE\n",
+        ("tests/test_core_rules.py::test_cordas_ratio_runs_one_node_steadily_for_many_renewals",),
+    ),
+    Mutant(
+        "grace_formula_is_s",
+        "G = min(S, W - M - U - R), not S",
+        "supervisor/timing.py",
+        "    grace = max(0.0, min(stop_timeout, window - allowance))\n",
+        "    grace = stop_timeout\n",
+        ("tests/test_core_rules.py::test_stop_graces_at_cordas_documented_timing",),
+    ),
+    Mutant(
+        "planned_stop_grace_capped",
+        "a planned stop gets the full S, not min(S, time to the kill deadline)",
+        BASE,
+        "        return self.t.stop_timeout\n",
+        "        return min(self.t.stop_timeout,\n"
+        "                   (kill_deadline(self.s, self.t) or float('inf')) - self.now)\n",
+        ("tests/test_core_rules.py::test_planned_stop_keeps_full_s_while_renewals_go_on",),
+    ),
+    Mutant(
+        "t_is_answer_time_in_core",
+        "t is when the renewal was sent, not when it was answered (core)",
+        HOLDER,
+        "        s.renewed_sent_at = max(s.renewed_sent_at or ev.sent_at, ev.sent_at)\n",
+        "        s.renewed_sent_at = self.now\n",
+        ("tests/test_core_rules.py::test_cordas_ratio_runs_one_node_steadily_for_many_renewals",),
+    ),
+    Mutant(
+        "t_is_answer_time_in_daemon",
+        "t is when the renewal was sent, not when it was answered (daemon)",
+        DAEMON,
+        "return LeaseRenewed(sent_at=sent_at, handover_requested=",
+        "return LeaseRenewed(sent_at=self.clock(), handover_requested=",
+        ("tests/test_daemon_inproc.py::test_guard_kills_at_the_deadline_while_the_loop_is_frozen",),
+    ),
+    Mutant(
+        "renewal_not_bounded_by_kill_deadline",
+        "a renewal keeps trying up to t + W - M, never beyond",
+        STEP,
+        "timeout = self.op_timeout() if kill_at is None else max(0.05, kill_at - now)",
+        "timeout = self.op_timeout() if kill_at is None else kill_at - now + 1.0",
+        ("tests/test_core.py::test_renews_every_update_interval_and_extends_guard_deadline",),
+    ),
+    Mutant(
+        "acquire_too_late_runs",
+        "an acquisition answered after t + W - M - G starts no node",
+        STANDBY,
+        "        if term_at is not None and self.now >= term_at:\n",
+        "        if False:\n",
+        ("tests/test_core.py::test_acquire_answered_too_late_is_handed_back_not_run",),
+    ),
+    Mutant(
+        "lease_lost_stops_gracefully",
+        "a renewal that matched no row kills the node at once",
+        HOLDER,
+        '            self.kill_node("lease_lost")\n',
+        '            self.stop_node("lease_lost", self.t.stop_timeout)\n',
+        ("tests/test_core.py::test_lease_lost_kills_node_at_once",),
+    ),
+    Mutant(
+        "second_sigterm_ignored",
+        "a second shutdown request kills the node at once",
+        LIFECYCLE,
+        '            self.kill_node("second_shutdown_request")\n',
+        "            pass\n",
+        ("tests/test_core_deadlines.py::test_second_shutdown_request_kills_at_once",),
+    ),
+    Mutant(
+        "release_before_node_gone",
+        "the lease is released only once the node is gone",
+        STEP,
+        "            elif s.release_epoch is not None and s.node is NodePhase.NONE:\n",
+        "            elif s.release_epoch is not None:\n",
+        ("tests/test_core_deadlines.py::test_no_release_while_the_node_stops",),
+    ),
+    Mutant(
+        "restart_too_late",
+        "a crashed node is restarted only while it could still be stopped in time",
+        STEP,
+        "                                       and now < term_at):\n",
+        "                                       ):\n",
+        ("tests/test_core_deadlines.py::test_no_restart_after_the_term_deadline",),
+    ),
+    Mutant(
+        "two_lease_calls",
+        "one lease call at a time",
+        STEP,
+        "        if s.lease_enabled and s.lease_op is None:\n",
+        "        if s.lease_enabled:\n",
+        ("tests/test_core_property.py",),
+    ),
+    Mutant(
+        "stray_lease_kept",
+        "an acquire that committed after it was given up is released at once",
+        STANDBY,
+        "        if ev.mine:\n",
+        "        if False:\n",
+        ("tests/test_core.py::test_stray_lease_of_our_own_is_released",),
+    ),
+    # ------------------------------------------------------------ the guard's deadline
+    Mutant(
+        "renewals_never_extend_deadline",
+        "each successful renewal moves the guard's deadline to t + W - M",
+        HOLDER,
+        "            self.actions.append(SetNodeDeadline(kill_at))\n",
+        "            pass\n",
+        ("tests/test_core_property.py",),
+    ),
+    Mutant(
+        "daemon_drops_deadline_updates",
+        "the daemon passes each new deadline to the guard",
+        DAEMON,
+        "                self._with_node(lambda p: p.set_deadline(deadline))\n",
+        "                pass\n",
+        ("tests/test_daemon_inproc.py::test_guard_kills_at_the_deadline_while_the_loop_is_frozen",),
+    ),
+    Mutant(
+        "guard_started_without_deadline",
+        "the node is guarded by t + W - M from its first instant",
+        DAEMON,
+        "kill_deadline=action.kill_deadline, on_output=self._node_output,",
+        "kill_deadline=None, on_output=self._node_output,",
+        ("tests/test_daemon_inproc.py::test_guard_kills_at_the_deadline_while_the_loop_is_frozen",),
+    ),
+    Mutant(
+        "start_without_deadline",
+        "StartNode carries the kill deadline",
+        BASE,
+        "        self.actions.append(StartNode(self.s.epoch, kill_deadline(self.s, self.t)))\n",
+        "        self.actions.append(StartNode(self.s.epoch, None))\n",
+        ("tests/test_core_property.py",),
+    ),
+    Mutant(
+        "guard_ignores_deadline",
+        "the guard SIGKILLs the node group when its deadline passes",
+        GUARD,
+        "        times = [t for t in (self.deadline, self.stop_kill_at) if t is not None]\n",
+        "        times = [t for t in (self.stop_kill_at,) if t is not None]\n",
+        ("tests/test_guard.py::test_deadline_fires_on_time",),
+    ),
+    Mutant(
+        "guard_ignores_deadline_updates",
+        "the guard applies `deadline <t>` commands",
+        GUARD,
+        '            if words[0] == "deadline" and len(words) == 2:\n',
+        '            if words[0] == "deadline" and len(words) == 99:\n',
+        ("tests/test_guard.py::test_deadline_extension_and_clearing",),
+    ),
+    Mutant(
+        "guard_stop_grace_outlives_deadline",
+        "the guard's deadline cuts a stop grace short",
+        GUARD,
+        "        return min(times) if times else None\n",
+        "        return max(times) if times else None\n",
+        ("tests/test_guard.py::test_deadline_shortens_a_stop_grace",),
+    ),
+    Mutant(
+        "guard_later_stop_lengthens",
+        "a later `stop` can only shorten the guard's kill timer",
+        GUARD,
+        "                    if self.stop_kill_at is None or at < self.stop_kill_at:\n",
+        "                    if True:\n",
+        ("tests/test_guard_more.py::test_a_later_stop_never_lengthens_the_grace",),
+    ),
+    Mutant(
+        "guard_starts_after_deadline",
+        "the guard does not start a node whose deadline has passed",
+        GUARD,
+        "        if self.deadline is not None and time.monotonic() >= self.deadline:\n",
+        "        if False:\n",
+        ("tests/test_guard.py::test_deadline_already_passed_does_not_start",),
+    ),
+    Mutant(
+        "guard_no_kill_on_eof",
+        "the guard SIGKILLs the node group when its stdin closes (supervisor gone)",
+        GUARD,
+        '            if not self.kill_sent:\n                self.signal_group(signal.SIGKILL, '
+        '"supervisor_gone")\n',
+        "            pass\n",
+        ("tests/test_guard.py::test_eof_on_stdin_kills_the_group_at_once",),
+    ),
+    Mutant(
+        "guard_no_pdeathsig",
+        "the node dies with its guard (PR_SET_PDEATHSIG)",
+        GUARD,
+        "        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:\n",
+        "        if False:\n",
+        ("tests/test_guard.py::test_sigkill_of_the_guard_kills_the_node",),
+    ),
+    Mutant(
+        "guard_sigterm_ignored",
+        "SIGTERM to the guard SIGKILLs the node group",
+        GUARD,
+        "                if terminated() and not self.kill_sent:\n",
+        "                if False:\n",
+        ("tests/test_guard.py::test_sigterm_to_the_guard_kills_the_group",),
+    ),
+    Mutant(
+        "guard_leaves_group_members",
+        "when the node's leader exits, the rest of its group is SIGKILLed",
+        GUARD,
+        "            self.signal_group(signal.SIGKILL, None)\n"
+        "            returncode, sig = self.reap()\n",
+        "            returncode, sig = self.reap()\n",
+        ("tests/test_guard.py::test_crash_is_reported_and_leftovers_are_killed",),
+    ),
+    Mutant(
+        "guard_error_no_kill",
+        "an unexpected error inside the guard SIGKILLs the node group",
+        GUARD,
+        '                self.signal_group(signal.SIGKILL, "guard_error")\n',
+        "                pass\n",
+        ("tests/test_guard_more.py::test_an_error_inside_the_guard_kills_the_group",),
+    ),
+    # ------------------------------------------------------------ the node handle
+    Mutant(
+        "orphan_group_survives",
+        "when the guard vanishes, the supervisor SIGKILLs the node's whole group",
+        NODE,
+        "            os.killpg(self._pgid or self.pid, signal.SIGKILL)\n",
+        "            pass\n",
+        ("tests/test_node_more.py::test_guard_sigkilled_the_whole_node_group_dies",),
+    ),
+    Mutant(
+        "cancelled_start_keeps_guard",
+        "a cancelled start closes the guard's stdin (so no node survives it)",
+        NODE,
+        "            # SIGKILL the node and exit; the supervising task, if any, reaps it.\n"
+        "            self._abort(guard)\n",
+        "            # SIGKILL the node and exit; the supervising task, if any, reaps it.\n",
+        ("tests/test_node_more.py::test_cancelled_start_leaves_no_guard_and_no_node",),
+    ),
+    Mutant(
+        "stale_node_not_swept",
+        "a node left over from an earlier run (found by its environment marker) is killed",
+        "supervisor/fencing.py",
+        "                try:\n                    os.kill(pid, signal.SIGKILL)\n"
+        "                except PermissionError as exc:\n",
+        "                try:\n                    pass\n"
+        "                except PermissionError as exc:\n",
+        ("tests/test_node.py::test_stale_node_sweep_by_environment_marker",),
+    ),
+    Mutant(
+        "sweep_unbounded",
+        "the stale-node sweep is bounded in time; a hung sweep fails the start, not the loop",
+        "supervisor/fencing.py",
+        "        return await asyncio.wait_for(asyncio.shield(done), timeout)\n",
+        "        return await asyncio.shield(done)\n",
+        ("tests/test_node.py::test_blocked_sweep_fails_the_start_in_time_and_the_loop_runs",),
+    ),
+    Mutant(
+        "cgroup_not_killed",
+        "a node run lives in its own cgroup and is killed with cgroup.kill",
+        "supervisor/cgroup.py",
+        '        os.write(fd, b"1")\n',
+        "        pass\n",
+        ("tests/test_cgroup.py::test_create_move_kill_remove",),
+    ),
+    Mutant(
+        "stalled_guard_not_fenced",
+        "a guard that stops acknowledging commands is killed with the node by the supervisor",
+        NODE,
+        '        self._fence("guard_stalled", kill_guard=True)\n',
+        "        pass\n",
+        ("tests/test_node.py::test_unacknowledged_command_means_guard_stalled",),
+    ),
+    Mutant(
+        "supervisor_deadline_not_fenced",
+        "the supervisor kills the node itself at the deadline when the guard is frozen",
+        NODE,
+        '            self._fence("deadline")\n',
+        "            pass\n",
+        ("tests/test_node.py::test_frozen_guard_supervisor_kills_at_the_deadline",),
+    ),
+    Mutant(
+        "epoch_not_given_to_node",
+        "the node gets its fencing epoch (CORDA_HA_EPOCH)",
+        NODE,
+        '        env["CORDA_HA_EPOCH"] = str(epoch)\n',
+        "        pass\n",
+        ("tests/test_node.py::test_node_environment",),
+    ),
+    # ------------------------------------------------------------ the daemon
+    Mutant(
+        "lease_call_unbounded",
+        "every lease call posts a result within its timeout + CALL_GRACE",
+        DAEMON,
+        "done, _ = await asyncio.wait({task}, timeout=action.timeout + CALL_GRACE)",
+        "done, _ = await asyncio.wait({task}, timeout=None)",
+        ("tests/test_daemon_inproc.py::test_an_observe_that_never_answers_is_failed_in_time",),
+    ),
+    Mutant(
+        "store_exception_swallows_result",
+        "a store raising an unexpected exception still yields LeaseCallFailed",
+        DAEMON,
+        '        except Exception as e:\n            log.exception("lease_call_error", op=kind)\n',
+        "        except ArithmeticError as e:\n"
+        '            log.exception("lease_call_error", op=kind)\n',
+        ("tests/test_daemon_inproc.py::test_unexpected_store_exceptions_are_failed_calls",),
+    ),
+    Mutant(
+        "start_error_no_exit_event",
+        "a node start that raises yields NodeExited",
+        DAEMON,
+        '        except Exception as e:\n            log.exception("node_start_error")\n',
+        '        except ArithmeticError as e:\n            log.exception("node_start_error")\n',
+        ("tests/test_daemon_inproc.py::test_a_start_that_raises_is_a_crash",),
+    ),
+    Mutant(
+        "no_kill_on_exit",
+        "the daemon never leaves with its node running (node_killed_on_exit)",
+        DAEMON,
+        "            self.node.process.kill()\n",
+        "            pass\n",
+        ("tests/test_daemon_inproc.py::test_node_killed_when_the_daemon_leaves_with_it_running",),
+    ),
+    Mutant(
+        "commands_lost_while_starting",
+        "node commands that arrive while the node starts are applied once it runs",
+        DAEMON,
+        "            self.node.pending.append(command)\n",
+        "            pass\n",
+        ("tests/test_daemon_inproc.py::test_shutdown_while_the_node_starts",),
+    ),
+    Mutant(
+        "sigterm_not_a_shutdown",
+        "SIGTERM is a planned stop (stop the node, release, exit 0)",
+        DAEMON,
+        "loop.add_signal_handler(sig, self.events.put_nowait, ShutdownRequested(sig.name))",
+        "loop.add_signal_handler(sig, lambda: None)",
+        ("tests/test_daemon_inproc.py::test_second_sigterm_kills_the_node",),
+    ),
+    # ------------------------------------------------------------ the standby's stopwatch
+    Mutant(
+        "standby_skips_stopwatch",
+        "a held row is taken only after W unchanged on the standby's own clock",
+        STANDBY,
+        "        if ev.expired and unchanged_for >= self.t.wait_interval:\n",
+        "        if ev.expired:\n",
+        ("tests/test_core.py::test_standby_waits_w_of_unchanged_row_on_its_own_clock",),
+    ),
+    Mutant(
+        "stopwatch_survives_version_change",
+        "a changed row (renewed, or gone back in time) restarts the stopwatch",
+        STANDBY,
+        "        if ev.version != s.seen:\n",
+        "        if s.seen is None:\n",
+        ("tests/test_core.py::test_row_going_back_in_time_restarts_the_stopwatch",),
+    ),
+    # ------------------------------------------------------------ the lease statements
+    Mutant(
+        "renew_keeps_expires_at",
+        "a renewal moves expires_at to now + W",
+        SQL,
+        "SET renewed_at = n.now, expires_at = n.now + %(w)s, server_id = {server}",
+        "SET renewed_at = n.now, server_id = {server}",
+        ("tests/test_lease_rules.py::test_expires_at_follows_every_renewal",),
+    ),
+    Mutant(
+        "renew_after_expiry",
+        "an expired lease cannot be renewed",
+        SQL,
+        "                 AND l.epoch = %(epoch)s AND l.expires_at > n.now\n",
+        "                 AND l.epoch = %(epoch)s\n",
+        ("tests/test_lease.py::test_renew",),
+    ),
+    Mutant(
+        "renew_any_instance",
+        "only the holding process (instance) can renew",
+        SQL,
+        "WHERE l.lease_name = %(name)s AND l.instance = %(instance)s\n",
+        "WHERE l.lease_name = %(name)s\n",
+        ("tests/test_lease.py::test_renew",),
+    ),
+    Mutant(
+        "acquire_live_lease",
+        "a held row is taken only when free or expired by the database clock",
+        SQL,
+        "                 AND (l.holder IS NULL\n",
+        "                 AND (true\n",
+        ("tests/test_lease.py::test_acquire_requires_expected_and_free_or_expired",),
+    ),
+    Mutant(
+        "acquire_ignores_expected",
+        "a held row is taken only while it is still the version watched for W",
+        SQL,
+        "AND l.renewed_at IS NOT DISTINCT FROM %(e_renewed)s::timestamptz",
+        "AND true",
+        ("tests/test_lease.py::test_acquire_requires_expected_and_free_or_expired",),
+    ),
+    Mutant(
+        "epoch_not_bumped",
+        "every acquisition bumps the epoch (fencing token)",
+        SQL,
+        "                   epoch = l.epoch + 1,\n",
+        "                   epoch = l.epoch,\n",
+        ("tests/test_lease.py::test_acquire_requires_expected_and_free_or_expired",),
+    ),
+    Mutant(
+        "sync_commit_off",
+        "lease statements run with synchronous_commit = on",
+        "supervisor/lease/bounded.py",
+        '            "-c synchronous_commit=on",\n',
+        '            "-c synchronous_commit=off",\n',
+        ("tests/test_lease.py::test_lease_sessions_use_synchronous_commit",),
+    ),
+    Mutant(
+        "db_call_unbounded",
+        "a database call is bounded by a timeout the supervisor owns",
+        "supervisor/lease/bounded.py",
+        "done, _ = await asyncio.wait({task}, timeout=max(0.0, timeout))",
+        "done, _ = await asyncio.wait({task}, timeout=None)",
+        ("tests/test_lease.py::test_blackholed_database_times_out_then_recovers",),
+    ),
+    # ------------------------------------------------------------ server identity
+    Mutant(
+        "server_change_no_watch",
+        "after a server change the standby takes nothing for W",
+        STANDBY,
+        "        s.server = ev.server\n        s.server_watch_until = self.now + w\n"
+        "        s.seen = None\n",
+        "        s.server = ev.server\n        s.seen = None\n",
+        ("tests/test_core_rules.py::test_server_change_makes_the_standby_wait_w_even_for_a_free_row",),
+    ),
+    Mutant(
+        "acquire_any_server_sql",
+        "an acquire succeeds only on the server the contender watched (SQL)",
+        SQL,
+        "WHERE %(server)s::text IS NULL OR {server} = %(server)s::text",
+        "WHERE true",
+        ("tests/test_lease.py::test_observe_names_the_server_and_acquire_needs_that_server",),
+    ),
+    Mutant(
+        "acquire_any_server_core",
+        "an acquire names the server the contender watched (core)",
+        STANDBY,
+        'self.begin_op("acquire", AcquireLease(expected, None, s.server, self.op_timeout()))',
+        'self.begin_op("acquire", AcquireLease(expected, None, None, self.op_timeout()))',
+        ("tests/test_core_rules.py::test_acquire_names_the_server_it_watched",),
+    ),
+    Mutant(
+        "acquire_any_server_daemon",
+        "an acquire names the server the contender watched (daemon)",
+        DAEMON,
+        "epoch = await store.acquire(version, takeover=takeover, server=server,",
+        "epoch = await store.acquire(version, takeover=takeover, server=None,",
+        ("tests/test_daemon_inproc.py::test_acquire_names_the_watched_server",),
+    ),
+    Mutant(
+        "first_read_other_server_trusted",
+        "a first read of a row written through another server is watched for W",
+        STANDBY,
+        "            if ev.exists and ev.row_server != ev.server:\n",
+        "            if False:\n",
+        ("tests/test_core_rules.py::test_first_read_of_a_row_written_through_another_server_waits_w",),
+    ),
+    # ------------------------------------------------------------ machine identity
+    Mutant(
+        "reclaim_trusts_host_name",
+        "same-machine reclaim needs the machine identity, not the host name",
+        OBS,
+        "        same_machine = identity.same_machine(snapshot.holder_machine)\n",
+        "        same_machine = snapshot.holder_host == identity.host\n",
+        ("tests/test_observation.py",),
+    ),
+    Mutant(
+        "reclaim_trusts_host_name_sql",
+        "the reclaim statement checks the machine identity, not the host name",
+        SQL,
+        "AND l.holder_machine = %(machine)s",
+        "AND l.holder_host = %(host)s",
+        ("tests/test_lease.py::test_takeover_only_for_same_name_machine_identity_and_process",),
+    ),
+    Mutant(
+        "reclaim_ignores_start_time_sql",
+        "the reclaim statement checks the recorded process's start time",
+        SQL,
+        "AND l.holder_started IS NOT DISTINCT FROM %(dead_started)s::bigint))",
+        "AND true))",
+        ("tests/test_lease.py::test_takeover_only_for_same_name_machine_identity_and_process",),
+    ),
+    Mutant(
+        "process_alive_ignores_start_time",
+        "a process is its pid and its start time (a reused pid is another process)",
+        "supervisor/identity.py",
+        "    return started is None or now == started\n",
+        "    return True\n",
+        ("tests/test_observation.py",),
+    ),
+    Mutant(
+        "other_identity_reclaimable",
+        "a row of another live machine identity is a name conflict, never a takeover",
+        OBS,
+        "        if same_machine and pid is not None and not process_alive(",
+        "        if pid is not None and not process_alive(",
+        ("tests/test_observation.py",),
+    ),
+    Mutant(
+        "name_conflict_taken",
+        "a machineName held by another live identity is logged as a configuration error",
+        STANDBY,
+        "        self.note_conflict(ev.name_conflict)\n",
+        "        self.note_conflict(None)\n",
+        ("tests/test_core_rules.py::test_name_conflict_is_an_error_never_a_takeover",),
+    ),
+    # ------------------------------------------------------------ loud standby, logs, health
+    Mutant(
+        "db_error_logged_once",
+        "a persisting database error is logged again at least once a minute",
+        BASE,
+        "        if last is None or self.now - last >= self.t.error_repeat:\n",
+        "        if last is None:\n",
+        ("tests/test_core_rules.py::test_failing_database_is_logged_at_least_once_a_minute_and_shown",),
+    ),
+    Mutant(
+        "log_writes_synchronously",
+        "logging never blocks the caller (queue + writer thread)",
+        "supervisor/logs.py",
+        "    def emit(self, record: logging.LogRecord) -> None:\n",
+        "    def emit(self, record: logging.LogRecord) -> None:\n"
+        '        self._sink.write(self.format(record) + "\\n")\n'
+        "        return\n",
+        ("tests/test_logs.py::test_logging_never_waits_for_a_stalled_sink_and_reports_drops",),
+    ),
+    Mutant(
+        "password_not_redacted",
+        "a password is never logged",
+        "supervisor/logs.py",
+        '    """Replace passwords inside conninfo strings and URIs with "***"."""\n',
+        '    """Replace passwords inside conninfo strings and URIs with "***"."""\n'
+        "    return text\n",
+        ("tests/test_logs.py::test_password_redacted_everywhere",),
+    ),
+    Mutant(
+        "health_ignores_stale_loop",
+        "/health fails when the loop is stale",
+        "supervisor/http.py",
+        "        healthy = view.healthy and not stale\n",
+        "        healthy = view.healthy\n",
+        ("tests/test_http.py::test_a_stale_loop_fails_health_and_liveness",),
+    ),
+    Mutant(
+        "health_without_lease",
+        "/health is 200 only on the host that holds the lease and runs the node",
+        "supervisor/http.py",
+        "            return self.lease_held and self.node_running\n",
+        "            return self.node_running\n",
+        ("tests/test_http.py::test_health_matrix",),
+    ),
+    # ------------------------------------------------------------ configuration
+    Mutant(
+        "wait_not_above_update",
+        "W > U or the configuration is refused",
+        CONFIG,
+        "    if wait <= update:\n",
+        "    if False:\n",
+        ("tests/test_config.py::test_wait_must_exceed_update",),
+    ),
+    Mutant(
+        "no_room_for_a_renewal",
+        "W - M - U must leave room for one renewal or the configuration is refused",
+        CONFIG,
+        "    if window < MIN_RENEWAL_WINDOW:\n",
+        "    if False:\n",
+        ("tests/test_config.py::test_no_room_for_one_renewal_is_refused",),
+    ),
+    Mutant(
+        "no_default_margin",
+        "the fencing margin M defaults to min(2 s, W/10)",
+        CONFIG,
+        '    margin = block.duration("fencingMargin", min(2.0, wait / 10))\n',
+        '    margin = block.duration("fencingMargin", 0.0)\n',
+        ("tests/test_config.py::test_base_config_defaults",),
+    ),
+)
+
+
+def by_name(name: str) -> Mutant:
+    for m in MUTANTS:
+        if m.name == name:
+            return m
+    raise KeyError(name)
