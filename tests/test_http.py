@@ -400,3 +400,13 @@ def test_ipv6_host() -> None:
             assert resp.status == 200
     finally:
         srv.stop()
+
+
+def test_health_waits_for_readiness(server: HealthServer) -> None:
+    """The holder whose node runs but is not ready yet (node.readiness) gets no traffic."""
+    server.update(view(node_ready=False))
+    status, body = get_json(server, "/health")
+    assert (status, body["healthy"], body["ready"]) == (503, False, False)
+    assert get_json(server, "/readiness")[0] == 503
+    server.update(view(node_ready=True))
+    assert get_json(server, "/health")[0] == 200

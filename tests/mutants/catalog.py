@@ -26,6 +26,8 @@ GUARD = "supervisor/guard.py"
 NODE = "supervisor/node.py"
 SQL = "supervisor/lease/sql.py"
 OBS = "supervisor/observation.py"
+REFUSED_LOGIN = ('        return (f"the database refused the login of database.user = {user}: '
+                 'check the user "\n')
 
 MUTANTS: tuple[Mutant, ...] = (
     # ------------------------------------------------------------ harness canaries
@@ -622,9 +624,50 @@ MUTANTS: tuple[Mutant, ...] = (
         "health_without_lease",
         "/health is 200 only on the host that holds the lease and runs the node",
         "supervisor/http.py",
-        "            return self.lease_held and self.node_running\n",
-        "            return self.node_running\n",
+        "            return self.lease_held and self.node_running and self.node_ready\n",
+        "            return self.node_running and self.node_ready\n",
         ("tests/test_http.py::test_health_matrix",),
+    ),
+    Mutant(
+        "health_ignores_readiness",
+        "/health is 200 only once the holder's node is ready (node.readiness)",
+        "supervisor/http.py",
+        "            return self.lease_held and self.node_running and self.node_ready\n",
+        "            return self.lease_held and self.node_running\n",
+        ("tests/test_http.py::test_health_waits_for_readiness",),
+    ),
+    Mutant(
+        "not_ready_is_no_crash",
+        "a node not ready within startTimeout is a failed start (counted as a crash)",
+        LIFECYCLE,
+        "        expected = s.stop_sent and not s.kill_is_crash\n",
+        "        expected = s.stop_sent\n",
+        ("tests/test_core_rules.py::test_a_node_that_never_becomes_ready_is_a_failed_start",),
+    ),
+    # ------------------------------------------------------------ operator safety
+    Mutant(
+        "handover_without_a_taker",
+        "handover refuses (node untouched) when no other member could take over",
+        "supervisor/operator.py",
+        "        if not candidates and not force:\n",
+        "        if False:\n",
+        ("tests/test_operator.py::test_status_lists_members_and_handover_refuses_without_a_taker",),
+    ),
+    Mutant(
+        "stalled_holder_shown_live",
+        "status calls a holder whose supervisor stopped renewing not live",
+        "supervisor/operator.py",
+        "    renewing = (unexpired and renewed_ago is not None\n",
+        "    renewing = (unexpired or renewed_ago is not None\n",
+        ("tests/test_operator.py::test_a_holder_that_stopped_renewing_is_not_live",),
+    ),
+    Mutant(
+        "refused_login_waited_out",
+        "a refused database login at start is exit 78, not waited out for ever",
+        "supervisor/startup.py",
+        REFUSED_LOGIN,
+        "        return None  # waited out\n" + REFUSED_LOGIN,
+        ("tests/test_startup_errors.py::test_refused_login_exits_78_naming_user_and_password_source",),
     ),
     # ------------------------------------------------------------ configuration
     Mutant(
