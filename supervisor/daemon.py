@@ -135,6 +135,7 @@ class Daemon:
         self.fence: NodeFence | None = None  # set in run(): probes cgroups, logs once
         self._member_key: tuple[object, ...] = ()
         self._readiness: ReadinessWatch | None = None
+        self._corda_guard_off = False  # Corda's table is absent or untouchable here
 
     # ------------------------------------------------------------ main loop
 
@@ -323,6 +324,8 @@ class Daemon:
         spawn) and then exactly one NodeExited."""
         self.node = _NodeSlot(process=None, pending=[])
         started_at = self.clock()
+        if action.epoch is not None:
+            await self._prepare_corda_guard(action.epoch)
         watch = ReadinessWatch(self.config.node.readiness,
                                lambda pid: self.events.put_nowait(NodeReady(pid)))
         self._readiness = watch
@@ -355,6 +358,35 @@ class Daemon:
             log.error("node_spawn_failed", error=result.spawn_error)
         self.events.put_nowait(NodeExited(returncode=result.returncode, signal=result.signal,
                                           runtime=result.runtime, killed_by=result.killed_by))
+
+    async def _prepare_corda_guard(self, epoch: int) -> None:
+        """Make Corda's own guard row takeable before our node starts (bounded; a
+        failure only means the node waits Corda's waitInterval out itself)."""
+        store = self.store
+        if not isinstance(store, PostgresLeaseStore) or self._corda_guard_off:
+            return
+        try:
+            outcome = await store.prepare_corda_guard(epoch, self.config.database.operation_timeout)
+        except LeaseUnavailable as e:
+            if e.sqlstate == "42501":
+                self._corda_guard_off = True
+                log.warning("corda_guard_untouchable", error=str(e),
+                            message="cannot update Corda's node_mutual_exclusion row (no "
+                                    "privilege): a node started after a failover or handover "
+                                    "waits Corda's waitInterval out; see "
+                                    "`corda-ha-supervisor schema`")
+            else:
+                log.warning("corda_guard_not_prepared", error=str(e), epoch=epoch)
+            return
+        if outcome == "absent":
+            self._corda_guard_off = True
+            log.info("corda_guard_absent",
+                     message="no node_mutual_exclusion table next to the lease: nothing to "
+                             "prepare (Corda's guard is off or lives in another database)")
+        elif outcome == "made_takeable":
+            log.info("corda_guard_made_takeable", epoch=epoch)
+        elif outcome in ("changed", "not_holder"):
+            log.warning("corda_guard_left_alone", outcome=outcome, epoch=epoch)
 
     def _node_output(self, stream: str, line: str) -> None:
         if self._readiness is not None:

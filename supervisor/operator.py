@@ -27,6 +27,7 @@ from supervisor.lease import (
     PostgresLeaseStore,
     read_state,
 )
+from supervisor.lease.cordaguard import CORDA_TABLE
 from supervisor.lease.members import MemberSql
 from supervisor.lease.sql import LeaseSql
 
@@ -230,6 +231,8 @@ def schema_script(config: Config) -> str:
     db = config.database
     lease = LeaseSql(db.schema, db.table)
     members = MemberSql(db.schema, db.table)
+    corda = (sql.Identifier(db.schema, CORDA_TABLE) if db.schema
+             else sql.Identifier(CORDA_TABLE))
     role = sql.Identifier(db.user or "corda_ha")
 
     def text(statement: sql.Composable) -> str:
@@ -252,5 +255,10 @@ def schema_script(config: Config) -> str:
         lines.append(f"GRANT USAGE ON SCHEMA {text(sql.Identifier(db.schema))} "
                      f"TO {text(role)};")
     lines += [f"GRANT SELECT, INSERT, UPDATE ON {text(lease.table)} TO {text(role)};",
-              f"GRANT SELECT, INSERT, UPDATE, DELETE ON {text(members.table)} TO {text(role)};"]
+              f"GRANT SELECT, INSERT, UPDATE, DELETE ON {text(members.table)} TO {text(role)};",
+              "",
+              "-- with Corda's own guard on (node.conf mutualExclusionConfiguration), once Corda",
+              "-- created its table: lets the holder make the old node's row takeable so a",
+              "-- node started after a failover or handover does not wait waitInterval out",
+              f"-- GRANT SELECT, UPDATE ON {text(corda)} TO {text(role)};"]
     return "\n".join(lines) + "\n"

@@ -35,6 +35,7 @@ from supervisor.config import DatabaseConfig
 from supervisor.identity import Identity, ProcessRef
 from supervisor.lease import members as member_rows
 from supervisor.lease.bounded import Bounded, Conn, connect_kwargs, scrub
+from supervisor.lease.cordaguard import CORDA_TABLE, make_takeable
 from supervisor.lease.members import MEMBER_INTERVAL, Member, MemberRow, MemberSql
 from supervisor.lease.model import (
     LeaseSnapshot,
@@ -335,6 +336,24 @@ class PostgresLeaseStore:
         row = await cur.fetchone()
         if row is None or row[0] is None:
             await conn.execute(self._members.create_table)
+
+    async def prepare_corda_guard(self, epoch: int, timeout: float) -> str:
+        """Make Corda's own guard row takeable for our node (see `cordaguard`); what was
+        found or done, "absent" when Corda's table does not exist here. Bounded by
+        `timeout`; raises `LeaseUnavailable` (sqlstate 42501: no privilege)."""
+        table = (sql.Identifier(self._db.schema, CORDA_TABLE) if self._db.schema
+                 else sql.Identifier(CORDA_TABLE))
+
+        async def op(conn: Conn) -> str:
+            try:
+                return await make_takeable(
+                    conn, self._sql.table, table, lease_name=self.lease_name,
+                    instance=self.identity.instance, epoch=epoch,
+                    machine_name=self.identity.machine_name, wait_interval=self.wait_interval)
+            except psycopg.errors.UndefinedTable:
+                return "absent"
+
+        return await self._run("corda_guard", op, timeout)
 
     async def members(self, timeout: float) -> list[MemberRow]:
         """Every registered member of this lease (an empty list without the table)."""

@@ -644,6 +644,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "        expected = s.stop_sent\n",
         ("tests/test_core_rules.py::test_a_node_that_never_becomes_ready_is_a_failed_start",),
     ),
+    Mutant(
+        "corda_guard_without_our_lease",
+        "Corda's own guard row is made takeable only while this process holds the lease",
+        "supervisor/lease/cordaguard.py",
+        '            return "not_holder"\n',
+        '            pass  # mutant\n',
+        ("tests/test_corda_guard.py::test_holder_makes_a_fresh_foreign_row_takeable_and_nothing_else",),
+    ),
     # ------------------------------------------------------------ operator safety
     Mutant(
         "handover_without_a_taker",
