@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from supervisor import __version__, core
+from supervisor import __version__, core, shareddirs
 from supervisor.config import EX_CONFIG, Config
 from supervisor.core import CoreState, NodePhase, Timing
 from supervisor.fencing import NodeFence, sweep_at_startup
@@ -58,6 +58,7 @@ from supervisor.messages import (
     ReleaseLease,
     RenewLease,
     SetNodeDeadline,
+    SharedDirsChecked,
     ShutdownRequested,
     StartNode,
     StopNode,
@@ -176,6 +177,8 @@ class Daemon:
         if self.store is not None:
             listener = asyncio.create_task(
                 self.store.listen(lambda: self.events.put_nowait(PeerReleased())))
+        if self.config.node.shared_directories:
+            self._spawn(self._probe_shared_directories())
         self.fence = NodeFence.for_node(self.config.node,
                                         lease_name=self.config.database.lease_name,
                                         machine_name=self.identity.machine_name)
@@ -324,6 +327,15 @@ class Daemon:
         spawn) and then exactly one NodeExited."""
         self.node = _NodeSlot(process=None, pending=[])
         started_at = self.clock()
+        node = self.config.node
+        problem = await shareddirs.check(node.shared_directories, node.shared_probe_timeout)
+        if problem is not None:
+            self.node = _NodeSlot()
+            self.events.put_nowait(SharedDirsChecked(problem))
+            self.events.put_nowait(NodeExited(returncode=127, signal=None, runtime=0.0,
+                                              killed_by=f"not started: shared directories: "
+                                                        f"{problem}"))
+            return
         if action.epoch is not None:
             await self._prepare_corda_guard(action.epoch)
         watch = ReadinessWatch(self.config.node.readiness,
@@ -358,6 +370,15 @@ class Daemon:
             log.error("node_spawn_failed", error=result.spawn_error)
         self.events.put_nowait(NodeExited(returncode=result.returncode, signal=result.signal,
                                           runtime=result.runtime, killed_by=result.killed_by))
+
+    async def _probe_shared_directories(self) -> None:
+        """Every PROBE_EVERY seconds: a standby whose shared directories fail does not take
+        the lease (and is not ready); the result goes to the core as an event."""
+        node = self.config.node
+        while True:
+            problem = await shareddirs.check(node.shared_directories, node.shared_probe_timeout)
+            self.events.put_nowait(SharedDirsChecked(problem))
+            await asyncio.sleep(shareddirs.PROBE_EVERY)
 
     async def _prepare_corda_guard(self, epoch: int) -> None:
         """Make Corda's own guard row takeable before our node starts (bounded; a

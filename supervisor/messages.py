@@ -100,6 +100,13 @@ class NodeStarted:
 
 
 @dataclass(frozen=True)
+class SharedDirsChecked:
+    """The node's shared directories were probed: None, or what failed and how."""
+
+    problem: str | None
+
+
+@dataclass(frozen=True)
 class NodeReady:
     """The node passed its readiness check (a port answers, or a log line matched)."""
 
@@ -127,6 +134,7 @@ class HandoverRequested:
 Event = (
     Begin | Tick | LeaseObserved | LeaseAcquired | LeaseNotAcquired | LeaseRenewed | LeaseLost
     | LeaseReleased | LeaseCallFailed | PeerReleased | NodeStarted | NodeReady | NodeExited
+    | SharedDirsChecked
     | ShutdownRequested | HandoverRequested
 )
 

@@ -48,6 +48,8 @@ def redacted_dict(config: Config) -> dict[str, Any]:
             "stopTimeout": node.stop_timeout,
             "cgroup": node.cgroup,
             "cordaConfig": node.corda_config,
+            "sharedDirectories": list(node.shared_directories),
+            "sharedProbeTimeout": node.shared_probe_timeout,
             "readiness": None if node.readiness is None else {
                 "port": node.readiness.port, "host": node.readiness.host,
                 "logPattern": node.readiness.log_pattern,

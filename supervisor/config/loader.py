@@ -36,7 +36,7 @@ _LEASE_KEYS = ("on", "machineName", "updateInterval", "waitInterval", "fencingMa
 _DB_KEYS = ("url", "user", "password", "passwordFile", "schema", "table", "leaseName",
             "connectTimeout", "operationTimeout")
 _NODE_KEYS = ("command", "workingDirectory", "environment", "stopTimeout", "cgroup",
-              "cordaConfig", "readiness")
+              "cordaConfig", "readiness", "sharedDirectories", "sharedProbeTimeout")
 _READINESS_KEYS = ("port", "host", "logPattern", "startTimeout")
 _RESTART_KEYS = ("initialDelay", "multiplier", "maxDelay", "resetAfter", "maxCrashes", "window",
                  "cooldown")
@@ -233,7 +233,25 @@ def _node(root: Block, warnings: list[str], corda_config: str | None) -> NodeCon
     return NodeConfig(command=tuple(command), working_directory=directory,
                       environment=MappingProxyType(environment), stop_timeout=stop_timeout,
                       cgroup=_node_cgroup(block, warnings), corda_config=corda_config,
-                      readiness=_readiness(block))
+                      readiness=_readiness(block),
+                      shared_directories=_shared_directories(block),
+                      shared_probe_timeout=block.duration("sharedProbeTimeout", 5.0))
+
+
+def _shared_directories(node: Block) -> tuple[str, ...]:
+    raw = node.raw("sharedDirectories")
+    if raw is None:
+        return ()
+    if isinstance(raw, str) or not isinstance(raw, list):
+        node.fail("sharedDirectories", 'expected a list of directories, e.g. '
+                                       'sharedDirectories = ["/mnt/corda-shared/artemis"]')
+    found: list[str] = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, str) or not os.path.isabs(item):
+            node.fail("sharedDirectories", f"element {index} must be an absolute path, got "
+                                           f"{item!r}")
+        found.append(item)
+    return tuple(found)
 
 
 def _readiness(node: Block) -> ReadinessConfig | None:

@@ -76,6 +76,8 @@ class NodeConfig:
     cgroup: str = "auto"
     corda_config: str | None = None  # Corda's node.conf, when one was read
     readiness: ReadinessConfig | None = None  # None: ready as soon as it started
+    shared_directories: tuple[str, ...] = ()  # probed (write + fsync + delete) before starts
+    shared_probe_timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ def config_from_json(text: str) -> Config:
     data: dict[str, Any] = json.loads(text)
     node = dict(data["node"])
     node["command"] = tuple(node["command"])
+    node["shared_directories"] = tuple(node.get("shared_directories", ()))
     node["environment"] = MappingProxyType(dict(node["environment"]))
     if node.get("readiness") is not None:
         node["readiness"] = ReadinessConfig(**node["readiness"])

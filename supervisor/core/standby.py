@@ -83,6 +83,9 @@ class StandbyRules(_Base):
             s.last_holder = ev.holder
             s.handover_seen = ev.handover_requested
         self.log_view(ev)
+        if s.shared_problem is not None:
+            s.next_observe_at = self.now + self.t.poll_interval  # not ready: take nothing
+            return
         watch_until = s.server_watch_until
         if watch_until is not None and self.now < watch_until:
             # Only time watched on our own clock since the server changed counts.

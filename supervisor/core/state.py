@@ -114,6 +114,7 @@ class CoreState:
     node_ready: bool = False  # passed its readiness check (always, without one)
     ready_deadline: float | None = None  # not ready by then: a failed start
     kill_is_crash: bool = False  # the kill in flight counts as a crash (never became ready)
+    shared_problem: str | None = None  # the node's shared directories failed their probe
     stop_sent: bool = False
     kill_sent: bool = False
     after_stop: AfterStop = "standby"
@@ -180,6 +181,8 @@ def takeover_readiness(state: CoreState, now: float) -> tuple[bool, str]:
         return False, f"database unreachable: {state.db_error or 'no answer yet'}"
     if state.name_conflict is not None:
         return False, state.name_conflict
+    if state.shared_problem is not None:
+        return False, f"shared directories: {state.shared_problem}"
     if state.server_watch_until is not None and now < state.server_watch_until:
         return False, ("a new database server answers: watching it for "
                        f"{state.server_watch_until - now:.1f} s more")

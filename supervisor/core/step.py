@@ -36,6 +36,7 @@ from supervisor.messages import (
     PeerReleased,
     ReleaseLease,
     RenewLease,
+    SharedDirsChecked,
     ShutdownRequested,
     Tick,
 )
@@ -94,6 +95,13 @@ class _Step(StandbyRules, HolderRules, NodeRules):
                 self.on_node_started(pid)
             case NodeReady(pid=pid):
                 self.on_node_ready(pid)
+            case SharedDirsChecked(problem=problem):
+                if problem != s.shared_problem:
+                    if problem is None:
+                        self.log("shared_dirs_ok")
+                    else:
+                        self.log("shared_dirs_failed", "error", problem=problem)
+                s.shared_problem = problem
             case NodeExited():
                 self.on_node_exited(event)
             case ShutdownRequested(signal=signal):

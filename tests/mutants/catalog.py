@@ -652,6 +652,22 @@ MUTANTS: tuple[Mutant, ...] = (
         '            pass  # mutant\n',
         ("tests/test_corda_guard.py::test_holder_makes_a_fresh_foreign_row_takeable_and_nothing_else",),
     ),
+    Mutant(
+        "standby_ignores_shared_dirs",
+        "a standby whose shared directories fail takes nothing",
+        STANDBY,
+        "        if s.shared_problem is not None:\n",
+        "        if False:\n",
+        ("tests/test_shared_dirs.py::test_a_standby_without_its_shared_directory_never_takes_the_lease",),
+    ),
+    Mutant(
+        "start_without_shared_dirs",
+        "no node starts while its shared directories fail their probe",
+        DAEMON,
+        "        if problem is not None:\n            self.node = _NodeSlot()\n",
+        "        if False:\n            self.node = _NodeSlot()\n",
+        ("tests/test_shared_dirs.py::test_a_holder_whose_shared_directory_fails_does_not_start_and_gives_the_lease_up",),
+    ),
     # ------------------------------------------------------------ operator safety
     Mutant(
         "handover_without_a_taker",

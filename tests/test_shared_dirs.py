@@ -1,0 +1,107 @@
+"""Shared directories (issue 8 item 4): before every start, and every few seconds on
+every host, each must exist and accept a write + fsync + delete within a time limit; a
+host that fails does not start its node, does not take the lease and is not ready."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from supervisor import shareddirs
+from tests.cluster import Cluster, Watcher, http_get
+from tests.proc import wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_probe_reports_each_directory_and_how(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    good.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(good)
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    problems = shareddirs.probe([str(good), str(link), str(tmp_path / "missing"), str(afile)])
+    assert problems == [f"{tmp_path / 'missing'}: does not exist or is not a directory",
+                        f"{afile}: does not exist or is not a directory"]
+    assert os.listdir(good) == []  # the probe file is gone
+
+
+def test_a_hung_probe_is_bounded_and_the_next_fails_at_once() -> None:
+    release = threading.Event()
+
+    def stuck(_dirs: object) -> list[str]:
+        release.wait(30)
+        return []
+
+    async def main() -> None:
+        t0 = time.monotonic()
+        problem = await shareddirs.check(["/mnt/x"], 0.3, stuck)
+        took = time.monotonic() - t0
+        assert problem is not None and "did not finish within 0.3 s" in problem
+        assert took < 1.0
+        t0 = time.monotonic()
+        assert await shareddirs.check(["/mnt/x"], 5.0, stuck) is not None  # still hung
+        assert time.monotonic() - t0 < 0.5
+        release.set()
+
+    asyncio.run(main())
+
+
+def shared(path: Path) -> str:
+    return f'node.sharedDirectories = ["{path}"]\nnode.sharedProbeTimeout = 2s\n'
+
+
+def test_a_standby_without_its_shared_directory_never_takes_the_lease(
+        pair: Cluster, tmp_path: Path) -> None:
+    a_dir, b_dir = tmp_path / "shared-a", tmp_path / "shared-b"
+    a_dir.mkdir()
+    with Watcher(pair.hosts) as watch:
+        a = pair.add("a", extra_conf=shared(a_dir))
+        b = pair.add("b", extra_conf=shared(b_dir))  # missing on b
+        watch.hosts = pair.hosts
+        a.start()
+        a.wait_node_up(15)
+        b.start()
+        failed = b.wait_event("shared_dirs_failed", 15)
+        assert str(b_dir) in failed["problem"] and "does not exist" in failed["problem"]
+        assert http_get(b.health_port(), "/readiness")[0] == 503
+        a.signal(signal.SIGKILL)
+        time.sleep(2.5 * 2.0)  # an observation window of 2.5 W: b must take nothing
+        assert not b.events("lease_acquired") and not b.live_nodes()
+        b_dir.mkdir()
+        b.wait_event("shared_dirs_ok", 15)
+        b.wait_event("lease_acquired", 10)
+        wait_until(lambda: b.live_nodes(), 5, message="b's node")
+    watch.assert_never_two()
+
+
+def test_a_holder_whose_shared_directory_fails_does_not_start_and_gives_the_lease_up(
+        pair: Cluster, tmp_path: Path) -> None:
+    a_dir, b_dir = tmp_path / "shared-a", tmp_path / "shared-b"
+    a_dir.mkdir()
+    b_dir.mkdir()
+    with Watcher(pair.hosts) as watch:
+        a = pair.add("a", extra_conf=shared(a_dir))
+        b = pair.add("b", extra_conf=shared(b_dir))
+        watch.hosts = pair.hosts
+        a.start()
+        node = a.wait_node_up(15)
+        b.start()
+        b.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")
+        shutil.rmtree(a_dir)
+        os.kill(node, signal.SIGKILL)  # a crash: the restart needs the shared directory
+        exited = a.wait_event("node_exited", 10, match=lambda e: "shared directories" in
+                              str(e.get("killed_by")))
+        assert str(a_dir) in exited["killed_by"]
+        a.wait_event("lease_released", 20)
+        wait_until(lambda: b.live_nodes(), 10, message="b's node")
+        assert len(a.events("node_started")) == 1  # never started again without it
+    watch.assert_never_two()
