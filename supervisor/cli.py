@@ -60,9 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     handover.add_argument("--wait", type=float, default=None, metavar="SECONDS",
                           help="return once another host holds the lease; fail (exit 1) "
                                "after SECONDS")
+    handover.add_argument("--to", metavar="MACHINE",
+                          help="only this member (machineName) may take the lease over (for "
+                               "2 W after the release; then any member may)")
     handover.add_argument("--force", action="store_true",
                           help="hand over even when no other supervisor could take over "
                                "(the node then simply stops)")
+    with_config(sub.add_parser(
+        "pause", help="maintenance: the holder keeps the lease and leaves its node alone "
+                      "(no restart, no stop); standbys take nothing",
+        description="Through the database: works from any host. Undo with `resume`."))
+    with_config(sub.add_parser(
+        "resume", help="end a pause (a node that crashed meanwhile is restarted)"))
+    history = with_config(sub.add_parser(
+        "history", help="every acquisition: epoch, holder, how, when, for how long"))
+    history.add_argument("--json", action="store_true", help="print JSON")
+    history.add_argument("--limit", type=int, default=50, help="newest N (default 50)")
     with_config(sub.add_parser(
         "schema", help="print the DDL and GRANTs a DBA runs once for the lease tables",
         description="Prints CREATE TABLE statements for this configuration's lease and "
@@ -119,7 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "status":
         return asyncio.run(operator.status(config, as_json=args.json))
     if command == "handover":
-        return asyncio.run(operator.handover(config, wait=args.wait, force=args.force))
+        return asyncio.run(operator.handover(config, wait=args.wait, force=args.force,
+                                             to=args.to))
+    if command in ("pause", "resume"):
+        return asyncio.run(operator.pause(config, paused=command == "pause"))
+    if command == "history":
+        return asyncio.run(operator.history(config, as_json=args.json, limit=args.limit))
     raise AssertionError(command)
 
 

@@ -212,14 +212,28 @@ class Daemon:
             await self._shutdown(listener)
 
     def _feed(self, event: Event) -> None:
-        before = self.state.state
+        old = self.state
+        before = old.state
         now = self.clock()
         self.state, actions = core.step(self.state, event, now, self.timing)
         for action in actions:
             self._carry_out(action)
+        self._record_history(old, event)
         if self.state.state != before:
             self.notifier.status(self._status_line())
         self._after_turn(now)
+
+    def _record_history(self, old: CoreState, event: Event) -> None:
+        """Queue the lease history's rows (written off the lease's own connection)."""
+        store, new = self.store, self.state
+        if not isinstance(store, PostgresLeaseStore):
+            return
+        if isinstance(event, LeaseAcquired) and new.epoch == event.epoch:
+            store.record_acquired(event.epoch, new.acquire_how or "unknown", new.acquire_from)
+        elif isinstance(event, LeaseReleased) and event.released and old.release_epoch:
+            store.record_ended(old.release_epoch, "released")
+        elif isinstance(event, LeaseLost) and old.epoch is not None:
+            store.record_ended(old.epoch, "lost")
 
     def _after_turn(self, now: float) -> None:
         interval = self.notifier.watchdog_interval()
@@ -305,7 +319,8 @@ class Daemon:
                 result = await store.renew(epoch, timeout, hedge_after=hedge)
                 if result is None:
                     return LeaseLost()
-                return LeaseRenewed(sent_at=sent_at, handover_requested=result.handover_requested)
+                return LeaseRenewed(sent_at=sent_at, handover_requested=result.handover_requested,
+                                    paused=result.paused)
             case ReleaseLease(epoch=epoch, timeout=timeout):
                 return LeaseReleased(await store.release(epoch, timeout))
         raise AssertionError(action)
@@ -450,6 +465,7 @@ class Daemon:
             }
             extra["machine_identity"] = self.identity.machine
             extra["machine_name_conflict"] = s.name_conflict
+            extra["paused"] = s.paused
         return StatusView(
             state=str(s.state), machine_name=self.identity.machine_name,
             holder=self.identity.machine_name if held else s.holder, epoch=s.epoch,

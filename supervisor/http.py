@@ -259,8 +259,9 @@ class HealthServer:
             reason = str(view.extra.get("can_take_over_reason") or
                          ("node not running" if not view.lease_enabled else view.state))
             state = view.state
+        paused = bool(view is not None and view.extra.get("paused"))
         return _json(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE,
-                     {"ready": ready, "reason": reason, "state": state,
+                     {"ready": ready, "reason": reason, "state": state, "paused": paused,
                       "loop_age_seconds": round(age, 3)})
 
     def _liveness(self, view: StatusView | None) -> tuple[int, str, bytes]:

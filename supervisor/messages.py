@@ -54,6 +54,8 @@ class LeaseObserved:
     server_uptime: float | None = None  # that server's age by its own clock, seconds
     row_server: str | None = None  # the server that wrote the row last (None: unknown)
     handover_requested: bool = False  # the holder has been asked to step down
+    paused: bool = False  # `pause`: standbys take nothing
+    reserved_for_other: str | None = None  # released by `handover --to` another machine
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class LeaseNotAcquired:
 class LeaseRenewed:
     sent_at: float
     handover_requested: bool
+    paused: bool = False
 
 
 @dataclass(frozen=True)

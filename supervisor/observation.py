@@ -44,4 +44,8 @@ def observation(snapshot: LeaseSnapshot, identity: Identity) -> LeaseObserved:
         server=snapshot.server, server_uptime=snapshot.server_uptime,
         row_server=snapshot.row_server,
         handover_requested=snapshot.handover_requested_at is not None,
+        paused=snapshot.paused,
+        reserved_for_other=(snapshot.reserved_for
+                            if snapshot.reserved_for not in (None, identity.machine_name)
+                            else None),
     )

@@ -74,6 +74,7 @@ def describe(snapshot: LeaseSnapshot | None, members: list[MemberRow] | None = N
         "expires_in": seconds(snapshot.expires_at, snapshot.db_now),
         "acquired_at": snapshot.acquired_at.isoformat() if snapshot.acquired_at else None,
         "handover_requested": snapshot.handover_requested_at is not None,
+        "paused": snapshot.paused,
         "members": rows,
     }
 
@@ -161,7 +162,8 @@ async def status(config: Config, *, as_json: bool) -> int:
             print(f"holder: {info['holder']} (host {info['holder_host']}, pid "
                   f"{info['holder_pid']})\nepoch: {info['epoch']}\nstate: {state}\nrenewed: "
                   f"{info['renewed_ago']} s ago\nexpires in: {info['expires_in']} s"
-                  + ("\nhandover: requested" if info["handover_requested"] else ""))
+                  + ("\nhandover: requested" if info["handover_requested"] else "")
+                  + ("\nPAUSED (maintenance: `resume` ends it)" if info["paused"] else ""))
         print(_describe_members(info["members"]))
         print(_describe_local(view, view_error))
     return 0 if info["live"] else EXIT_NO_HOLDER
@@ -173,9 +175,10 @@ def takeover_candidates(snapshot: LeaseSnapshot, members: list[MemberRow]) -> li
             and m.member.instance != snapshot.instance]
 
 
-async def handover(config: Config, *, wait: float | None, force: bool = False) -> int:
+async def handover(config: Config, *, wait: float | None, force: bool = False,
+                   to: str | None = None) -> int:
     """Ask the holder to step down; refuse (exit 4, node untouched) when no other
-    member could take over, unless `force`."""
+    member could take over (or not `to`, when named), unless `force`."""
     timeout = _timeout(config)
     store = PostgresLeaseStore(config.database, Identity.for_this_process("handover"),
                                config.lease.wait_interval)
@@ -187,13 +190,23 @@ async def handover(config: Config, *, wait: float | None, force: bool = False) -
                   file=sys.stderr)
             return EXIT_NO_HOLDER
         candidates = takeover_candidates(snapshot, members)
+        if to is not None:
+            if to == snapshot.holder:
+                print(f"corda-ha-supervisor: {to} holds the lease already", file=sys.stderr)
+                return EXIT_HANDOVER_REFUSED
+            candidates = [m for m in candidates if m.member.machine_name == to]
+        if snapshot.paused and not force:
+            print("corda-ha-supervisor: the pair is paused: `resume` first (or --force)",
+                  file=sys.stderr)
+            return EXIT_HANDOVER_REFUSED
         if not candidates and not force:
-            print(f"corda-ha-supervisor: refusing to hand over: no other supervisor could "
+            who = f"{to!r}" if to is not None else "no other supervisor"
+            print(f"corda-ha-supervisor: refusing to hand over: {who} could "
                   f"take over from {snapshot.holder} now, so the node would just stop.\n"
                   + _describe_members(describe(snapshot, members)["members"])
                   + "\nUse --force to hand over anyway.", file=sys.stderr)
             return EXIT_HANDOVER_REFUSED
-        before = await store.request_handover(timeout)
+        before = await store.request_handover(timeout, to=to)
         if before.holder is None:
             print("corda-ha-supervisor: nobody holds the lease; nothing to hand over",
                   file=sys.stderr)
@@ -225,6 +238,53 @@ async def handover(config: Config, *, wait: float | None, force: bool = False) -
         await store.close()
 
 
+async def pause(config: Config, *, paused: bool) -> int:
+    """Pause or resume the pair through the database (works from any host)."""
+    store = PostgresLeaseStore(config.database, Identity.for_this_process("pause"),
+                               config.lease.wait_interval)
+    try:
+        holder = await store.set_paused(paused, _timeout(config))
+    except LeaseUnavailable as e:
+        print(f"corda-ha-supervisor: database unavailable: {e}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    finally:
+        await store.close()
+    if paused:
+        print(f"paused: the holder ({holder or 'none'}) keeps the lease and leaves its node "
+              "alone (no restart, no stop); standbys take nothing. The holder sees it on its "
+              "next renewal. `resume` ends it.")
+    else:
+        print("resumed: the holder restarts a node that stopped meanwhile; standbys contend "
+              "again.")
+    return 0
+
+
+async def history(config: Config, *, as_json: bool, limit: int) -> int:
+    """Every acquisition of the lease, newest first."""
+    store = PostgresLeaseStore(config.database, Identity.for_this_process("history"),
+                               config.lease.wait_interval)
+    try:
+        rows = await store.history(limit, _timeout(config))
+    except LeaseUnavailable as e:
+        print(f"corda-ha-supervisor: database unavailable: {e}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    finally:
+        await store.close()
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print("no acquisitions recorded")
+    for r in rows:
+        held = f"{r['held_seconds']:.1f} s" if r["held_seconds"] is not None else "-"
+        end = (f"{r['end_reason']} at {r['ended_at']}" if r["ended_at"] is not None
+               else "still held")
+        print(f"epoch {r['epoch']:>5}  {r['holder']:<16} {r['how'] or '':<40} "
+              f"from {r['previous_holder'] or '-':<12} at {r['acquired_at']}  held {held} "
+              f"({end})")
+    return 0
+
+
 def schema_script(config: Config) -> str:
     """The DDL and GRANTs a DBA runs once for this configuration's lease tables, for a
     least-privilege role (`database.user`, or `corda_ha` when not set)."""
@@ -248,7 +308,8 @@ def schema_script(config: Config) -> str:
     ]
     if lease.create_schema is not None:
         lines.append(text(lease.create_schema) + ";")
-    lines += [text(lease.create_table) + ";", text(members.create_table) + ";", "",
+    lines += [text(lease.create_table) + ";", text(members.create_table) + ";",
+              text(lease.create_history) + ";", "",
               "-- the supervisor's role: it may read and write its two tables, nothing else",
               f"-- CREATE ROLE {text(role)} LOGIN PASSWORD '...';  -- if it does not exist"]
     if db.schema is not None:
@@ -256,6 +317,7 @@ def schema_script(config: Config) -> str:
                      f"TO {text(role)};")
     lines += [f"GRANT SELECT, INSERT, UPDATE ON {text(lease.table)} TO {text(role)};",
               f"GRANT SELECT, INSERT, UPDATE, DELETE ON {text(members.table)} TO {text(role)};",
+              f"GRANT SELECT, INSERT, UPDATE ON {text(lease.history_table)} TO {text(role)};",
               "",
               "-- with Corda's own guard on (node.conf mutualExclusionConfiguration), once Corda",
               "-- created its table: lets the holder make the old node's row takeable so a",

@@ -32,8 +32,28 @@ class HolderRules(_Base):
                  answered_after=round(self.now - ev.sent_at, 6))
         if kill_at is not None and s.node is not NodePhase.NONE:
             self.actions.append(SetNodeDeadline(kill_at))
+        if ev.paused != s.paused:
+            self.on_paused(ev.paused)
         if ev.handover_requested and s.after_stop != "cooldown_handover" and not s.shutting_down:
-            self.on_handover()
+            if s.paused:
+                self.log("handover_ignored_while_paused", "warning", epoch=s.epoch)
+            else:
+                self.on_handover()
+
+    def on_paused(self, paused: bool) -> None:
+        """The pair was paused or resumed (seen on a renewal). Paused: the node is left
+        alone (no restart on a crash, no stop); the deadlines still apply."""
+        s = self.s
+        s.paused = paused
+        if paused:
+            self.log("pair_paused", epoch=s.epoch)
+        else:
+            self.log("pair_resumed", epoch=s.epoch)
+        if paused or not s.restart_when_resumed:
+            return
+        s.restart_when_resumed = False
+        if s.node is NodePhase.NONE and s.epoch is not None:
+            s.restart_at = self.now  # the timers restart it (if the lease allows)
 
     def on_handover(self) -> None:
         s = self.s

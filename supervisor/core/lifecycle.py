@@ -77,6 +77,12 @@ class NodeRules(_Base):
 
     def on_crash(self, runtime: float) -> None:
         s = self.s
+        if s.paused and s.lease_enabled:
+            # maintenance: leave it down; `resume` restarts it
+            s.restart_when_resumed = True
+            s.state = State.BACKOFF
+            self.log("node_not_restarted_while_paused", "warning", epoch=s.epoch)
+            return
         if runtime >= self.t.reset_after:
             s.consecutive_crashes = 0
         s.consecutive_crashes += 1

@@ -83,8 +83,15 @@ class StandbyRules(_Base):
             s.last_holder = ev.holder
             s.handover_seen = ev.handover_requested
         self.log_view(ev)
-        if s.shared_problem is not None:
-            s.next_observe_at = self.now + self.t.poll_interval  # not ready: take nothing
+        if ev.paused != s.paused:
+            if ev.paused:
+                self.log("pair_paused", holder=ev.holder)
+            else:
+                self.log("pair_resumed", holder=ev.holder)
+            s.paused = ev.paused
+        if s.shared_problem is not None or ev.paused or (ev.free and ev.reserved_for_other):
+            # not ready, paused, or handed over to a named other machine: take nothing
+            s.next_observe_at = self.now + self.t.poll_interval
             return
         watch_until = s.server_watch_until
         if watch_until is not None and self.now < watch_until:

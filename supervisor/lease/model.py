@@ -58,6 +58,8 @@ class LeaseSnapshot:
     server: str = ""
     server_uptime: float | None = None
     row_server: str | None = None  # the server that wrote the row last (None: unknown)
+    paused: bool = False  # `pause`: the holder leaves its node alone, standbys take nothing
+    reserved_for: str | None = None  # released by `handover --to`: only that machine may take it
 
     @property
     def free(self) -> bool:
@@ -78,3 +80,4 @@ class LeaseSnapshot:
 @dataclass(frozen=True)
 class RenewResult:
     handover_requested: bool
+    paused: bool = False

@@ -35,7 +35,8 @@ SERVER_ID = sql.SQL(
 
 #: Columns added after the first release; `ensure_schema` adds them when missing.
 ADDED_COLUMNS = (("holder_machine", "text"), ("holder_started", "bigint"),
-                 ("server_id", "text"))
+                 ("server_id", "text"), ("paused_at", "timestamptz"),
+                 ("handover_to", "text"))
 
 
 class LeaseSql:
@@ -66,7 +67,9 @@ class LeaseSql:
                 renewed_at timestamptz,
                 expires_at timestamptz,
                 handover_requested_at timestamptz,
-                server_id text
+                server_id text,
+                paused_at timestamptz,
+                handover_to text
             )"""
         ).format(t)
         self.add_columns = sql.SQL("ALTER TABLE {} ").format(t) + sql.SQL(", ").join(
@@ -85,7 +88,9 @@ class LeaseSql:
                                AND n.now > l.renewed_at + %(w)s, false),
                       l.holder_machine, l.holder_started, {server},
                       extract(epoch FROM n.now - pg_postmaster_start_time())::float8,
-                      l.server_id
+                      l.server_id, l.paused_at IS NOT NULL,
+                      CASE WHEN l.holder IS NULL AND n.now < l.expires_at + 2 * %(w)s
+                           THEN l.handover_to END
                FROM (SELECT clock_timestamp() AS now) n
                LEFT JOIN {} l ON l.lease_name = %(name)s"""
         ).format(t, server=SERVER_ID)
@@ -114,8 +119,13 @@ class LeaseSql:
                    renewed_at = EXCLUDED.renewed_at,
                    expires_at = EXCLUDED.expires_at,
                    handover_requested_at = NULL,
+                   handover_to = NULL,
                    server_id = EXCLUDED.server_id
                WHERE %(has_expected)s
+                 AND l.paused_at IS NULL
+                 AND (l.handover_to IS NULL OR l.handover_to = %(holder)s
+                      OR l.holder IS NOT NULL
+                      OR clock_timestamp() >= l.expires_at + 2 * %(w)s)
                  AND l.epoch = %(e_epoch)s
                  AND l.instance IS NOT DISTINCT FROM %(e_instance)s::text
                  AND l.renewed_at IS NOT DISTINCT FROM %(e_renewed)s::timestamptz
@@ -135,7 +145,7 @@ class LeaseSql:
                FROM (SELECT clock_timestamp() AS now) n
                WHERE l.lease_name = %(name)s AND l.instance = %(instance)s
                  AND l.epoch = %(epoch)s AND l.expires_at > n.now
-               RETURNING l.handover_requested_at IS NOT NULL"""
+               RETURNING l.handover_requested_at IS NOT NULL, l.paused_at IS NOT NULL"""
         ).format(t, server=SERVER_ID)
         self.release = sql.SQL(
             """WITH r AS (
@@ -150,15 +160,67 @@ class LeaseSql:
         ).format(t, server=SERVER_ID)
         self.request_handover = sql.SQL(
             """UPDATE {} SET handover_requested_at =
-                   coalesce(handover_requested_at, clock_timestamp())
+                   coalesce(handover_requested_at, clock_timestamp()),
+                   handover_to = %(to)s
                WHERE lease_name = %(name)s AND holder IS NOT NULL"""
         ).format(t)
+        # pause / resume: a row is created if needed, so a pair can be paused before it runs
+        self.set_paused = sql.SQL(
+            """INSERT INTO {} AS l (lease_name, epoch, paused_at)
+               VALUES (%(name)s, 0, CASE WHEN %(paused)s THEN clock_timestamp() END)
+               ON CONFLICT (lease_name) DO UPDATE SET paused_at =
+                   CASE WHEN %(paused)s THEN coalesce(l.paused_at, clock_timestamp()) END
+               RETURNING l.holder"""
+        ).format(t)
+        history = (sql.Identifier(schema, f"{table}_history"[:63]) if schema is not None
+                   else sql.Identifier(f"{table}_history"[:63]))
+        self.history_table = history
+        self.create_history = sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {} (
+                lease_name text NOT NULL,
+                epoch bigint NOT NULL,
+                holder text NOT NULL,
+                holder_host text,
+                how text,
+                previous_holder text,
+                acquired_at timestamptz NOT NULL,
+                ended_at timestamptz,
+                end_reason text,
+                PRIMARY KEY (lease_name, epoch)
+            )"""
+        ).format(history)
+        # an acquisition ends the previous one (if not ended by a release already)
+        self.record_acquired = sql.SQL(
+            """WITH ended AS (
+                   UPDATE {h} SET ended_at = clock_timestamp(), end_reason = 'taken over'
+                   WHERE lease_name = %(name)s AND epoch < %(epoch)s AND ended_at IS NULL)
+               INSERT INTO {h} (lease_name, epoch, holder, holder_host, how, previous_holder,
+                                acquired_at)
+               VALUES (%(name)s, %(epoch)s, %(holder)s, %(host)s, %(how)s, %(previous)s,
+                       clock_timestamp())
+               ON CONFLICT (lease_name, epoch) DO NOTHING"""
+        ).format(h=history)
+        # the holder's own account of the end wins over the next acquirer's guess
+        # (both are written a moment after the fact, in either order)
+        self.record_ended = sql.SQL(
+            """UPDATE {} SET ended_at = least(ended_at, clock_timestamp()),
+                             end_reason = %(reason)s
+               WHERE lease_name = %(name)s AND epoch = %(epoch)s
+                 AND (ended_at IS NULL OR end_reason = 'taken over')"""
+        ).format(history)
+        self.read_history = sql.SQL(
+            """SELECT epoch, holder, holder_host, how, previous_holder, acquired_at, ended_at,
+                      end_reason,
+                      extract(epoch FROM coalesce(ended_at, clock_timestamp())
+                              - acquired_at)::float8
+               FROM {} WHERE lease_name = %(name)s ORDER BY epoch DESC LIMIT %(limit)s"""
+        ).format(history)
 
 
 def snapshot_from_row(lease_name: str, row: tuple[Any, ...]) -> LeaseSnapshot:
     """One row of `LeaseSql.observe` as a `LeaseSnapshot`."""
     (exists, holder, host, pid, instance, epoch, acquired, renewed, expires, handover,
-     now, expired, machine, started, server, uptime, row_server) = row
+     now, expired, machine, started, server, uptime, row_server, paused, reserved) = row
     return LeaseSnapshot(
         lease_name=lease_name, exists=bool(exists), holder=holder, holder_host=host,
         holder_pid=pid, instance=instance, epoch=int(epoch), acquired_at=acquired,
@@ -166,6 +228,7 @@ def snapshot_from_row(lease_name: str, row: tuple[Any, ...]) -> LeaseSnapshot:
         db_now=now, expired=bool(expired), holder_machine=machine,
         holder_started=None if started is None else int(started), server=str(server),
         server_uptime=None if uptime is None else float(uptime), row_server=row_server,
+        paused=bool(paused), reserved_for=reserved,
     )
 
 

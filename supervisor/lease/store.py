@@ -52,6 +52,7 @@ T = TypeVar("T")
 NOTIFY_CHANNEL_DEFAULT = "corda_ha_lease"
 
 _MEMBER_POLL = 0.2  # how often the LISTEN loop looks for a member change to publish
+_HISTORY_QUEUE_MAX = 100  # history writes kept while the LISTEN connection is down
 _LISTEN_BACKOFF_INITIAL = 0.1
 _LISTEN_BACKOFF_MAX = 2.0
 
@@ -85,6 +86,7 @@ class PostgresLeaseStore:
         self.member_info: Callable[[], Member] | None = None
         self._members_broken = False
         self._member_dirty = True
+        self._history_queue: list[tuple[sql.Composed, dict[str, Any]]] = []
         # statements sent per operation ("observe", "renew", ...), for metrics
         self.statements: dict[str, int] = {}
 
@@ -120,6 +122,7 @@ class PostgresLeaseStore:
                 )
                 row = await cur.fetchone()
                 await self._ensure_members_table(conn)
+                await self._ensure_history_table(conn)
                 if row is None or row[0] is None:
                     await conn.execute(self._sql.create_table)
                     return
@@ -199,7 +202,8 @@ class PostgresLeaseStore:
         async def op(conn: Conn) -> RenewResult | None:
             cur = await conn.execute(self._sql.renew, params)
             row = await cur.fetchone()
-            return None if row is None else RenewResult(handover_requested=bool(row[0]))
+            return None if row is None else RenewResult(handover_requested=bool(row[0]),
+                                                        paused=bool(row[1]))
 
         if hedge_after is None or hedge_after >= timeout:
             return await self._run("renew", op, timeout)
@@ -219,15 +223,17 @@ class PostgresLeaseStore:
 
         return await self._run("release", op, timeout)
 
-    async def request_handover(self, timeout: float) -> LeaseSnapshot:
+    async def request_handover(self, timeout: float, to: str | None = None) -> LeaseSnapshot:
         """Ask the current holder to step down (sets `handover_requested_at` if held).
 
         The holder sees it on its next renewal. Returns the row after the update.
-        An earlier, still pending request keeps its time.
+        An earlier, still pending request keeps its time. With `to`, only that
+        machineName may take the released lease (for 2 W after the release; then
+        anyone may, so a target that died does not leave the pair without a node).
         """
 
         async def op(conn: Conn) -> LeaseSnapshot:
-            await conn.execute(self._sql.request_handover, {"name": self.lease_name})
+            await conn.execute(self._sql.request_handover, {"name": self.lease_name, "to": to})
             cur = await conn.execute(self._sql.observe, {"w": self._w, "name": self.lease_name})
             row = await cur.fetchone()
             assert row is not None
@@ -317,6 +323,14 @@ class PostgresLeaseStore:
         """`SELECT 1`, or this supervisor's member refresh (once it has one). A missing
         member table or privilege is logged once, then the plain check is used."""
         self._count("listen_health_check")
+        while self._history_queue:
+            statement, params = self._history_queue[0]
+            try:
+                await conn.execute(statement, params)
+            except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege):
+                log.warning("history not written (no table or privilege): see "
+                            "`corda-ha-supervisor schema`")
+            self._history_queue.pop(0)
         info = self.member_info
         if info is None or self._members_broken:
             await conn.execute("SELECT 1")
@@ -330,12 +344,66 @@ class PostgresLeaseStore:
                         "supervisor; see `corda-ha-supervisor schema`",
                         scrub(str(e).strip(), self._db.password))
 
+    async def _ensure_history_table(self, conn: Conn) -> None:
+        cur = await conn.execute("SELECT to_regclass(%s)",
+                                 (self._sql.history_table.as_string(conn),))
+        row = await cur.fetchone()
+        if row is None or row[0] is None:
+            await conn.execute(self._sql.create_history)
+
     async def _ensure_members_table(self, conn: Conn) -> None:
         cur = await conn.execute("SELECT to_regclass(%s)",
                                  (self._members.table.as_string(conn),))
         row = await cur.fetchone()
         if row is None or row[0] is None:
             await conn.execute(self._members.create_table)
+
+    async def set_paused(self, paused: bool, timeout: float) -> str | None:
+        """Pause (the holder leaves its node alone, standbys take nothing) or resume the
+        pair, through the lease row (created when missing). The holder, if any."""
+
+        async def op(conn: Conn) -> str | None:
+            cur = await conn.execute(self._sql.set_paused,
+                                     {"name": self.lease_name, "paused": paused})
+            row = await cur.fetchone()
+            return None if row is None else row[0]
+
+        return await self._run("set_paused", op, timeout)
+
+    def record_acquired(self, epoch: int, how: str, previous: str | None) -> None:
+        """Queue this acquisition for the history (it also ends the previous one). The
+        history is written on the LISTEN connection, never on the lease's own: an
+        aid to operators must not slow a renewal."""
+        me = self.identity
+        self._queue_history(self._sql.record_acquired, {
+            "name": self.lease_name, "epoch": epoch, "holder": me.machine_name,
+            "host": me.host, "how": how, "previous": previous})
+
+    def record_ended(self, epoch: int, reason: str) -> None:
+        """Queue: this lease's epoch ended (released, lost)."""
+        self._queue_history(self._sql.record_ended,
+                            {"name": self.lease_name, "epoch": epoch, "reason": reason})
+
+    def _queue_history(self, statement: sql.Composed, params: dict[str, Any]) -> None:
+        self._history_queue.append((statement, params))
+        del self._history_queue[:-_HISTORY_QUEUE_MAX]
+        self._member_dirty = True  # wake the LISTEN loop within _MEMBER_POLL
+
+    async def history(self, limit: int, timeout: float) -> list[dict[str, Any]]:
+        """The last `limit` acquisitions, newest first (an empty list without the table)."""
+
+        async def op(conn: Conn) -> list[dict[str, Any]]:
+            try:
+                cur = await conn.execute(self._sql.read_history,
+                                         {"name": self.lease_name, "limit": limit})
+            except psycopg.errors.UndefinedTable:
+                return []
+            rows = await cur.fetchall()
+            keys = ("epoch", "holder", "host", "how", "previous_holder", "acquired_at",
+                    "ended_at", "end_reason", "held_seconds")
+            return [dict(zip(keys, r, strict=True)) for r in rows]
+
+        return await self._run("history", op, timeout)
 
     async def prepare_corda_guard(self, epoch: int, timeout: float) -> str:
         """Make Corda's own guard row takeable for our node (see `cordaguard`); what was

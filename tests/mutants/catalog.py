@@ -656,8 +656,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "standby_ignores_shared_dirs",
         "a standby whose shared directories fail takes nothing",
         STANDBY,
-        "        if s.shared_problem is not None:\n",
-        "        if False:\n",
+        "        if s.shared_problem is not None or ev.paused or (ev.free and "
+        "ev.reserved_for_other):\n",
+        "        if ev.paused or (ev.free and ev.reserved_for_other):\n",
         ("tests/test_shared_dirs.py::test_a_standby_without_its_shared_directory_never_takes_the_lease",),
     ),
     Mutant(
@@ -667,6 +668,22 @@ MUTANTS: tuple[Mutant, ...] = (
         "        if problem is not None:\n            self.node = _NodeSlot()\n",
         "        if False:\n            self.node = _NodeSlot()\n",
         ("tests/test_shared_dirs.py::test_a_holder_whose_shared_directory_fails_does_not_start_and_gives_the_lease_up",),
+    ),
+    Mutant(
+        "standby_takes_while_paused",
+        "while the pair is paused standbys take nothing",
+        SQL,
+        "                 AND l.paused_at IS NULL\n",
+        "",
+        ("tests/test_maintenance.py::test_paused_pair_with_a_dead_holder_waits_for_resume",),
+    ),
+    Mutant(
+        "handover_target_ignored",
+        "after `handover --to M` only M may take the released lease",
+        SQL,
+        "                 AND (l.handover_to IS NULL OR l.handover_to = %(holder)s\n",
+        "                 AND (TRUE OR l.handover_to = %(holder)s\n",
+        ("tests/test_maintenance.py::test_handover_to_a_named_member_and_history",),
     ),
     # ------------------------------------------------------------ operator safety
     Mutant(
