@@ -17,7 +17,9 @@ Options:
   --binary            print a line with undecodable bytes on stdout
   --chatter N         print a stdout line of about N bytes every 5 ms while running
   --ready-after S     print Corda's "Node for ... started up and registered" line after S s
-  --lock FILE         take flock(FILE) for as long as this node lives; when another
+  --lock FILE         lock FILE (a POSIX record lock, fcntl: the kind Java's FileChannel
+                      takes, so the JVM stand-in's lock and this one exclude each
+                      other) for as long as this node lives; when another
                       node holds it, append "<pid> <monotonic time> <holder>" to
                       FILE.overlaps (an exact record of two nodes at once) and carry on
   --setsid-child      fork at once; the child calls setsid() (a new session: out of
@@ -63,15 +65,15 @@ def wait_for_setsid_child(child: int) -> int:
 
 
 def take_node_lock(path: str) -> int:
-    """flock `path` exclusively without waiting; on failure record the overlap. The
-    descriptor is not inherited by children (Python opens it close-on-exec), so the
-    lock lives exactly as long as this process."""
+    """Lock `path` exclusively (lockf: a POSIX record lock, which a fork does not
+    inherit) without waiting; on failure record the overlap. The lock lives exactly as
+    long as this process."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-    except BlockingIOError:
+    except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: held by another
         holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
         with open(path + ".overlaps", "a") as f:
             f.write(f"{os.getpid()} {time.monotonic():.6f} {holder}\n")

@@ -1,11 +1,12 @@
 """Find the stand-in nodes' processes by a scan of /proc (stdlib only: the watcher's
 sampling process imports it).
 
-A stand-in node is a process whose command line runs `fake_node.py` and names a
-host's record directory (`--record DIR`). It counts from the moment it exists (exec),
-wherever it sits in the process tree and whatever pid it thinks it has (another PID
-namespace). The `--setsid-child` launcher only starts the node; it does not count.
-Zombies have an empty command line and do not count either.
+A stand-in node is a process whose command line runs `fake_node.py`, or a `java`
+whose command line names the JVM stand-in's main class (`CordaStandIn`, exactly, see
+tests/jvmnode.py), and names a host's record directory (`--record DIR`). It counts
+from the moment it exists (exec), wherever it sits in the process tree and whatever
+pid it thinks it has (another PID namespace). The `--setsid-child` launcher only
+starts the node; it does not count. Zombies have an empty command line and do not count either.
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ import os
 
 NODE_MARK = b"fake_node.py"
 LAUNCHER_FLAG = b"--setsid-child"
+JAVA_MAIN_CLASS = b"CordaStandIn"
+
+
+def is_node(argv: list[bytes]) -> bool:
+    """Whether a command line (split at NULs) is a stand-in node's."""
+    if any(a.endswith(NODE_MARK) for a in argv[:3]):
+        return LAUNCHER_FLAG not in argv
+    return os.path.basename(argv[0]) == b"java" and JAVA_MAIN_CLASS in argv
 
 
 def scan_nodes(record_dirs: dict[str, str]) -> dict[str, list[int]]:
@@ -28,7 +37,7 @@ def scan_nodes(record_dirs: dict[str, str]) -> dict[str, list[int]]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if not any(a.endswith(NODE_MARK) for a in argv[:3]) or LAUNCHER_FLAG in argv:
+        if not is_node(argv):
             continue
         for name, directory in wanted.items():
             if directory in argv:
