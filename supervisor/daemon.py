@@ -423,6 +423,8 @@ class Daemon:
             log.info("corda_guard_made_takeable", epoch=epoch)
         elif outcome in ("changed", "not_holder"):
             log.warning("corda_guard_left_alone", outcome=outcome, epoch=epoch)
+        else:  # own, takeable, no_row: Corda's guard lets our node in as it is
+            log.debug("corda_guard_ready", outcome=outcome, epoch=epoch)
 
     def _node_output(self, stream: str, line: str) -> None:
         if self._readiness is not None:

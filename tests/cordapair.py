@@ -1,0 +1,63 @@
+"""A Corda-shaped pair for end-to-end tests: each host's supervisor config names only
+the node (`node { command, workingDirectory, stopTimeout, readiness }` plus restart,
+health and logging); the lease settings and the database come from that host's
+Corda-style `node.conf`, which the JVM stand-in (tests/jvm/CordaStandIn.java) reads
+too, with Corda's own guard on. Each pair gets a schema of its own (the JDBC URL's
+`currentSchema`), so the lease row and Corda's `node_mutual_exclusion` row of one test
+never meet another test's.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests import jvmnode
+from tests.cluster import Cluster, Host
+from tests.pgserver import free_port
+
+REGISTERED = "started up and registered"
+
+
+@dataclass
+class CordaHost(Host):
+    """A Host whose node is the JVM stand-in configured by its own node.conf."""
+
+    node_conf: jvmnode.NodeConf | None = None
+    boot_ms: int = 500
+    ready_timeout_s: int = 30
+    extra_node_args: list[str] = field(default_factory=list)
+
+    def write_config(self) -> None:
+        assert self.node_conf is not None
+        self.records.mkdir(parents=True, exist_ok=True)
+        self.node_conf.write(self.root / "node.conf")
+        command = jvmnode.command("--record", str(self.records), "--lock", str(self.lock_path),
+                                  "--boot-delay", str(self.boot_ms), *self.extra_node_args)
+        self.config_path.write_text(f"""
+node {{
+  command = {json.dumps(command)}
+  workingDirectory = "{self.root}"
+  stopTimeout = {self.stop_ms}ms
+  readiness {{ logPattern = "{REGISTERED}", startTimeout = {self.ready_timeout_s}s }}
+}}
+restart {{ initialDelay = 200ms, multiplier = 2, maxDelay = 1s, resetAfter = 30s,
+          maxCrashes = 3, window = 30s, cooldown = 30s }}
+health {{ enabled = true, host = "127.0.0.1", port = 0 }}
+logging {{ format = json, level = DEBUG }}
+{self.extra_conf}
+""")
+
+
+def add_corda_host(c: Cluster, name: str, schema: str, **kw: Any) -> CordaHost:
+    """A host `name` of `c` with its node.conf (machineName = name, U = 0.5 s, W = 2 s,
+    its own P2P and RPC ports), the pair's lease and Corda row in `schema`."""
+    conf = jvmnode.NodeConf.for_dsn(c.dsn, name, update_ms=500, wait_ms=2000,
+                                    p2p_port=free_port(), rpc_port=free_port())
+    conf.jdbc_url += f"?currentSchema={schema}"
+    host = CordaHost(name=name, root=c.root / name, dsn=c.dsn, lease_name="corda-node",
+                     tag=f"{name}-{uuid.uuid4().hex}", node_conf=conf, **kw)
+    c.hosts.append(host)
+    return host
