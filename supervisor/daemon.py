@@ -25,6 +25,7 @@ from supervisor import __version__, core, shareddirs
 from supervisor.config import EX_CONFIG, Config
 from supervisor.core import CoreState, NodePhase, Timing
 from supervisor.fencing import NodeFence, sweep_at_startup
+from supervisor.hooks import run_hook
 from supervisor.http import HealthServer, StatusView
 from supervisor.identity import Identity, ProcessRef
 from supervisor.lease import (
@@ -137,6 +138,9 @@ class Daemon:
         self._member_key: tuple[object, ...] = ()
         self._readiness: ReadinessWatch | None = None
         self._corda_guard_off = False  # Corda's table is absent or untouchable here
+        self._last_role: str | None = None
+        self._hook_queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+        self._hook_runner: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------ main loop
 
@@ -219,9 +223,52 @@ class Daemon:
         for action in actions:
             self._carry_out(action)
         self._record_history(old, event)
+        self._note_role()
         if self.state.state != before:
             self.notifier.status(self._status_line())
         self._after_turn(now)
+
+    def _role(self) -> str:
+        s = self.state
+        if s.epoch is not None:
+            return "active"
+        return "standby" if s.state is core.State.STANDBY else "stopped"
+
+    def _note_role(self) -> None:
+        """Queue the onRoleChange hook when this host's role changed (run in order)."""
+        role = self._role()
+        if role == self._last_role:
+            return
+        self._last_role = role
+        if self.config.hooks.on_role_change:
+            epoch = self.state.epoch
+            self._hook_queue.put_nowait({"CORDA_HA_ROLE": role,
+                                         "CORDA_HA_EPOCH": "" if epoch is None else str(epoch),
+                                         "CORDA_HA_MACHINE_NAME": self.identity.machine_name})
+            if self._hook_runner is None:
+                self._hook_runner = asyncio.ensure_future(self._run_role_hooks())
+                self.tasks.add(self._hook_runner)
+
+    async def _run_role_hooks(self) -> None:
+        hooks = self.config.hooks
+        while True:
+            env = await self._hook_queue.get()
+            await run_hook("onRoleChange", hooks.on_role_change, env, hooks.timeout,
+                           cwd=self.config.node.working_directory)
+
+    async def _pre_stop_then_stop(self, grace: float) -> None:
+        """A planned stop: the preStop hook first, within half the grace, then SIGTERM
+        with what is left. The guard's kill deadline does not wait for any of this."""
+        hooks = self.config.hooks
+        started = self.clock()
+        epoch = self.state.epoch
+        await run_hook("preStop", hooks.pre_stop,
+                       {"CORDA_HA_ROLE": "active", "CORDA_HA_MACHINE_NAME":
+                        self.identity.machine_name,
+                        "CORDA_HA_EPOCH": "" if epoch is None else str(epoch)},
+                       min(hooks.timeout, grace / 2), cwd=self.config.node.working_directory)
+        left = max(0.0, grace - (self.clock() - started))
+        self._with_node(lambda p: p.stop(left))
 
     def _record_history(self, old: CoreState, event: Event) -> None:
         """Queue the lease history's rows (written off the lease's own connection)."""
@@ -254,8 +301,11 @@ class Daemon:
                 self._spawn(self._run_node(action))
             case SetNodeDeadline(kill_deadline=deadline):
                 self._with_node(lambda p: p.set_deadline(deadline))
-            case StopNode(grace=grace):
-                self._with_node(lambda p: p.stop(grace))
+            case StopNode(grace=grace, planned=planned):
+                if planned and self.config.hooks.pre_stop:
+                    self._spawn(self._pre_stop_then_stop(grace))
+                else:
+                    self._with_node(lambda p: p.stop(grace))
             case KillNode():
                 self._with_node(lambda p: p.kill())
             case Exit(code=code):

@@ -184,6 +184,7 @@ class SetNodeDeadline:
 @dataclass(frozen=True)
 class StopNode:
     grace: float  # SIGTERM now, SIGKILL the group after this many seconds
+    planned: bool = False  # shutdown or handover (runs the preStop hook), not a lost lease
 
 
 @dataclass(frozen=True)

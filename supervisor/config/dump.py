@@ -67,6 +67,8 @@ def redacted_dict(config: Config) -> dict[str, Any]:
         "health": {"enabled": health.enabled, "host": health.host, "port": health.port},
         "timing": _timing_summary(config),
         "logging": {"format": logging.format, "level": logging.level},
+        "hooks": {"onRoleChange": list(config.hooks.on_role_change),
+                  "preStop": list(config.hooks.pre_stop), "timeout": config.hooks.timeout},
         "warnings": list(config.warnings),
     }
 

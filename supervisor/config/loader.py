@@ -22,6 +22,7 @@ from supervisor.config.model import (
     ConfigError,
     DatabaseConfig,
     HealthConfig,
+    HooksConfig,
     LeaseConfig,
     LoggingConfig,
     NodeConfig,
@@ -31,7 +32,8 @@ from supervisor.config.model import (
 from supervisor.timing import MIN_RENEWAL_WINDOW
 
 _TOP_KEYS = ("enterpriseConfiguration", "mutualExclusionConfiguration", "database", "node",
-             "restart", "health", "logging")
+             "restart", "health", "logging", "hooks")
+_HOOK_KEYS = ("onRoleChange", "preStop", "timeout")
 _LEASE_KEYS = ("on", "machineName", "updateInterval", "waitInterval", "fencingMargin")
 _DB_KEYS = ("url", "user", "password", "passwordFile", "schema", "table", "leaseName",
             "connectTimeout", "operationTimeout")
@@ -400,7 +402,28 @@ def _build(tree: Mapping[str, Any], hostname: str, source: str,
     health = _health(root)
     logging = _logging(root)
     return Config(lease=lease, database=database, node=node, restart=restart, health=health,
-                  logging=logging, source=source, warnings=tuple(warnings))
+                  logging=logging, source=source, warnings=tuple(warnings),
+                  hooks=_hooks(root))
+
+
+def _hooks(root: Block) -> HooksConfig:
+    block = root.block("hooks")
+    if block is None:
+        return HooksConfig()
+    block.check_keys(_HOOK_KEYS)
+
+    def command(name: str) -> tuple[str, ...]:
+        raw = block.raw(name)
+        if raw is None:
+            return ()
+        if isinstance(raw, str) or not isinstance(raw, list) or not raw \
+                or not all(isinstance(x, str | int) for x in raw):
+            block.fail(name, 'expected a command as a list of strings (no shell), e.g. '
+                             '["/usr/local/bin/drain-flows", "--wait"]')
+        return tuple(str(x) for x in raw)
+
+    return HooksConfig(on_role_change=command("onRoleChange"), pre_stop=command("preStop"),
+                       timeout=block.duration("timeout", 30.0))
 
 
 def _differs(block: str, ours: LeaseConfig, theirs: LeaseConfig, path: str,

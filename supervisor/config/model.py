@@ -81,6 +81,15 @@ class NodeConfig:
 
 
 @dataclass(frozen=True)
+class HooksConfig:
+    """Operator commands run on role changes and before planned stops (lists, no shell)."""
+
+    on_role_change: tuple[str, ...] = ()
+    pre_stop: tuple[str, ...] = ()
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class RestartConfig:
     initial_delay: float
     multiplier: float
@@ -114,6 +123,7 @@ class Config:
     logging: LoggingConfig
     source: str  # the file it came from
     warnings: tuple[str, ...] = ()  # non-fatal findings, logged at start
+    hooks: HooksConfig = HooksConfig()
 
 
 def config_to_json(config: Config) -> str:
@@ -123,7 +133,7 @@ def config_to_json(config: Config) -> str:
         return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 
     data: dict[str, Any] = fields(config)
-    for name in ("lease", "database", "node", "restart", "health", "logging"):
+    for name in ("lease", "database", "node", "restart", "health", "logging", "hooks"):
         data[name] = fields(getattr(config, name))
     data["node"]["environment"] = dict(config.node.environment)
     if config.node.readiness is not None:
@@ -147,4 +157,7 @@ def config_from_json(text: str) -> Config:
         health=HealthConfig(**data["health"]),
         logging=LoggingConfig(format=cast(Literal["auto", "json", "console"],
                                           logging_["format"]), level=logging_["level"]),
-        source=data["source"], warnings=tuple(data["warnings"]))
+        source=data["source"], warnings=tuple(data["warnings"]),
+        hooks=HooksConfig(on_role_change=tuple(data["hooks"]["on_role_change"]),
+                          pre_stop=tuple(data["hooks"]["pre_stop"]),
+                          timeout=data["hooks"]["timeout"]))

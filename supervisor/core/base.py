@@ -63,7 +63,7 @@ class _Base:
         self.s.stop_sent = True
         self.s.node = NodePhase.STOPPING
         self.log("node_stopping", reason=reason, grace=round(grace, 3), pid=self.s.node_pid)
-        self.actions.append(StopNode(grace))
+        self.actions.append(StopNode(grace, planned=reason in ("shutdown", "handover")))
 
     def kill_node(self, reason: str) -> None:
         if self.s.node is NodePhase.NONE or self.s.kill_sent:
