@@ -689,7 +689,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "pre_stop_on_a_lost_lease",
         "a stop forced by a lost lease never waits for the preStop hook",
         "supervisor/core/base.py",
-        '        self.actions.append(StopNode(grace, planned=reason in ("shutdown", "handover")))\n',
+        "        self.actions.append(StopNode(grace, planned=reason in "
+        '("shutdown", "handover")))\n',
         "        self.actions.append(StopNode(grace, planned=True))\n",
         ("tests/test_hooks.py::test_no_pre_stop_when_the_lease_is_lost",),
     ),
