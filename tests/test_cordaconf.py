@@ -113,3 +113,19 @@ def test_check_config_shows_where_it_came_from_without_the_password(tmp_path: Pa
     assert data["node"]["cordaConfig"] == str(tmp_path / "node.conf")
     assert data["database"]["user"] == "corda_node" and data["database"]["password"] == "***"
     assert "n0de-Secret" not in out.stdout + out.stderr
+
+
+def test_the_node_only_example_runs_from_a_node_conf(tmp_path: Path) -> None:
+    """config/node-only.conf (a real host's file that names only the node) with a Corda
+    node.conf in its working directory is a complete configuration."""
+    from tests.cluster import REPO
+
+    text = (Path(REPO) / "config" / "node-only.conf").read_text()
+    (tmp_path / "node.conf").write_text(NODE_CONF)
+    path = tmp_path / "supervisor.conf"
+    path.write_text(text.replace('"/opt/corda"', f'"{tmp_path}"').replace(
+        '"/opt/corda/artemis"', f'"{tmp_path}/artemis"'))
+    config = load_config(str(path), hostname="host-a", environ={})
+    assert config.lease.machine_name == "host-a" and config.database.user == "corda_node"
+    assert config.node.readiness is not None and config.node.stop_timeout == 60.0
+    assert config.node.shared_directories == (f"{tmp_path}/artemis",)
