@@ -540,3 +540,35 @@ def test_a_ready_node_is_not_killed_and_the_flag_shows() -> None:
     assert "node_ready" in events(acts) and d.state.node_ready
     assert d.state.ready_deadline is None
     assert not of(KillNode, feed(d, core.Tick(), 1.5, quick))  # past 1.02, before W - M
+
+
+# ------------------------------------------------------------------ maintenance
+
+
+def test_a_standby_takes_nothing_while_paused_or_reserved_for_another() -> None:
+    d = standby()
+    paused = dataclasses.replace(free_row(), paused=True)
+    acts = d.feed(paused, 0.0)
+    assert not of(AcquireLease, acts) and "pair_paused" in events(acts)
+    assert core.takeover_readiness(d.state, 0.0)[0] is False
+    d.tick_to(0.3)
+    acts = d.feed(dataclasses.replace(free_row(), reserved_for_other="host-c"), 0.3)
+    assert "pair_resumed" in events(acts) and not of(AcquireLease, acts)
+    d.tick_to(0.6)
+    assert of(AcquireLease, d.feed(free_row(), 0.6))
+
+
+def test_a_paused_holder_neither_restarts_nor_hands_over_until_resumed() -> None:
+    d = corda_active()
+    feed(d, core.Tick(), CU, CORDA)
+    acts = feed(d, LeaseRenewed(sent_at=CU, handover_requested=True, paused=True), CU + 0.1,
+                CORDA)
+    assert "pair_paused" in events(acts) and not of(StopNode, acts)
+    acts = feed(d, NodeExited(3, None, 1.0), CU + 0.2, CORDA)
+    assert "node_not_restarted_while_paused" in events(acts)
+    assert d.state.epoch == 1 and d.state.restart_at is None
+    feed(d, core.Tick(), 2 * CU, CORDA)
+    acts = feed(d, LeaseRenewed(sent_at=2 * CU, handover_requested=False, paused=False),
+                2 * CU + 0.1, CORDA)
+    assert "pair_resumed" in events(acts)
+    assert of(StartNode, acts) or of(StartNode, feed(d, core.Tick(), 2 * CU + 0.2, CORDA))

@@ -675,7 +675,7 @@ MUTANTS: tuple[Mutant, ...] = (
         SQL,
         "                 AND l.paused_at IS NULL\n",
         "",
-        ("tests/test_maintenance.py::test_paused_pair_with_a_dead_holder_waits_for_resume",),
+        ("tests/test_lease_maintenance.py::test_a_paused_lease_cannot_be_acquired",),
     ),
     Mutant(
         "handover_target_ignored",
@@ -683,7 +683,8 @@ MUTANTS: tuple[Mutant, ...] = (
         SQL,
         "                 AND (l.handover_to IS NULL OR l.handover_to = %(holder)s\n",
         "                 AND (TRUE OR l.handover_to = %(holder)s\n",
-        ("tests/test_maintenance.py::test_handover_to_a_named_member_and_history",),
+        ("tests/test_lease_maintenance.py::"
+         "test_handover_to_a_machine_reserves_the_released_lease_for_2w",),
     ),
     Mutant(
         "pre_stop_on_a_lost_lease",
@@ -693,6 +694,25 @@ MUTANTS: tuple[Mutant, ...] = (
         '("shutdown", "handover")))\n',
         "        self.actions.append(StopNode(grace, planned=True))\n",
         ("tests/test_hooks.py::test_no_pre_stop_when_the_lease_is_lost",),
+    ),
+    Mutant(
+        "standby_core_ignores_pause",
+        "while the pair is paused standbys take nothing (the core, besides the statement)",
+        STANDBY,
+        "        if s.shared_problem is not None or ev.paused or (ev.free and "
+        "ev.reserved_for_other):\n",
+        "        if s.shared_problem is not None or (ev.free and ev.reserved_for_other):\n",
+        ("tests/test_core_rules.py::"
+         "test_a_standby_takes_nothing_while_paused_or_reserved_for_another",),
+    ),
+    Mutant(
+        "paused_holder_restarts",
+        "while the pair is paused the holder does not restart a crashed node",
+        LIFECYCLE,
+        "        if s.paused and s.lease_enabled:\n",
+        "        if False:\n",
+        ("tests/test_core_rules.py::"
+         "test_a_paused_holder_neither_restarts_nor_hands_over_until_resumed",),
     ),
     # ------------------------------------------------------------ operator safety
     Mutant(
