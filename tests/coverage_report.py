@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     env.pop("COVERAGE_PROCESS_CONFIG", None)
     env.pop("COVERAGE_PROCESS_START", None)
     coverage = [sys.executable, "-m", "coverage"]
-    tests = subprocess.run([*coverage, "run", "-m", "pytest", "-p", "no:cacheprovider", *args],
+    tests = subprocess.run([*coverage, "run", "-m", "pytest", "-n", "0", "-p", "no:cacheprovider",
+                            *args],
                            cwd=REPO, env=env, check=False).returncode
     subprocess.run([*coverage, "combine", "-q"], cwd=REPO, env=env, check=True)
     subprocess.run([*coverage, "json", "-q", "-o", str(DATA / "coverage.json")], cwd=REPO,

@@ -21,14 +21,18 @@ pytestmark = pytest.mark.timeout(60)
 W = 5.0
 
 
-def corda_row(pg: PgServer, schema: str, machine: str, version: int = 7) -> None:
+def corda_row(pg: PgServer, schema: str, machine: str, version: int = 7,
+              fresh_for: float = 0.0) -> None:
+    """Corda's row of `machine`, refreshed now (or `fresh_for` s in the future, so that it
+    still looks fresh however long a loaded machine takes to start a supervisor)."""
     pg.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     pg.execute(f'''CREATE TABLE IF NOT EXISTS "{schema}".node_mutual_exclusion (
         mutual_exclusion_id char(1) PRIMARY KEY, machine_name varchar(255) NOT NULL,
         pid varchar(255) NOT NULL, mutual_exclusion_timestamp timestamp NOT NULL,
         version bigint)''')
     pg.execute(f'INSERT INTO "{schema}".node_mutual_exclusion VALUES '
-               f"('X', %s, '4242', now(), %s)", [machine, version])
+               f"('X', %s, '4242', now() + make_interval(secs => %s), %s)",
+               [machine, fresh_for, version])
 
 
 def age_and_version(pg: PgServer, schema: str) -> tuple[float, int]:
@@ -98,7 +102,7 @@ def test_the_supervisor_prepares_corda_before_its_node_starts(
         pair: Cluster, pg_server: PgServer) -> None:
     """End to end: the row of the other machine is made takeable before the node starts
     (the log says so first), so a Corda node would take it at once."""
-    corda_row(pg_server, "public", "the-old-host", version=3)
+    corda_row(pg_server, "public", "the-old-host", version=3, fresh_for=60)
     try:
         a = pair.add("a")
         a.start()

@@ -180,7 +180,7 @@ def run_tests(root: Path, tests: Sequence[str], timeout: float, *, stop_first: b
         env.pop(name, None)
     env.update(PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1", **{TAG_ENV: tag})
     env.update(extra_env or {})
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    command = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
                *(["-x"] if stop_first else []), *tests]
     start = time.monotonic()
     proc = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE,
