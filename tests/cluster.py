@@ -412,13 +412,18 @@ class Cluster:
             self._stop_gracefully()
         for host in self.hosts:
             host.reading.set()  # let the reader drain to EOF
-            procs = host.tree()
-            for p in procs:
-                with contextlib.suppress(psutil.Error):
-                    p.resume()
-                with contextlib.suppress(psutil.Error):
-                    p.kill()
-            psutil.wait_procs(procs, timeout=5)
+            # In rounds: a process forked between one snapshot and the kills (a node the
+            # guard was just starting, a hook) is caught by the next round.
+            for _ in range(5):
+                procs = host.tree()
+                if not procs:
+                    break
+                for p in procs:
+                    with contextlib.suppress(psutil.Error):
+                        p.resume()
+                    with contextlib.suppress(psutil.Error):
+                        p.kill()
+                psutil.wait_procs(procs, timeout=5)
             if host.proc is not None:
                 with contextlib.suppress(Exception):
                     host.proc.kill()
