@@ -24,6 +24,7 @@ import structlog
 from supervisor import __version__, core, shareddirs
 from supervisor.config import EX_CONFIG, Config
 from supervisor.core import CoreState, NodePhase, Timing
+from supervisor.dbfencing import DatabaseFencer
 from supervisor.fencing import NodeFence, sweep_at_startup
 from supervisor.hooks import run_hook
 from supervisor.http import HealthServer, StatusView
@@ -124,6 +125,11 @@ class Daemon:
             postgres.member_info = self.member_info
             self.store = postgres
             self.metrics.count_statements(lambda: postgres.statements)
+        self.db_fence: DatabaseFencer | None = None
+        if config.fencing.enabled and isinstance(self.store, PostgresLeaseStore):
+            self.db_fence = DatabaseFencer(config.fencing, self.store, self.identity,
+                                           config.database.operation_timeout,
+                                           lambda event: self.events.put_nowait(event))
         self.notifier = notifier or SystemdNotifier()
         self.state: CoreState = core.initial_state(config.lease.enabled)
         self.events: asyncio.Queue[Event] = asyncio.Queue()
@@ -189,6 +195,9 @@ class Daemon:
         await sweep_at_startup(self.fence)  # bounded; leftovers of an earlier run die first
         self.notifier.ready(self._status_line())
         try:
+            if self.db_fence is not None:
+                self._feed(self.db_fence.initial_event())
+                self._spawn(self.db_fence.watch())
             self._feed(Begin())
             getter: asyncio.Task[Event] | None = None
             while self.exit_code is None:
@@ -401,6 +410,14 @@ class Daemon:
                                               killed_by=f"not started: shared directories: "
                                                         f"{problem}"))
             return
+        if action.epoch is not None and self.db_fence is not None:
+            problem = await self.db_fence.fence(action.epoch)
+            if problem is not None:
+                self.node = _NodeSlot()
+                self.events.put_nowait(NodeExited(
+                    returncode=127, signal=None, runtime=0.0,
+                    killed_by=f"not started: database fencing: {problem}"))
+                return
         if action.epoch is not None:
             await self._prepare_corda_guard(action.epoch)
         watch = ReadinessWatch(self.config.node.readiness,
@@ -518,6 +535,7 @@ class Daemon:
             extra["machine_identity"] = self.identity.machine
             extra["machine_name_conflict"] = s.name_conflict
             extra["paused"] = s.paused
+            extra["fencing"] = None if self.db_fence is None else self.db_fence.status()
         return StatusView(
             state=str(s.state), machine_name=self.identity.machine_name,
             holder=self.identity.machine_name if held else s.holder, epoch=s.epoch,

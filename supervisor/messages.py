@@ -103,6 +103,16 @@ class NodeStarted:
 
 
 @dataclass(frozen=True)
+class FencingChecked:
+    """Database fencing was checked (see `supervisor.lease.dbfence`): None, or why this
+    host could not fence the other node now (it then takes no lease). `pending`: not
+    checked yet (the same gate, logged quietly)."""
+
+    problem: str | None
+    pending: bool = False
+
+
+@dataclass(frozen=True)
 class SharedDirsChecked:
     """The node's shared directories were probed: None, or what failed and how."""
 
@@ -137,7 +147,7 @@ class HandoverRequested:
 Event = (
     Begin | Tick | LeaseObserved | LeaseAcquired | LeaseNotAcquired | LeaseRenewed | LeaseLost
     | LeaseReleased | LeaseCallFailed | PeerReleased | NodeStarted | NodeReady | NodeExited
-    | SharedDirsChecked
+    | SharedDirsChecked | FencingChecked
     | ShutdownRequested | HandoverRequested
 )
 

@@ -28,6 +28,7 @@ from supervisor.lease import (
     read_state,
 )
 from supervisor.lease.cordaguard import CORDA_TABLE
+from supervisor.lease.dbfence import FenceSql, roles_ddl
 from supervisor.lease.members import MemberSql
 from supervisor.lease.sql import LeaseSql
 
@@ -323,4 +324,37 @@ def schema_script(config: Config) -> str:
               "-- created its table: lets the holder make the old node's row takeable so a",
               "-- node started after a failover or handover does not wait waitInterval out",
               f"-- GRANT SELECT, UPDATE ON {text(corda)} TO {text(role)};"]
+    if config.fencing.enabled:
+        lines += fencing_script(config)
     return "\n".join(lines) + "\n"
+
+
+def fencing_script(config: Config) -> list[str]:
+    """The fencing part of `schema_script` (see `supervisor.lease.dbfence`)."""
+    db, fencing = config.database, config.fencing
+    assert fencing.node_role is not None
+    fence = FenceSql(db.schema, db.table)
+    group, fencer = fencing.node_group, fencing.fencer_role
+
+    def ident(name: str) -> str:
+        return sql.Identifier(name).as_string(None)
+
+    roles = roles_ddl(node_group=group, fencer=fencer, node_roles=[fencing.node_role])
+    return [
+        "",
+        f"-- database fencing (fencing.nodeRole = {fencing.node_role}). The roles, if they do",
+        f"-- not exist yet: {ident(group)} holds the privileges on Corda's schema (make it",
+        "-- own Corda's tables, or GRANT it what the nodes need); every host's node role is",
+        f"-- a member of it; {ident(fencer)} owns the fence functions and may lock node roles",
+        "-- out and end their sessions; nobody logs in as it.",
+        *[f"-- {line};" for line in roles],
+        "-- (each host's node role: CREATE ROLE ... LOGIN PASSWORD '...' IN ROLE "
+        f"{ident(group)};)",
+        "-- PostgreSQL 16 and later: CREATEROLE alters only the roles it administers, so for",
+        "-- every node role:",
+        f"-- GRANT {ident(fencing.node_role)} TO {ident(fencer)} WITH ADMIN OPTION, "
+        "INHERIT FALSE, SET FALSE;",
+        "-- Then, once, as a superuser (PostgreSQL 14 or later):",
+        *[statement + ";" for statement in fence.ddl(
+            node_group=group, fencer=fencer, supervisor_role=db.user or "corda_ha")],
+    ]

@@ -29,6 +29,9 @@ Options:
                       launcher's JVM): it is the node and writes the record; the
                       parent only forwards SIGTERM to it, waits for it and exits
                       with its status
+  --write DSN         write to the database all the time, reconnecting at once when the
+                      connection breaks (tests/db_writer.py); with --write-table T
+                      (default corda_writes) and --write-log FILE (every attempt)
 """
 
 from __future__ import annotations
@@ -94,6 +97,9 @@ def main() -> int:
     parser.add_argument("--lock")
     parser.add_argument("--ready-after", type=float)
     parser.add_argument("--setsid-child", action="store_true")
+    parser.add_argument("--write")
+    parser.add_argument("--write-table", default="corda_writes")
+    parser.add_argument("--write-log", default=os.devnull)
     args = parser.parse_args()
 
     if args.setsid_child:
@@ -136,6 +142,10 @@ def main() -> int:
     }
     if args.record:
         write_record(args.record, record)
+    if args.write:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from tests import db_writer
+        db_writer.start(args.write, args.write_table, args.write_log)
 
     print(f"node started pid={os.getpid()} epoch={epoch}", flush=True)
     print(f"node stderr pid={os.getpid()}", file=sys.stderr, flush=True)

@@ -423,6 +423,7 @@ class PgServer:
                 "max_connections = 300\nshared_buffers = 32MB\n"
                 "password_encryption = 'scram-sha-256'\n"
                 "log_min_messages = warning\n"
+                "track_commit_timestamp = on\n"  # orders the fencing tests' writes exactly
             )
             if replication:
                 f.write("wal_level = replica\nmax_wal_senders = 10\nwal_keep_size = 64MB\n"

@@ -21,6 +21,7 @@ from supervisor.config.model import (
     Config,
     ConfigError,
     DatabaseConfig,
+    FencingConfig,
     HealthConfig,
     LeaseConfig,
     LoggingConfig,
@@ -57,7 +58,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DEFAULT_LEASE_NAME", "DEFAULT_TABLE", "EX_CONFIG", "Config", "ConfigError",
-    "DatabaseConfig", "HealthConfig", "LeaseConfig", "LoggingConfig", "NodeConfig",
+    "DatabaseConfig",
+    "FencingConfig", "HealthConfig", "LeaseConfig", "LoggingConfig", "NodeConfig",
     "ReadinessConfig", "RestartConfig", "config_from_json", "config_to_json", "dump_config",
     "load_config", "parse_duration", "redacted_dict",
 ]

@@ -69,6 +69,10 @@ def redacted_dict(config: Config) -> dict[str, Any]:
         "logging": {"format": logging.format, "level": logging.level},
         "hooks": {"onRoleChange": list(config.hooks.on_role_change),
                   "preStop": list(config.hooks.pre_stop), "timeout": config.hooks.timeout},
+        "fencing": ({"nodeRole": config.fencing.node_role, "required": config.fencing.required,
+                     "nodeGroup": config.fencing.node_group,
+                     "fencerRole": config.fencing.fencer_role}
+                    if config.fencing.enabled else None),
         "warnings": list(config.warnings),
     }
 

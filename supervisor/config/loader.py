@@ -16,6 +16,7 @@ from supervisor.config.cordaconf import load as load_corda
 from supervisor.config.cordaconf import locate as locate_corda
 from supervisor.config.dburl import ParsedUrl, convert_url
 from supervisor.config.durations import type_name
+from supervisor.config.fencingconf import parse_fencing
 from supervisor.config.hocon import key_line, parse_hocon
 from supervisor.config.model import (
     Config,
@@ -32,7 +33,7 @@ from supervisor.config.model import (
 from supervisor.timing import MIN_RENEWAL_WINDOW
 
 _TOP_KEYS = ("enterpriseConfiguration", "mutualExclusionConfiguration", "database", "node",
-             "restart", "health", "logging", "hooks")
+             "restart", "health", "logging", "hooks", "fencing")
 _HOOK_KEYS = ("onRoleChange", "preStop", "timeout")
 _LEASE_KEYS = ("on", "machineName", "updateInterval", "waitInterval", "fencingMargin")
 _DB_KEYS = ("url", "user", "password", "passwordFile", "schema", "table", "leaseName",
@@ -398,12 +399,15 @@ def _build(tree: Mapping[str, Any], hostname: str, source: str,
                                     f"from dataSourceProperties in {corda.path}; this file's "
                                     "is used")
     node = _node(root, warnings, corda.path if corda else None)
+    node_user = None
+    if their_db is not None and isinstance(user := their_db.raw("user"), str):
+        node_user = user
     restart = _restart(root)
     health = _health(root)
     logging = _logging(root)
     return Config(lease=lease, database=database, node=node, restart=restart, health=health,
                   logging=logging, source=source, warnings=tuple(warnings),
-                  hooks=_hooks(root))
+                  hooks=_hooks(root), fencing=parse_fencing(root, database, node_user))
 
 
 def _hooks(root: Block) -> HooksConfig:

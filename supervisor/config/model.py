@@ -90,6 +90,21 @@ class HooksConfig:
 
 
 @dataclass(frozen=True)
+class FencingConfig:
+    """Database fencing (`supervisor.lease.dbfence`): this host's node role, locked out
+    by the other host's acquisitions and unlocked by this host's. Off without a role."""
+
+    node_role: str | None = None
+    required: bool = True  # a fence that fails keeps the node from starting
+    node_group: str = "corda_nodes"  # the group role holding Corda's privileges (`schema`)
+    fencer_role: str = "corda_ha_fencer"  # owns the fence functions (`schema`)
+
+    @property
+    def enabled(self) -> bool:
+        return self.node_role is not None
+
+
+@dataclass(frozen=True)
 class RestartConfig:
     initial_delay: float
     multiplier: float
@@ -124,6 +139,7 @@ class Config:
     source: str  # the file it came from
     warnings: tuple[str, ...] = ()  # non-fatal findings, logged at start
     hooks: HooksConfig = HooksConfig()
+    fencing: FencingConfig = FencingConfig()
 
 
 def config_to_json(config: Config) -> str:
@@ -133,7 +149,8 @@ def config_to_json(config: Config) -> str:
         return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 
     data: dict[str, Any] = fields(config)
-    for name in ("lease", "database", "node", "restart", "health", "logging", "hooks"):
+    for name in ("lease", "database", "node", "restart", "health", "logging", "hooks",
+                 "fencing"):
         data[name] = fields(getattr(config, name))
     data["node"]["environment"] = dict(config.node.environment)
     if config.node.readiness is not None:
@@ -160,4 +177,5 @@ def config_from_json(text: str) -> Config:
         source=data["source"], warnings=tuple(data["warnings"]),
         hooks=HooksConfig(on_role_change=tuple(data["hooks"]["on_role_change"]),
                           pre_stop=tuple(data["hooks"]["pre_stop"]),
-                          timeout=data["hooks"]["timeout"]))
+                          timeout=data["hooks"]["timeout"]),
+        fencing=FencingConfig(**data["fencing"]))

@@ -115,6 +115,7 @@ class CoreState:
     ready_deadline: float | None = None  # not ready by then: a failed start
     kill_is_crash: bool = False  # the kill in flight counts as a crash (never became ready)
     shared_problem: str | None = None  # the node's shared directories failed their probe
+    fencing_problem: str | None = None  # this host cannot fence the other node's database role
     paused: bool = False  # `pause`: the holder leaves its node alone; standbys take nothing
     restart_when_resumed: bool = False  # the node crashed while paused
     stop_sent: bool = False
@@ -185,6 +186,8 @@ def takeover_readiness(state: CoreState, now: float) -> tuple[bool, str]:
         return False, state.name_conflict
     if state.shared_problem is not None:
         return False, f"shared directories: {state.shared_problem}"
+    if state.fencing_problem is not None:
+        return False, f"database fencing: {state.fencing_problem}"
     if state.paused:
         return False, "the pair is paused (`corda-ha-supervisor resume` ends it)"
     if state.server_watch_until is not None and now < state.server_watch_until:

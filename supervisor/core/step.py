@@ -20,6 +20,7 @@ from supervisor.messages import (
     Begin,
     Event,
     Exit,
+    FencingChecked,
     HandoverRequested,
     LeaseAcquired,
     LeaseCallFailed,
@@ -102,6 +103,15 @@ class _Step(StandbyRules, HolderRules, NodeRules):
                     else:
                         self.log("shared_dirs_failed", "error", problem=problem)
                 s.shared_problem = problem
+            case FencingChecked(problem=problem, pending=pending):
+                if problem != s.fencing_problem:
+                    if pending:
+                        self.log("fencing_pending", "debug", problem=problem)
+                    elif problem is None:
+                        self.log("fencing_ready")
+                    else:
+                        self.log("fencing_unavailable", "error", problem=problem)
+                s.fencing_problem = problem
             case NodeExited():
                 self.on_node_exited(event)
             case ShutdownRequested(signal=signal):

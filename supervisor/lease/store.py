@@ -94,6 +94,10 @@ class PostgresLeaseStore:
     def lease_name(self) -> str:
         return self._db.lease_name
 
+    @property
+    def database(self) -> DatabaseConfig:
+        return self._db
+
     # -- operations -----------------------------------------------------------------------
 
     async def ensure_schema(self, timeout: float) -> None:
@@ -422,6 +426,11 @@ class PostgresLeaseStore:
                 return "absent"
 
         return await self._run("corda_guard", op, timeout)
+
+    async def call(self, what: str, op: Callable[[Conn], Awaitable[T]], timeout: float) -> T:
+        """Run `op` on the operations connection, bounded by `timeout` (see the module
+        docstring); raises `LeaseUnavailable` (with the SQLSTATE, if any)."""
+        return await self._run(what, op, timeout)
 
     async def members(self, timeout: float) -> list[MemberRow]:
         """Every registered member of this lease (an empty list without the table)."""

@@ -1,0 +1,305 @@
+"""Database fencing (issue 9): the new holder locks the other node roles out and ends
+their sessions before its node starts; only the holder can fence; a locked-out role is
+unlocked only by its own host's acquisition; what is missing is named. Real PostgreSQL,
+set up exactly as `schema` prints it, driven by a least-privilege supervisor role."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import psutil
+import psycopg
+import pytest
+
+from supervisor.config import Config
+from supervisor.identity import Identity
+from supervisor.lease import PostgresLeaseStore, dbfence
+from tests.cluster import Cluster, http_get
+from tests.cluster import Host as Host_
+from tests.db_writer import late_writes
+from tests.fencedb import FenceDb, set_up
+from tests.pgserver import PgServer
+from tests.proc import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def fdb(pg_server: PgServer, tmp_path: Path) -> Iterator[FenceDb]:
+    if not pg_server.can_restart:
+        pytest.skip("external database (CORDA_HA_TEST_DSN): cannot create roles")
+    db = set_up(pg_server, tmp_path)
+    try:
+        yield db
+    finally:
+        db.drop()
+
+
+class Host:
+    """One host's store and fencing calls, as the daemon makes them."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.identity = Identity.for_this_process(config.lease.machine_name)
+        self.store = PostgresLeaseStore(config.database, self.identity, 2.0)
+        db = config.database
+        self.sql = dbfence.FenceSql(db.schema, db.table)
+        assert config.fencing.node_role is not None
+        self.role = config.fencing.node_role
+
+    async def check(self) -> str | None:
+        return await dbfence.check(self.store.call, self.sql, lease=self.store.lease_name,
+                                   role=self.role, machine=self.identity.machine_name,
+                                   timeout=5)
+
+    async def take(self) -> int:
+        snap = await self.store.observe(5)
+        epoch = await self.store.acquire(snap.version if snap.exists else None,
+                                         server=snap.server, timeout=5)
+        assert epoch is not None
+        return epoch
+
+    async def fence(self, epoch: int) -> dbfence.FenceResult:
+        return await dbfence.fence_database(
+            self.store.call, self.sql, lease=self.store.lease_name, epoch=epoch,
+            instance=self.identity.instance, role=self.role,
+            machine=self.identity.machine_name, timeout=5)
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_the_holder_locks_the_other_role_out_and_ends_its_sessions(
+        fdb: FenceDb, tmp_path: Path) -> None:
+    a, b = Host(fdb.load(tmp_path, "a")), Host(fdb.load(tmp_path, "b"))
+    role_a, role_b = fdb.node_role("a"), fdb.node_role("b")
+
+    async def scenario() -> None:
+        try:
+            assert await a.check() is None and await b.check() is None  # both registered
+            # b's old node is connected and writing
+            old = await psycopg.AsyncConnection.connect(fdb.dsn(role_b), autocommit=True)
+            await old.execute(f"INSERT INTO {fdb.writes} (host) VALUES ('b')")
+            epoch = await a.take()
+            result = await a.fence(epoch)
+            assert {r.role: r.action for r in result.roles} == {
+                role_b: "locked", role_a: "can log in"}
+            assert result.sessions_ended == 1
+            assert result.passes == 2  # the second call proves no login slipped in
+            with pytest.raises(psycopg.OperationalError):
+                await old.execute(f"INSERT INTO {fdb.writes} (host) VALUES ('b')")
+            with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+                await psycopg.AsyncConnection.connect(fdb.dsn(role_b))
+            assert not fdb.can_log_in(role_b) and fdb.can_log_in(role_a)
+            # a registration (b's supervisor restarting) never unlocks b's role
+            assert await b.check() is None
+            assert not fdb.can_log_in(role_b)
+            # fencing again in the same epoch (a node restart) finds nothing to do
+            again = await a.fence(epoch)
+            assert again.passes == 1 and again.sessions_ended == 0
+            assert {r.role: r.action for r in again.roles}[role_b] == "still locked"
+            # b takes over: b's role is unlocked by b's own acquisition, a's locked
+            assert await a.store.release(epoch, 5)
+            epoch_b = await b.take()
+            result_b = await b.fence(epoch_b)
+            assert {r.role: r.action for r in result_b.roles} == {
+                role_a: "locked", role_b: "unlocked"}
+            assert fdb.can_log_in(role_b) and not fdb.can_log_in(role_a)
+            async with await psycopg.AsyncConnection.connect(fdb.dsn(role_b)) as new:
+                await new.execute(f"INSERT INTO {fdb.writes} (host) VALUES ('b')")
+            roles = await a.store.call("read", lambda c: dbfence.read_roles(
+                c, a.sql, a.store.lease_name), 5)
+            locked = {r.role: r.locked_by_epoch for r in roles}
+            assert locked == {role_a: epoch_b, role_b: None}
+        finally:
+            await a.store.close()
+            await b.store.close()
+
+    run(scenario())
+
+
+def test_only_the_holder_at_that_epoch_can_fence(fdb: FenceDb, tmp_path: Path) -> None:
+    a, b = Host(fdb.load(tmp_path, "a")), Host(fdb.load(tmp_path, "b"))
+
+    async def scenario() -> None:
+        try:
+            assert await a.check() is None and await b.check() is None
+            epoch = await a.take()
+            with pytest.raises(dbfence.FenceFailed, match="no longer the holder"):
+                await b.fence(epoch)  # b's instance does not hold it
+            await a.store.release(epoch, 5)
+            with pytest.raises(dbfence.FenceFailed, match="no longer the holder"):
+                await a.fence(epoch)  # released: a's epoch is over
+            assert fdb.can_log_in(fdb.node_role("a")) and fdb.can_log_in(fdb.node_role("b"))
+        finally:
+            await a.store.close()
+            await b.store.close()
+
+    run(scenario())
+
+
+def test_a_role_outside_the_node_group_is_never_fenced(fdb: FenceDb, tmp_path: Path) -> None:
+    """The supervisor's role can lock out only members of the node group: a role that
+    left the group after registering is refused (and the fence fails, loudly)."""
+    a, b = Host(fdb.load(tmp_path, "a")), Host(fdb.load(tmp_path, "b"))
+
+    async def scenario() -> None:
+        try:
+            assert await a.check() is None and await b.check() is None
+            fdb.server.execute(f"REVOKE {fdb.group} FROM {fdb.node_role('b')}")
+            assert "not a member of the node group" in (await b.check() or "")
+            epoch = await a.take()
+            with pytest.raises(dbfence.FenceFailed, match="not a member of the node group"):
+                await a.fence(epoch)
+            assert fdb.can_log_in(fdb.node_role("b"))
+        finally:
+            await a.store.close()
+            await b.store.close()
+
+    run(scenario())
+
+
+def test_missing_functions_or_privileges_are_named(fdb: FenceDb, tmp_path: Path) -> None:
+    a = Host(fdb.load(tmp_path, "a"))
+    fn = a.sql.register_fn.as_string(None)
+
+    async def scenario() -> None:
+        try:
+            fdb.server.execute(f"REVOKE EXECUTE ON FUNCTION {fn}(text, name, text) "
+                               f"FROM {fdb.supervisor}")
+            problem = await a.check()
+            assert problem is not None and "missing privilege for fencing" in problem
+            assert "corda-ha-supervisor schema" in problem
+            fdb.server.execute(f"DROP FUNCTION {fn}(text, name, text) CASCADE")
+            problem = await a.check()
+            assert problem is not None and "not installed" in problem
+        finally:
+            await a.store.close()
+
+    run(scenario())
+
+
+# ----------------------------------------------------------- real supervisors, frozen host
+
+def write_log(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def add_writer(pair: Cluster, fdb: FenceDb, name: str, tmp_path: Path, *,
+               fencing: bool, required: bool = True) -> tuple[Host_, Path]:
+    """A supervisor of `name` (least-privilege role) whose node writes as its own role."""
+    log = tmp_path / f"{name}.writes"
+    block = (f"fencing {{ nodeRole = {fdb.node_role(name)}, nodeGroup = {fdb.group}, "
+             f"required = {'true' if required else 'false'} }}") if fencing else ""
+    host = pair.add(name, ["--write", fdb.dsn(fdb.node_role(name)), "--write-table",
+                           fdb.writes, "--write-log", str(log)],
+                    dsn=fdb.dsn(fdb.supervisor),
+                    extra_conf=f"database {{ table = {fdb.table} }}\n{block}")
+    return host, log
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("fencing", [True, False], ids=["fenced", "unfenced"])
+def test_a_frozen_host_writes_nothing_after_the_new_node(
+        pair: Cluster, fdb: FenceDb, tmp_path: Path, fencing: bool) -> None:
+    """The worst order: host a (supervisor, guard, node) frozen past W; b takes over and
+    its node writes; then a's node alone continues first, retrying like a connection
+    pool. Fenced: none of its writes lands after b's first. Unfenced: they do (measured,
+    so the difference shows)."""
+    a, log_a = add_writer(pair, fdb, "a", tmp_path, fencing=fencing)
+    b, log_b = add_writer(pair, fdb, "b", tmp_path, fencing=fencing)
+    a.start()
+    node_a = a.wait_node_up(15)
+    wait_until(lambda: "ok" in " ".join(write_log(log_a)), 10, message="a's node writes")
+    b.start()
+    b.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")
+    if fencing:
+        b.wait_event("fencing_ready", 15)
+    frozen = a.tree()
+    for p in frozen:
+        p.suspend()
+    try:
+        mark = b.mark()
+        b.wait_node_up(15, since=mark)
+        if fencing:
+            fenced = b.wait_event("database_fenced", 1, since=mark)
+            assert fenced["roles"][fdb.node_role("a")] == "locked"
+        wait_until(lambda: any(line.startswith("ok") for line in write_log(log_b)), 10,
+                   message="b's node writes")
+        seen = len(write_log(log_a))
+        psutil.Process(node_a).resume()  # the old node first: its guard stays frozen
+        wait_until(lambda: len(write_log(log_a)) >= seen + 20, 15,
+                   message="20 write attempts of a's continued node")
+        late, b_writes = late_writes(fdb.server.dsn, fdb.writes, "b", "a")
+        attempts = write_log(log_a)[seen:]
+    finally:
+        for p in frozen:
+            with contextlib.suppress(psutil.Error):
+                p.resume()
+    print(f"fencing={'on' if fencing else 'off'}: {late} writes of the old node landed "
+          f"after the new node's first (of {len(attempts)} attempts; b wrote {b_writes})")
+    assert b_writes > 0
+    if fencing:
+        assert late == 0, attempts[:5]
+        assert all(line.startswith("err") for line in attempts), attempts[:5]
+        assert any("not permitted to log in" in line for line in attempts), attempts[:5]
+    else:
+        assert late > 0  # the hole fencing closes
+    # a's guard (deadline long past) or supervisor kills its node once continued
+    wait_until(lambda: not psutil.pid_exists(node_a) or psutil.Process(node_a).status()
+               == psutil.STATUS_ZOMBIE, 10, message="a's old node killed")
+
+
+def test_a_standby_that_cannot_fence_takes_nothing_until_fixed(
+        pair: Cluster, fdb: FenceDb, tmp_path: Path) -> None:
+    """fencing.required: no privilege on the fence functions -> the standby says why (log,
+    /status) and takes no lease, even a free one; once a DBA grants it, it takes over."""
+    fn = dbfence.FenceSql(None, fdb.table).register_fn.as_string(None)
+    fdb.server.execute(f"REVOKE EXECUTE ON FUNCTION {fn}(text, name, text) FROM {fdb.supervisor}")
+    b, _ = add_writer(pair, fdb, "b", tmp_path, fencing=True)
+    b.start()
+    failed = b.wait_event("fencing_unavailable", 15)
+    assert "missing privilege for fencing" in failed["problem"]
+    def status() -> dict[str, Any]:
+        return cast(dict[str, Any], json.loads(http_get(b.health_port(), "/status")[1]))
+
+    wait_until(lambda: status()["can_take_over_reason"].startswith(
+        "database fencing: missing privilege"), 10, message="/status names the fence problem")
+    assert status()["can_take_over"] is False
+    assert status()["fencing"]["problem"] == failed["problem"]
+    # the lease is free all along (no row yet): b takes nothing for 2 W (an absence:
+    # waited for, bounded)
+    with pytest.raises(AssertionError, match="lease_acquired"):
+        b.wait_event("lease_acquired", 2 * b.wait_ms / 1000)
+    assert not b.node_records()
+    fdb.server.execute(f"GRANT EXECUTE ON FUNCTION {fn}(text, name, text) TO {fdb.supervisor}")
+    b.wait_event("fencing_ready", 10)
+    b.wait_node_up(10)
+    assert b.events("database_fenced")
+
+
+@pytest.mark.parametrize("required", [True, False], ids=["required", "not-required"])
+def test_a_holder_whose_fence_fails_does_not_start_its_node(
+        pair: Cluster, fdb: FenceDb, tmp_path: Path, required: bool) -> None:
+    """The fence itself fails at acquisition (the fence function's privilege is gone,
+    registration still works): required -> the node is not started (a failed start);
+    fencing.required = false -> it starts unfenced, with an error logged."""
+    fn = dbfence.FenceSql(None, fdb.table).fence_fn.as_string(None)
+    fdb.server.execute(f"REVOKE EXECUTE ON FUNCTION {fn}(text, bigint, text, name, text, "
+                       f"bigint) FROM {fdb.supervisor}")
+    a, _ = add_writer(pair, fdb, "a", tmp_path, fencing=True, required=required)
+    a.start()
+    failed = a.wait_event("database_fence_failed", 15)
+    assert "missing privilege for fencing" in failed["error"]
+    if required:
+        exited = a.wait_event("node_exited", 5)
+        assert "not started: database fencing" in exited["killed_by"]
+        assert not a.node_records()  # no node process was ever started
+    else:
+        a.wait_node_up(5)
