@@ -30,6 +30,12 @@ from (e.g. a `FaultProxy` in front of the primary), written into its
 returns once the replica has replayed everything the primary had written when it
 was called; `replica.promote()` returns once the replica accepts writes.
 Remember that the primary commits with `synchronous_commit = off`.
+
+TLS: `PgServer.create(bindir, ssl=(cert_file, key_file))` copies the server's
+certificate and key into the server's directory (owned by the server's user, key mode
+0600), turns `ssl = on`, and admits TCP clients only over TLS (`hostssl` lines in
+pg_hba: a plain connection is refused). `dsn` carries no `sslmode`, so libpq's
+default `prefer` reaches it without verifying.
 """
 
 from __future__ import annotations
@@ -192,17 +198,20 @@ class PgServer:
 
     @classmethod
     def create(cls, bindir: str, env: Mapping[str, str] | None = None, *,
-               replication: bool = False) -> PgServer:
+               replication: bool = False, ssl: tuple[str, str] | None = None) -> PgServer:
         """initdb + start a cluster in a new temporary directory.
 
         `env`: extra environment for the server programs (initdb, pg_ctl, postgres).
         `replication`: also accept streaming replication (see `create_replica`).
+        `ssl`: (certificate file, key file): TLS only over TCP (see module docstring).
         """
         run_as = _server_user()
         sweep_stale(bindir, run_as)
         server = cls._new(bindir, run_as, env)
         try:
             server._initdb(replication=replication)
+            if ssl is not None:
+                server._enable_ssl(*ssl)
             server.start()
             server.execute(f"CREATE ROLE {cls.password_user} LOGIN PASSWORD '{cls.password}'")
             server.execute(f"GRANT CREATE ON DATABASE postgres TO {cls.password_user}")
@@ -436,6 +445,28 @@ class PgServer:
             )
             if replication:
                 f.write("host replication postgres 127.0.0.1/32 trust\n")
+
+    def _enable_ssl(self, cert_file: str, key_file: str) -> None:
+        """Server certificate and key into the base directory; `ssl = on`; every TCP
+        line of pg_hba `hostssl` (before the first start)."""
+        assert self._basedir is not None
+        files = {}
+        for name, source in (("server.crt", cert_file), ("server.key", key_file)):
+            files[name] = target = os.path.join(self._basedir, name)
+            shutil.copyfile(source, target)
+            os.chmod(target, 0o600)
+            if self._run_as is not None:
+                pw = pwd.getpwnam(self._run_as)
+                os.chown(target, pw.pw_uid, pw.pw_gid)
+        with open(os.path.join(self.datadir, "postgresql.conf"), "a") as f:
+            f.write(f"ssl = on\nssl_cert_file = '{files['server.crt']}'\n"
+                    f"ssl_key_file = '{files['server.key']}'\n")
+        hba = os.path.join(self.datadir, "pg_hba.conf")
+        with open(hba) as f:
+            lines = f.read().splitlines()
+        with open(hba, "w") as f:
+            f.writelines(f"{'hostssl' + line[4:] if line.startswith('host ') else line}\n"
+                         for line in lines)
 
     def _log_tail(self, n: int = 30) -> str:
         if self._basedir is None:
