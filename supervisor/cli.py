@@ -112,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for warning in config.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         problems = [] if args.offline else check_host(config)
+        if not args.offline and config.lease.enabled and config.fencing.enabled:
+            problems += _check_fencing(config)
         for problem in problems:
             print(f"corda-ha-supervisor: configuration error: {problem}", file=sys.stderr)
         return EX_CONFIG if problems else 0
@@ -139,6 +141,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "history":
         return asyncio.run(operator.history(config, as_json=args.json, limit=args.limit))
     raise AssertionError(command)
+
+
+def _check_fencing(config: Config) -> list[ConfigError]:
+    """Print the fencing state; the problems that make `check-config` fail."""
+    problem, unreachable = asyncio.run(operator.fencing_check(config))
+    if unreachable is not None:
+        print(f"warning: fencing not checked: database unavailable: {unreachable}",
+              file=sys.stderr)
+        return []
+    if problem is None:
+        print(f"fencing: ready (node role {config.fencing.node_role} registered for lease "
+              f"{config.database.lease_name!r})", file=sys.stderr)
+        return []
+    if not config.fencing.required:
+        print(f"warning: fencing: {problem} (fencing.required = false: the node would "
+              "start unfenced)", file=sys.stderr)
+        return []
+    return [ConfigError(problem, path=config.source, key="fencing")]
 
 
 def run(config: Config) -> int:

@@ -28,7 +28,8 @@ from supervisor.lease import (
     read_state,
 )
 from supervisor.lease.cordaguard import CORDA_TABLE
-from supervisor.lease.dbfence import FenceSql, roles_ddl
+from supervisor.lease.dbfence import FenceSql, explain, read_roles, roles_ddl
+from supervisor.lease.dbfence import check as dbfence_check
 from supervisor.lease.members import MemberSql
 from supervisor.lease.sql import LeaseSql
 
@@ -132,6 +133,57 @@ def _describe_members(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+async def fencing_roles(config: Config) -> dict[str, Any]:
+    """The node roles registered for this lease and whether each may log in, or the error
+    that kept them from being read. Reads only; bounded; never raises."""
+    store = PostgresLeaseStore(config.database,
+                               Identity.for_this_process(config.lease.machine_name),
+                               config.lease.wait_interval)
+    fence = FenceSql(config.database.schema, config.database.table)
+    try:
+        roles = await store.call("fence_roles", lambda conn: read_roles(
+            conn, fence, config.database.lease_name), _timeout(config))
+    except LeaseUnavailable as e:
+        return {"node_role": config.fencing.node_role, "error": explain(e), "roles": []}
+    finally:
+        await store.close()
+    return {"node_role": config.fencing.node_role, "error": None,
+            "roles": [r.as_dict() for r in roles]}
+
+
+async def fencing_check(config: Config) -> tuple[str | None, str | None]:
+    """`check-config`'s fencing check: registers this host's node role, as the daemon
+    does. (None, None) when fencing works; (why not, None); or (None, the database
+    error) when the database could not be asked. Bounded; never raises."""
+    identity = Identity.for_this_process(config.lease.machine_name)
+    store = PostgresLeaseStore(config.database, identity, config.lease.wait_interval)
+    assert config.fencing.node_role is not None
+    try:
+        problem = await dbfence_check(
+            store.call, FenceSql(config.database.schema, config.database.table),
+            lease=config.database.lease_name, role=config.fencing.node_role,
+            machine=identity.machine_name, timeout=_timeout(config))
+    except LeaseUnavailable as e:
+        return None, str(e)
+    finally:
+        await store.close()
+    return problem, None
+
+
+def _describe_fencing(info: dict[str, Any]) -> str:
+    if info["error"]:
+        return f"fencing: CANNOT READ the node roles: {info['error']}"
+    lines = [f"fencing: this host's node role {info['node_role']}"]
+    for r in info["roles"]:
+        login = {True: "may log in", False: f"LOCKED OUT by epoch {r['locked_by_epoch']}",
+                 None: "ROLE MISSING"}[r["can_log_in"]]
+        lines.append(f"  {r['node_role']:<20} {r['machine_name']:<16} {login}, "
+                     f"{r['sessions']} sessions")
+    if not info["roles"]:
+        lines.append("  no node role registered yet")
+    return "\n".join(lines)
+
+
 def _timeout(config: Config) -> float:
     return max(config.database.operation_timeout, config.database.connect_timeout)
 
@@ -151,6 +203,8 @@ async def status(config: Config, *, as_json: bool) -> int:
             print(_describe_local(view, view_error))
         return EX_UNAVAILABLE
     info = describe(snapshot, members, config.lease.update_interval)
+    if config.fencing.enabled:
+        info["fencing"] = await fencing_roles(config)
     if as_json:
         print(json.dumps({**info, "this_host": view, "this_host_error": view_error}, indent=2))
     else:
@@ -166,6 +220,8 @@ async def status(config: Config, *, as_json: bool) -> int:
                   + ("\nhandover: requested" if info["handover_requested"] else "")
                   + ("\nPAUSED (maintenance: `resume` ends it)" if info["paused"] else ""))
         print(_describe_members(info["members"]))
+        if "fencing" in info:
+            print(_describe_fencing(info["fencing"]))
         print(_describe_local(view, view_error))
     return 0 if info["live"] else EXIT_NO_HOLDER
 

@@ -377,7 +377,8 @@ class Cluster:
         self.hosts.append(host)
         return host
 
-    def wait_member_ready(self, name: str, timeout: float = 10.0) -> None:
+    def wait_member_ready(self, name: str, timeout: float = 10.0,
+                          table: str = "corda_ha_lease") -> None:
         """Wait until host `name`'s member row says it could take over (what
         `handover` checks before it asks the holder to step down)."""
         import psycopg
@@ -386,7 +387,7 @@ class Cluster:
             with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
                 row = conn.execute(
                     "SELECT bool_or(can_take_over AND last_seen > clock_timestamp() - "
-                    "interval '5 seconds') FROM corda_ha_lease_member "
+                    f"interval '5 seconds') FROM {table}_member "
                     "WHERE lease_name = %s AND machine_name = %s",
                     (self.lease_name, name)).fetchone()
             return bool(row and row[0])

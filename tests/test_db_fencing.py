@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -19,7 +20,7 @@ import pytest
 from supervisor.config import Config
 from supervisor.identity import Identity
 from supervisor.lease import PostgresLeaseStore, dbfence
-from tests.cluster import Cluster, http_get
+from tests.cluster import Cluster, http_get, run_cli
 from tests.cluster import Host as Host_
 from tests.db_writer import late_writes
 from tests.fencedb import FenceDb, set_up
@@ -303,3 +304,59 @@ def test_a_holder_whose_fence_fails_does_not_start_its_node(
         assert not a.node_records()  # no node process was ever started
     else:
         a.wait_node_up(5)
+
+
+def test_the_least_privilege_role_runs_the_whole_path(
+        pair: Cluster, fdb: FenceDb, tmp_path: Path) -> None:
+    """Both supervisors log in as a role with exactly the grants `schema` prints (no
+    superuser, no CREATE anywhere): start, fence, renew, members, LISTEN, `check-config`,
+    `status`, `handover` (b fences a out), `history`, kill -9 and failover."""
+    rows = fdb.server.execute(
+        "SELECT rolsuper, rolcreaterole, has_schema_privilege(%s, 'public', 'CREATE'), "
+        "has_database_privilege(%s, 'postgres', 'CREATE') FROM pg_roles WHERE rolname = %s",
+        (fdb.supervisor, fdb.supervisor, fdb.supervisor))
+    assert rows == [(False, False, False, False)]
+    a, _ = add_writer(pair, fdb, "a", tmp_path, fencing=True)
+    b, log_b = add_writer(pair, fdb, "b", tmp_path, fencing=True)
+    a.start()
+    a.wait_node_up(15)
+    b.start()
+    b.wait_event("fencing_ready", 15)
+    pair.wait_member_ready("b", table=fdb.table)
+    check = run_cli("check-config", "--config", str(b.config_path))
+    assert check.returncode == 0, check.stderr
+    assert f"fencing: ready (node role {fdb.node_role('b')}" in check.stderr
+    out = run_cli("status", "--config", str(a.config_path))
+    assert out.returncode == 0, out
+    # b registered after a's fence: nothing of b's ran, so nothing was locked
+    assert f"fencing: this host's node role {fdb.node_role('a')}" in out.stdout, out.stdout
+    assert f"{fdb.node_role('b')}" in out.stdout and "LOCKED OUT" not in out.stdout
+    mark = b.mark()
+    handover = run_cli("handover", "--config", str(a.config_path), "--wait", "20")
+    assert handover.returncode == 0, handover
+    b.wait_node_up(20, since=mark)
+    fenced = b.wait_event("database_fenced", 1, since=mark)
+    assert fenced["roles"] == {fdb.node_role("a"): "locked", fdb.node_role("b"): "can log in"}
+    wait_until(lambda: any(line.startswith("ok") for line in write_log(log_b)), 10,
+               message="b's node writes")
+    status = json.loads(run_cli("status", "--json", "--config", str(a.config_path)).stdout)
+    roles = {r["node_role"]: r["can_log_in"] for r in status["fencing"]["roles"]}
+    assert roles == {fdb.node_role("a"): False, fdb.node_role("b"): True}
+    history = run_cli("history", "--config", str(a.config_path))
+    assert history.returncode == 0 and "handed over" in history.stdout, history
+    # a standby again (a came back as standby after its planned stop); kill -9 b
+    a.wait_event("fencing_ready", 15)
+    mark = a.mark()
+    b.signal(signal.SIGKILL)
+    a.wait_node_up(20, since=mark)
+    again = a.wait_event("database_fenced", 1, since=mark)["roles"]
+    assert again == {fdb.node_role("a"): "unlocked", fdb.node_role("b"): "locked"}
+
+
+def test_check_config_fails_when_fencing_cannot_work(fdb: FenceDb, tmp_path: Path) -> None:
+    path = tmp_path / "a.conf"
+    path.write_text(fdb.conf("a") + 'node { command = ["/bin/true"] }\n')
+    fdb.server.execute(f"REVOKE {fdb.group} FROM {fdb.node_role('a')}")
+    out = run_cli("check-config", "--config", str(path))
+    assert out.returncode == 78, out
+    assert "fencing" in out.stderr and "not a member of the node group" in out.stderr
