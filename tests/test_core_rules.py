@@ -34,6 +34,7 @@ from supervisor.core import (
     Timing,
 )
 from supervisor.identity import ProcessRef
+from supervisor.messages import FencingChecked
 from supervisor.timing import MIN_RENEWAL_WINDOW, stop_graces
 from tests.test_core import FREE, SERVER, TIMING, V1, V2, Driver, W, held_by_other, of
 
@@ -572,3 +573,22 @@ def test_a_paused_holder_neither_restarts_nor_hands_over_until_resumed() -> None
                 2 * CU + 0.1, CORDA)
     assert "pair_resumed" in events(acts)
     assert of(StartNode, acts) or of(StartNode, feed(d, core.Tick(), 2 * CU + 0.2, CORDA))
+
+
+# ------------------------------------------------------------------ database fencing
+
+
+def test_a_standby_that_cannot_fence_takes_nothing_and_says_why() -> None:
+    d = standby()
+    acts = d.feed(FencingChecked("not checked yet", pending=True), 0.0)
+    assert "fencing_pending" in events(acts)
+    assert not [a for a in acts if isinstance(a, Log) and a.level == "error"]
+    assert not of(AcquireLease, d.feed(free_row(), 0.0))
+    acts = d.feed(FencingChecked("no privilege"), 0.1)
+    assert logs(acts, "fencing_unavailable")[0]["problem"] == "no privilege"
+    assert core.takeover_readiness(d.state, 0.1) == (False, "database fencing: no privilege")
+    d.tick_to(0.3)
+    assert not of(AcquireLease, d.feed(free_row(), 0.3))
+    assert "fencing_ready" in events(d.feed(FencingChecked(None), 0.4))
+    d.tick_to(0.6)
+    assert of(AcquireLease, d.feed(free_row(), 0.6))

@@ -89,8 +89,10 @@ class StandbyRules(_Base):
             else:
                 self.log("pair_resumed", holder=ev.holder)
             s.paused = ev.paused
-        if s.shared_problem is not None or s.fencing_problem is not None or ev.paused \
-                or (ev.free and ev.reserved_for_other):
+        if (s.shared_problem is not None
+                or s.fencing_problem is not None
+                or ev.paused
+                or (ev.free and ev.reserved_for_other)):
             # not ready, cannot fence, paused, or handed over to a named other machine:
             # take nothing
             s.next_observe_at = self.now + self.t.poll_interval

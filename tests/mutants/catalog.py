@@ -26,6 +26,8 @@ GUARD = "supervisor/guard.py"
 NODE = "supervisor/node.py"
 SQL = "supervisor/lease/sql.py"
 OBS = "supervisor/observation.py"
+DBFENCE = "supervisor/lease/dbfence.py"
+FENCE_TESTS = "tests/test_db_fencing.py"
 REFUSED_LOGIN = ('        return (f"the database refused the login of database.user = {user}: '
                  'check the user "\n')
 
@@ -656,9 +658,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "standby_ignores_shared_dirs",
         "a standby whose shared directories fail takes nothing",
         STANDBY,
-        "        if s.shared_problem is not None or ev.paused or (ev.free and "
-        "ev.reserved_for_other):\n",
-        "        if ev.paused or (ev.free and ev.reserved_for_other):\n",
+        "        if (s.shared_problem is not None\n",
+        "        if (False\n",
         ("tests/test_shared_dirs.py::test_a_standby_without_its_shared_directory_never_takes_the_lease",),
     ),
     Mutant(
@@ -699,9 +700,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "standby_core_ignores_pause",
         "while the pair is paused standbys take nothing (the core, besides the statement)",
         STANDBY,
-        "        if s.shared_problem is not None or ev.paused or (ev.free and "
-        "ev.reserved_for_other):\n",
-        "        if s.shared_problem is not None or (ev.free and ev.reserved_for_other):\n",
+        "                or ev.paused\n",
+        "                or False\n",
         ("tests/test_core_rules.py::"
          "test_a_standby_takes_nothing_while_paused_or_reserved_for_another",),
     ),
@@ -738,6 +738,65 @@ MUTANTS: tuple[Mutant, ...] = (
         REFUSED_LOGIN,
         "        return None  # waited out\n" + REFUSED_LOGIN,
         ("tests/test_startup_errors.py::test_refused_login_exits_78_naming_user_and_password_source",),
+    ),
+    # ------------------------------------------------------------ database fencing
+    Mutant(
+        "fence_one_call",
+        "a fence that just locked a role out calls again until no session slipped in",
+        DBFENCE,
+        '        if all(r.action == "still locked" and r.sessions == 0 for r in others):\n',
+        "        if True:\n",
+        (f"{FENCE_TESTS}::test_the_holder_locks_the_other_role_out_and_ends_its_sessions",),
+    ),
+    Mutant(
+        "fence_no_terminate",
+        "the fence ends the other node role's sessions",
+        DBFENCE,
+        "            IF pg_terminate_backend(backend, p_wait_ms) THEN\n",
+        "            IF false THEN\n",
+        (f"{FENCE_TESTS}::test_the_holder_locks_the_other_role_out_and_ends_its_sessions",),
+    ),
+    Mutant(
+        "fence_no_nologin",
+        "the fence locks the other node role out of new logins",
+        DBFENCE,
+        "            EXECUTE format('ALTER ROLE %I NOLOGIN', r.name);\n",
+        "            NULL;\n",
+        (f"{FENCE_TESTS}::test_the_holder_locks_the_other_role_out_and_ends_its_sessions",),
+    ),
+    Mutant(
+        "fence_without_the_lease",
+        "only the holder of the lease at that epoch may fence",
+        DBFENCE,
+        "    IF NOT FOUND THEN\n        RAISE EXCEPTION 'not the holder",
+        "    IF false THEN\n        RAISE EXCEPTION 'not the holder",
+        (f"{FENCE_TESTS}::test_only_the_holder_at_that_epoch_can_fence",),
+    ),
+    Mutant(
+        "fence_outside_the_group",
+        "the fence locks out only members of the node group",
+        DBFENCE,
+        "        ELSIF NOT pg_has_role(r.name, {group_lit}, 'MEMBER') THEN\n",
+        "        ELSIF false THEN\n",
+        (f"{FENCE_TESTS}::test_a_role_outside_the_node_group_is_never_fenced",),
+    ),
+    Mutant(
+        "node_starts_unfenced",
+        "with fencing.required, a holder whose fence failed does not start its node",
+        DAEMON,
+        "            problem = await self.db_fence.fence(action.epoch)\n"
+        "            if problem is not None:\n",
+        "            problem = await self.db_fence.fence(action.epoch)\n"
+        "            if False:\n",
+        (f"{FENCE_TESTS}::test_a_holder_whose_fence_fails_does_not_start_its_node[required]",),
+    ),
+    Mutant(
+        "standby_takes_over_unable_to_fence",
+        "a standby that cannot fence takes no lease",
+        STANDBY,
+        "                or s.fencing_problem is not None\n",
+        "                or False\n",
+        ("tests/test_core_rules.py::test_a_standby_that_cannot_fence_takes_nothing_and_says_why",),
     ),
     # ------------------------------------------------------------ configuration
     Mutant(
