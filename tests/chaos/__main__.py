@@ -29,6 +29,9 @@ from tests.chaos.load import LoadMonitor
 from tests.chaos.profile import PROFILES
 from tests.chaos.report import RunReport, format_violations, to_json
 from tests.chaos.runner import ChaosRun
+from tests.chaos.writes import Writes
+
+WRITES: dict[str, Writes] = {"on": "fenced", "off": "unfenced", "none": "off"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="longest 'short' cut-off in seconds (default: the profile's)")
     p.add_argument("--no-replica", action="store_true",
                    help="no streaming replica (skips lossy_failover)")
+    p.add_argument("--fencing", choices=("on", "off", "none"), default="on",
+                   help="the nodes write to the database as their own roles, with database "
+                   "fencing (on) or without (off: late writes are counted, not failed); "
+                   "none: the nodes do not write")
     p.add_argument("--json", type=Path, help="write the tables and every episode here")
     p.add_argument("--workdir", type=Path,
                    help="keep the hosts' files here (default: a temporary directory, "
@@ -70,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             share = args.episodes // len(names) + (1 if i < args.episodes % len(names) else 0)
             run = ChaosRun(root / name, seed=seed, profile=PROFILES[name], hosts=args.hosts,
                            log=log, short_cut_max=args.short_blackhole_max,
-                           replica=not args.no_replica, load=load)
+                           replica=not args.no_replica, load=load,
+                           writes=WRITES[args.fencing])
             reports.append(run.run(episodes=share, only=only, replay=args.episode))
 
     for report in reports:

@@ -112,6 +112,38 @@ def freeze_host(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
                             "resume_order": [names[p.pid] for p in order]})
 
 
+def freeze_host_node_first(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
+    """As `freeze_host`, in the worst order: the node alone continues first, and the
+    supervisor and guard follow 0.1-0.4 s later (a host whose stall ends unevenly). The
+    old node runs meanwhile; with database fencing none of its writes may land."""
+    hold = ch.profile.W + rng.uniform(0.3, 1.5)
+    lag = rng.uniform(0.1, 0.4)
+    tree = ch.process_tree(active)
+    nodes = [p for p in tree if role(p) == "node"]
+    rest = [p for p in tree if p not in nodes]
+    t0 = _now()
+    for p in tree:
+        with contextlib.suppress(psutil.Error):
+            p.suspend()
+    try:
+        sleep_until(t0 + hold)
+    finally:
+        t_cont = _now()
+        for p in nodes:
+            with contextlib.suppress(psutil.Error):
+                p.resume()
+        try:
+            sleep_until(t_cont + lag)
+        finally:
+            for p in rest:
+                with contextlib.suppress(psutil.Error):
+                    p.resume()
+    return Injected("freeze_host_node_first", active.name, t0, t_cont,
+                    allowed_overlap=(active.name, t_cont - 0.05, t_cont + lag + 1.0),
+                    holder_lost=HolderLost(active.name, t0, t_cont, killed=False),
+                    params={"hold_s": round(hold, 3), "node_alone_s": round(lag, 3)})
+
+
 # ------------------------------------------------------------------ database
 
 
@@ -320,6 +352,9 @@ def catalog(profile: Profile, short_cut_max: float | None = None) -> dict[str, F
                   stop_supervisor),
         FaultSpec("freeze_host", "SIGSTOP of the active host's whole tree > W, SIGCONT",
                   freeze_host),
+        FaultSpec("freeze_host_node_first",
+                  "as freeze_host, the node continued 0.1-0.4 s before its supervisor "
+                  "and guard", freeze_host_node_first),
         FaultSpec("pg_restart_fast", "PostgreSQL restart -m fast", _pg_restart("fast")),
         FaultSpec("pg_restart_immediate", "PostgreSQL restart -m immediate",
                   _pg_restart("immediate")),

@@ -3,6 +3,7 @@
     python tests/chaos/hb_node.py [--dsn DSN] [--record DIR] --host NAME
         [--crash-after S] [--fail-at-start] [--ignore-sigterm] [--stop-delay S]
         [--interval 0.015] [--detach] [--chatter-bytes N]
+        [--write DSN [--write-table T] [--write-log FILE]]
 
 At least one of `--dsn` (rows in the database) and `--record` (JSON lines) is
 needed; without `--dsn` psycopg is never imported, so the node starts in the
@@ -247,6 +248,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="beat in a setsid'ed child; this process only waits for it")
     p.add_argument("--chatter-bytes", type=int, default=4000,
                    help="line size of the chatter that SIGUSR1 toggles")
+    p.add_argument("--write", help="also write all the time as a node would "
+                   "(tests/db_writer.py), to this database")
+    p.add_argument("--write-table", default="chaos_writes")
+    p.add_argument("--write-log", default=os.devnull, help="every write attempt")
     args = p.parse_args(argv)
     if not args.host:
         p.error("--host is required (or set CORDA_HA_MACHINE_NAME)")
@@ -352,6 +357,11 @@ def main(argv: list[str] | None = None) -> int:
         os._exit(code)
 
     emit("start")
+    if args.write:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))))
+        from tests import db_writer
+        db_writer.start(args.write, args.write_table, args.write_log)
     print(f"hb_node started pid={pid} host={args.host} epoch={epoch}", flush=True)
     started = time.monotonic()
     next_beat = started + args.interval

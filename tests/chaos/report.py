@@ -31,6 +31,7 @@ class RunReport:
     exits: list[Exit]
     orphans: list[str]
     replica: bool = False
+    writes: str = "off"  # the nodes' database writes: off, fenced, unfenced
 
     @property
     def violations(self) -> list[Violation]:
@@ -58,12 +59,25 @@ class RunReport:
                 f"{waived} longer than the load's keep limit (expectation waived)")
 
     def frozen_summary(self) -> str:
-        eps = [e for e in self.episodes if e.fault == "freeze_host"]
+        eps = [e for e in self.episodes if e.fault.startswith("freeze_host")]
         if not eps:
             return ""
         ms = [x for e in eps for x in e.frozen_overlap_ms]
         return (f"frozen VM: {len(eps)} episodes, {len(ms)} overlaps after SIGCONT, "
                 f"longest {max(ms, default=0.0):.1f} ms")
+
+    def writes_summary(self) -> str:
+        """Late writes (an old node's write after a newer node's first), per fault."""
+        if self.writes == "off":
+            return ""
+        per: dict[str, int] = {}
+        for e in self.episodes:
+            per[e.fault] = per.get(e.fault, 0) + int(e.figures.get("late_writes") or 0)
+        late = {k: v for k, v in per.items() if v}
+        frozen = sum(1 for e in self.episodes if e.fault.startswith("freeze_host"))
+        return (f"late writes ({'fencing on' if self.writes == 'fenced' else 'fencing off'}):"
+                f" {sum(per.values())} in {len(self.episodes)} episodes ({frozen} frozen "
+                f"hosts){': ' + ', '.join(f'{k} {v}' for k, v in late.items()) if late else ''}")
 
     def failover_summary(self) -> str:
         """p50/p95/max of the failover times, all faults and `kill_supervisor` alone."""
@@ -94,7 +108,8 @@ class RunReport:
         """The table and the figures, as printed."""
         lines = [f"== {self.profile.describe()}", "", self.table().rstrip()]
         lines += [x for x in (self.short_blackhole_summary(), self.frozen_summary(),
-                              self.failover_summary(), self.load_summary()) if x]
+                              self.writes_summary(), self.failover_summary(),
+                              self.load_summary()) if x]
         lines.append(f"runtime {self.runtime_s:.0f}s (setup {self.setup_s:.1f}s), "
                      f"{len(self.episodes)} episodes, seed {self.seed}")
         unexpected = [x for x in self.exits if not x.expected]
@@ -121,7 +136,9 @@ class RunReport:
                     faketime=self.faketime, replica=self.replica, intervals=self.profile.as_dict(),
                     machine={"cpus": os.cpu_count()},
                     summaries=[self.short_blackhole_summary(), self.frozen_summary(),
-                               self.failover_summary(), self.load_summary()],
+                               self.writes_summary(), self.failover_summary(),
+                               self.load_summary()],
+                    writes=self.writes,
                     episodes=[ep(e) for e in self.episodes],
                     supervisor_exits=[x.as_dict() for x in self.exits],
                     orphans=self.orphans)

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 
 from tests.chaos.analysis import EpisodeReport, Violation, analyse, availability_ratio
 from tests.chaos.db import ChaosDb, HostLink
@@ -56,6 +57,7 @@ from tests.chaos.load import LoadMonitor
 from tests.chaos.profile import Profile
 from tests.chaos.records import RecordTail
 from tests.chaos.report import RunReport
+from tests.chaos.writes import ChaosWrites, Writes
 from tests.cluster import Cluster, Host, add_edited
 
 HB_NODE = str(Path(__file__).with_name("hb_node.py"))
@@ -165,13 +167,15 @@ class ChaosCluster:
     """The database, proxies, hosts and the restarter of one chaos run."""
 
     def __init__(self, root: Path, n_hosts: int, log: Log, profile: Profile, *,
-                 replica: bool = True) -> None:
+                 replica: bool = True, writes: Writes = "off") -> None:
         if not 2 <= n_hosts <= 3:
             raise ValueError("2 or 3 hosts")
         self.root = root
         self.log = log
         self.profile = profile
         self.with_replica = replica
+        self.writes_mode: Writes = writes
+        self.writes: ChaosWrites | None = None
         self.run_id = uuid.uuid4().hex
         self.lease_name = f"chaos-{self.run_id[:12]}"
         self.n_hosts = n_hosts
@@ -194,6 +198,10 @@ class ChaosCluster:
         self.wrapper_script.write_text(WRAPPER)
         self.wrapper_script.chmod(0o755)
         self.db = ChaosDb(replica=self.with_replica)
+        if self.writes_mode != "off":
+            self.writes = ChaosWrites(self.db, list("abc"[: self.n_hosts]), self.run_id,
+                                      fencing=self.writes_mode == "fenced")
+            self.writes.set_up()
         self.cluster = Cluster(self.root, self.db.dsn, self.lease_name)
         for name in "abc"[: self.n_hosts]:
             link = self.db.link()
@@ -229,7 +237,10 @@ class ChaosCluster:
             host = next(h for h in self.hosts if h.name == name)
             command = [*self.node_prefix[name], sys.executable, HB_NODE, "--host", name,
                        "--record", str(host.records), *self.node_args[name]]
-            return edit_config(text, command, self.profile)
+            if self.writes is None:
+                return edit_config(text, command, self.profile)
+            command += self.writes.node_args(name, str(host.root / "writes.log"))
+            return edit_config(text, command, self.profile) + self.writes.conf(name)
 
         return edit
 
@@ -472,13 +483,13 @@ class ChaosRun:
 
     def __init__(self, root: Path, *, seed: int, profile: Profile, hosts: int = 2,
                  log: Log = print, short_cut_max: float | None = None, replica: bool = True,
-                 load: LoadMonitor | None = None) -> None:
+                 load: LoadMonitor | None = None, writes: Writes = "off") -> None:
         self.root = root
         self.seed = seed
         self.profile = profile
         self.log = log
         self.catalog = catalog(profile, short_cut_max)
-        self.ch = ChaosCluster(root, hosts, log, profile, replica=replica)
+        self.ch = ChaosCluster(root, hosts, log, profile, replica=replica, writes=writes)
         self.reports: list[EpisodeReport] = []
         self.orphans: list[str] = []
         self.setup_s = 0.0
@@ -540,7 +551,8 @@ class ChaosRun:
         return RunReport(self.seed, self.profile, self.ch.n_hosts, self.reports,
                          time.monotonic() - t_start, self.setup_s,
                          db is not None and db.faketime is not None, exits, self.orphans,
-                         replica=db is not None and db.replica is not None)
+                         replica=db is not None and db.replica is not None,
+                         writes=self.ch.writes_mode)
 
     def episode(self, index: int, kind: str, begin: float, active: Host | None,
                 load: LoadMonitor) -> tuple[EpisodeReport, Host | None]:
@@ -570,6 +582,7 @@ class ChaosRun:
             index, inj, begin, end, records, before, profile=self.profile, load=figures_load,
             renewals={h.name: ch.renewals(h) for h in ch.hosts},
             acquisitions={h.name: ch.acquisitions(h) for h in ch.hosts})
+        self.count_late_writes(index, kind, end, violations, figures)
         if new_active is None:
             violations.append(Violation(index, kind, "unstable",
                                         f"not exactly one node within {STABLE_TIMEOUT:.0f}s "
@@ -601,6 +614,29 @@ class ChaosRun:
         if new_active is None:
             ch.heal_all()
         return rep, new_active
+
+    def count_late_writes(self, index: int, kind: str, at: float,
+                          violations: list[Violation], figures: dict[str, Any]) -> None:
+        """Late writes of this episode into `figures`; with fencing any is a violation."""
+        writes = self.ch.writes
+        if writes is None:
+            return
+        try:
+            late, written, which = writes.late_writes()
+        except psycopg.Error as e:
+            figures["late_writes"] = None
+            self.log(f"  ! late writes not counted: {e}")
+            return
+        figures["late_writes"] = late
+        figures["writes"] = written
+        if not written:
+            violations.append(Violation(index, kind, "no_writes", "the nodes wrote nothing "
+                                        "in this episode: late writes cannot be seen", at,
+                                        invariant=False))
+        if late and writes.fencing:
+            violations.append(Violation(index, kind, "late_write",
+                                        f"{late} writes of an old node landed after a newer "
+                                        f"node's first write: {which}", at))
 
     def describe(self, e: EpisodeReport) -> str:
         fo = "-" if e.failover_s is None else f"{e.failover_s:.3f}s"

@@ -16,13 +16,17 @@ commands). Random seeds are for the long run (`python -m tests.chaos --episodes
   most (the failover after W, the keep slack of a short cut-off with G < S, the
   kill deadline of a long cut-off, a SIGTERM-deaf node), without a replica.
 
+Every node writes to the database all the time as its host's own role, with database
+fencing on (tests/chaos/writes.py): a write of an old node that lands after a newer
+node's first write fails the run (the frozen-host episodes are where it could).
+
 About two and a half minutes on a 2-core machine. Fails on any overlap of two
 nodes outside the frozen-VM case, on a lease taken before W, on a cut-off
 node alive past its lease, on more than W plus a load-derived allowance
 without a node while a healthy host and the database were up, on a broken
 fault expectation (a short cut-off or a stalled log sink costing the node, a
 missing `machine_name_conflict`, a node killed later than `t + W - M` plus a
-load-derived allowance, ...), on a traceback, on a cluster that does not
+load-derived allowance, ...), on a late write, on a traceback, on a cluster that does not
 settle, and on processes left behind.
 """
 
@@ -52,7 +56,7 @@ def run_profile(root: Path, seed: int, name: str, load: LoadMonitor,
     p = PROFILES[name]
     kinds = only or list(catalog(p))
     run = ChaosRun(root / name, seed=seed, profile=p, hosts=HOSTS, log=print,
-                   replica=replica, load=load)
+                   replica=replica, load=load, writes="fenced")
     report = run.run(episodes=len(kinds), only=kinds)
     print(report.summary())
     return report
