@@ -197,8 +197,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
                 return
             self._answer(head=self.command == "HEAD")
-        except _TooLarge:
-            self._refuse(HTTPStatus.REQUEST_URI_TOO_LONG)
         except (OSError, http.client.HTTPException) as exc:  # TimeoutError included
             _log.debug("http client %s cut off: %s", self.client_address[0], exc)
 
