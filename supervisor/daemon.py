@@ -568,19 +568,27 @@ class Daemon:
         h = self.config.health
         if not h.enabled:
             return True
+        internal = None if h.internal_port is None else (h.internal_host, h.internal_port)
         self.health = HealthServer(h.host, h.port, liveness_timeout=max(5.0, 4 * LOOP_TURN),
-                                   registry=self.metrics.registry)
+                                   registry=self.metrics.registry, token=h.token,
+                                   internal=internal)
         try:
             self.health.start()
         except OSError as e:
             self.health = None
+            where = f"{h.host}:{h.port}" + ("" if internal is None else
+                                            f" or {h.internal_host}:{h.internal_port}")
             log.error("health_port_unavailable", host=h.host, port=h.port,
-                      error=e.strerror or str(e),
-                      message=f"cannot listen on {h.host}:{h.port} ({e.strerror or e}): "
-                              f"choose another health.port or health.host in "
-                              f"{self.config.source}")
+                      internal_host=h.internal_host if internal else None,
+                      internal_port=h.internal_port, error=e.strerror or str(e),
+                      message=f"cannot listen on {where} ({e.strerror or e}): "
+                              f"choose another health.port / health.host (or "
+                              f"health.internalPort / internalHost) in {self.config.source}")
             return False
-        log.info("health_listening", host=h.host, port=self.health.port)
+        log.info("health_listening", host=h.host, port=self.health.port,
+                 internal_host=h.internal_host if internal else None,
+                 internal_port=self.health.internal_port,
+                 token=h.token_file is not None)
         return True
 
     async def _database_problem_at_start(self) -> str | None:

@@ -1,7 +1,9 @@
 """The HTTP endpoint: `/health`, `/status`, `/liveness`, `/metrics`.
 
 Contract: serving HTTP never blocks the supervisor's asyncio loop. The server
-runs in daemon threads (`ThreadingHTTPServer`) and only ever reads an immutable
+runs in daemon threads (`supervisor.httpserve.BoundedServer`: at most 32
+connections, each cut off 5 s after accept if its request has not arrived, bodies
+and oversized heads refused) and only ever reads an immutable
 `StatusView` that the loop replaces with `HealthServer.update()` (a single
 reference assignment, atomic under the GIL). No lock is shared with the loop;
 the only other shared state is the prometheus registry, whose metrics are
@@ -28,27 +30,27 @@ the view is then out of date and the supervisor may have stalled.
   body `alive`, `loop_age_seconds`, `timeout_seconds`.
 - `GET /metrics`: prometheus text format from the registry.
 - `HEAD` on each of them: same status and headers, no body. Other paths: 404.
+
+`/health`, `/readiness` and `/liveness` are always open (the load balancer's).
+`/status` and `/metrics` show internals: with a token they need
+`Authorization: Bearer <token>` (else 401), and with an internal address they are
+served only there (404 on the main one).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
-import logging
-import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
 
-_log = logging.getLogger(__name__)
-
-_JSON = "application/json"
+from supervisor.httpserve import JSON, BoundedServer, Limits, Reply
 
 
 @dataclass(frozen=True)
@@ -76,56 +78,25 @@ class StatusView:
         return self.node_running and self.node_ready
 
 
-class _Server(ThreadingHTTPServer):
-    """`host` may be IPv4 or IPv6 ("::" listens on both where the OS allows)."""
-
-    daemon_threads = True  # a stuck client never holds up shutdown
-    allow_reuse_address = True
-    owner: HealthServer
-
-    def __init__(self, address: tuple[str, int], family: socket.AddressFamily) -> None:
-        self.address_family = family  # read by TCPServer.__init__
-        super().__init__(address, _Handler)
+def _json(status: int, obj: Mapping[str, object],
+          headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    return Reply(status, JSON, (json.dumps(obj, default=str) + "\n").encode(), headers)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = 5.0  # per-connection socket timeout: slow clients cannot pin a thread
-    protocol_version = "HTTP/1.0"
-    server_version = "corda-ha-supervisor"
-    sys_version = ""
-
-    def do_GET(self) -> None:
-        self._respond(head=False)
-
-    def do_HEAD(self) -> None:
-        self._respond(head=True)
-
-    def _respond(self, *, head: bool) -> None:
-        try:
-            path = self.path.split("?", 1)[0]
-            status, ctype, body = self.server.owner._render(path)
-        except Exception:
-            _log.exception("http handler failed for %s", self.path)
-            status, ctype, body = (HTTPStatus.INTERNAL_SERVER_ERROR, _JSON,
-                                   b'{"error": "internal"}\n')
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            if not head:
-                self.wfile.write(body)
-        except OSError:
-            pass  # client went away
-
-    def log_message(self, format: str, *args: Any) -> None:
-        _log.debug("http %s " + format, self.client_address[0], *args)
+PROBES = ("/health", "/readiness", "/liveness")  # always open: the load balancer's
+INTERNALS = ("/status", "/metrics")  # may need the token, or the internal address
+_REALM = 'Bearer realm="corda-ha-supervisor"'
 
 
-def _json(status: int, obj: Mapping[str, object]) -> tuple[int, str, bytes]:
-    return status, _JSON, (json.dumps(obj, default=str) + "\n").encode()
+def authorized(header: str | None, token: str) -> bool:
+    """True when `header` is `Bearer <token>` (scheme case-insensitive); the token is
+    compared in constant time (`hmac.compare_digest`)."""
+    if header is None:
+        return False
+    scheme, _, given = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 class HealthServer:
@@ -133,65 +104,110 @@ class HealthServer:
 
     `liveness_timeout`: seconds without a loop turn after which the loop is
     stale: `/liveness` and `/health` fail. `registry`: what `/metrics` serves
-    (default: prometheus_client's global registry). `start()` binds and serves
-    in a daemon thread, raising OSError if the address cannot be bound; `stop()`
-    returns within about a second and is idempotent.
+    (default: prometheus_client's global registry). `token`: when set, `/status`
+    and `/metrics` answer 401 (with `WWW-Authenticate: Bearer`) unless the request
+    carries `Authorization: Bearer <token>`. `internal`: when set, `/status` and
+    `/metrics` are served only on that second (host, port) (port 0: any free one,
+    see `internal_port`), and are 404 on `host:port`; every path is served there.
+    `limits`: what one connection may cost (see `supervisor.httpserve`). `start()`
+    binds and serves in daemon threads, raising OSError if an address cannot be
+    bound (nothing is left listening then); `stop()` returns within about a second
+    and is idempotent.
     """
 
     def __init__(self, host: str, port: int, *, liveness_timeout: float,
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None, token: str | None = None,
+                 internal: tuple[str, int] | None = None,
+                 limits: Limits | None = None) -> None:
         self._host = host
         self._port = port
         self._liveness_timeout = liveness_timeout
         self._registry = prometheus_client.REGISTRY if registry is None else registry
+        self._token = token
+        self._internal = internal
+        self._limits = Limits() if limits is None else limits
         self._view: StatusView | None = None
         self._created = time.monotonic()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._servers: list[tuple[BoundedServer, threading.Thread]] = []
 
     @property
     def port(self) -> int:
         """The bound port once started (useful with port 0), else the configured one."""
-        server = self._server
-        if server is not None:
-            return int(server.server_address[1])
+        if self._servers:
+            return int(self._servers[0][0].server_address[1])
         return self._port
+
+    @property
+    def internal_port(self) -> int | None:
+        """The internal address's bound port once started, else the configured one
+        (None without an internal address)."""
+        if self._internal is None:
+            return None
+        if len(self._servers) > 1:
+            return int(self._servers[1][0].server_address[1])
+        return self._internal[1]
 
     def update(self, view: StatusView) -> None:
         """Publish a new snapshot (atomic reference swap; cheap, call every turn)."""
         self._view = view
 
     def start(self) -> None:
-        """Bind and start serving in a daemon thread. Raises OSError when the bind fails."""
-        if self._server is not None:
+        """Bind and start serving in daemon threads. Raises OSError when a bind fails."""
+        if self._servers:
             return
-        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        server = _Server((self._host, self._port), family)
-        server.owner = self
+        addresses = [((self._host, self._port), self._internal is None)]
+        if self._internal is not None:
+            addresses.append((self._internal, True))
+        servers: list[BoundedServer] = []
+        try:
+            for address, internals in addresses:
+                servers.append(BoundedServer(address, self._router(internals), self._limits))
+        except OSError:
+            for server in servers:
+                server.server_close()
+            raise
         self._created = time.monotonic()
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                  name="health-http", daemon=True)
-        self._server = server
-        self._thread = thread
-        thread.start()
+        for server in servers:
+            thread = threading.Thread(target=server.serve_forever,
+                                      kwargs={"poll_interval": 0.1},
+                                      name="health-http", daemon=True)
+            self._servers.append((server, thread))
+            thread.start()
 
     def stop(self, timeout: float = 1.0) -> None:
-        """Stop serving and close the socket; waits at most about `timeout` seconds."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        self._server = None
-        self._thread = None
-        # shutdown() waits for serve_forever to notice; bound that wait.
-        stopper = threading.Thread(target=server.shutdown, name="health-http-stop", daemon=True)
-        stopper.start()
-        stopper.join(timeout)
-        thread.join(max(0.0, timeout / 2))
-        server.server_close()
+        """Stop serving and close the sockets; waits at most about `timeout` seconds."""
+        servers, self._servers = self._servers, []
+        stoppers = []
+        for server, _ in servers:
+            # shutdown() waits for serve_forever to notice; bound that wait.
+            stopper = threading.Thread(target=server.shutdown, name="health-http-stop",
+                                       daemon=True)
+            stopper.start()
+            stoppers.append(stopper)
+        deadline = time.monotonic() + timeout
+        for stopper in stoppers:
+            stopper.join(max(0.0, deadline - time.monotonic()))
+        for server, thread in servers:
+            thread.join(max(0.0, min(timeout / 2, deadline - time.monotonic())))
+            server.server_close()
 
     # -- rendering (runs in handler threads) -----------------------------
 
-    def _render(self, path: str) -> tuple[int, str, bytes]:
+    def _router(self, internals: bool) -> Callable[[str, str | None], Reply]:
+        """The route of one listener: with `internals` false, /status and /metrics are 404."""
+        def route(path: str, authorization: str | None) -> Reply:
+            if path in INTERNALS:
+                if not internals:
+                    return _json(HTTPStatus.NOT_FOUND, {"error": "not found", "path": path})
+                if self._token is not None and not authorized(authorization, self._token):
+                    challenge = _REALM if authorization is None else \
+                        _REALM + ', error="invalid_token"'
+                    return _json(HTTPStatus.UNAUTHORIZED, {"error": "unauthorized"},
+                                 (("WWW-Authenticate", challenge),))
+            return self._render(path)
+        return route
+
+    def _render(self, path: str) -> Reply:
         view = self._view  # one read: everything below uses the same snapshot
         if path == "/health":
             return self._health(view)
@@ -202,8 +218,8 @@ class HealthServer:
         if path == "/readiness":
             return self._readiness(view)
         if path == "/metrics":
-            return (HTTPStatus.OK, prometheus_client.CONTENT_TYPE_LATEST,
-                    prometheus_client.generate_latest(self._registry))
+            return Reply(HTTPStatus.OK, prometheus_client.CONTENT_TYPE_LATEST,
+                         prometheus_client.generate_latest(self._registry))
         return _json(HTTPStatus.NOT_FOUND, {"error": "not found", "path": path})
 
     def _loop_age(self, view: StatusView | None) -> tuple[float, bool]:
@@ -212,7 +228,7 @@ class HealthServer:
         age = max(0.0, time.monotonic() - last)
         return age, age >= self._liveness_timeout
 
-    def _health(self, view: StatusView | None) -> tuple[int, str, bytes]:
+    def _health(self, view: StatusView | None) -> Reply:
         age, stale = self._loop_age(view)
         if view is None:
             return _json(HTTPStatus.SERVICE_UNAVAILABLE,
@@ -225,7 +241,7 @@ class HealthServer:
                 "loop_age_seconds": round(age, 3), "loop_stale": stale}
         return _json(HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE, body)
 
-    def _status(self, view: StatusView | None) -> tuple[int, str, bytes]:
+    def _status(self, view: StatusView | None) -> Reply:
         if view is None:
             return _json(HTTPStatus.SERVICE_UNAVAILABLE, {"state": "starting"})
         age, stale = self._loop_age(view)
@@ -246,7 +262,7 @@ class HealthServer:
         )
         return _json(HTTPStatus.OK, body)
 
-    def _readiness(self, view: StatusView | None) -> tuple[int, str, bytes]:
+    def _readiness(self, view: StatusView | None) -> Reply:
         age, stale = self._loop_age(view)
         if view is None:
             ready, reason, state = False, "starting", "starting"
@@ -264,7 +280,7 @@ class HealthServer:
                      {"ready": ready, "reason": reason, "state": state, "paused": paused,
                       "loop_age_seconds": round(age, 3)})
 
-    def _liveness(self, view: StatusView | None) -> tuple[int, str, bytes]:
+    def _liveness(self, view: StatusView | None) -> Reply:
         age, stale = self._loop_age(view)
         return _json(HTTPStatus.SERVICE_UNAVAILABLE if stale else HTTPStatus.OK,
                      {"alive": not stale, "loop_age_seconds": round(age, 3),

@@ -81,20 +81,34 @@ def describe(snapshot: LeaseSnapshot | None, members: list[MemberRow] | None = N
     }
 
 
+def status_url(config: Config) -> str:
+    """Where this host's supervisor serves `/status`: the internal address when one is
+    configured, else the main one (a wildcard host read as loopback)."""
+    health = config.health
+    host, port = ((health.host, health.port) if health.internal_port is None
+                  else (health.internal_host, health.internal_port))
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    netloc = f"[{host}]" if ":" in host else host
+    return f"http://{netloc}:{port}/status"
+
+
 def local_view(config: Config, timeout: float = 2.0) -> tuple[dict[str, Any] | None, str | None]:
     """This host's supervisor's `/status` (its state, database view, whether it could
-    take over), or (None, why not). Bounded by `timeout`; never raises."""
+    take over), or (None, why not). Sends the token of `health.tokenFile` when one is
+    configured. Bounded by `timeout`; never raises."""
     health = config.health
     if not health.enabled:
         return None, "health endpoint disabled (health.enabled = false)"
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(health.host, health.host)
-    netloc = f"[{host}]" if ":" in host else host
-    url = f"http://{netloc}:{health.port}/status"
+    url = status_url(config)
+    request = urllib.request.Request(url)
+    if health.token is not None:
+        request.add_header("Authorization", f"Bearer {health.token}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             body = json.loads(response.read())
     except urllib.error.HTTPError as e:
-        return None, f"{url} answered {e.code}"
+        hint = " (does health.tokenFile match the supervisor's?)" if e.code == 401 else ""
+        return None, f"{url} answered {e.code}{hint}"
     except (OSError, ValueError) as e:
         return None, f"no supervisor answering at {url}: {e}"
     return (body, None) if isinstance(body, dict) else (None, f"{url}: unexpected answer")

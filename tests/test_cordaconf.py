@@ -33,7 +33,7 @@ dataSourceProperties = {
 
 ONLY_NODE = """\
 node { command = ["/bin/true"], workingDirectory = "%s" }
-health { host = "0.0.0.0", port = 8080 }
+health { host = "0.0.0.0", port = 8080, internalPort = 8081 }
 logging { format = json }
 """
 

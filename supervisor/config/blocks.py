@@ -121,3 +121,18 @@ class Block:
         if positive and value <= 0:
             self.fail(name, "must be greater than zero")
         return value
+
+    def secret_file(self, name: str, path: str) -> str:
+        """The file's text without its trailing newline; `ConfigError` naming `name` when it
+        cannot be read, is not UTF-8 or is empty."""
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as exc:
+            self.fail(name, f"cannot read {path!r}: {exc.strerror or exc}")
+        except UnicodeDecodeError:
+            self.fail(name, f"{path!r} is not UTF-8 text")
+        secret = text.rstrip("\r\n")
+        if not secret:
+            self.fail(name, f"{path!r} is empty")
+        return secret

@@ -17,12 +17,12 @@ from supervisor.config.cordaconf import locate as locate_corda
 from supervisor.config.dburl import ParsedUrl, convert_url
 from supervisor.config.durations import type_name
 from supervisor.config.fencingconf import parse_fencing
+from supervisor.config.health import health_config
 from supervisor.config.hocon import key_line, parse_hocon
 from supervisor.config.model import (
     Config,
     ConfigError,
     DatabaseConfig,
-    HealthConfig,
     HooksConfig,
     LeaseConfig,
     LoggingConfig,
@@ -43,7 +43,6 @@ _NODE_KEYS = ("command", "workingDirectory", "environment", "stopTimeout", "cgro
 _READINESS_KEYS = ("port", "host", "logPattern", "startTimeout")
 _RESTART_KEYS = ("initialDelay", "multiplier", "maxDelay", "resetAfter", "maxCrashes", "window",
                  "cooldown")
-_HEALTH_KEYS = ("enabled", "host", "port")
 _LOGGING_KEYS = ("format", "level")
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _FORMATS = ("auto", "json", "console")
@@ -114,20 +113,6 @@ def _identifier(block: Block, name: str, value: str | None) -> str | None:
     return value
 
 
-def _read_password_file(block: Block, path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        block.fail("passwordFile", f"cannot read {path!r}: {exc.strerror or exc}")
-    except UnicodeDecodeError:
-        block.fail("passwordFile", f"{path!r} is not UTF-8 text")
-    password = text.rstrip("\r\n")
-    if not password:
-        block.fail("passwordFile", f"{path!r} is empty")
-    return password
-
-
 def _database(block: Block, lease: LeaseConfig, warnings: list[str]) -> DatabaseConfig:
     block.check_keys(_DB_KEYS)
     url_text = block.opt_str("url")
@@ -149,7 +134,7 @@ def _database(block: Block, lease: LeaseConfig, warnings: list[str]) -> Database
         block.fail("passwordFile", "give either password or passwordFile, not both")
     password_file = block.opt_str("passwordFile")
     if password_file is not None:
-        password = _read_password_file(block, os.path.abspath(password_file))
+        password = block.secret_file("passwordFile", os.path.abspath(password_file))
     if password is not None and url.password is not None:
         warnings.append("database: the password in the url is ignored; password or "
                         "passwordFile is used")
@@ -325,18 +310,6 @@ def _restart(root: Block) -> RestartConfig:
                          cooldown=block.duration("cooldown", 300.0, positive=False))
 
 
-def _health(root: Block) -> HealthConfig:
-    block = root.block("health") or Block({}, "health")
-    block.check_keys(_HEALTH_KEYS)
-    port = block.get_int("port", 8080)
-    if not 0 <= port <= 65535:
-        block.fail("port", f"must be between 0 and 65535, got {port}")
-    host = block.get_str("host", "127.0.0.1").strip()
-    if not host:
-        block.fail("host", "must not be empty")
-    return HealthConfig(enabled=block.get_bool("enabled", True), host=host, port=port)
-
-
 def _logging(root: Block) -> LoggingConfig:
     block = root.block("logging") or Block({}, "logging")
     block.check_keys(_LOGGING_KEYS)
@@ -403,7 +376,7 @@ def _build(tree: Mapping[str, Any], hostname: str, source: str,
     if their_db is not None and isinstance(user := their_db.raw("user"), str):
         node_user = user
     restart = _restart(root)
-    health = _health(root)
+    health = health_config(root, warnings)
     logging = _logging(root)
     return Config(lease=lease, database=database, node=node, restart=restart, health=health,
                   logging=logging, source=source, warnings=tuple(warnings),

@@ -117,9 +117,17 @@ class RestartConfig:
 
 @dataclass(frozen=True)
 class HealthConfig:
+    """The HTTP endpoint. `token` (from `token_file`) is never part of `repr()`; with it,
+    /status and /metrics need `Authorization: Bearer <token>`. With `internal_port`,
+    /status and /metrics are served only on `internal_host:internal_port`."""
+
     enabled: bool
     host: str
     port: int
+    token_file: str | None = None
+    token: str | None = field(default=None, repr=False)
+    internal_host: str = "127.0.0.1"
+    internal_port: int | None = None
 
 
 @dataclass(frozen=True)
