@@ -85,6 +85,29 @@ def stop_supervisor(ch: ChaosCluster, rng: random.Random, active: Host) -> Injec
                     params={"hold_s": round(hold, 3)})
 
 
+def _freeze(tree: list[psutil.Process], hold: float, waves: list[list[psutil.Process]],
+            lag: float = 0.0) -> tuple[float, float]:
+    """SIGSTOP `tree`, hold, then SIGCONT `waves` in order, `lag` s apart (every wave is
+    continued, also when one fails); (frozen at, first continued at)."""
+    t0 = _now()
+    for p in tree:
+        with contextlib.suppress(psutil.Error):
+            p.suspend()
+    t_cont = t0 + hold
+    try:
+        sleep_until(t0 + hold)
+    finally:
+        t_cont = _now()
+        for i, wave in enumerate(waves):
+            if i:
+                with contextlib.suppress(Exception):
+                    sleep_until(t_cont + lag * i)
+            for p in wave:
+                with contextlib.suppress(psutil.Error):
+                    p.resume()
+    return t0, t_cont
+
+
 def freeze_host(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
     """SIGSTOP the active host's whole process tree (supervisor, guard, node): a
     frozen VM. Held for more than W, then every process gets SIGCONT (in a random
@@ -94,17 +117,7 @@ def freeze_host(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
     names = {p.pid: role(p) for p in tree}
     order = list(tree)
     rng.shuffle(order)
-    t0 = _now()
-    for p in tree:
-        with contextlib.suppress(psutil.Error):
-            p.suspend()
-    try:
-        sleep_until(t0 + hold)
-    finally:
-        t_cont = _now()
-        for p in order:
-            with contextlib.suppress(psutil.Error):
-                p.resume()
+    t0, t_cont = _freeze(tree, hold, [order])
     return Injected("freeze_host", active.name, t0, t_cont,
                     allowed_overlap=(active.name, t_cont - 0.05, t_cont + 1.0),
                     holder_lost=HolderLost(active.name, t0, t_cont, killed=False),
@@ -121,23 +134,7 @@ def freeze_host_node_first(ch: ChaosCluster, rng: random.Random, active: Host) -
     tree = ch.process_tree(active)
     nodes = [p for p in tree if role(p) == "node"]
     rest = [p for p in tree if p not in nodes]
-    t0 = _now()
-    for p in tree:
-        with contextlib.suppress(psutil.Error):
-            p.suspend()
-    try:
-        sleep_until(t0 + hold)
-    finally:
-        t_cont = _now()
-        for p in nodes:
-            with contextlib.suppress(psutil.Error):
-                p.resume()
-        try:
-            sleep_until(t_cont + lag)
-        finally:
-            for p in rest:
-                with contextlib.suppress(psutil.Error):
-                    p.resume()
+    t0, t_cont = _freeze(tree, hold, [nodes, rest], lag)
     return Injected("freeze_host_node_first", active.name, t0, t_cont,
                     allowed_overlap=(active.name, t_cont - 0.05, t_cont + lag + 1.0),
                     holder_lost=HolderLost(active.name, t0, t_cont, killed=False),
