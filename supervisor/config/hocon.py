@@ -71,6 +71,17 @@ def key_line(text: str, key: str | None) -> int | None:
     return None
 
 
+def block_line(text: str, key: str | None) -> int | None:
+    """`key_line` of `key`, else of its nearest enclosing block that is in the text (a
+    missing key is reported at the block that lacks it)."""
+    while key:
+        line = key_line(text, key)
+        if line is not None or "." not in key:
+            return line
+        key = key.rsplit(".", 1)[0]
+    return None
+
+
 # --------------------------------------------------------------------------- parsing
 
 def _parser_with_environ(environ: Mapping[str, str]) -> Any:

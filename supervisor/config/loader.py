@@ -18,7 +18,7 @@ from supervisor.config.dburl import ParsedUrl, convert_url
 from supervisor.config.durations import type_name
 from supervisor.config.fencingconf import parse_fencing
 from supervisor.config.health import health_config
-from supervisor.config.hocon import key_line, parse_hocon
+from supervisor.config.hocon import block_line, parse_hocon
 from supervisor.config.model import (
     Config,
     ConfigError,
@@ -442,4 +442,4 @@ def load_config(path: str, *, hostname: str | None = None,
         if exc.path is not None:
             raise  # about another file (Corda's node.conf), already located
         raise ConfigError(exc.message, path=path, key=exc.key,
-                          line=key_line(text, exc.key)) from None
+                          line=block_line(text, exc.key)) from None
