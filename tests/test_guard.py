@@ -153,16 +153,20 @@ def test_deadline_fires_on_time(reaper: Reaper, tmp_path: Path) -> None:
 
 
 def test_deadline_extension_and_clearing(reaper: Reaper, tmp_path: Path) -> None:
-    start = time.monotonic()
-    g = GuardHarness(reaper, ["--record", str(tmp_path)], deadline=start + 0.3)
+    # Deadlines are set from the node's start (not the guard's: an interpreter start on
+    # a busy machine may take longer than a short deadline, and then no node starts).
+    g = GuardHarness(reaper, ["--record", str(tmp_path)], deadline=time.monotonic() + 60)
     pid = g.started()
-    g.send(f"deadline {start + 0.8!r}\n")
+    start = time.monotonic()
+    g.send(f"deadline {start + 0.3!r}\n")
+    g.send(f"deadline {start + 0.8!r}\n")  # extended before the first one passes
     ev = g.exited()
     assert ev["killed_by"] == "deadline"
     assert 0 <= ev["signalled_at"] - (start + 0.8) < 0.1
 
-    g2 = GuardHarness(reaper, ["--record", str(tmp_path)], deadline=time.monotonic() + 0.3)
+    g2 = GuardHarness(reaper, ["--record", str(tmp_path)], deadline=time.monotonic() + 60)
     pid = g2.started()
+    g2.send(f"deadline {time.monotonic() + 0.3!r}\n")
     g2.send("deadline none\n")
     time.sleep(0.5)  # past the cleared deadline: the node must still run
     assert pid_alive(pid)

@@ -798,6 +798,32 @@ MUTANTS: tuple[Mutant, ...] = (
         "                or False\n",
         ("tests/test_core_rules.py::test_a_standby_that_cannot_fence_takes_nothing_and_says_why",),
     ),
+    # ------------------------------------------------------------ the status port, TLS
+    Mutant(
+        "status_open_without_token",
+        "with health.tokenFile, /status and /metrics need the bearer token",
+        "supervisor/http.py",
+        "    return hmac.compare_digest(given.strip().encode(), token.encode())\n",
+        "    return True\n",
+        ("tests/test_http_guard.py::test_authorized",
+         "tests/test_http_guard.py::test_internals_need_the_token"),
+    ),
+    Mutant(
+        "slow_client_holds_a_thread",
+        "a client that trickles its request is cut off at the request deadline",
+        "supervisor/httpserve.py",
+        "            if remaining <= 0:\n                raise TimeoutError",
+        "            if remaining <= -3600:\n                raise TimeoutError",
+        ("tests/test_http_guard.py::test_a_slow_client_is_cut_off_while_health_answers",),
+    ),
+    Mutant(
+        "tls_failure_waited_out",
+        "a TLS verification failure at start is a configuration error (exit 78)",
+        "supervisor/startup.py",
+        "        if marker in text:\n            return (f\"TLS to the database failed",
+        "        if False:\n            return (f\"TLS to the database failed",
+        ("tests/test_tls.py::test_tls_failure_at_start_exits_78_naming_it",),
+    ),
     # ------------------------------------------------------------ configuration
     Mutant(
         "wait_not_above_update",
