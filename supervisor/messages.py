@@ -53,7 +53,7 @@ class LeaseObserved:
     server: str = ""  # which database server answered (changes on restart / failover)
     server_uptime: float | None = None  # that server's age by its own clock, seconds
     row_server: str | None = None  # the server that wrote the row last (None: unknown)
-    handover_requested: bool = False  # the holder has been asked to step down
+    handover_requested: bool = False  # held: asked to step down; free: released on a handover
     paused: bool = False  # `pause`: standbys take nothing
     reserved_for_other: str | None = None  # released by `handover --to` another machine
 

@@ -75,7 +75,8 @@ def describe(snapshot: LeaseSnapshot | None, members: list[MemberRow] | None = N
         "renewed_ago": renewed_ago,
         "expires_in": seconds(snapshot.expires_at, snapshot.db_now),
         "acquired_at": snapshot.acquired_at.isoformat() if snapshot.acquired_at else None,
-        "handover_requested": snapshot.handover_requested_at is not None,
+        "handover_requested": (snapshot.handover_requested_at is not None
+                               and snapshot.holder is not None),
         "paused": snapshot.paused,
         "members": rows,
     }

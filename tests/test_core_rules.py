@@ -452,6 +452,9 @@ def test_standby_logs_its_view_at_info_only_when_it_changes() -> None:
     ([dataclasses.replace(held_by_other(V1), handover_requested=True), free_row()],
      "handed over", "host-b"),
     ([held_by_other(V1), free_row()], "released", "host-b"),
+    # the request and the release happened between two looks: the free row says so
+    ([held_by_other(V1), dataclasses.replace(free_row(), handover_requested=True)],
+     "handed over", "host-b"),
     ([LeaseObserved(version=FREE, free=True, expired=False, holder=None, mine=False,
                     exists=False, server=SERVER)], "new lease (no row yet)", None),
 ])

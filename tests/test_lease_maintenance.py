@@ -91,3 +91,26 @@ def test_a_reservation_lapses_after_2w(db_config: DatabaseConfig) -> None:
             await asyncio.gather(a.close(), b.close())
 
     asyncio.run(main())
+
+
+def test_a_release_on_a_handover_request_leaves_the_mark(db_config: DatabaseConfig) -> None:
+    """A standby that did not look between the request and the release still learns from
+    the free row that it was a handover; the next acquisition clears the mark."""
+    async def scenario() -> None:
+        a = PostgresLeaseStore(db_config, Identity.for_this_process("a"), 2.0)
+        b = PostgresLeaseStore(db_config, Identity.for_this_process("b"), 2.0)
+        try:
+            await a.ensure_schema(5)
+            epoch = await a.acquire(None, timeout=5)
+            assert epoch is not None
+            await b.request_handover(5)
+            assert await a.release(epoch, 5)
+            free = await b.observe(5)
+            assert free.free and free.handover_requested_at is not None
+            assert await b.acquire(free.version, timeout=5) == epoch + 1
+            assert (await b.observe(5)).handover_requested_at is None
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())

@@ -107,7 +107,8 @@ class StandbyRules(_Base):
             if not ev.exists:
                 self.note_acquire("new lease (no row yet)", None)
             else:
-                self.note_acquire("handed over" if s.handover_seen else "released",
+                handed_over = s.handover_seen or ev.handover_requested
+                self.note_acquire("handed over" if handed_over else "released",
                                   s.last_holder)
             self.begin_op("acquire", AcquireLease(expected, None, s.server, self.op_timeout()))
             return

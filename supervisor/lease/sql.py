@@ -147,11 +147,13 @@ class LeaseSql:
                  AND l.epoch = %(epoch)s AND l.expires_at > n.now
                RETURNING l.handover_requested_at IS NOT NULL, l.paused_at IS NOT NULL"""
         ).format(t, server=SERVER_ID)
+        # A release keeps `handover_requested_at`: on a free row it says that the last
+        # holder released it on a handover request (the next acquire clears it).
         self.release = sql.SQL(
             """WITH r AS (
                    UPDATE {} SET holder = NULL, holder_host = NULL, holder_pid = NULL,
                                  holder_machine = NULL, holder_started = NULL,
-                                 instance = NULL, handover_requested_at = NULL,
+                                 instance = NULL,
                                  expires_at = clock_timestamp(), server_id = {server}
                    WHERE lease_name = %(name)s AND instance = %(instance)s
                      AND epoch = %(epoch)s
