@@ -60,10 +60,13 @@ class Guard:
         self.send(json.dumps(spec) + "\n")
 
     def send(self, text: str) -> float:
+        """Write `text`; the time just before (the guard cannot have seen it earlier, so a
+        grace it starts on reading is never shorter measured from here)."""
         assert self.proc.stdin is not None
+        sent = time.monotonic()
         self.proc.stdin.write(text.encode())
         self.proc.stdin.flush()
-        return time.monotonic()
+        return sent
 
     def event(self, timeout: float) -> dict[str, Any]:
         """The next status event other than a command acknowledgement."""
