@@ -8,11 +8,13 @@ configuration's timeouts; an unreachable database is exit 69 with a message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -148,20 +150,27 @@ def _describe_members(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+@contextlib.asynccontextmanager
+async def _store(config: Config, machine_name: str) -> AsyncIterator[PostgresLeaseStore]:
+    """A lease store for one operator command, as `machine_name`; always closed."""
+    store = PostgresLeaseStore(config.database, Identity.for_this_process(machine_name),
+                               config.lease.wait_interval)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 async def fencing_roles(config: Config) -> dict[str, Any]:
     """The node roles registered for this lease and whether each may log in, or the error
     that kept them from being read. Reads only; bounded; never raises."""
-    store = PostgresLeaseStore(config.database,
-                               Identity.for_this_process(config.lease.machine_name),
-                               config.lease.wait_interval)
     fence = FenceSql(config.database.schema, config.database.table)
     try:
-        roles = await store.call("fence_roles", lambda conn: read_roles(
-            conn, fence, config.database.lease_name), _timeout(config))
+        async with _store(config, config.lease.machine_name) as store:
+            roles = await store.call("fence_roles", lambda conn: read_roles(
+                conn, fence, config.database.lease_name), _timeout(config))
     except LeaseUnavailable as e:
         return {"node_role": config.fencing.node_role, "error": explain(e), "roles": []}
-    finally:
-        await store.close()
     return {"node_role": config.fencing.node_role, "error": None,
             "roles": [r.as_dict() for r in roles]}
 
@@ -170,18 +179,15 @@ async def fencing_check(config: Config) -> tuple[str | None, str | None]:
     """`check-config`'s fencing check: registers this host's node role, as the daemon
     does. (None, None) when fencing works; (why not, None); or (None, the database
     error) when the database could not be asked. Bounded; never raises."""
-    identity = Identity.for_this_process(config.lease.machine_name)
-    store = PostgresLeaseStore(config.database, identity, config.lease.wait_interval)
     assert config.fencing.node_role is not None
     try:
-        problem = await dbfence_check(
-            store.call, FenceSql(config.database.schema, config.database.table),
-            lease=config.database.lease_name, role=config.fencing.node_role,
-            machine=identity.machine_name, timeout=_timeout(config))
+        async with _store(config, config.lease.machine_name) as store:
+            problem = await dbfence_check(
+                store.call, FenceSql(config.database.schema, config.database.table),
+                lease=config.database.lease_name, role=config.fencing.node_role,
+                machine=store.identity.machine_name, timeout=_timeout(config))
     except LeaseUnavailable as e:
         return None, str(e)
-    finally:
-        await store.close()
     return problem, None
 
 
@@ -312,15 +318,12 @@ async def handover(config: Config, *, wait: float | None, force: bool = False,
 
 async def pause(config: Config, *, paused: bool) -> int:
     """Pause or resume the pair through the database (works from any host)."""
-    store = PostgresLeaseStore(config.database, Identity.for_this_process("pause"),
-                               config.lease.wait_interval)
     try:
-        holder = await store.set_paused(paused, _timeout(config))
+        async with _store(config, "pause") as store:
+            holder = await store.set_paused(paused, _timeout(config))
     except LeaseUnavailable as e:
         print(f"corda-ha-supervisor: database unavailable: {e}", file=sys.stderr)
         return EX_UNAVAILABLE
-    finally:
-        await store.close()
     if paused:
         print(f"paused: the holder ({holder or 'none'}) keeps the lease and leaves its node "
               "alone (no restart, no stop); standbys take nothing. The holder sees it on its "
@@ -333,15 +336,12 @@ async def pause(config: Config, *, paused: bool) -> int:
 
 async def history(config: Config, *, as_json: bool, limit: int) -> int:
     """Every acquisition of the lease, newest first."""
-    store = PostgresLeaseStore(config.database, Identity.for_this_process("history"),
-                               config.lease.wait_interval)
     try:
-        rows = await store.history(limit, _timeout(config))
+        async with _store(config, "history") as store:
+            rows = await store.history(limit, _timeout(config))
     except LeaseUnavailable as e:
         print(f"corda-ha-supervisor: database unavailable: {e}", file=sys.stderr)
         return EX_UNAVAILABLE
-    finally:
-        await store.close()
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
