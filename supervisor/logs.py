@@ -208,6 +208,7 @@ class QueueHandler(logging.Handler):
         self._dropped = 0  # by this handler, in total
         self._unreported = 0  # dropped since the last report
         self._since: datetime | None = None  # first unreported drop
+        self._ahead = 0  # records queued before the first unreported drop, not yet written
         self._closed = False
         self._stuck = False  # a flush timed out and nothing was written since
         self._writer = threading.Thread(target=self._run, name="log-writer", daemon=True)
@@ -223,6 +224,8 @@ class QueueHandler(logging.Handler):
     def _drop(self, n: int = 1) -> None:
         with self._lock:
             self._dropped += n
+            if not self._unreported:
+                self._ahead = self._records  # the report must follow these
             self._unreported += n
             if self._since is None:
                 self._since = datetime.now(UTC)
@@ -285,7 +288,6 @@ class QueueHandler(logging.Handler):
 
     def _run(self) -> None:
         self._sink.prepare()
-        since_report = 0  # records written since the last report or catch-up
         while True:
             batch = [self._items.get()]
             while len(batch) < _BATCH:
@@ -298,28 +300,24 @@ class QueueHandler(logging.Handler):
                 if isinstance(item, str):
                     texts.append(item)
                     continue
-                since_report += self._write(texts)
+                self._write(texts)
                 texts = []
                 self._report()
-                since_report = 0
                 if item is _STOP:
                     return
                 if isinstance(item, _Flush):
                     item.done.set()
-            since_report += self._write(texts)
-            # Report once caught up; under a load that never lets us catch up, once
-            # a whole queue's worth was written (every record queued before the
-            # drops is out by then, so the report still follows them).
-            if self._unreported and (self._items.empty() or since_report >= self._max_records):
+            self._write(texts)
+            # Report once caught up or, under a load that never lets us catch up,
+            # once every record queued before the first drop is out: the report
+            # always follows the records that were admitted before it.
+            if self._unreported and (self._items.empty() or self._ahead == 0):
                 self._report()
-                since_report = 0
-            elif self._items.empty():
-                since_report = 0
 
-    def _write(self, texts: list[str]) -> int:
-        """Write `texts` as one batch; returns how many were written (0 or all)."""
+    def _write(self, texts: list[str]) -> None:
+        """Write `texts` as one batch; a failed write drops (and counts) them all."""
         if not texts:
-            return 0
+            return
         size = sum(len(t) for t in texts)
         try:
             self._sink.write("".join(texts))
@@ -329,11 +327,11 @@ class QueueHandler(logging.Handler):
         with self._lock:
             self._records -= len(texts)
             self._bytes -= size
+            self._ahead = max(0, self._ahead - len(texts))
         if not ok:
             self._drop(len(texts))
-            return 0
+            return
         self._stuck = False
-        return len(texts)
 
     def _report(self) -> None:
         """Write one `log_records_dropped` warning if records were dropped since the last."""

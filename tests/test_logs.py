@@ -348,6 +348,58 @@ def test_a_full_pipe_blocks_neither_logging_nor_flush() -> None:
     print(f"pipe: {len(recs) - 1} written, {dropped} dropped")
 
 
+class GatedStream(io.StringIO):
+    """A sink that lets one write() through per `step()`; `entered()` waits for the next write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._entered = threading.Semaphore(0)
+        self._gate = threading.Semaphore(0)
+        self.free = False
+
+    def write(self, s: str) -> int:
+        self._entered.release()
+        if not self.free:
+            assert self._gate.acquire(timeout=10), "the test never let this write through"
+        return super().write(s)
+
+    def entered(self) -> None:
+        assert self._entered.acquire(timeout=5), "the writer did not start a write"
+
+    def step(self) -> None:
+        self._gate.release()
+
+    def open(self) -> None:
+        self.free = True
+        self._gate.release()
+
+
+def test_the_drop_report_follows_every_record_admitted_before_the_drop() -> None:
+    """A writer that never catches up (the queue is never empty) still writes the
+    report after the records queued before the first drop, not in their middle."""
+    out = GatedStream()
+    configure_logging("json", "INFO", out, queue_records=10)
+    log = get_logger("s")
+    log.info("rec", n=0)
+    out.entered()  # writing [0]
+    for n in range(1, 10):
+        log.info("rec", n=n)
+    out.step()
+    out.entered()  # writing [1..9]: ten written since the queue was last empty
+    log.info("rec", n=10)
+    out.step()
+    out.entered()  # writing [10]
+    for n in range(11, 20):
+        log.info("rec", n=n)
+    assert ours().dropped == 0
+    log.info("rec", n=20)  # the queue holds ten: dropped
+    assert ours().dropped == 1
+    out.open()
+    assert flush_logs(10.0)
+    events = [(r["event"], r.get("n")) for r in lines(out)]
+    assert events == [("rec", n) for n in range(20)] + [("log_records_dropped", None)]
+
+
 def test_flush_logs_respects_its_timeout_and_the_next_waits_less() -> None:
     out = BlockingStream()
     configure_logging("json", "INFO", out)
