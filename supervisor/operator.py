@@ -414,13 +414,16 @@ def fencing_script(config: Config) -> list[str]:
     return [
         "",
         f"-- database fencing (fencing.nodeRole = {fencing.node_role}). The roles, if they do",
-        f"-- not exist yet: {ident(group)} holds the privileges on Corda's schema (make it",
-        "-- own Corda's tables, or GRANT it what the nodes need); every host's node role is",
-        f"-- a member of it; {ident(fencer)} owns the fence functions and may lock node roles",
-        "-- out and end their sessions; nobody logs in as it.",
+        f"-- not exist yet: {ident(group)} holds the privileges on Corda's schema (give it",
+        "-- CREATE and USAGE there, or make it the schema's owner); every host's node role is",
+        "-- a member of it and acts as it (SET role), so the tables Corda creates at its first",
+        "-- start belong to the group and the other host's node can use them after a",
+        f"-- failover; {ident(fencer)} owns the fence functions and may lock node roles out",
+        "-- and end their sessions; nobody logs in as it.",
         *[f"-- {line};" for line in roles],
         "-- (each host's node role: CREATE ROLE ... LOGIN PASSWORD '...' IN ROLE "
-        f"{ident(group)};)",
+        f"{ident(group)};",
+        f"--  ALTER ROLE ... SET role = '{group}';)",
         "-- PostgreSQL 16 and later: CREATEROLE alters only the roles it administers, so for",
         "-- every node role:",
         f"-- GRANT {ident(fencing.node_role)} TO {ident(fencer)} WITH ADMIN OPTION, "

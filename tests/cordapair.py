@@ -51,10 +51,12 @@ logging {{ format = json, level = DEBUG }}
 """)
 
 
-def add_corda_host(c: Cluster, name: str, schema: str, **kw: Any) -> CordaHost:
+def add_corda_host(c: Cluster, name: str, schema: str, *, node_dsn: str | None = None,
+                   **kw: Any) -> CordaHost:
     """A host `name` of `c` with its node.conf (machineName = name, U = 0.5 s, W = 2 s,
-    its own P2P and RPC ports), the pair's lease and Corda row in `schema`."""
-    conf = jvmnode.NodeConf.for_dsn(c.dsn, name, update_ms=500, wait_ms=2000,
+    its own P2P and RPC ports), the pair's lease and Corda row in `schema`. The node
+    logs in as `node_dsn` says (default: the cluster's database URL)."""
+    conf = jvmnode.NodeConf.for_dsn(node_dsn or c.dsn, name, update_ms=500, wait_ms=2000,
                                     p2p_port=free_port(), rpc_port=free_port())
     conf.jdbc_url += f"?currentSchema={schema}"
     host = CordaHost(name=name, root=c.root / name, dsn=c.dsn, lease_name="corda-node",

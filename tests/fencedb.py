@@ -26,6 +26,7 @@ class FenceDb:
     fencer: str
     supervisor: str  # the supervisors' least-privilege login role
     writes: str  # the "Corda" table the nodes write to, owned by the group
+    schema: str | None = None  # of the lease tables (and Corda's); None: the search path
 
     def node_role(self, host: str) -> str:
         return f"node_{host}_{self.suffix}"
@@ -37,6 +38,7 @@ class FenceDb:
              wait: int = 2000, update: int = 500) -> str:
         """A complete supervisor config text for `host` (node command left to the caller:
         `node { command = ... }` is appended by the caller or the harness)."""
+        where = f", schema = {self.schema}" if self.schema else ""
         block = (f"fencing {{ nodeRole = {self.node_role(host)}, required = "
                  f"{'true' if required else 'false'}, nodeGroup = {self.group}, "
                  f"fencerRole = {self.fencer} }}") if fencing else ""
@@ -44,7 +46,7 @@ class FenceDb:
 mutualExclusionConfiguration {{ on = true, machineName = {host}, updateInterval = {update},
                                 waitInterval = {wait} }}
 database {{ url = "postgresql://{self.server.host}:{self.server.port}/postgres",
-            user = {self.supervisor}, table = {self.table},
+            user = {self.supervisor}, table = {self.table}{where},
             operationTimeout = 1s, connectTimeout = 2s }}
 {block}
 """
@@ -71,17 +73,21 @@ database {{ url = "postgresql://{self.server.host}:{self.server.port}/postgres",
                     pass
 
 
-def set_up(server: PgServer, tmp_path: Path) -> FenceDb:
+def set_up(server: PgServer, tmp_path: Path, *, schema: str | None = None) -> FenceDb:
     """Create the roles, then run what `schema` prints for host a (and b's fencing part),
-    as a DBA would."""
+    as a DBA would. With `schema`: the lease tables go there, and the node group gets
+    CREATE and USAGE on it (where Corda creates its tables)."""
     suffix = uuid.uuid4().hex[:8]
     db = FenceDb(server=server, suffix=suffix, table=f"lease_{suffix}",
                  group=f"nodes_{suffix}", fencer=f"fencer_{suffix}",
-                 supervisor=f"sup_{suffix}", writes=f"writes_{suffix}")
+                 supervisor=f"sup_{suffix}", writes=f"writes_{suffix}", schema=schema)
     with psycopg.connect(server.dsn, autocommit=True) as conn:
         for line in roles_ddl(node_group=db.group, fencer=db.fencer,
                               node_roles=[db.node_role("a"), db.node_role("b")]):
             conn.execute(line.encode())
+        if schema is not None:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'.encode())
+            conn.execute(f'GRANT CREATE, USAGE ON SCHEMA "{schema}" TO {db.group}'.encode())
         conn.execute(f"CREATE ROLE {db.supervisor} LOGIN".encode())
         script = schema_script(db.load(tmp_path, "a"))
         conn.execute(script.encode())

@@ -85,6 +85,7 @@ class FenceSql:
         # Qualified always: the functions run with a fixed search_path (no schema of
         # ours in it). Without `database.schema` the tables are those in `public`.
         where = schema or "public"
+        self.schema = sql.Identifier(where)
 
         def name(suffix: str) -> sql.Identifier:
             return sql.Identifier(where, f"{table}_{suffix}"[:63])
@@ -137,6 +138,9 @@ class FenceSql:
     locked_at timestamptz,
     PRIMARY KEY (lease_name, node_role)
 )""",
+            # the functions run as the fencer: it must reach the schema (PUBLIC may, in
+            # `public`; in a schema of our own nobody may unless granted)
+            f"GRANT USAGE ON SCHEMA {q(self.schema)} TO {fencer_id}",
             f"ALTER TABLE {reg} OWNER TO {fencer_id}",
             f"""CREATE OR REPLACE FUNCTION {register_name}(p_lease text, p_role name,
                                                  p_machine text)
@@ -239,7 +243,12 @@ def roles_ddl(*, node_group: str, fencer: str, node_roles: list[str]) -> list[st
     lines = [f"CREATE ROLE {q(node_group)} NOLOGIN",
              f"CREATE ROLE {q(fencer)} NOLOGIN CREATEROLE",
              f"GRANT pg_signal_backend TO {q(fencer)}"]
-    lines += [f"CREATE ROLE {q(r)} LOGIN IN ROLE {q(node_group)}" for r in node_roles]
+    group_lit = sql.Literal(node_group).as_string(None)
+    for r in node_roles:
+        # Each node acts as the group: the tables Corda creates at its first start are the
+        # group's, so the other host's node (another role) can use them after a failover.
+        lines += [f"CREATE ROLE {q(r)} LOGIN IN ROLE {q(node_group)}",
+                  f"ALTER ROLE {q(r)} SET role = {group_lit}"]
     return lines
 
 

@@ -781,6 +781,16 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{FENCE_TESTS}::test_a_role_outside_the_node_group_is_never_fenced",),
     ),
     Mutant(
+        "node_role_not_acting_as_group",
+        "each node role acts as the node group, so the other host's node can use the tables "
+        "Corda created (a failover starts a node)",
+        DBFENCE,
+        '                  f"ALTER ROLE {q(r)} SET role = {group_lit}"]\n',
+        "                  ]\n",
+        ("tests/test_corda_fencing.py::"
+         "test_a_frozen_jvm_node_is_fenced_and_the_other_role_uses_cordas_tables",),
+    ),
+    Mutant(
         "node_starts_unfenced",
         "with fencing.required, a holder whose fence failed does not start its node",
         DAEMON,
