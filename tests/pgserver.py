@@ -49,6 +49,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -108,12 +109,58 @@ def find_bindir() -> str | None:
     return None
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago."""
+_PORT_POOL_LOW = 20000  # fixed ports for test servers come from [20000, ephemeral low)
+_port_lock = threading.Lock()
+_port_next: int | None = None
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives to outgoing connections (and to bind port 0)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago, for a server a test starts later.
+
+    Taken from below the kernel's ephemeral range: a port from that range (what
+    binding port 0 returns) can become the local port of any outgoing connection
+    (a database client, a health check) before the server binds it, which a loaded
+    CI run hit ("Address already in use"). Each process walks the pool from a
+    start of its own (pid and xdist worker), so parallel workers rarely meet, and
+    never hands out a port twice in a row; a port something listens on is skipped.
+    Falls back to port 0 when the ephemeral range leaves no room below it."""
+    global _port_next
+    low, high = _PORT_POOL_LOW, _ephemeral_low()
+    if high - low < 1000:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port: int = s.getsockname()[1]
+            return port
+    size = high - low
+    with _port_lock:
+        if _port_next is None:
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+            slot = int(worker) if worker.isdigit() else 0
+            _port_next = (os.getpid() * 7919 + slot * (size // 8)) % size
+        for _ in range(size):
+            candidate = low + _port_next
+            _port_next = (_port_next + 1) % size
+            if _bindable(host, candidate):
+                return candidate
+    raise RuntimeError(f"no free TCP port in [{low}, {high}) on {host}")
 
 
 _PREFIX = "corda-ha-pg-"

@@ -160,8 +160,11 @@ def availability_allowance(p: Profile, load: LoadFigures) -> float:
 def kill_allowance(load: LoadFigures) -> float:
     """How long after `t + W - M` a killed node's last heartbeat may be: the
     killer's timer wakes late, the kill is delivered, plus the heartbeat checker's
-    tolerance (20 ms). Only an expectation: the safety bound is `t + W`, exact."""
-    return 0.05 + 10 * load.sched_p99
+    tolerance (20 ms). The kill is one wake-up, which can be as late as the worst
+    wake-up measured in the episode, not only its 99th percentile (a loaded CI run
+    measured p99 8.9 ms and a kill 147 ms late). Only an expectation: the safety
+    bound is `t + W`, exact, and never moves with the load."""
+    return 0.05 + max(10 * load.sched_p99, load.sched_max)
 
 
 def keep_limit(p: Profile, load: LoadFigures) -> float:

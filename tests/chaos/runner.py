@@ -648,5 +648,6 @@ class ChaosRun:
         return (f"[seed {self.seed} {e.profile} ep {e.index:3d}] {e.fault:<20} "
                 f"host={e.host or '*'} {params} {figs} failover={fo} "
                 f"gap={e.longest_gap_s:.2f}s/{e.gap_limit_s:.2f}s "
-                f"load=sched_p99 {e.load['sched_p99'] * 1000:.1f}ms spawn {e.load['spawn']:.2f}s "
+                f"load=sched_p99 {e.load['sched_p99'] * 1000:.1f}ms "
+                f"max {e.load['sched_max'] * 1000:.0f}ms spawn {e.load['spawn']:.2f}s "
                 f"{e.duration_s:.1f}s{frozen} -> {status}")
