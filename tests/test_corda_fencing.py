@@ -94,7 +94,10 @@ def test_a_frozen_jvm_node_is_fenced_and_the_other_role_uses_cordas_tables(
         b.wait_event("node_ready", 60, since=mark)
         fenced = b.wait_event("database_fenced", 1, since=mark)
         assert fenced["roles"][fdb.node_role("a")] == "locked", fenced
-        assert fenced["sessions_ended"] >= 1, fenced  # the frozen JVM's JDBC session
+        # the frozen JVM's JDBC session
+        if fenced["sessions_ended"] < 1:
+            print("A:\n" + output(a) + "\nB:\n" + output(b))
+        assert fenced["sessions_ended"] >= 1, fenced
         assert jvmnode.FAILED_MASTER not in output(b), "b's node could not take Corda's row"
         # the supervisor's role may touch Corda's row (after W it is takeable already)
         prepared = [e["event"] for e in b.lines[mark:]

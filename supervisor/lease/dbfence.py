@@ -15,7 +15,9 @@ privileges on Corda's schema. The supervisor names its host's node role
   else SQLSTATE 55000): every *other* role registered for the lease that is a
   member of the node group gets `NOLOGIN` and its sessions terminated (waiting up
   to `wait_ms` for each to exit); the holder's own role gets `LOGIN`. One row per
-  role: what was done and how many sessions ended.
+  role: what was done and how many sessions it signalled (a session slow to exit is
+  found, and signalled, again by the next call: the caller repeats until a call finds
+  none).
 
 Both functions are `SECURITY DEFINER`, owned by a `NOLOGIN CREATEROLE` role that
 also holds `pg_signal_backend`; the supervisor's role only gets EXECUTE. So the
@@ -195,10 +197,11 @@ BEGIN
             action := 'still locked';
         END IF;
         ended := 0;
+        -- every session found is signalled and counted; one that is slow to exit (a
+        -- busy server: false after p_wait_ms) is found again by the caller's next call
         FOR backend IN SELECT a.pid FROM pg_stat_activity a WHERE a.usename = r.name LOOP
-            IF pg_terminate_backend(backend, p_wait_ms) THEN
-                ended := ended + 1;
-            END IF;
+            PERFORM pg_terminate_backend(backend, p_wait_ms);
+            ended := ended + 1;
         END LOOP;
         sessions := ended;
         UPDATE {reg} f SET locked_by_epoch = coalesce(

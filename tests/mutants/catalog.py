@@ -752,8 +752,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "fence_no_terminate",
         "the fence ends the other node role's sessions",
         DBFENCE,
-        "            IF pg_terminate_backend(backend, p_wait_ms) THEN\n",
-        "            IF false THEN\n",
+        "            PERFORM pg_terminate_backend(backend, p_wait_ms);\n",
+        "            NULL;\n",
         (f"{FENCE_TESTS}::test_the_holder_locks_the_other_role_out_and_ends_its_sessions",),
     ),
     Mutant(
