@@ -257,12 +257,23 @@ class StandIn:
                 self.cond.wait(min(left, 0.2))
 
     def wait_exit(self, timeout: float) -> int:
-        """The exit status (AssertionError with the output when it runs on past `timeout`)."""
+        """The exit status, once the process has exited *and* all its output has been
+        read (a loaded run looked at `output()` before the reader thread had the last
+        lines). AssertionError with the output when either takes longer than `timeout`."""
+        deadline = time.monotonic() + timeout
         try:
-            return self.proc.wait(timeout)
+            status = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"the stand-in still runs after {timeout:.1f}s; output:\n"
                                  + self.output()) from None
+        with self.cond:
+            while not self.eof:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("the stand-in exited but its output did not end "
+                                         f"within {timeout:.1f}s:\n" + "\n".join(self.lines))
+                self.cond.wait(left)
+        return status
 
     def record(self) -> dict[str, Any]:
         """Its record file (needs --record)."""
