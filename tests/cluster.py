@@ -184,6 +184,11 @@ logging {{
         with self.cond:
             return len(self.lines)
 
+    def output(self) -> str:
+        """Everything the supervisor printed so far (its raw stdout, node output included)."""
+        with self.cond:
+            return "".join(self.raw)
+
     def state(self) -> str | None:
         with self.cond:
             for e in reversed(self.lines):

@@ -51,6 +51,20 @@ logging {{ format = json, level = DEBUG }}
 """)
 
 
+def never_waited(host: CordaHost) -> None:
+    """The node never hit Corda's guard: no "failed to become the master node"."""
+    assert jvmnode.FAILED_MASTER not in host.output(), f"{host.name}: a wasted start"
+
+
+def assert_corda_row_prepared(host: CordaHost, since: int = 0) -> None:
+    """Before its node started, the holder found Corda's row of the old node takeable:
+    made so, or already older than waitInterval (after W it may be)."""
+    prepared = [e["event"] for e in host.lines[since:]
+                if str(e.get("event", "")).startswith("corda_guard_")]
+    assert prepared and prepared[-1] in ("corda_guard_made_takeable",
+                                         "corda_guard_ready"), prepared
+
+
 def add_corda_host(c: Cluster, name: str, schema: str, *, node_dsn: str | None = None,
                    **kw: Any) -> CordaHost:
     """A host `name` of `c` with its node.conf (machineName = name, U = 0.5 s, W = 2 s,

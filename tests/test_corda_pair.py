@@ -15,7 +15,7 @@ import pytest
 
 from tests import haproxy, jvmnode
 from tests.cluster import Cluster, Watcher, run_cli
-from tests.cordapair import CordaHost, add_corda_host
+from tests.cordapair import CordaHost, add_corda_host, assert_corda_row_prepared, never_waited
 from tests.pgserver import PgServer, free_port
 from tests.proc import Reaper, wait_until
 
@@ -26,13 +26,6 @@ def backend(host: CordaHost) -> haproxy.Backend:
     assert host.node_conf is not None and host.node_conf.rpc_port is not None
     return haproxy.Backend(host.name, host.node_conf.p2p_port, host.health_port(),
                            rpc_port=host.node_conf.rpc_port)
-
-
-def never_waited(host: CordaHost) -> None:
-    """The node never hit Corda's guard: no "failed to become the master node"."""
-    with host.cond:
-        out = "".join(host.raw)
-    assert jvmnode.FAILED_MASTER not in out, f"{host.name}: a wasted start"
 
 
 def test_failover_and_handover_behind_haproxy_with_cordas_guard_on(
@@ -64,10 +57,7 @@ def test_failover_and_handover_behind_haproxy_with_cordas_guard_on(
             a.signal(signal.SIGKILL)
             failover = lb.wait_for("b", 30)
             # after a kill the old row may be older than W already: made takeable or ready
-            prepared = [e["event"] for e in b.lines
-                        if str(e.get("event", "")).startswith("corda_guard_")]
-            assert prepared and prepared[-1] in ("corda_guard_made_takeable",
-                                                 "corda_guard_ready"), prepared
+            assert_corda_row_prepared(b)
             never_waited(b)
 
             # a comes back as the standby; a handover moves the traffic back, no W wait

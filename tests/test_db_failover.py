@@ -167,8 +167,7 @@ def overlap_seconds(watch: Watcher) -> float:
 
 
 def assert_clean(host: Host) -> None:
-    with host.cond:
-        raw = "".join(host.raw)
+    raw = host.output()
     assert "Traceback" not in raw, f"{host.name}: traceback in the output:\n{raw[-4000:]}"
     for bad in ("lease_call_error", "node_start_error", "node_spawn_failed",
                 "node_killed_on_exit"):

@@ -116,8 +116,7 @@ def _assert_supervisor_ok(host: Host, *, running: bool = True) -> None:
         assert host.proc.poll() is None, (
             f"{host.name}: supervisor exited with {host.proc.returncode}; log tail:\n"
             + "".join(host.raw[-30:]))
-    with host.cond:
-        raw = "".join(host.raw)
+    raw = host.output()
     assert "Traceback" not in raw, f"{host.name}: traceback in the output:\n{raw[-4000:]}"
     for bad in ("lease_call_error", "node_start_error", "node_spawn_failed",
                 "node_killed_on_exit"):
