@@ -66,14 +66,16 @@ def assert_corda_row_prepared(host: CordaHost, since: int = 0) -> None:
 
 
 def add_corda_host(c: Cluster, name: str, schema: str, *, node_dsn: str | None = None,
-                   **kw: Any) -> CordaHost:
-    """A host `name` of `c` with its node.conf (machineName = name, U = 0.5 s, W = 2 s,
-    its own P2P and RPC ports), the pair's lease and Corda row in `schema`. The node
-    logs in as `node_dsn` says (default: the cluster's database URL)."""
-    conf = jvmnode.NodeConf.for_dsn(node_dsn or c.dsn, name, update_ms=500, wait_ms=2000,
-                                    p2p_port=free_port(), rpc_port=free_port())
+                   update_ms: int = 500, wait_ms: int = 2000, **kw: Any) -> CordaHost:
+    """A host `name` of `c` with its node.conf (machineName = name, U = `update_ms`,
+    W = `wait_ms`, its own P2P and RPC ports), the pair's lease and Corda row in
+    `schema`. The node logs in as `node_dsn` says (default: the cluster's database URL)."""
+    conf = jvmnode.NodeConf.for_dsn(node_dsn or c.dsn, name, update_ms=update_ms,
+                                    wait_ms=wait_ms, p2p_port=free_port(),
+                                    rpc_port=free_port())
     conf.jdbc_url += f"?currentSchema={schema}"
     host = CordaHost(name=name, root=c.root / name, dsn=c.dsn, lease_name="corda-node",
-                     tag=f"{name}-{uuid.uuid4().hex}", node_conf=conf, **kw)
+                     tag=f"{name}-{uuid.uuid4().hex}", node_conf=conf, update_ms=update_ms,
+                     wait_ms=wait_ms, **kw)
     c.hosts.append(host)
     return host

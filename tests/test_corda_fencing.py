@@ -43,11 +43,19 @@ def corda_fdb(pg_server: PgServer, tmp_path: Path) -> Iterator[FenceDb]:
         db.drop()
 
 
-def fenced_corda_host(pair: Cluster, fdb: FenceDb, name: str) -> CordaHost:
+# (U, W, stopTimeout) in ms: the lab's, and Corda's 20:40 ratio scaled down with a stop
+# timeout longer than a lost lease leaves, as a JVM's
+TIMINGS = {"lab": (500, 2000, 500), "corda-ratio": (2000, 4000, 3000)}
+
+
+def fenced_corda_host(pair: Cluster, fdb: FenceDb, name: str,
+                      timing: tuple[int, int, int]) -> CordaHost:
     """A Corda host whose node logs in as its own role (node.conf's dataSource.user, the
     fencing nodeRole by default); the supervisor as the least-privilege role."""
     assert fdb.schema is not None
+    update_ms, wait_ms, stop_ms = timing
     return add_corda_host(pair, name, fdb.schema, node_dsn=fdb.dsn(fdb.node_role(name)),
+                          update_ms=update_ms, wait_ms=wait_ms, stop_ms=stop_ms,
                           extra_conf=f"""
 database {{ url = "postgresql://{fdb.server.host}:{fdb.server.port}/postgres",
             user = {fdb.supervisor}, table = {fdb.table}, schema = {fdb.schema} }}
@@ -55,12 +63,14 @@ fencing {{ nodeGroup = {fdb.group}, fencerRole = {fdb.fencer}, required = true }
 """)
 
 
+@pytest.mark.parametrize("timing", TIMINGS.values(), ids=TIMINGS.keys())
 def test_a_frozen_jvm_node_is_fenced_and_the_other_role_uses_cordas_tables(
-        pair: Cluster, corda_fdb: FenceDb) -> None:
+        pair: Cluster, corda_fdb: FenceDb, timing: tuple[int, int, int]) -> None:
     jvmnode.require()
     fdb = corda_fdb
     corda_row = f'SELECT machine_name, version FROM "{fdb.schema}".{CORDA_TABLE}'
-    a, b = fenced_corda_host(pair, fdb, "a"), fenced_corda_host(pair, fdb, "b")
+    a, b = (fenced_corda_host(pair, fdb, "a", timing),
+            fenced_corda_host(pair, fdb, "b", timing))
     a.start()
     a.wait_event("node_ready", 60)
     jvm_a = a.wait_node_up(5)

@@ -788,7 +788,7 @@ MUTANTS: tuple[Mutant, ...] = (
         '                  f"ALTER ROLE {q(r)} SET role = {group_lit}"]\n',
         "                  ]\n",
         ("tests/test_corda_fencing.py::"
-         "test_a_frozen_jvm_node_is_fenced_and_the_other_role_uses_cordas_tables",),
+         "test_a_frozen_jvm_node_is_fenced_and_the_other_role_uses_cordas_tables[lab]",),
     ),
     Mutant(
         "node_starts_unfenced",
