@@ -2,9 +2,12 @@
 connection pool, it writes all the time and, when its connection breaks, reconnects
 and tries again at once.
 
-Every attempt is appended to `log` as ``ok <monotonic>`` or ``err <monotonic> <msg>``,
-so a test can wait for attempts instead of sleeping. Rows go to table `table`
-(`host`, `pid`, `epoch`, `at`); `fenced_writes` counts the ones that landed late.
+Every attempt is appended to `log` as ``ok <end> start <start>`` or
+``err <end> start <start> <msg>`` (monotonic seconds, comparable with the test's
+`time.monotonic()`), so a test can wait for attempts instead of sleeping, and tell an
+attempt begun before a freeze (its line written after it) from one begun after. Rows
+go to table `table` (`host`, `pid`, `epoch`, `at`); `fenced_writes` counts the ones
+that landed late.
 """
 
 from __future__ import annotations
@@ -34,16 +37,17 @@ def _write_forever(dsn: str, table: str, log: str) -> None:
     conn: Any = None
     with open(log, "a", buffering=1) as out:
         while True:
+            start = time.monotonic()
             try:
                 if conn is None:
                     conn = psycopg.connect(dsn, autocommit=True, connect_timeout=2)
                 conn.execute(f"INSERT INTO {table} (host, pid, epoch) VALUES (%s, %s, %s)",
                              (host, os.getpid(), epoch))
-                out.write(f"ok {time.monotonic():.6f}\n")
+                out.write(f"ok {time.monotonic():.6f} start {start:.6f}\n")
                 time.sleep(WRITE_EVERY)
             except psycopg.Error as e:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                out.write(f"err {time.monotonic():.6f} {first}\n")
+                out.write(f"err {time.monotonic():.6f} start {start:.6f} {first}\n")
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         conn.close()

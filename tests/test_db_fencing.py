@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -192,6 +193,12 @@ def write_log(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def begun_after(path: Path, t: float) -> list[str]:
+    """The write attempts of `path` that began at monotonic `t` or later (a write that was
+    frozen after its INSERT returned logs its line only once continued)."""
+    return [line for line in write_log(path) if float(line.split()[3]) >= t]
+
+
 def add_writer(pair: Cluster, fdb: FenceDb, name: str, tmp_path: Path, *,
                fencing: bool, required: bool = True) -> tuple[Host_, Path]:
     """A supervisor of `name` (least-privilege role) whose node writes as its own role."""
@@ -233,12 +240,12 @@ def test_a_frozen_host_writes_nothing_after_the_new_node(
             assert fenced["roles"][fdb.node_role("a")] == "locked"
         wait_until(lambda: any(line.startswith("ok") for line in write_log(log_b)), 10,
                    message="b's node writes")
-        seen = len(write_log(log_a))
+        resumed = time.monotonic()
         psutil.Process(node_a).resume()  # the old node first: its guard stays frozen
-        wait_until(lambda: len(write_log(log_a)) >= seen + 20, 15,
+        wait_until(lambda: len(begun_after(log_a, resumed)) >= 20, 15,
                    message="20 write attempts of a's continued node")
         late, b_writes = late_writes(fdb.server.dsn, fdb.writes, "b", "a")
-        attempts = write_log(log_a)[seen:]
+        attempts = begun_after(log_a, resumed)
     finally:
         for p in frozen:
             with contextlib.suppress(psutil.Error):
