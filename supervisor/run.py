@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -39,7 +41,15 @@ def _read_config(fd: int) -> Config:
     return config_from_json(b"".join(chunks).decode())
 
 
+#: `kill -USR2 <pid>` prints every thread's stack to stderr (the journal) and the
+#: daemon carries on: how to see where a daemon that has gone quiet is stuck.
+STACK_DUMP_SIGNAL = signal.SIGUSR2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # A fatal error (a crash in a C extension) prints every thread's stack too.
+    faulthandler.enable(all_threads=True)
+    faulthandler.register(STACK_DUMP_SIGNAL, all_threads=True)
     parser = argparse.ArgumentParser(prog="python -m supervisor.run")
     parser.add_argument("--config-fd", type=int, required=True)
     parser.add_argument("--source", help="the configuration file (shown by ps)")

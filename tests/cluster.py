@@ -166,7 +166,25 @@ logging {{
 
     def wait_event(self, name: str, timeout: float, since: int = 0,
                    match: Callable[[dict[str, Any]], bool] = lambda e: True) -> dict[str, Any]:
-        """Block until the log has an event `name` (after the first `since` lines)."""
+        """Block until the log has an event `name` (after the first `since` lines).
+        On timeout the AssertionError says whether the supervisor still runs and, if it
+        does, holds its threads' stacks (a silent log: a hang, or a kill from outside)."""
+        found = self._wait_for(name, timeout, since, match)
+        if found is not None:
+            return found
+        state = self._diagnose()
+        with self.cond:
+            tail = "".join(self.raw[-80:])
+        raise AssertionError(f"{self.name}: no {name} within {timeout}s ({state}); "
+                             f"log tail:\n{tail}")
+
+    def no_event(self, name: str, duration: float, since: int = 0) -> None:
+        """Wait `duration` s; AssertionError as soon as the log has an event `name`."""
+        found = self._wait_for(name, duration, since, lambda e: True)
+        assert found is None, f"{self.name}: unexpected {name}: {found}"
+
+    def _wait_for(self, name: str, timeout: float, since: int,
+                  match: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
@@ -175,10 +193,32 @@ logging {{
                         return e
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    tail = "".join(self.raw[-30:])
-                    raise AssertionError(f"{self.name}: no {name} within {timeout}s; log tail:\n"
-                                         f"{tail}")
+                    return None
                 self.cond.wait(left)
+
+    def _diagnose(self) -> str:
+        """Is the supervisor still running, and in what state? A running one is asked
+        for its threads' stacks (SIGUSR2: faulthandler, see supervisor.run); they land
+        in the log tail."""
+        if self.proc is None:
+            return "not started"
+        code = self.proc.poll()
+        if code is not None:
+            return (f"supervisor killed by signal {-code}" if code < 0
+                    else f"supervisor exited with status {code}")
+        try:
+            status = psutil.Process(self.supervisor_pid()).status()
+        except (psutil.Error, AssertionError, OSError, ValueError) as e:
+            return f"supervisor pid {self.proc.pid} running ({type(e).__name__})"
+        if status not in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE):
+            mark = len(self.raw)
+            with contextlib.suppress(OSError, AssertionError, ValueError):
+                os.kill(self.supervisor_pid(), signal.SIGUSR2)
+                with self.cond:
+                    # the main thread's stack ends in runpy (started with -m)
+                    self.cond.wait_for(lambda: any("_run_module_as_main" in line
+                                                   for line in self.raw[mark:]), 3.0)
+        return f"supervisor still running, {status}"
 
     def mark(self) -> int:
         with self.cond:

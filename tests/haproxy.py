@@ -31,9 +31,7 @@ import contextlib
 import csv
 import http.server
 import io
-import os
 import shutil
-import signal
 import socket
 import socketserver
 import subprocess
@@ -46,7 +44,7 @@ from typing import Any
 import pytest
 
 from tests.pgserver import free_port
-from tests.proc import Reaper, wait_until
+from tests.proc import Reaper, kill_session, wait_until
 
 
 def missing() -> str | None:
@@ -199,8 +197,7 @@ class HaProxy:
         proc = self.proc
         if proc is None:
             return
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_session(proc)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -53,24 +54,80 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
         time.sleep(interval)
 
 
+def _live_pid(pid: int) -> bool:
+    """True when a process (not a zombie) has the number `pid`."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def _pidfd(pid: int) -> int | None:
+    """A pidfd for `pid` (names that very process forever), or None if none has it."""
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _exited(pidfd: int) -> bool:
+    """True once the process behind `pidfd` has ended (a zombie counts as ended)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def kill_group_leftovers(pgid: int) -> None:
+    """SIGKILL what is left of process group `pgid` once its leader is dead. Skipped when a
+    live process now has `pgid` as its pid: the number was reused, so no member of the
+    old group is left (Linux never reuses a number while the group has a member)."""
+    if not _live_pid(pgid):
+        with contextlib.suppress(OSError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def kill_session(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL the process group `proc` leads (started with start_new_session). While
+    `proc` is not reaped its number is ours; after, only the leftovers are killed."""
+    if proc.returncode is None:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        kill_group_leftovers(proc.pid)
+
+
 class Reaper:
-    """Records processes and process groups; `cleanup()` SIGKILLs and waits for all."""
+    """Records processes and process groups; `cleanup()` SIGKILLs and waits for all.
+
+    Safe against pid reuse (pid_max may be 32768, and a suite starts thousands of
+    processes): each process is held by a pidfd, which names that process and no
+    later one with its number. A group is killed while its recorded leader has not
+    ended, or after only if no live process has the group's number as its pid
+    (while any member lives, Linux never hands the number out again).
+    """
 
     def __init__(self) -> None:
-        self.groups: set[int] = set()
-        self.pids: set[int] = set()
+        self.groups: dict[int, int | None] = {}  # pgid -> pidfd of its leader, if any
+        self.pids: dict[int, int] = {}  # pid -> its pidfd
         self.popens: list[subprocess.Popen[Any]] = []
 
     def track_group(self, pgid: int) -> int:
         """Kill this whole process group at teardown (never our own group)."""
-        if pgid != os.getpgrp():
-            self.groups.add(pgid)
+        if pgid != os.getpgrp() and pgid not in self.groups:
+            self.groups[pgid] = _pidfd(pgid)
         return pgid
 
     def track_pid(self, pid: int) -> int:
-        """Kill this process at teardown."""
-        self.pids.add(pid)
+        """Kill this process at teardown (the same process: never a later one with its
+        number)."""
+        if pid not in self.pids and (fd := _pidfd(pid)) is not None:
+            self.pids[pid] = fd
         return pid
+
+    def _group_ours(self, pgid: int) -> bool:
+        """False when the group's number may now belong to a process we did not start."""
+        leader = self.groups.get(pgid)
+        return (leader is not None and not _exited(leader)) or not _live_pid(pgid)
 
     def popen(self, args: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
         """`subprocess.Popen` in a new session; the group is killed and reaped at teardown."""
@@ -99,24 +156,35 @@ class Reaper:
         return pid
 
     def cleanup(self, timeout: float = 5.0) -> None:
-        """SIGKILL everything recorded, then wait until all of it is gone."""
-        for pgid in self.groups:
-            with contextlib.suppress(OSError):
-                os.killpg(pgid, signal.SIGKILL)
-        for pid in self.pids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        for proc in self.popens:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout)
-            for stream in (proc.stdin, proc.stdout, proc.stderr):
-                if stream is not None:
-                    with contextlib.suppress(OSError):
-                        stream.close()
-        wait_until(lambda: not any(pid_alive(p) for p in self.pids), timeout,
-                   message=f"tracked pids {sorted(self.pids)} to die")
-        wait_until(lambda: not any(group_alive(g) for g in self.groups), timeout,
-                   message=f"tracked groups {sorted(self.groups)} to die")
+        """SIGKILL everything recorded that still exists, then wait until all of it is
+        gone. A number reused by another process since is left alone."""
+        try:
+            groups = [g for g in self.groups if self._group_ours(g)]
+            for pgid in groups:
+                with contextlib.suppress(OSError):
+                    os.killpg(pgid, signal.SIGKILL)
+            for fd in self.pids.values():
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+            for proc in self.popens:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout)
+                for stream in (proc.stdin, proc.stdout, proc.stderr):
+                    if stream is not None:
+                        with contextlib.suppress(OSError):
+                            stream.close()
+            wait_until(lambda: all(_exited(fd) for fd in self.pids.values()), timeout,
+                       message=f"tracked pids {sorted(self.pids)} to die")
+            wait_until(lambda: not any(group_alive(g) and self._group_ours(g)
+                                       for g in groups),
+                       timeout, message=f"tracked groups {sorted(groups)} to die")
+        finally:
+            held: list[int | None] = [*self.pids.values(), *self.groups.values()]
+            for pidfd in held:
+                if pidfd is not None:
+                    os.close(pidfd)
+            self.pids.clear()
+            self.groups.clear()
 
 
 @contextlib.contextmanager

@@ -402,3 +402,27 @@ def test_node_failing_at_start_on_a_moves_the_lease_to_b(pair: Cluster) -> None:
     watch.assert_never_two()
     print(f"fail at start on a: b's node running {failover:.3f}s after a was launched "
           f"({len(exits)} failed starts on a)")
+
+
+# --------------------------------------------------------------------------- diagnosis
+
+
+def test_sigusr2_prints_the_stacks_and_the_daemon_carries_on(pair: Cluster) -> None:
+    """`kill -USR2` (faulthandler) shows where a daemon that went quiet is stuck, and
+    changes nothing: the node keeps running under the same lease. The harness asks for
+    it when an awaited event does not come, so a silent log says why."""
+    a = pair.add("a")
+    a.start()
+    epoch = a.wait_event("lease_acquired", 15)["epoch"]
+    node = a.wait_node_up(10)
+    with pytest.raises(AssertionError) as missing:
+        a.wait_event("no_such_event", 0.1)
+    report = str(missing.value)
+    assert "supervisor still running" in report
+    assert "most recent call first" in report
+    assert "supervisor/run.py" in report  # the main thread, in its loop
+    mark = a.mark()
+    a.wait_event("lease_renewed", 5, since=mark)  # still renewing, same lease
+    assert a.proc is not None and a.proc.poll() is None
+    assert live_node(a) == node
+    assert a.events("lease_acquired")[-1]["epoch"] == epoch

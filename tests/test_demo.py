@@ -33,6 +33,7 @@ import pytest
 
 from supervisor.demo.children import MARKER_VAR
 from supervisor.demo.postgres import embedded_bindir, system_bindir
+from tests.proc import kill_group_leftovers, kill_session
 
 REPO = str(Path(__file__).resolve().parent.parent)
 DURATION = 30  # the tour takes about 16 s on an idle 2-core machine
@@ -110,8 +111,7 @@ class DemoRun:
             with contextlib.suppress(psutil.Error):
                 p.kill()
         for sid in self.sessions:
-            with contextlib.suppress(OSError):
-                os.killpg(sid, signal.SIGKILL)
+            kill_group_leftovers(sid)
 
 
 @contextlib.contextmanager
@@ -136,8 +136,7 @@ def demo(*args: str) -> Iterator[DemoRun]:
         yield run
     finally:
         run.stop.set()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_session(proc)
         proc.wait(10)
         run.kill_all()
 

@@ -20,8 +20,10 @@ from supervisor.lease import (
     LeaseUnavailable,
     LeaseVersion,
     PostgresLeaseStore,
+    RenewResult,
     read_snapshot,
 )
+from supervisor.lease.bounded import Conn
 from tests.faultproxy import FaultProxy
 from tests.pgserver import PgServer
 
@@ -565,6 +567,37 @@ def test_server_error_is_lease_unavailable(db_config: DatabaseConfig) -> None:
             assert info.value.sqlstate == "42P01"
             await a.ensure_schema(TO)  # the store is usable afterwards
             assert await a.acquire(None, timeout=TO) == 1
+        finally:
+            await a.close()
+
+    run(main())
+
+
+def test_a_failing_call_does_not_break_calls_sharing_its_connection(
+        db_config: DatabaseConfig) -> None:
+    """One operations connection serves every caller (psycopg runs them one at a time).
+    A call that fails with a server error drops the connection for the calls after it,
+    but the calls already queued on it still run there: a fencing check refused for a
+    missing privilege must not fail the renewal or observation beside it (it once did,
+    every time: "connection socket closed")."""
+
+    async def refused(conn: Conn) -> None:
+        await conn.execute("SELECT 1/0")
+
+    async def main() -> None:
+        a = store(db_config)
+        try:
+            await a.ensure_schema(TO)
+            assert await a.acquire(None, timeout=TO) == 1
+            for _ in range(20):
+                failing, observed, renewed = await asyncio.gather(
+                    a.call("check", refused, TO), a.observe(TO), a.renew(1, TO),
+                    return_exceptions=True)
+                assert isinstance(failing, LeaseUnavailable)
+                assert failing.sqlstate == "22012"
+                assert isinstance(observed, LeaseSnapshot), observed
+                assert observed.epoch == 1
+                assert isinstance(renewed, RenewResult), renewed
         finally:
             await a.close()
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tests.proc import kill_session
+
 REPO = Path(__file__).resolve().parent.parent.parent
 TAG_ENV = "CORDA_HA_MUTANT_RUN"
 _IGNORED = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache",
@@ -190,14 +192,12 @@ def run_tests(root: Path, tests: Sequence[str], timeout: float, *, stop_first: b
         out, _ = proc.communicate(timeout=timeout)
         code: int | None = proc.returncode
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_session(proc)
         out, _ = proc.communicate()
         code = None
         out += f"\n[tests.mutants: the run was killed after {timeout:g} s]\n"
     finally:
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_session(proc)
         kill_tagged(tag)
     return PytestRun(code, time.monotonic() - start, out)
 
