@@ -861,6 +861,26 @@ MUTANTS: tuple[Mutant, ...] = (
         '    margin = block.duration("fencingMargin", 0.0)\n',
         ("tests/test_config.py::test_base_config_defaults",),
     ),
+    Mutant(
+        "connection_closed_under_its_users",
+        "a connection dropped after one call's server error is closed only after the calls "
+        "queued on it (a refused fencing check must not fail the renewal beside it)",
+        "supervisor/lease/bounded.py",
+        "                await asyncio.wait_for(conn.lock.acquire(), _CLOSE_WAITS_FOR_USERS)\n"
+        "                locked = True\n",
+        "                pass\n",
+        ("tests/test_lease.py::"
+         "test_a_failing_call_does_not_break_calls_sharing_its_connection",),
+    ),
+    Mutant(
+        "reaper_kills_reused_numbers",
+        "harness: a test's teardown never kills a process that reused a number it recorded",
+        "tests/proc.py",
+        "        return (leader is not None and not _exited(leader)) or not _live_pid(pgid)\n",
+        "        return True\n",
+        ("tests/test_proc.py::"
+         "test_the_reaper_leaves_alone_a_process_that_reused_a_tracked_number",),
+    ),
 )
 
 
