@@ -54,6 +54,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+import psutil
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -183,7 +184,23 @@ def sweep_stale(bindir: str, run_as: str | None) -> None:
             continue
         stale = PgServer("postgresql://127.0.0.1/postgres", bindir=bindir, basedir=basedir,
                          run_as=run_as)
+        if not _postmaster_runs_in(stale.datadir):
+            # pg_ctl would signal whatever process has the number in postmaster.pid now
+            # (after a reboot: maybe another test's server): remove the files only
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(stale.datadir, "postmaster.pid"))
         stale.destroy()
+
+
+def _postmaster_runs_in(datadir: str) -> bool:
+    """True when the pid in `datadir`'s postmaster.pid is a live process working in
+    `datadir` (its postmaster), not a process that got the number later."""
+    try:
+        with open(os.path.join(datadir, "postmaster.pid")) as f:
+            pid = int(f.readline().strip())
+        return os.path.realpath(psutil.Process(pid).cwd()) == os.path.realpath(datadir)
+    except (OSError, ValueError, psutil.Error):
+        return False
 
 
 def _server_user() -> str | None:

@@ -10,14 +10,18 @@ reuse a number on purpose (by setting the kernel's `ns_last_pid`, root only).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
+from tests.pgserver import _server_user, find_bindir, sweep_stale
 from tests.proc import Reaper, kill_group_leftovers, pid_alive, reaping, wait_until
 
 NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
@@ -107,3 +111,50 @@ def test_the_reaper_still_kills_what_it_started() -> None:
     reaper.cleanup()
     assert proc.poll() == -signal.SIGKILL
     assert child.wait(5) == -signal.SIGKILL
+
+
+def test_the_stale_cluster_sweep_signals_no_process_that_reused_the_postmaster_pid(
+        request: pytest.FixtureRequest, reaper: Reaper, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster directory left by a run whose machine rebooted names a dead postmaster;
+    its number may now be another test's server. The sweep removes the directory and
+    signals nothing (pg_ctl would SIGQUIT whatever has the number)."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.fail("no PostgreSQL server binaries")
+    run_as = _server_user()
+    prefix = ["runuser", "-u", run_as, "--"] if run_as else []
+    # a process the server user may signal (as another test's postmaster would be)
+    bystander = reaper.popen([*prefix, "sleep", "60"])
+    found: list[psutil.Process] = []
+
+    def sleeping() -> bool:  # runuser may exec the sleeper or fork it
+        top = psutil.Process(bystander.pid)
+        user = run_as or top.username()
+        found[:] = [p for p in [top, *top.children()]
+                    if p.username() == user and p.cmdline()[:1] == ["sleep"]]
+        return bool(found)
+
+    wait_until(sleeping, 10, message="the bystander sleeping")
+    target = found[0]
+    # a temporary directory of its own that the server user can enter (tmp_path is not)
+    tmp = Path(tempfile.mkdtemp(prefix="corda-ha-sweep-test-"))
+    request.addfinalizer(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    tmp.chmod(0o755)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    basedir = tmp / "corda-ha-pg-stale"
+    (basedir / "data").mkdir(parents=True)
+    (basedir / "owner.pid").write_text(str(dead_pid()))
+    (basedir / "data" / "PG_VERSION").write_text("15\n")  # pg_ctl checks it is a cluster
+    (basedir / "data" / "postmaster.pid").write_text(f"{target.pid}\n{basedir / 'data'}\n")
+    if run_as:
+        shutil.chown(basedir, run_as)
+        shutil.chown(basedir / "data", run_as)
+    sweep_stale(bindir, run_as)
+    assert not basedir.exists()
+    assert target.is_running() and target.status() != psutil.STATUS_ZOMBIE
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid

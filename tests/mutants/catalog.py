@@ -881,6 +881,15 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_proc.py::"
          "test_the_reaper_leaves_alone_a_process_that_reused_a_tracked_number",),
     ),
+    Mutant(
+        "stale_sweep_signals_a_reused_postmaster_pid",
+        "harness: the stale-cluster sweep signals no process that got a dead postmaster's number",
+        "tests/pgserver.py",
+        "        if not _postmaster_runs_in(stale.datadir):\n",
+        "        if False:\n",
+        ("tests/test_proc.py::"
+         "test_the_stale_cluster_sweep_signals_no_process_that_reused_the_postmaster_pid",),
+    ),
 )
 
 
