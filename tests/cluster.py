@@ -264,6 +264,21 @@ logging {{
         wait_until(written, timeout, message=f"{self.name}: record of node {pid}")
         return found[0]
 
+    def assert_no_errors(self, *, running: bool = False) -> None:
+        """No traceback and no event that means a bug (an unexpected exception inside a
+        lease call or a node start, a node left at exit); with `running`, the
+        supervisor has not exited either."""
+        assert self.proc is not None
+        if running:
+            assert self.proc.poll() is None, (
+                f"{self.name}: supervisor exited with {self.proc.returncode}; log tail:\n"
+                + "".join(self.raw[-30:]))
+        raw = self.output()
+        assert "Traceback" not in raw, f"{self.name}: traceback in the output:\n{raw[-4000:]}"
+        for bad in ("lease_call_error", "node_start_error", "node_spawn_failed",
+                    "node_killed_on_exit"):
+            assert not self.events(bad), f"{self.name}: logged {bad}: {self.events(bad)}"
+
     def live_nodes(self) -> list[int]:
         """Pids (as seen from here) of this host's live stand-in node processes."""
         return scan_nodes({self.name: str(self.records)})[self.name]

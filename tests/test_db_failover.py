@@ -166,14 +166,6 @@ def overlap_seconds(watch: Watcher) -> float:
     return total + prev - start + watch.interval
 
 
-def assert_clean(host: Host) -> None:
-    raw = host.output()
-    assert "Traceback" not in raw, f"{host.name}: traceback in the output:\n{raw[-4000:]}"
-    for bad in ("lease_call_error", "node_start_error", "node_spawn_failed",
-                "node_killed_on_exit"):
-        assert not host.events(bad), f"{host.name}: logged {bad}: {host.events(bad)}"
-
-
 def add_host(c: Cluster, db: FailoverDb, name: str) -> tuple[Host, FaultProxy, FaultProxy]:
     url, to_primary, to_replica = db.host_url()
     host = c.add(name, dsn=url, update_ms=U_MS, wait_ms=W_MS, stop_ms=S_MS)
@@ -271,7 +263,7 @@ def test_lossy_failover_never_runs_two_nodes(tmp_path: Path, lease_name: str, db
         active = c.active(1)
         assert active.state() == "active"
     for host in (a, b):
-        assert_clean(host)
+        host.assert_no_errors()
 
     a_node_starts = [r["start"] for r in a.node_records() if r["start"] > cut_at]
     first_a = min(a_node_starts) if a_node_starts else None

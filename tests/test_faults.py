@@ -109,20 +109,6 @@ def _start_pair(pair: Cluster, a_args: list[str] | None = None) -> tuple[Host, H
     return a, b
 
 
-def _assert_supervisor_ok(host: Host, *, running: bool = True) -> None:
-    """The supervisor process did not crash and logged no unexpected exception."""
-    assert host.proc is not None
-    if running:
-        assert host.proc.poll() is None, (
-            f"{host.name}: supervisor exited with {host.proc.returncode}; log tail:\n"
-            + "".join(host.raw[-30:]))
-    raw = host.output()
-    assert "Traceback" not in raw, f"{host.name}: traceback in the output:\n{raw[-4000:]}"
-    for bad in ("lease_call_error", "node_start_error", "node_spawn_failed",
-                "node_killed_on_exit"):
-        assert not host.events(bad), f"{host.name}: logged {bad}: {host.events(bad)}"
-
-
 def _status(host: Host) -> tuple[float, dict[str, Any]]:
     """(our monotonic time of the answer, /status JSON)."""
     before = time.monotonic()
@@ -221,8 +207,8 @@ def test_database_down_for_everyone_longer_than_w(pair: Cluster, pg_server: PgSe
             while time.monotonic() < down_until:
                 assert pair.live() == {"a": [], "b": []}, pair.live()
                 time.sleep(0.05)
-            _assert_supervisor_ok(a)
-            _assert_supervisor_ok(b)
+            a.assert_no_errors(running=True)
+            b.assert_no_errors(running=True)
             assert a.state() == "standby" and b.state() in (None, "standby")
             t_start = time.monotonic()
             pg_server.start()
@@ -234,8 +220,8 @@ def test_database_down_for_everyone_longer_than_w(pair: Cluster, pg_server: PgSe
         (pid,) = winner.live_nodes()
         time.sleep(W)  # it stays single and stable
         assert pair.active(0.5) is winner and winner.live_nodes() == [pid]
-        _assert_supervisor_ok(a)
-        _assert_supervisor_ok(b)
+        a.assert_no_errors(running=True)
+        b.assert_no_errors(running=True)
     watch.assert_never_two()
     print(f"\nDB down: stop took {t_stopped - t_stop:.3f}s; last renewal {t_last - t_stop:+.3f}s "
           f"from the stop; SIGTERM handled {term_at - t_last:.3f}s after it (<= {TERM_AFTER}), "
@@ -271,8 +257,8 @@ def test_fast_database_restart_keeps_one_node(pair: Cluster, pg_server: PgServer
         (pid,) = winner.live_nodes()
         assert pair.active(0.5) is winner and winner.live_nodes() == [pid]
         kept = pid == node_a and not a.events("node_stopping")
-        _assert_supervisor_ok(a)
-        _assert_supervisor_ok(b)
+        a.assert_no_errors(running=True)
+        b.assert_no_errors(running=True)
     watch.assert_never_two()
     failures = len(a.events("lease_renewal_failed"))
     print(f"\nDB fast restart: down {down:.3f}s; a's renewal failures {failures}; "
@@ -339,8 +325,8 @@ def test_short_blackhole_of_active_host_keeps_its_node(
         assert a.state() == "active"
         _, st = _status(a)
         assert st["epoch"] == epoch and st["node_pid"] == node_a and st["healthy"]
-        _assert_supervisor_ok(a)
-        _assert_supervisor_ok(b)
+        a.assert_no_errors(running=True)
+        b.assert_no_errors(running=True)
     watch.assert_never_two()
     failures = a.events("lease_renewal_failed")
     print(f"\nshort blackhole ({duration} s at +{phase:.2f}s): {len(failures)} "
@@ -377,7 +363,7 @@ def test_active_host_cut_off_longer_than_w_fails_over(
             if rest > 0:
                 time.sleep(rest)  # the fault lasts 4 s in all
             assert a.live_nodes() == []
-            _assert_supervisor_ok(a)
+            a.assert_no_errors(running=True)
         finally:
             pa.set_mode("pass")
         mark_pass = a.mark()
@@ -387,8 +373,8 @@ def test_active_host_cut_off_longer_than_w_fails_over(
         assert a.live_nodes() == [] and a.state() == "standby"
         assert b.live_nodes() == [b_pid]
         rec = _node_record(a, node_a)
-        _assert_supervisor_ok(a)
-        _assert_supervisor_ok(b)
+        a.assert_no_errors(running=True)
+        b.assert_no_errors(running=True)
     watch.assert_never_two()
     print(f"\ncut off ({mode}, 4 s): last renewal {t0 - t_last:.3f}s before the fault; "
           f"a's node {'stopped gracefully' if rec['stop'] is not None else 'killed'}, dead "
@@ -427,8 +413,8 @@ def test_sigkill_of_the_guard_kills_the_node_and_one_node_runs_again(pair: Clust
             assert _guard_of(a).pid != guard.pid
         time.sleep(W)  # stays single
         assert pair.active(0.5) is winner and winner.live_nodes() == [pid]
-        _assert_supervisor_ok(a)
-        _assert_supervisor_ok(b)
+        a.assert_no_errors(running=True)
+        b.assert_no_errors(running=True)
     watch.assert_never_two()
     print(f"\nguard SIGKILL: node dead {dead_at - t0:.3f}s after; node_exited killed_by="
           f"{exited.get('killed_by')} signal={exited.get('signal')} expected="
@@ -462,8 +448,8 @@ def test_node_ignoring_sigterm_is_killed_by_the_deadline_when_cut_off(
         rec = _node_record(a, node_a)
         assert rec["stop"] is None, "the node ignores SIGTERM: it cannot have exited gracefully"
         assert exited["signal"] == signal.SIGKILL, exited
-        _assert_supervisor_ok(a)
-        _assert_supervisor_ok(b)
+        a.assert_no_errors(running=True)
+        b.assert_no_errors(running=True)
     watch.assert_never_two()
     print(f"\nSIGTERM ignored, cut off: SIGTERM (grace {stopping['grace']}s) then SIGKILL "
           f"(killed_by={exited['killed_by']}); node dead {dead_at - t_last:.3f}s after the last "
@@ -498,8 +484,8 @@ def test_slow_stopping_node_is_killed_after_stop_timeout_on_shutdown(pair: Clust
         assert rec["stop"] is None, "the node needed 5 s to stop: it must have been killed"
         assert exited["signal"] == signal.SIGKILL, exited
         assert a.events("lease_released")
-        _assert_supervisor_ok(a, running=False)
-        _assert_supervisor_ok(b)
+        a.assert_no_errors()
+        b.assert_no_errors(running=True)
     watch.assert_never_two()
     print(f"\nslow stop on SIGTERM: node killed {dead_at - t0:.3f}s after (S = {S}s, killed_by="
           f"{exited['killed_by']}); supervisor exit {code}; b's node started "
