@@ -207,13 +207,14 @@ logging {{
             return (f"supervisor killed by signal {-code}" if code < 0
                     else f"supervisor exited with status {code}")
         try:
-            status = psutil.Process(self.supervisor_pid()).status()
+            pid = self.supervisor_pid()
+            status = psutil.Process(pid).status()
         except (psutil.Error, AssertionError, OSError, ValueError) as e:
             return f"supervisor pid {self.proc.pid} running ({type(e).__name__})"
         if status not in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE):
             mark = len(self.raw)
-            with contextlib.suppress(OSError, AssertionError, ValueError):
-                os.kill(self.supervisor_pid(), signal.SIGUSR2)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGUSR2)
                 with self.cond:
                     # the main thread's stack ends in runpy (started with -m)
                     self.cond.wait_for(lambda: any("_run_module_as_main" in line

@@ -54,14 +54,6 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
         time.sleep(interval)
 
 
-def _live_pid(pid: int) -> bool:
-    """True when a process (not a zombie) has the number `pid`."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
 def _pidfd(pid: int) -> int | None:
     """A pidfd for `pid` (names that very process forever), or None if none has it."""
     try:
@@ -81,7 +73,7 @@ def kill_group_leftovers(pgid: int) -> None:
     """SIGKILL what is left of process group `pgid` once its leader is dead. Skipped when a
     live process now has `pgid` as its pid: the number was reused, so no member of the
     old group is left (Linux never reuses a number while the group has a member)."""
-    if not _live_pid(pgid):
+    if not pid_alive(pgid):
         with contextlib.suppress(OSError):
             os.killpg(pgid, signal.SIGKILL)
 
@@ -127,7 +119,7 @@ class Reaper:
     def _group_ours(self, pgid: int) -> bool:
         """False when the group's number may now belong to a process we did not start."""
         leader = self.groups.get(pgid)
-        return (leader is not None and not _exited(leader)) or not _live_pid(pgid)
+        return (leader is not None and not _exited(leader)) or not pid_alive(pgid)
 
     def popen(self, args: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
         """`subprocess.Popen` in a new session; the group is killed and reaped at teardown."""

@@ -3,7 +3,8 @@
 pid_max is 32768 on many machines, and the suite starts thousands of processes: a
 number recorded early in a test can belong to another test's supervisor by teardown.
 A CI run once lost a freshly started supervisor without a trace (its log just
-stopped); a teardown killing a reused number explains exactly that. These tests
+stopped); a teardown killing a reused number would look exactly like that (not
+proven to be the cause). These tests
 reuse a number on purpose (by setting the kernel's `ns_last_pid`, root only).
 """
 

@@ -876,7 +876,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "reaper_kills_reused_numbers",
         "harness: a test's teardown never kills a process that reused a number it recorded",
         "tests/proc.py",
-        "        return (leader is not None and not _exited(leader)) or not _live_pid(pgid)\n",
+        "        return (leader is not None and not _exited(leader)) or not pid_alive(pgid)\n",
         "        return True\n",
         ("tests/test_proc.py::"
          "test_the_reaper_leaves_alone_a_process_that_reused_a_tracked_number",),
