@@ -533,8 +533,10 @@ def test_blocked_sweep_fails_the_start_in_time_and_the_loop_runs(reaper: Reaper,
     that sweep is still hung, the next start fails at once."""
     release = threading.Event()
     seen_abandoned: list[bool] = []
+    sweep_threads: list[threading.Thread] = []
 
     def stuck(abandoned: threading.Event) -> Swept:
+        sweep_threads.append(threading.current_thread())
         release.wait(20)
         seen_abandoned.append(abandoned.is_set())
         return Swept()
@@ -571,7 +573,9 @@ def test_blocked_sweep_fails_the_start_in_time_and_the_loop_runs(reaper: Reaper,
         assert 0.5 <= took < 1.0, took
         assert worst < 0.2, worst
         release.set()
-        await asyncio.to_thread(wait_until, lambda: seen_abandoned, 5.0)
+        # "Free again" means the hung thread has ended, not merely that it was released.
+        await asyncio.to_thread(sweep_threads[0].join, 5.0)
+        assert not sweep_threads[0].is_alive()
         assert seen_abandoned == [True]
         proc3, _ = await started(reaper, config(tmp_path), fence=fence)  # free again
         proc3.kill()

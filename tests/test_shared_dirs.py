@@ -36,8 +36,10 @@ def test_probe_reports_each_directory_and_how(tmp_path: Path) -> None:
 
 def test_a_hung_probe_is_bounded_and_the_next_fails_at_once() -> None:
     release = threading.Event()
+    threads: list[threading.Thread] = []
 
     def stuck(_dirs: object) -> list[str]:
+        threads.append(threading.current_thread())
         release.wait(30)
         return []
 
@@ -51,6 +53,8 @@ def test_a_hung_probe_is_bounded_and_the_next_fails_at_once() -> None:
         assert await shareddirs.check(["/mnt/x"], 5.0, stuck) is not None  # still hung
         assert time.monotonic() - t0 < 0.5
         release.set()
+        threads[0].join(5)  # leaves no hung probe behind for a later test in this worker
+        assert not threads[0].is_alive()
 
     asyncio.run(main())
 
