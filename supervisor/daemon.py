@@ -379,7 +379,7 @@ class Daemon:
                 if result is None:
                     return LeaseLost()
                 return LeaseRenewed(sent_at=sent_at, handover_requested=result.handover_requested,
-                                    paused=result.paused)
+                                    paused=result.paused, renewed_at=result.renewed_at)
             case ReleaseLease(epoch=epoch, timeout=timeout):
                 return LeaseReleased(await store.release(epoch, timeout))
         raise AssertionError(action)

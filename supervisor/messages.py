@@ -74,6 +74,7 @@ class LeaseRenewed:
     sent_at: float
     handover_requested: bool
     paused: bool = False
+    renewed_at: object = None  # the row's new renewed_at (database time): names the write
 
 
 @dataclass(frozen=True)

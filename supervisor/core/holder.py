@@ -29,7 +29,8 @@ class HolderRules(_Base):
         kill_at = kill_deadline(s, self.t)
         # sent_at is CLOCK_MONOTONIC: comparable across processes of one machine
         self.log("lease_renewed", "debug", epoch=s.epoch, sent_at=round(ev.sent_at, 6),
-                 answered_after=round(self.now - ev.sent_at, 6))
+                 answered_after=round(self.now - ev.sent_at, 6),
+                 renewed_at=None if ev.renewed_at is None else str(ev.renewed_at))
         if kill_at is not None and s.node is not NodePhase.NONE:
             self.actions.append(SetNodeDeadline(kill_at))
         if ev.paused != s.paused:

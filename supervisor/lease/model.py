@@ -79,5 +79,9 @@ class LeaseSnapshot:
 
 @dataclass(frozen=True)
 class RenewResult:
+    """A committed renewal: what the row says, and the `renewed_at` it now carries (the
+    database's time of the write; names this write, e.g. in an audit)."""
+
     handover_requested: bool
     paused: bool = False
+    renewed_at: datetime | None = None

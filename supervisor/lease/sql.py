@@ -145,7 +145,8 @@ class LeaseSql:
                FROM (SELECT clock_timestamp() AS now) n
                WHERE l.lease_name = %(name)s AND l.instance = %(instance)s
                  AND l.epoch = %(epoch)s AND l.expires_at > n.now
-               RETURNING l.handover_requested_at IS NOT NULL, l.paused_at IS NOT NULL"""
+               RETURNING l.handover_requested_at IS NOT NULL, l.paused_at IS NOT NULL,
+                         l.renewed_at"""
         ).format(t, server=SERVER_ID)
         # A release keeps `handover_requested_at`: on a free row it says that the last
         # holder released it on a handover request (the next acquire clears it).

@@ -14,6 +14,15 @@ Contract, for every `PostgresLeaseStore` operation:
   statement with `clock_timestamp()`; host clocks are never compared.
 - **Atomic.** `acquire`, `renew` and `release` are single statements each; the
   row cannot change between their check and their write.
+- **One conversation per concern** (`supervisor.lease.channel`). The lease
+  statements (`observe`, `acquire`, `renew`, `release`, `request_handover`,
+  `set_paused`) run on a connection of their own, autocommitted, one statement at a
+  time, never inside a transaction block; a lease statement whose connection is not
+  idle afterwards has failed (`LeaseUnavailable`), so a renewal the caller acts on
+  is a committed one. Everything else (`ensure_schema`, `history`, `members`,
+  `prepare_corda_guard`, `call`: transactions included) runs on a second
+  connection, one operation at a time. LISTEN, the member registry and the history
+  writes use a third (`listen`).
 
 Rows are never deleted. `epoch` grows by one on every acquisition (new rows
 start at 1) and is the fencing token.
@@ -35,6 +44,7 @@ from supervisor.config import DatabaseConfig
 from supervisor.identity import Identity, ProcessRef
 from supervisor.lease import members as member_rows
 from supervisor.lease.bounded import Bounded, Conn, connect_kwargs, scrub
+from supervisor.lease.channel import Channel
 from supervisor.lease.cordaguard import CORDA_TABLE, make_takeable
 from supervisor.lease.members import MEMBER_INTERVAL, Member, MemberRow, MemberSql
 from supervisor.lease.model import (
@@ -61,9 +71,9 @@ class PostgresLeaseStore:
     """The lease `db.lease_name` in table `db.schema.db.table`, contended as `identity`.
 
     `wait_interval` is W in seconds: a holder that stops renewing loses the lease
-    W after its last renewal (by the database clock). One connection for
-    operations (reopened on demand), one more while `listen` runs. See the module
-    docstring for the timeout and error contract shared by all operations.
+    W after its last renewal (by the database clock). A connection for the lease
+    statements and one for everything else (each reopened on demand), one more while
+    `listen` runs. See the module docstring for the contract shared by all operations.
     """
 
     def __init__(self, db: DatabaseConfig, identity: Identity, wait_interval: float) -> None:
@@ -76,9 +86,12 @@ class PostgresLeaseStore:
         self._sql = LeaseSql(db.schema, db.table)
         self.notify_channel = db.table
         self._kwargs = connect_kwargs(db, f"corda-ha-supervisor/{identity.machine_name}")
-        self._conn: Conn | None = None
-        self._connect_lock = asyncio.Lock()
         self._bounded = Bounded()
+        # One conversation per concern (see `supervisor.lease.channel`): the lease
+        # statements alone, autocommitted; everything else (transactions included)
+        # on the side. LISTEN has a connection of its own (`listen`).
+        self._lease = Channel("lease", self._open, self._bounded, single_statements=True)
+        self._side = Channel("side", self._open, self._bounded, single_statements=False)
         self._closed = False
         self.listen_health_interval = MEMBER_INTERVAL  # how often LISTEN is checked
         self._members = MemberSql(db.schema, db.table)
@@ -137,7 +150,7 @@ class PostgresLeaseStore:
                 if missing is not None and missing[0]:
                     await conn.execute(self._sql.add_columns)
 
-        await self._run("ensure_schema", op, timeout)
+        await self._run("ensure_schema", op, timeout, self._side)
 
     async def observe(self, timeout: float) -> LeaseSnapshot:
         """Read the row, the database time and which server answered, in one statement."""
@@ -148,7 +161,7 @@ class PostgresLeaseStore:
             assert row is not None
             return snapshot_from_row(self.lease_name, row)
 
-        return await self._run("observe", op, timeout)
+        return await self._run("observe", op, timeout, self._lease)
 
     async def acquire(self, expected: LeaseVersion | None, *,
                       takeover: ProcessRef | None = None, server: str | None = None,
@@ -184,7 +197,7 @@ class PostgresLeaseStore:
             row = await cur.fetchone()
             return None if row is None else int(row[0])
 
-        return await self._run("acquire", op, timeout)
+        return await self._run("acquire", op, timeout, self._lease)
 
     async def renew(self, epoch: int, timeout: float, *,
                     hedge_after: float | None = None) -> RenewResult | None:
@@ -207,10 +220,10 @@ class PostgresLeaseStore:
             cur = await conn.execute(self._sql.renew, params)
             row = await cur.fetchone()
             return None if row is None else RenewResult(handover_requested=bool(row[0]),
-                                                        paused=bool(row[1]))
+                                                        paused=bool(row[1]), renewed_at=row[2])
 
         if hedge_after is None or hedge_after >= timeout:
-            return await self._run("renew", op, timeout)
+            return await self._run("renew", op, timeout, self._lease)
         return await self._hedged("renew", op, timeout, hedge_after)
 
     async def release(self, epoch: int, timeout: float) -> bool:
@@ -225,7 +238,7 @@ class PostgresLeaseStore:
             cur = await conn.execute(self._sql.release, params)
             return await cur.fetchone() is not None
 
-        return await self._run("release", op, timeout)
+        return await self._run("release", op, timeout, self._lease)
 
     async def request_handover(self, timeout: float, to: str | None = None) -> LeaseSnapshot:
         """Ask the current holder to step down (sets `handover_requested_at` if held).
@@ -243,7 +256,7 @@ class PostgresLeaseStore:
             assert row is not None
             return snapshot_from_row(self.lease_name, row)
 
-        return await self._run("request_handover", op, timeout)
+        return await self._run("request_handover", op, timeout, self._lease)
 
     async def listen(self, on_release: Callable[[], None]) -> None:
         """Call `on_release()` for every release of this lease, until cancelled.
@@ -372,7 +385,7 @@ class PostgresLeaseStore:
             row = await cur.fetchone()
             return None if row is None else row[0]
 
-        return await self._run("set_paused", op, timeout)
+        return await self._run("set_paused", op, timeout, self._lease)
 
     def record_acquired(self, epoch: int, how: str, previous: str | None) -> None:
         """Queue this acquisition for the history (it also ends the previous one). The
@@ -407,7 +420,7 @@ class PostgresLeaseStore:
                     "ended_at", "end_reason", "held_seconds")
             return [dict(zip(keys, r, strict=True)) for r in rows]
 
-        return await self._run("history", op, timeout)
+        return await self._run("history", op, timeout, self._side)
 
     async def prepare_corda_guard(self, epoch: int, timeout: float) -> str:
         """Make Corda's own guard row takeable for our node (see `cordaguard`); what was
@@ -425,12 +438,14 @@ class PostgresLeaseStore:
             except psycopg.errors.UndefinedTable:
                 return "absent"
 
-        return await self._run("corda_guard", op, timeout)
+        return await self._run("corda_guard", op, timeout, self._side)
 
     async def call(self, what: str, op: Callable[[Conn], Awaitable[T]], timeout: float) -> T:
-        """Run `op` on the operations connection, bounded by `timeout` (see the module
-        docstring); raises `LeaseUnavailable` (with the SQLSTATE, if any)."""
-        return await self._run(what, op, timeout)
+        """Run `op` on the side connection (never on the lease statements' own), bounded
+        by `timeout` (see the module docstring); raises `LeaseUnavailable` (with the
+        SQLSTATE, if any). `op` may open a transaction: no other operation shares the
+        connection while it runs."""
+        return await self._run(what, op, timeout, self._side)
 
     async def members(self, timeout: float) -> list[MemberRow]:
         """Every registered member of this lease (an empty list without the table)."""
@@ -441,13 +456,13 @@ class PostgresLeaseStore:
             except psycopg.errors.UndefinedTable:
                 return []
 
-        return await self._run("members", op, timeout)
+        return await self._run("members", op, timeout, self._side)
 
     async def close(self) -> None:
         """Close connections and wait (at most ~2 s) for abandoned calls. Never hangs."""
         self._closed = True
-        conn, self._conn = self._conn, None
-        self._bounded.close_in_background(conn)
+        self._lease.close()
+        self._side.close()
         await self._bounded.drain(2.0)
 
     # -- internals -------------------------------------------------------------------------
@@ -462,47 +477,34 @@ class PostgresLeaseStore:
     async def _open(self) -> Conn:
         return await psycopg.AsyncConnection.connect(self._db.conninfo, **self._kwargs)
 
-    async def _connection(self) -> Conn:
-        async with self._connect_lock:
-            conn = self._conn
-            if conn is None or conn.closed or conn.broken:
-                self._conn = None
-                conn = await self._open()
-                if self._closed:
-                    self._bounded.close_in_background(conn)
-                    raise LeaseUnavailable("lease store closed")
-                self._conn = conn
-            return conn
+    async def _attempt(self, what: str, op: Callable[[Conn], Awaitable[T]], conn: Conn,
+                       channel: Channel) -> T:
+        """`op` on `conn` (lent to this operation alone), then the channel's idle check;
+        a psycopg or socket error drops the connection and becomes `LeaseUnavailable`."""
+        self._count(what)
+        try:
+            result = await op(conn)
+        except (psycopg.Error, OSError) as e:
+            channel.drop(conn)
+            raise self._unavailable(what, e) from None
+        channel.check_idle(conn, what)
+        return result
 
-    def _forget(self, conn: Conn | None) -> Conn | None:
-        """Stop using `conn` (if it is still the current one); returns it."""
-        if conn is not None and self._conn is conn:
-            self._conn = None
-        return conn
-
-    def _drop(self, conn: Conn | None) -> None:
-        """Forget `conn` and close it in the background (no task may be using it)."""
-        self._bounded.close_in_background(self._forget(conn))
-
-    async def _run(self, what: str, op: Callable[[Conn], Awaitable[T]], timeout: float) -> T:
+    async def _run(self, what: str, op: Callable[[Conn], Awaitable[T]], timeout: float,
+                   channel: Channel) -> T:
         if self._closed:
             raise LeaseUnavailable(f"{what}: lease store closed")
         used: list[Conn] = []
 
         async def attempt() -> T:
-            conn = await self._connection()
-            used.append(conn)
-            self._count(what)
-            try:
-                return await op(conn)
-            except (psycopg.Error, OSError) as e:
-                self._drop(conn)
-                raise self._unavailable(what, e) from None
+            async with channel.borrow() as conn:
+                used.append(conn)
+                return await self._attempt(what, op, conn, channel)
 
         def abandon() -> Conn | None:
             # forget the connection the operation was using, so the next call
             # starts afresh (an abandoned connect never becomes current)
-            return self._forget(used[0]) if used else None
+            return channel.forget(used[0]) if used else None
 
         try:
             return await self._bounded.run(attempt(), timeout, what, abandon)
@@ -511,11 +513,13 @@ class PostgresLeaseStore:
 
     async def _hedged(self, what: str, op: Callable[[Conn], Awaitable[T]], timeout: float,
                       every: float) -> T:
-        """Like `_run`, but racing a new attempt on a fresh connection every `every`
-        seconds until one answers. The first answer wins; its connection becomes
-        the current one; the other attempts are abandoned in the background."""
+        """Like `_run` on the lease channel, but racing a new attempt on a fresh
+        connection every `every` seconds until one answers. The first answer wins; its
+        connection becomes the channel's; the other attempts are abandoned in the
+        background."""
         if self._closed:
             raise LeaseUnavailable(f"{what}: lease store closed")
+        channel = self._lease
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
         running: dict[asyncio.Task[T], list[Conn]] = {}
@@ -525,16 +529,19 @@ class PostgresLeaseStore:
             used: list[Conn] = []
 
             async def attempt() -> T:
-                conn = await (self._open() if fresh else self._connection())
-                used.append(conn)
-                self._count(what)
-                return await op(conn)
+                if fresh:  # a connection of its own: nobody else can use it
+                    conn = await self._open()
+                    used.append(conn)
+                    return await self._attempt(what, op, conn, channel)
+                async with channel.borrow() as conn:
+                    used.append(conn)
+                    return await self._attempt(what, op, conn, channel)
 
             running[asyncio.ensure_future(attempt())] = used
 
         def abandon_all() -> None:
             for task, used in running.items():
-                conn = self._forget(used[0]) if used else None
+                conn = channel.forget(used[0]) if used else None
                 self._bounded.abandon(task, conn)
             running.clear()
 
@@ -566,11 +573,11 @@ class PostgresLeaseStore:
                             # Adopt the connection that answered. The previous one is
                             # either gone already or in a losing attempt, which
                             # abandon_all() reaps and closes.
-                            self._conn = used[0]
+                            channel.adopt(used[0])
                         abandon_all()
                         return task.result()
                     if used:
-                        self._drop(used[0])
+                        channel.drop(used[0])
                     if isinstance(error, psycopg.Error | OSError):
                         last_error = self._unavailable(what, error)
                     elif isinstance(error, LeaseUnavailable):

@@ -872,6 +872,35 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_lease.py::"
          "test_a_failing_call_does_not_break_calls_sharing_its_connection",),
     ),
+    # ------------------------------------------------------------ one conversation per concern
+    Mutant(
+        "lease_statements_share_the_side_connection",
+        "lease statements run on a connection of their own, never behind a side operation",
+        "supervisor/lease/store.py",
+        '        self._side = Channel("side", self._open, self._bounded, single_statements=False)\n',
+        "        self._side = self._lease\n",
+        ("tests/test_lease_channels.py::test_a_lease_statement_never_waits_for_a_side_operation",),
+    ),
+    Mutant(
+        "channel_lent_to_two_operations",
+        "a channel lends its connection to one operation at a time (a transaction of one is "
+        "never shared with a statement of another)",
+        "supervisor/lease/channel.py",
+        "            await busy.acquire()\n",
+        "            await busy.acquire()\n            busy.release()\n",
+        ("tests/test_lease_channels.py::test_side_operations_do_not_share_a_connection_either",
+         "tests/test_lease_channels.py::"
+         "test_a_renewal_is_committed_when_a_side_transaction_rolls_back"),
+    ),
+    Mutant(
+        "lease_statement_counted_inside_a_transaction",
+        "a lease statement whose connection is not idle afterwards has failed (not committed)",
+        "supervisor/lease/store.py",
+        "        channel.check_idle(conn, what)\n",
+        "",
+        ("tests/test_lease_channels.py::"
+         "test_a_lease_statement_left_inside_a_transaction_has_failed",),
+    ),
     Mutant(
         "reaper_kills_reused_numbers",
         "harness: a test's teardown never kills a process that reused a number it recorded",

@@ -1,0 +1,110 @@
+"""A channel: one conversation with the database, lent to one operation at a time.
+
+A psycopg `AsyncConnection` serialises single statements (its `lock`), not
+transactions: `conn.transaction()` holds that lock only for BEGIN and COMMIT, so a
+statement another task sends in between runs *inside* the open transaction and is
+rolled back with it. A renewal that ran there would be reported as done while the
+database undid it. So the store never shares a connection between operations: a
+`Channel` lends its connection to one operation for the operation's whole length
+(`borrow()`), and the store keeps separate channels for separate concerns (the
+lease statements on one, everything that needs a transaction on another; see
+`supervisor.lease.store`).
+
+A channel's connection is opened on demand and replaced when it breaks or when an
+operation that used it is abandoned (`forget`): a connection whose operation timed
+out is never lent again, whatever state it was left in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from psycopg.pq import TransactionStatus
+
+from supervisor.lease.bounded import Bounded, Conn
+from supervisor.lease.model import LeaseUnavailable
+
+
+class Channel:
+    """One connection at a time for `name`, opened by `open_connection`.
+
+    `single_statements`: the channel carries only single autocommitted statements; an
+    operation that leaves the connection anywhere but idle (inside a transaction, a
+    failed one, or in an unknown state) has failed, and the connection is dropped.
+    """
+
+    def __init__(self, name: str, open_connection: Callable[[], Awaitable[Conn]],
+                 bounded: Bounded, *, single_statements: bool) -> None:
+        self.name = name
+        self.single_statements = single_statements
+        self._open = open_connection
+        self._bounded = bounded
+        self._conn: Conn | None = None
+        self._busy: asyncio.Lock | None = None  # held by the operation using `_conn`
+        self._connect_lock = asyncio.Lock()
+        self.closed = False
+
+    @asynccontextmanager
+    async def borrow(self) -> AsyncIterator[Conn]:
+        """The channel's connection, for this operation alone until the block ends."""
+        while True:
+            conn, busy = await self._current()
+            await busy.acquire()
+            if conn is self._conn and not (conn.closed or conn.broken):
+                break
+            busy.release()  # replaced while we queued: take the new one
+        try:
+            yield conn
+        finally:
+            busy.release()
+
+    def check_idle(self, conn: Conn, what: str) -> None:
+        """On a single-statement channel: raise `LeaseUnavailable` (and drop `conn`)
+        unless `conn` is idle, i.e. the statement that just ran was committed."""
+        if not self.single_statements:
+            return
+        status = conn.info.transaction_status
+        if status != TransactionStatus.IDLE:
+            self.drop(conn)
+            raise LeaseUnavailable(
+                f"{what}: the {self.name} connection was left {status.name} after the "
+                "statement (a lease statement must run alone, autocommitted): not counted")
+
+    def adopt(self, conn: Conn) -> None:
+        """Make `conn` (opened by the caller, used by nobody else) the current one; the
+        previous one is closed in the background once its user is done."""
+        old = self._conn
+        if old is conn:
+            return
+        self._conn, self._busy = conn, asyncio.Lock()
+        if old is not None:
+            self._bounded.close_in_background(old)
+
+    def forget(self, conn: Conn | None) -> Conn | None:
+        """Stop lending `conn` (if it is still the current one); returns it."""
+        if conn is not None and self._conn is conn:
+            self._conn, self._busy = None, None
+        return conn
+
+    def drop(self, conn: Conn | None) -> None:
+        """Forget `conn` and close it in the background."""
+        self._bounded.close_in_background(self.forget(conn))
+
+    def close(self) -> None:
+        self.closed = True
+        self.drop(self._conn)
+
+    async def _current(self) -> tuple[Conn, asyncio.Lock]:
+        async with self._connect_lock:
+            conn, busy = self._conn, self._busy
+            if conn is None or busy is None or conn.closed or conn.broken:
+                self._conn, self._busy = None, None
+                conn = await self._open()
+                if self.closed:
+                    self._bounded.close_in_background(conn)
+                    raise LeaseUnavailable(f"{self.name}: lease store closed")
+                busy = asyncio.Lock()
+                self._conn, self._busy = conn, busy
+            return conn, busy
