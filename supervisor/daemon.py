@@ -463,35 +463,63 @@ class Daemon:
             await asyncio.sleep(shareddirs.PROBE_EVERY)
 
     async def _prepare_corda_guard(self, epoch: int) -> None:
-        """Make Corda's own guard row takeable before our node starts (bounded; a
-        failure only means the node waits Corda's waitInterval out itself)."""
+        """Make Corda's own guard row takeable before our node starts, only when the old
+        node provably cannot act: the database fence of this acquisition completed.
+        Otherwise leave the row alone and say how long Corda's guard will make our node
+        wait (`cordaguard`). Bounded; a failure only means the node waits Corda's
+        waitInterval out itself."""
         store = self.store
         if not isinstance(store, PostgresLeaseStore) or self._corda_guard_off:
             return
+        timeout = self.config.database.operation_timeout
         try:
-            outcome = await store.prepare_corda_guard(epoch, self.config.database.operation_timeout)
+            if self.db_fence is None or not self.db_fence.fenced(epoch):
+                await self._corda_row_left_alone(store, epoch, timeout)
+                return
+            outcome = await store.prepare_corda_guard(epoch, timeout)
         except LeaseUnavailable as e:
             if e.sqlstate == "42501":
                 self._corda_guard_off = True
                 log.warning("corda_guard_untouchable", error=str(e),
-                            message="cannot update Corda's node_mutual_exclusion row (no "
-                                    "privilege): a node started after a failover or handover "
-                                    "waits Corda's waitInterval out; see "
+                            message="cannot read or update Corda's node_mutual_exclusion "
+                                    "row (no privilege): a node started after a failover or "
+                                    "handover waits Corda's waitInterval out; see "
                                     "`corda-ha-supervisor schema`")
             else:
                 log.warning("corda_guard_not_prepared", error=str(e), epoch=epoch)
             return
         if outcome == "absent":
-            self._corda_guard_off = True
-            log.info("corda_guard_absent",
-                     message="no node_mutual_exclusion table next to the lease: nothing to "
-                             "prepare (Corda's guard is off or lives in another database)")
+            self._corda_guard_absent()
         elif outcome == "made_takeable":
             log.info("corda_guard_made_takeable", epoch=epoch)
         elif outcome in ("changed", "not_holder"):
             log.warning("corda_guard_left_alone", outcome=outcome, epoch=epoch)
         else:  # own, takeable, no_row: Corda's guard lets our node in as it is
             log.debug("corda_guard_ready", outcome=outcome, epoch=epoch)
+
+    async def _corda_row_left_alone(self, store: PostgresLeaseStore, epoch: int,
+                                    timeout: float) -> None:
+        """No completed database fence: Corda's row is only looked at."""
+        outcome, holder, age = await store.look_at_corda_row(timeout)
+        if outcome == "absent":
+            self._corda_guard_absent()
+        elif outcome == "fresh" and age is not None:
+            wait = max(0.0, self.timing.wait_interval - age)
+            log.warning("corda_guard_left_alone", outcome="not_fenced", epoch=epoch,
+                        holder=holder, age=round(age, 3), wait=round(wait, 3),
+                        message=f"Corda's lock row names {holder!r} and is {age:.1f} s old; "
+                                "without a completed database fence the old node may still "
+                                "run, so the row is left to Corda's own guard: our node "
+                                f"cannot become master for about {wait:.1f} s more (it "
+                                "exits 1 and is restarted until then)")
+        else:
+            log.debug("corda_guard_ready", outcome=outcome, epoch=epoch)
+
+    def _corda_guard_absent(self) -> None:
+        self._corda_guard_off = True
+        log.info("corda_guard_absent",
+                 message="no node_mutual_exclusion table next to the lease: nothing to "
+                         "prepare (Corda's guard is off or lives in another database)")
 
     def _node_output(self, stream: str, line: str) -> None:
         if self._readiness is not None:

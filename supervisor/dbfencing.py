@@ -47,6 +47,7 @@ class DatabaseFencer:
         self.sql = dbfence.FenceSql(db.schema, db.table)
         self.problem: str | None = NOT_CHECKED
         self.last_fence: dict[str, Any] | None = None
+        self._fenced_epoch: int | None = None  # the epoch whose fence completed last
 
     def initial_event(self) -> FencingChecked:
         """What the core knows before the first check."""
@@ -76,6 +77,7 @@ class DatabaseFencer:
     async def fence(self, epoch: int) -> str | None:
         """Fence for `epoch` before the node starts: None when the node may start (fenced,
         or fencing not required), else why not. Logs the outcome."""
+        self._fenced_epoch = None
         try:
             result = await dbfence.fence_database(
                 self.store.call, self.sql, lease=self.store.lease_name, epoch=epoch,
@@ -90,6 +92,7 @@ class DatabaseFencer:
             log.error("database_fence_failed", epoch=epoch, error=str(e),
                       message="starting the node unfenced (fencing.required = false)")
             return None
+        self._fenced_epoch = epoch
         roles = {r.role: r.action for r in result.roles}
         self.last_fence = {"epoch": epoch, "ok": True, "roles": roles,
                            "sessions_ended": result.sessions_ended}
@@ -97,6 +100,11 @@ class DatabaseFencer:
                  sessions_ended=result.sessions_ended, calls=result.passes,
                  seconds=round(result.seconds, 3))
         return None
+
+    def fenced(self, epoch: int) -> bool:
+        """A fence for `epoch` completed in this process: every other node role locked out,
+        none of its sessions left. Only then may Corda's own guard row be touched."""
+        return self._fenced_epoch == epoch
 
     def status(self) -> dict[str, Any]:
         """For /status: the node role, whether fencing works, the last fence."""

@@ -35,6 +35,7 @@ import psutil
 
 from supervisor import cgroup as cgroups
 from supervisor.fencing import node_key
+from tests import renewal_audit
 from tests.nodescan import scan_nodes
 from tests.proc import wait_until
 
@@ -430,6 +431,10 @@ class Cluster:
         self.dsn = dsn
         self.lease_name = lease_name
         self.hosts: list[Host] = []
+        # where the lease writes are audited (tests/renewal_audit.py): every server
+        # that may have answered the lease statements; None: the owner checks it
+        # itself (the chaos suite, episode by episode)
+        self.audit_dsns: list[str] | None = [dsn]
 
     def add(self, name: str, node_args: list[str] | None = None, **kw: Any) -> Host:
         kw.setdefault("dsn", self.dsn)
@@ -496,6 +501,19 @@ class Cluster:
             assert not left, f"{host.name}: processes survived teardown: {left}"
         for host in self.hosts:
             remove_node_cgroups(host)
+        self.assert_renewals_committed()
+
+    def assert_renewals_committed(self) -> None:
+        """The invariant of every end-to-end run: each acquisition and renewal a
+        supervisor acted on was committed (tests/renewal_audit.py)."""
+        if self.audit_dsns is None:
+            return
+        lost: list[str] = []
+        for lease in {h.lease_name for h in self.hosts}:
+            lost += renewal_audit.violations(
+                self.audit_dsns, lease,
+                {h.name: list(h.lines) for h in self.hosts if h.lease_name == lease})
+        assert not lost, f"lease writes acted on but not committed: {lost[:5]}"
 
 
     def _stop_gracefully(self, timeout: float = 10.0) -> None:

@@ -65,6 +65,15 @@ def assert_corda_row_prepared(host: CordaHost, since: int = 0) -> None:
                                          "corda_guard_ready"), prepared
 
 
+def assert_corda_row_left_to_corda(host: CordaHost, since: int = 0) -> None:
+    """Without database fencing, the holder never set Corda's row back: it found it
+    takeable already, or left it to Corda's own guard (saying how long it would wait)."""
+    seen = [e for e in host.lines[since:] if str(e.get("event", "")).startswith("corda_guard_")]
+    assert seen, f"{host.name}: Corda's row not looked at"
+    assert not [e for e in seen if e["event"] == "corda_guard_made_takeable"], seen
+    assert seen[-1]["event"] in ("corda_guard_left_alone", "corda_guard_ready"), seen
+
+
 def add_corda_host(c: Cluster, name: str, schema: str, *, node_dsn: str | None = None,
                    update_ms: int = 500, wait_ms: int = 2000, **kw: Any) -> CordaHost:
     """A host `name` of `c` with its node.conf (machineName = name, U = `update_ms`,

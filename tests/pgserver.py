@@ -58,6 +58,8 @@ import psutil
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from tests import renewal_audit
+
 ENV_DSN = "CORDA_HA_TEST_DSN"
 ENV_BINDIR = "CORDA_HA_PG_BINDIR"
 INSTALL_HINT = (
@@ -254,6 +256,7 @@ class PgServer:
         if dsn:
             server = cls(dsn)
             server._running = True
+            server.audit_renewals()
             return server
         bindir = find_bindir()
         if bindir is None:
@@ -279,6 +282,7 @@ class PgServer:
             server.start()
             server.execute(f"CREATE ROLE {cls.password_user} LOGIN PASSWORD '{cls.password}'")
             server.execute(f"GRANT CREATE ON DATABASE postgres TO {cls.password_user}")
+            server.audit_renewals()
         except BaseException:
             server.destroy()
             raise
@@ -352,6 +356,11 @@ class PgServer:
         self._running = False
         shutil.rmtree(self._basedir, ignore_errors=True)
         self._basedir = None
+
+    def audit_renewals(self) -> None:
+        """Audit every lease write in this database (tests/renewal_audit.py)."""
+        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
+            renewal_audit.install(conn)
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run one statement as the superuser (autocommit); rows or []."""

@@ -4,6 +4,8 @@ clock (see tests/test_core.py for the Driver); U = 0.5, W = 2, M = 0.2, S = G = 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from supervisor import core
@@ -180,3 +182,51 @@ def test_no_restart_after_the_term_deadline() -> None:
     acts = d.tick_to(kill_at)
     assert not of(StartNode, acts)
     assert d.state.epoch is None and d.state.state is State.STANDBY
+
+
+def test_a_crash_loop_counts_every_crash_whatever_its_runtime() -> None:
+    """resetAfter resets the backoff, never the crash count: with resetAfter = 1 s, a node
+    that dies after every 2 s run still ends in a crash loop within the window and the
+    lease goes to the other host. (Counting only short runs, it kept the lease for ever.)"""
+    timing = dataclasses.replace(TIMING, reset_after=1.0, crash_window=60.0, max_crashes=4)
+    state = core.initial_state(lease_enabled=True)
+    now = 0.0
+    log: list[Action] = []
+
+    def feed(event: core.Event) -> list[Action]:
+        nonlocal state
+        state, actions = core.step(state, event, now, timing)
+        log.extend(actions)
+        return actions
+
+    def run_until(t: float) -> None:
+        """Answer every renewal and start promptly, up to `t`."""
+        nonlocal now
+        while (wake := core.next_wakeup(state, timing)) is not None and wake <= t:
+            now = max(now, wake)
+            for a in feed(core.Tick()):
+                if isinstance(a, RenewLease):
+                    feed(LeaseRenewed(sent_at=now, handover_requested=False))
+                if isinstance(a, StartNode):
+                    feed(core.NodeStarted(pid=300))
+        now = t
+
+    feed(core.Begin())
+    feed(core.LeaseObserved(version=core.SeenVersion(0, None, None), free=True, expired=False,
+                            holder=None, mine=False, exists=False, server="s"))
+    feed(core.LeaseAcquired(epoch=7, sent_at=0.0))
+    feed(core.NodeStarted(pid=300))
+    for crash in range(1, timing.max_crashes + 1):
+        run_until(now + 2.0)
+        acts = feed(NodeExited(3, None, 2.0))
+        if crash < timing.max_crashes:
+            assert state.state is State.BACKOFF and "crash_loop" not in events(acts)
+            run_until(state.restart_at or now)
+            assert state.state is State.ACTIVE, f"restart after crash {crash}"
+    assert "crash_loop" in events(acts), "four crashes in a minute are a crash loop"
+    run_until(now + 0.1)
+    assert any(isinstance(a, ReleaseLease) and a.epoch == 7 for a in log)
+
+
+def events(actions: list[Action]) -> list[str]:
+    return [a.event for a in actions if isinstance(a, core.Log)]

@@ -32,6 +32,7 @@ import psutil
 import pytest
 from structlog.testing import capture_logs
 
+from supervisor import core
 from supervisor.config import Config, load_config
 from supervisor.daemon import CALL_GRACE, Daemon
 from supervisor.identity import Identity, ProcessRef
@@ -400,6 +401,32 @@ def test_acquire_names_the_watched_server(
             await r.node_up()
             (_, args), = r.store.calls["acquire"]
             assert args["server"] == "10.1.1.1:5432 up since 7"
+            r.daemon.events.put_nowait(ShutdownRequested("SIGTERM"))
+            assert await r.exit_code(10) == 0
+        finally:
+            await r.close()
+    run(body())
+
+
+def test_an_acquisition_counts_from_when_it_was_sent(
+        reaper: Reaper, tmp_path: Path, logs: list[dict[str, Any]]) -> None:
+    """An acquire answered 0.3 s late: its t (and so the node's kill deadline) is the
+    time the call was sent, not the answer. Taken at the answer, a late answer moved the
+    kill deadline past what the row allows (the row's expiry counts from its write)."""
+    async def slow(n: int) -> None:
+        await asyncio.sleep(0.3)
+
+    async def body() -> None:
+        r = await started(make_config(tmp_path), reaper, logs,
+                          lambda r: r.store.hooks.__setitem__("acquire", slow))
+        try:
+            await r.until(lambda: r.daemon.state.epoch is not None, 10, "the acquisition")
+            deadline = core.kill_deadline(r.daemon.state, r.daemon.timing)  # before renewals
+            ((called, _),) = r.store.calls["acquire"]
+            assert deadline is not None and deadline <= called + W - M, (deadline, called)
+            (acquired,) = r.events("lease_acquired")
+            assert called - 0.05 <= acquired["sent_at"] <= called, (acquired, called)
+            await r.node_up()
             r.daemon.events.put_nowait(ShutdownRequested("SIGTERM"))
             assert await r.exit_code(10) == 0
         finally:

@@ -45,7 +45,7 @@ from supervisor.identity import Identity, ProcessRef
 from supervisor.lease import members as member_rows
 from supervisor.lease.bounded import Bounded, Conn, connect_kwargs, scrub
 from supervisor.lease.channel import Channel
-from supervisor.lease.cordaguard import CORDA_TABLE, make_takeable
+from supervisor.lease.cordaguard import CORDA_TABLE, look, make_takeable
 from supervisor.lease.members import MEMBER_INTERVAL, Member, MemberRow, MemberSql
 from supervisor.lease.model import (
     LeaseSnapshot,
@@ -423,11 +423,11 @@ class PostgresLeaseStore:
         return await self._run("history", op, timeout, self._side)
 
     async def prepare_corda_guard(self, epoch: int, timeout: float) -> str:
-        """Make Corda's own guard row takeable for our node (see `cordaguard`); what was
-        found or done, "absent" when Corda's table does not exist here. Bounded by
-        `timeout`; raises `LeaseUnavailable` (sqlstate 42501: no privilege)."""
-        table = (sql.Identifier(self._db.schema, CORDA_TABLE) if self._db.schema
-                 else sql.Identifier(CORDA_TABLE))
+        """Make Corda's own guard row takeable for our node (see `cordaguard`: only once
+        the database fence of `epoch` completed); what was found or done, "absent" when
+        Corda's table does not exist here. Bounded by `timeout`; raises
+        `LeaseUnavailable` (sqlstate 42501: no privilege)."""
+        table = self._corda_table()
 
         async def op(conn: Conn) -> str:
             try:
@@ -439,6 +439,23 @@ class PostgresLeaseStore:
                 return "absent"
 
         return await self._run("corda_guard", op, timeout, self._side)
+
+    async def look_at_corda_row(self, timeout: float) -> tuple[str, str | None, float | None]:
+        """Corda's own guard row, changing nothing (see `cordaguard.look`): ("absent",
+        None, None) when Corda's table does not exist here. Raises `LeaseUnavailable`."""
+
+        async def op(conn: Conn) -> tuple[str, str | None, float | None]:
+            try:
+                return await look(conn, self._corda_table(), machine_name=self.identity
+                                  .machine_name, wait_interval=self.wait_interval)
+            except psycopg.errors.UndefinedTable:
+                return "absent", None, None
+
+        return await self._run("corda_guard", op, timeout, self._side)
+
+    def _corda_table(self) -> sql.Identifier:
+        return (sql.Identifier(self._db.schema, CORDA_TABLE) if self._db.schema
+                else sql.Identifier(CORDA_TABLE))
 
     async def call(self, what: str, op: Callable[[Conn], Awaitable[T]], timeout: float) -> T:
         """Run `op` on the side connection (never on the lease statements' own), bounded

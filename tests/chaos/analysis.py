@@ -178,11 +178,15 @@ def analyse(index: int, inj: Injected, begin: float, end: float, records: list[R
             active_before: tuple[str, int] | None, *, profile: Profile,
             load: LoadFigures, renewals: Mapping[str, Sequence[float]] | None = None,
             acquisitions: Mapping[str, Sequence[float]] | None = None,
+            committed: Mapping[str, Mapping[int, Sequence[float]]] | None = None,
             ) -> tuple[EpisodeResult, list[Violation], dict[str, Any]]:
     """Check one episode. `renewals` and `acquisitions`: per host, the send times of
     the successful renewals and acquisitions (renewals include the acquisitions)
-    its supervisor logged. Returns the checker's result (overlaps limited to this
-    episode, frozen-VM ones included), the violations, and figures."""
+    its supervisor logged. `committed`: per host and epoch, the send times of those
+    of them the database audit shows committed (tests/chaos/durability.py); with it,
+    every node run is held to the lease they gave it. Returns the checker's result
+    (overlaps limited to this episode, frozen-VM ones included), the violations,
+    and figures."""
     p = profile
     runs = checker.build_runs(records)
     ovs = [o for o in checker.overlaps(runs) if o.end > begin]
@@ -224,6 +228,8 @@ def analyse(index: int, inj: Injected, begin: float, end: float, records: list[R
             c.add("expectation", f"a node ran while the database was unreachable for "
                                  f"everyone: {up[:3]}", up[0][0], invariant=False)
     _holder_lost(c, runs, p, load, renewals or {}, acquisitions or {})
+    if committed is not None:
+        _lease_covers_runs(c, runs, committed, p.W, begin)
     for q in inj.quiet:
         for r in runs:
             if r.host != q.exempt and q.start <= r.first < q.end:
@@ -235,6 +241,35 @@ def analyse(index: int, inj: Injected, begin: float, end: float, records: list[R
     c.figures.update(frozen_overlap_ms=[round(o.duration_ms, 1) for o in frozen],
                      longest_gap_s=round(gap_s, 3), gap_limit_s=round(gap_limit, 3))
     return result, c.violations, c.figures
+
+
+def uncovered(run: NodeRun, sent: Sequence[float], w: float) -> list[tuple[float, float]]:
+    """The parts of `run`'s alive set that no committed write of its epoch covers: a
+    write sent at `s` lets the node run in [s, s + W) and not a moment longer."""
+    cover = checker.merge_intervals((s, s + w) for s in sent)
+    return [g for seg in run.segments for g in complement([seg], cover) if g[1] > g[0]]
+
+
+def _lease_covers_runs(c: _Check, runs: Sequence[NodeRun],
+                       committed: Mapping[str, Mapping[int, Sequence[float]]], w: float,
+                       begin: float) -> None:
+    """The row never expires while its holder's node runs: every moment a node of epoch
+    E runs lies within W of a committed write of E by its host (its acquisition or a
+    renewal). A frozen host's node running on after its lease (`allowed_overlap`) is
+    the one case the database fence, not the lease, answers for."""
+    allowed = c.inj.allowed_overlap
+    for r in runs:
+        if r.epoch is None or r.alive_until <= begin:
+            continue
+        sent = committed.get(r.host, {}).get(r.epoch, [])
+        for a, b in uncovered(r, sent, w):
+            if allowed is not None and r.host == allowed[0] and allowed[1] <= a <= allowed[2]:
+                continue
+            c.add("outlived its lease",
+                  f"{r.key} ran {b - a:.3f}s with no committed write of epoch {r.epoch} "
+                  f"within W = {w:g}s before (from {a - c.inj.start:+.3f}s after the fault)",
+                  a)
+            break
 
 
 def availability_ratio(result: EpisodeResult) -> float | None:

@@ -85,6 +85,7 @@ class ChaosDb:
         self.replication: FaultProxy | None = None
         self.retired: list[PgServer] = []  # old primaries after a promotion
         self.failovers = 0
+        self.promoted_at: list[float] = []  # monotonic times of the promotions
         if with_replica:
             self.replication = FaultProxy(primary.host, primary.port)
             self.slots[1] = primary.create_replica(
@@ -132,6 +133,7 @@ class ChaosDb:
         if replica is None:
             raise RuntimeError("no replica to promote")
         old = self.server
+        self.promoted_at.append(time.monotonic())  # writes sent before may be lost
         old.stop("immediate")
         self.slots[self.primary_slot] = None  # never started again (two primaries)
         self.retired.append(old)

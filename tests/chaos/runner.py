@@ -51,6 +51,7 @@ import psycopg
 
 from tests.chaos.analysis import EpisodeReport, Violation, analyse, availability_ratio
 from tests.chaos.db import ChaosDb, HostLink
+from tests.chaos.durability import Committed, Durability, Write
 from tests.chaos.episode import Injected, role
 from tests.chaos.faults import catalog
 from tests.chaos.load import LoadMonitor
@@ -203,6 +204,7 @@ class ChaosCluster:
                                       fencing=self.writes_mode == "fenced")
             self.writes.set_up()
         self.cluster = Cluster(self.root, self.db.dsn, self.lease_name)
+        self.cluster.audit_dsns = None  # checked episode by episode (ChaosRun.episode)
         for name in "abc"[: self.n_hosts]:
             link = self.db.link()
             self.proxies[name] = link
@@ -490,6 +492,7 @@ class ChaosRun:
         self.log = log
         self.catalog = catalog(profile, short_cut_max)
         self.ch = ChaosCluster(root, hosts, log, profile, replica=replica, writes=writes)
+        self.durability = Durability(self.ch.lease_name)
         self.reports: list[EpisodeReport] = []
         self.orphans: list[str] = []
         self.setup_s = 0.0
@@ -578,10 +581,15 @@ class ChaosRun:
         end = time.monotonic()
         records = [r for t in ch.tails.values() for r in t.between(begin - 1.0, end)]
         figures_load = load.window(begin, end)
+        lost, committed = self.committed_writes()
         result, violations, figures = analyse(
             index, inj, begin, end, records, before, profile=self.profile, load=figures_load,
             renewals={h.name: ch.renewals(h) for h in ch.hosts},
-            acquisitions={h.name: ch.acquisitions(h) for h in ch.hosts})
+            acquisitions={h.name: ch.acquisitions(h) for h in ch.hosts}, committed=committed)
+        violations += [Violation(index, kind, "uncommitted write",
+                                 f"acted on but never committed: {w}", w.sent_at)
+                       for w in lost]
+        figures["writes_unverifiable"] = self.durability.unverifiable
         self.count_late_writes(index, kind, end, violations, figures)
         if new_active is None:
             violations.append(Violation(index, kind, "unstable",
@@ -614,6 +622,24 @@ class ChaosRun:
         if new_active is None:
             ch.heal_all()
         return rep, new_active
+
+    def committed_writes(self) -> tuple[list[Write], Committed]:
+        """The renewal-durability check (tests/chaos/durability.py) against the current
+        primary's audit; retried once on a connection error (a server just restarted)."""
+        ch = self.ch
+        lines = {}
+        for h in ch.hosts:
+            with h.cond:
+                lines[h.name] = list(h.lines)
+        for attempt in (1, 2):
+            try:
+                return self.durability.check(ch.db.dsn, lines, ch.db.promoted_at)
+            except psycopg.Error as e:
+                if attempt == 2:
+                    raise
+                self.log(f"  ! audit not read ({e}); again after the database is up")
+                ch.db.ensure_up()
+        raise AssertionError("unreachable")
 
     def count_late_writes(self, index: int, kind: str, at: float,
                           violations: list[Violation], figures: dict[str, Any]) -> None:

@@ -877,7 +877,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "lease_statements_share_the_side_connection",
         "lease statements run on a connection of their own, never behind a side operation",
         "supervisor/lease/store.py",
-        '        self._side = Channel("side", self._open, self._bounded, single_statements=False)\n',
+        '        self._side = Channel("side", self._open, self._bounded, '
+        'single_statements=False)\n',
         "        self._side = self._lease\n",
         ("tests/test_lease_channels.py::test_a_lease_statement_never_waits_for_a_side_operation",),
     ),
@@ -900,6 +901,86 @@ MUTANTS: tuple[Mutant, ...] = (
         "",
         ("tests/test_lease_channels.py::"
          "test_a_lease_statement_left_inside_a_transaction_has_failed",),
+    ),
+    Mutant(
+        "renewal_audit_blind",
+        "harness: the renewal-durability check reports a logged write the audit lacks",
+        "tests/renewal_audit.py",
+        "            if (instance, epoch, at) not in committed]\n",
+        "            if False]\n",
+        ("tests/test_renewal_audit.py::"
+         "test_committed_writes_pass_and_rolled_back_ones_are_reported",),
+    ),
+    Mutant(
+        "renewal_audit_misses_new_tables",
+        "harness: a lease table created after the audit was installed is audited too",
+        "tests/renewal_audit.py",
+        "CREATE EVENT TRIGGER {audit}_new_tables ON ddl_command_end WHEN TAG IN ('CREATE TABLE')\n"
+        "    EXECUTE FUNCTION public.{audit}_new_tables();\n",
+        "",
+        ("tests/test_renewal_audit.py::"
+         "test_a_lease_table_a_least_privilege_role_creates_is_audited",),
+    ),
+    Mutant(
+        "chaos_durability_blind",
+        "harness: the chaos suite reports a write a supervisor acted on that was never "
+        "committed",
+        "tests/chaos/durability.py",
+        "                found = (w.instance, w.epoch, w.renewed_at) in audit\n",
+        "                found = True\n",
+        ("tests/chaos/test_durability.py::"
+         "test_writes_acted_on_but_not_committed_are_found_once",),
+    ),
+    Mutant(
+        "chaos_lease_cover_too_long",
+        "harness: a committed write covers its node for W, not a moment longer",
+        "tests/chaos/analysis.py",
+        "    cover = checker.merge_intervals((s, s + w) for s in sent)\n",
+        "    cover = checker.merge_intervals((s, s + 2 * w) for s in sent)\n",
+        ("tests/chaos/test_durability.py::"
+         "test_a_run_is_covered_only_within_w_of_a_committed_write",),
+    ),
+    # ------------------------------------------------------------ rules an audit broke
+    Mutant(
+        "acquisition_timed_at_the_answer",
+        "an acquisition's t is when the acquire was sent, in the daemon too (a late answer "
+        "must not move the kill deadline past what the row allows)",
+        DAEMON,
+        "                return LeaseAcquired(epoch=epoch, sent_at=sent_at)\n",
+        "                return LeaseAcquired(epoch=epoch, sent_at=self.clock())\n",
+        ("tests/test_daemon_inproc.py::test_an_acquisition_counts_from_when_it_was_sent",),
+    ),
+    Mutant(
+        "release_without_its_epoch",
+        "a release carries its epoch: a late release of an old epoch frees nothing",
+        SQL,
+        "                   WHERE lease_name = %(name)s AND instance = %(instance)s\n"
+        "                     AND epoch = %(epoch)s\n"
+        "                   RETURNING lease_name)",
+        "                   WHERE lease_name = %(name)s AND instance = %(instance)s\n"
+        "                   RETURNING lease_name)",
+        ("tests/test_lease_epochs.py::test_a_late_release_of_an_old_epoch_frees_nothing",),
+    ),
+    Mutant(
+        "crash_loop_forgets_long_runs",
+        "a crash loop counts every crash in the window, whatever the node's runtime",
+        LIFECYCLE,
+        "            s.consecutive_crashes = 0\n        s.consecutive_crashes += 1\n",
+        "            s.consecutive_crashes = 0\n            s.crash_times = ()\n"
+        "        s.consecutive_crashes += 1\n",
+        ("tests/test_core_deadlines.py::"
+         "test_a_crash_loop_counts_every_crash_whatever_its_runtime",),
+    ),
+    Mutant(
+        "corda_row_rewritten_without_a_fence",
+        "Corda's lock row is set back only after this acquisition's database fence completed",
+        DAEMON,
+        "            if self.db_fence is None or not self.db_fence.fenced(epoch):\n",
+        "            if False:\n",
+        ("tests/test_corda_guard.py::"
+         "test_without_a_database_fence_cordas_row_is_left_alone",
+         "tests/test_corda_guard.py::"
+         "test_a_frozen_hosts_node_that_keeps_its_row_fresh_keeps_the_new_node_out"),
     ),
     Mutant(
         "reaper_kills_reused_numbers",
