@@ -332,8 +332,9 @@ def default_sweep(fence: NodeFence) -> SweepFunction:
 
 
 def marker_sweep(key: str) -> SweepFunction:
-    """The environment-marker half of the sweep alone (a run without a cgroup)."""
-    return lambda abandoned: sweep_stale_nodes(key, None, abandoned)
+    """The environment-marker half of the sweep alone (a run without a cgroup); one
+    round waits KILL_WAIT for what it killed."""
+    return lambda abandoned: sweep_stale_nodes(key, None, abandoned, timeout=KILL_WAIT)
 
 
 async def sweep_at_startup(fence: NodeFence, sweep: SweepFunction | None = None) -> Swept | None:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import pytest
 
 from supervisor import cgroup as cgroups
+from supervisor import fencing, node
 from supervisor.config import NodeConfig
 from supervisor.fencing import (
     NODE_KEY_ENV,
@@ -234,7 +235,11 @@ async def _exit_waits_for_a_frozen_child(proc: NodeProcess, child: int) -> None:
     print(f"exit reported {took * 1000:.0f} ms after the survivor could die")
 
 
-def test_a_child_that_survives_sigkill_holds_the_exit(reaper: Reaper, tmp_path: Path) -> None:
+def test_a_child_that_survives_sigkill_holds_the_exit(reaper: Reaper, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """No cgroup: round after round of the marker sweep (0.3 s each here), for as long
+    as it takes."""
+    monkeypatch.setattr(fencing, "KILL_WAIT", 0.3)
     command, pidfile = setsid_node(tmp_path)
     fence = NodeFence(key=node_key("", "m1", str(tmp_path)))
 
@@ -245,9 +250,11 @@ def test_a_child_that_survives_sigkill_holds_the_exit(reaper: Reaper, tmp_path: 
 
 
 def test_with_a_cgroup_a_child_that_survives_sigkill_holds_the_exit(
-        reaper: Reaper, tmp_path: Path, cgroup_parent: str) -> None:
-    """With a cgroup: killed, waited for, killed again, for as long as it takes; the
-    cgroup is removed once empty."""
+        reaper: Reaper, tmp_path: Path, cgroup_parent: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a cgroup: killed, waited for (0.3 s rounds here), killed again, for as long
+    as it takes; the cgroup is removed once empty."""
+    monkeypatch.setattr(node, "CGROUP_EMPTY_TIMEOUT", 0.3)
     command, pidfile = setsid_node(tmp_path)
     fence = NodeFence(key=node_key("", "m1", str(tmp_path)), cgroup_parent=cgroup_parent)
 
