@@ -158,7 +158,7 @@ def test_a_second_run_of_a_running_node_exits_78_and_touches_nothing(pair: Clust
         wait_until(lambda: a.live_nodes() == [node], 5, message="a's node seen")
         mark = a.mark()
         t0 = time.monotonic()
-        second = run_cli("run", "--config", str(a.config_path), timeout=30)
+        second = run_cli("run", "--config", str(a.config_path), timeout=15)
         took = time.monotonic() - t0
         print(f"second run: exit {second.returncode} after {took:.2f} s (interpreter "
               f"starts included): {second.stderr.strip()}")
