@@ -387,7 +387,7 @@ async def sweep_until_clean(key: str, sweep: SweepFunction, timeout: float) -> t
     after ROUND_PAUSE, with an error at most every SURVIVOR_LOG_EVERY s. The pids
     it killed (logged)."""
     killed: list[int] = []
-    nag = _Nag()
+    survivor_log = _Nag()
     rounds = 0
     while True:
         rounds += 1
@@ -400,9 +400,11 @@ async def sweep_until_clean(key: str, sweep: SweepFunction, timeout: float) -> t
             if swept.clean:
                 break
             problem = swept.problem()
-        nag.error("node_run_not_over", key=key, problem=problem, killed=killed, rounds=rounds,
-                  message="processes of the ended node run may be alive: its exit is not "
-                          "reported (the lease is kept) until a sweep finds none")
+        survivor_log.error("node_run_not_over", key=key, problem=problem, killed=killed,
+                           rounds=rounds,
+                           message="processes of the ended node run may be alive: its exit "
+                                   "is not reported (the lease is kept) until a sweep finds "
+                                   "none")
         await asyncio.sleep(ROUND_PAUSE)
     if killed:
         log.warning("node_leftovers_killed", key=key, pids=killed, rounds=rounds,
@@ -424,7 +426,7 @@ async def release_cgroup(path: str, round_timeout: float) -> None:
     is empty, remove it. Never gives up: processes that outlive a round of
     `round_timeout` are killed again and waited for again, with an error at most
     every SURVIVOR_LOG_EVERY s; the run is over only when its cgroup is empty."""
-    nag = _Nag()
+    survivor_log = _Nag()
     while True:
         problem = ""
         try:
@@ -436,10 +438,11 @@ async def release_cgroup(path: str, round_timeout: float) -> None:
             await asyncio.sleep(0.005)
         if not _populated(path):
             break
-        nag.error("node_cgroup_not_empty", cgroup=path, pids=cgroups.procs(path),
-                  problem=problem + f"not empty {round_timeout:g} s after SIGKILL",
-                  message="processes of the ended node run are alive: its exit is not "
-                          "reported (the lease is kept) until its cgroup is empty")
+        survivor_log.error("node_cgroup_not_empty", cgroup=path, pids=cgroups.procs(path),
+                           problem=problem + f"not empty {round_timeout:g} s after SIGKILL",
+                           message="processes of the ended node run are alive: its exit is "
+                                   "not reported (the lease is kept) until its cgroup is "
+                                   "empty")
     try:
         cgroups.remove(path)
     except OSError as exc:

@@ -61,12 +61,15 @@ def take_instance_lock(config: Config) -> str | None:
 
     key = node_key(config.database.lease_name, config.lease.machine_name,
                    config.node.working_directory)
+    log = structlog.get_logger("supervisor.run")
     try:
         _INSTANCE_LOCK.append(instancelock.acquire(config.node.working_directory, key))
     except InstanceLockError as exc:
-        structlog.get_logger("supervisor.run").error(
-            "instance_lock_held" if exc.holder is not None else "instance_lock_failed",
-            holder_pid=exc.holder, lock_file=exc.path, key=key, message=str(exc))
+        if exc.holder is not None:
+            log.error("instance_lock_held", holder_pid=exc.holder, lock_file=exc.path,
+                      key=key, message=str(exc))
+        else:
+            log.error("instance_lock_failed", lock_file=exc.path, key=key, message=str(exc))
         return str(exc)
     return None
 
