@@ -9,11 +9,13 @@ A stop is over when the last process of the run is gone, not its leader: after
 the leader's exit (reported by the guard, or the orphan path) the run's cgroup
 is killed until empty, or, without one, the environment-marker sweep runs round
 after round until it finds nothing of this node; only then does `wait()`
-return, so the daemon keeps (and renews) the lease until then. Nothing here ever blocks the
-event loop: guard commands go through an asyncio write transport (buffered,
-never blocking; a dead guard is ignored), node output and guard events are read
-by asyncio protocols, the stale-node sweep runs in a daemon thread. (cgroupfs
-writes, e.g. ``cgroup.kill``, are made on the loop: in-kernel, they do not block.)
+return, so the daemon keeps (and renews) the lease until then.
+
+Nothing here ever blocks the event loop: guard commands go through an asyncio
+write transport (buffered, never blocking; a dead guard is ignored), node output
+and guard events are read by asyncio protocols, the stale-node sweep runs in a
+daemon thread. (cgroupfs writes, e.g. ``cgroup.kill``, are made on the loop:
+in-kernel, they do not block.)
 
 Two fences. The guard enforces the kill deadline, so the node dies on time even
 if this process is frozen or killed. And this process fences the guard: it holds
@@ -196,8 +198,8 @@ class NodeProcess:
         start failed (then `wait()` returns a NodeExit with `spawn_error` and
         returncode 127; this includes a guard that cannot be executed or says
         nothing within START_TIMEOUT, and a stale-node sweep that did not finish
-        within `fence.sweep_timeout` or was not clean: then no node is started). `kill_deadline`
-        (absolute monotonic) is in force from the first instant; a deadline
+        within `fence.sweep_timeout` or was not clean: then no node is started).
+        `kill_deadline` (absolute monotonic) is in force from the first instant; a deadline
         already past means the node is not started. `on_output(stream, line)`
         gets each node output line ("stdout" / "stderr") without the newline; it
         must not block. `fence` (default: no cgroup, a key from machine_name and
