@@ -4,7 +4,9 @@
   the environment of a process that may be ours is not clean: the node is not
   started. Shown with a fake /proc root (`sweep_stale_nodes(proc_root=...)`: its
   entries name processes this test started, so the SIGKILLs hit nothing else) and
-  with a real survivor (frozen by the cgroup v1 freezer: state D).
+  with a real survivor (frozen by the cgroup v1 freezer: state D). As the service
+  user, this machine's real /proc (with and without hidepid) gives no such reason:
+  other users' processes are not ours to read.
 - After the node's leader exited, `NodeProcess.wait()` returns only once the last
   process of the run is gone: a `setsid` child is killed first (no cgroup: the
   environment-marker sweep, round after round; a cgroup: killed until empty), and
@@ -37,6 +39,7 @@ from supervisor.fencing import (
 from supervisor.node import NodeProcess
 from tests.freezer import frozen, state
 from tests.proc import Reaper, pid_alive, wait_until
+from tests.users import run_as, second_user
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -118,6 +121,27 @@ def test_an_unprivileged_sweep_must_read_the_processes_of_its_own_uid(tmp_path: 
     assert found == [] and sorted(unreadable) == [999_981, 999_983, 999_984]
     found, unreadable = scan_marked(b"K=v", str(root), euid=0)  # root: every one
     assert sorted(unreadable) == [999_981, 999_982, 999_983, 999_984, 999_985]
+
+
+def _sweep_seen_by_the_user(key: str) -> dict[str, Any]:
+    swept = sweep_stale_nodes(key, None, timeout=0.2)
+    return {"clean": swept.clean, "unreadable": list(swept.unreadable),
+            "pids": list(swept.pids)}
+
+
+@pytest.mark.parametrize("hide_proc", [False, True], ids=["proc", "hidepid"])
+def test_an_unprivileged_sweep_of_this_machine_is_clean(reaper: Reaper, tmp_path: Path,
+                                                        hide_proc: bool) -> None:
+    """As the service user (with or without hidepid): root's and others' processes,
+    kernel threads included, are not ours to read; nothing makes the sweep unclean,
+    and a marked process of root's is neither seen nor signalled."""
+    user = second_user()
+    key = node_key("l", "m", str(tmp_path))
+    roots = reaper.spawn_detached(["sleep", "60"], cwd=str(tmp_path),
+                                  env={**os.environ, NODE_KEY_ENV: key})
+    seen = run_as(user, lambda: _sweep_seen_by_the_user(key), hide_proc=hide_proc)
+    assert seen == {"clean": True, "unreadable": [], "pids": []}, seen
+    assert pid_alive(roots)
 
 
 def _start(reaper: Reaper, cwd: Path, command: tuple[str, ...], fence: NodeFence,
