@@ -121,24 +121,27 @@ def cgroup_parent(setting: str, key: str) -> tuple[str | None, str]:
 class Swept:
     """What a sweep did: pids killed, cgroups removed, pids still alive after the
     wait (`left`), pids that may be ours whose environment it could not read
-    (`unreadable`)."""
+    (`unreadable`), cgroups that would not empty (`cgroups_left`)."""
 
     pids: tuple[int, ...] = ()
     cgroups: tuple[str, ...] = ()
     left: tuple[int, ...] = ()
     seconds: float = 0.0
     unreadable: tuple[int, ...] = ()
+    cgroups_left: tuple[str, ...] = ()
 
     @property
     def clean(self) -> bool:
         """Nothing of the node is left, as far as can be seen, and nothing was unseen."""
-        return not self.left and not self.unreadable
+        return not self.left and not self.unreadable and not self.cgroups_left
 
     def problem(self) -> str:
         """Why the sweep is not clean ("" when it is)."""
         parts = []
         if self.left:
             parts.append(f"processes of the node survived SIGKILL: pids {list(self.left)}")
+        if self.cgroups_left:
+            parts.append(f"cgroups of earlier runs did not empty: {list(self.cgroups_left)}")
         if self.unreadable:
             parts.append(f"cannot read the environment of pids {list(self.unreadable)} "
                          "(processes that may belong to the node)")
@@ -168,6 +171,7 @@ def sweep_stale_nodes(key: str, cgroup_parent: str | None,
     pids: list[int] = []
     removed: list[str] = []
     left: list[int] = []
+    full: list[str] = []
     if cgroup_parent is not None:
         for path in cgroups.leftovers(cgroup_parent, key):
             if gone.is_set():
@@ -176,6 +180,7 @@ def sweep_stale_nodes(key: str, cgroup_parent: str | None,
             if cgroups.kill_and_remove(path, timeout):
                 removed.append(path)
             else:
+                full.append(path)
                 left += cgroups.procs(path)
                 log.error("stale_cgroup_not_empty", cgroup=path, pids=cgroups.procs(path))
             pids += inside
@@ -206,7 +211,8 @@ def sweep_stale_nodes(key: str, cgroup_parent: str | None,
         time.sleep(0.01)
     left = [p for p in set(left) if _alive(p, proc_root)]
     return Swept(pids=tuple(pids), cgroups=tuple(removed), left=tuple(sorted(left)),
-                 seconds=time.monotonic() - start, unreadable=tuple(sorted(unreadable)))
+                 seconds=time.monotonic() - start, unreadable=tuple(sorted(unreadable)),
+                 cgroups_left=tuple(full))
 
 
 def _alive(pid: int, proc_root: str) -> bool:
@@ -354,9 +360,10 @@ def log_swept(swept: Swept, at: str, *, clean: bool = False) -> None:
     `clean`, always)."""
     fields = {"pids": list(swept.pids), "cgroups": list(swept.cgroups),
               "seconds": round(swept.seconds, 3), "at": at}
-    if swept.left:
+    if swept.left or swept.cgroups_left:
         log.error("stale_nodes_survived", left=list(swept.left),
-                  unreadable=list(swept.unreadable), **fields)
+                  cgroups_left=list(swept.cgroups_left), unreadable=list(swept.unreadable),
+                  **fields)
     elif swept.unreadable:
         log.error("stale_sweep_unreadable", unreadable=list(swept.unreadable),
                   message=swept.problem(), **fields)

@@ -37,6 +37,7 @@ from supervisor.fencing import (
     sweep_stale_nodes,
 )
 from supervisor.node import NodeProcess
+from tests.cgroups import spawn_in
 from tests.freezer import frozen, state
 from tests.proc import Reaper, pid_alive, wait_until
 from tests.users import run_as, second_user
@@ -201,6 +202,22 @@ def test_a_frozen_stale_node_is_a_survivor_and_no_node_starts(reaper: Reaper,
             proc.kill()
             await proc.wait()
     run(body())
+
+
+def test_a_stale_cgroup_that_does_not_empty_makes_the_sweep_unclean(
+        reaper: Reaper, tmp_path: Path, cgroup_parent: str) -> None:
+    key = node_key("", "m1", str(tmp_path))
+    stale = cgroups.create(cgroup_parent, key)
+    victim = spawn_in(reaper, stale, ["sleep", "600"]).pid
+    wait_until(lambda: victim in cgroups.procs(stale), 5.0, message="the victim in its cgroup")
+    with frozen(victim) as group:
+        swept = sweep_stale_nodes(key, cgroup_parent, timeout=0.3)
+        assert swept.cgroups_left == (stale,) and victim in swept.left, swept
+        assert not swept.clean and "did not empty" in swept.problem()
+        group.thaw()
+        swept = sweep_stale_nodes(key, cgroup_parent, timeout=5.0)
+    assert swept.clean and swept.cgroups == (stale,), swept
+    assert not os.path.exists(stale)
 
 
 # ------------------------------------------------------------------ the last process
