@@ -8,12 +8,19 @@ the same processes, so only then may one judge whether the other's process is
 alive. A *process* is (pid, start time): the start time (clock ticks since
 boot, `/proc/<pid>/stat` field 22) tells a reused pid from the recorded one.
 
+What cannot be seen is alive: /proc may hide another user's processes
+(`hidepid=invisible`, systemd's `ProtectProc=invisible`) and a process of
+another user cannot be signalled, so `process_alive` calls a process gone only
+on proof (the kernel says ESRCH, or /proc shows a zombie or another start time).
+
 Everything here reads small files under /proc and /etc once (at start) or one
-`/proc/<pid>/stat` (a liveness check); nothing touches a network file system.
+`/proc/<pid>/stat` and sends signal 0 (a liveness check); nothing touches a
+network file system.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import socket
@@ -64,17 +71,47 @@ def process_start_time(pid: int) -> int | None:
     return None if state in ("Z", "X") else start
 
 
-def process_alive(pid: int, started: int | None) -> bool:
-    """True when process `pid` with start time `started` still exists.
+def process_alive(pid: int, started: int | None, *, proc_root: str = "/proc") -> bool:
+    """False only when process `pid` with start time `started` provably no longer exists.
 
-    A pid that now belongs to another process (different start time) counts as
-    dead. `started` None (not recorded) compares by pid only. When /proc cannot
-    be read at all the answer is True (cannot tell: assume alive, the safe side).
+    Existence by signal 0: ESRCH is the only "gone"; EPERM is a live process of
+    another user. Then its start time from `<proc_root>/<pid>/stat`: readable and
+    different -> the number was reused (the recorded process is gone); a zombie ->
+    gone; unreadable (hidden by hidepid / ProtectProc=invisible, EACCES) -> alive,
+    unless signal 0 says ESRCH by now (it exited meanwhile). `started` None (not
+    recorded) compares by pid only. A pid below 1 names no process: alive (never
+    judged dead).
     """
-    now = process_start_time(pid)
-    if now is None:
-        return _read("/proc/self/stat") is None
-    return started is None or now == started
+    if pid < 1:
+        return True
+    if not _signal_probe(pid):
+        return False
+    try:
+        with open(os.path.join(proc_root, str(pid), "stat"), "rb") as handle:
+            text = handle.read()
+    except OSError:
+        return _signal_probe(pid)  # what we cannot see is alive
+    fields = text[text.rfind(b")") + 2:].split()
+    try:
+        state, start = fields[0], int(fields[19])
+    except (IndexError, ValueError):
+        return True  # cannot tell
+    if started is not None and start != started:
+        return False  # the number now belongs to another process
+    return state not in (b"Z", b"X")
+
+
+def _signal_probe(pid: int) -> bool:
+    """True unless signal 0 to `pid` fails with ESRCH (EPERM: someone else's process)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError as exc:
+        return exc.errno != errno.ESRCH
+    return True
 
 
 @dataclass(frozen=True)

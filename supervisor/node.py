@@ -1,13 +1,21 @@
 """The supervisor's handle on the node process (asyncio), through the fencing guard.
 
-`NodeProcess.start()` sweeps stale nodes (bounded, see `supervisor.fencing`),
-puts the run in its own cgroup where it can, starts ``python -m
-supervisor.guard`` (see `supervisor.guard` for the pipe protocol) and returns
-once the guard has started the node or failed to. Nothing here ever blocks the
-event loop: guard commands go through an asyncio write transport (buffered,
-never blocking; a dead guard is ignored), node output and guard events are read
-by asyncio protocols, the stale-node sweep runs in a daemon thread. (cgroupfs
-writes, e.g. ``cgroup.kill``, are made on the loop: in-kernel, they do not block.)
+`NodeProcess.start()` sweeps stale nodes (bounded, see `supervisor.fencing`; a
+sweep that is not clean means no start), puts the run in its own cgroup where it
+can, starts ``python -m supervisor.guard`` (see `supervisor.guard` for the pipe
+protocol) and returns once the guard has started the node or failed to.
+
+A stop is over when the last process of the run is gone, not its leader: after
+the leader's exit (reported by the guard, or the orphan path) the run's cgroup
+is killed until empty, or, without one, the environment-marker sweep runs round
+after round until it finds nothing of this node; only then does `wait()`
+return, so the daemon keeps (and renews) the lease until then.
+
+Nothing here ever blocks the event loop: guard commands go through an asyncio
+write transport (buffered, never blocking; a dead guard is ignored), node output
+and guard events are read by asyncio protocols, the stale-node sweep runs in a
+daemon thread. (cgroupfs writes, e.g. ``cgroup.kill``, are made on the loop:
+in-kernel, they do not block.)
 
 Two fences. The guard enforces the kill deadline, so the node dies on time even
 if this process is frozen or killed. And this process fences the guard: it holds
@@ -46,9 +54,11 @@ from supervisor.fencing import (
     SweepFunction,
     default_sweep,
     log_swept,
+    marker_sweep,
     node_key,
     release_cgroup,
     run_sweep,
+    sweep_until_clean,
 )
 from supervisor.procio import GuardCommands, LineRelay, reap_child, wait_pid_gone
 
@@ -66,7 +76,8 @@ ORPHAN_DEATH_TIMEOUT = 5.0
 #: After this process killed the node itself, how long the guard gets to report the
 #: exit before it is SIGKILLed too (the exit is then finished through the orphan path).
 KILL_CONFIRM_TIMEOUT = 0.5
-#: After the run, how long its killed cgroup gets to empty before it is left for a sweep.
+#: After the run: one round of waiting for its killed cgroup to empty; then it is killed
+#: again (the run is over only when the cgroup is empty).
 CGROUP_EMPTY_TIMEOUT = 5.0
 
 REMOVED_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
@@ -130,20 +141,22 @@ class NodeProcess:
     reported; a guard that leaves a command unacknowledged for `ack_timeout`
     counts as stalled (the node and the guard are SIGKILLed, the exit is reported
     with killed_by "guard_stalled"). After the node has exited all of these do
-    nothing. `wait()` returns the `NodeExit` once the node is gone, its cgroup
-    emptied and removed, and the guard has reported (or vanished); it never
-    hangs on a dead or stuck guard.
+    nothing. `wait()` returns the `NodeExit` once the guard has reported (or
+    vanished) and the last process of the run is gone (its cgroup emptied and
+    removed, or a clean round of the marker sweep); it never hangs on a dead or
+    stuck guard, but waits as long as a process of the run survives.
     """
 
     def __init__(self, guard: subprocess.Popen[bytes] | None, spawn_error: str | None,
                  *, cgroup: str | None = None, ack_timeout: float = 2.0,
-                 deadline: float | None = None) -> None:
+                 deadline: float | None = None, fence: NodeFence | None = None) -> None:
         """Internal: use `start()`."""
         self._loop = asyncio.get_running_loop()
         self._started_at = time.monotonic()
         self.pid: int | None = None
         self.guard_pid: int | None = None if guard is None else guard.pid
         self.cgroup = cgroup
+        self._fence_of_run = fence  # the node key: how the run's last process is found
         self._guard = guard
         self._pgid: int | None = None
         self._node_pidfd: int | None = None
@@ -185,8 +198,8 @@ class NodeProcess:
         start failed (then `wait()` returns a NodeExit with `spawn_error` and
         returncode 127; this includes a guard that cannot be executed or says
         nothing within START_TIMEOUT, and a stale-node sweep that did not finish
-        within `fence.sweep_timeout`: then no node is started). `kill_deadline`
-        (absolute monotonic) is in force from the first instant; a deadline
+        within `fence.sweep_timeout` or was not clean: then no node is started).
+        `kill_deadline` (absolute monotonic) is in force from the first instant; a deadline
         already past means the node is not started. `on_output(stream, line)`
         gets each node output line ("stdout" / "stderr") without the newline; it
         must not block. `fence` (default: no cgroup, a key from machine_name and
@@ -201,6 +214,10 @@ class NodeProcess:
             flog.error("stale_sweep_failed", error=str(exc), at="node_start")
             return cls(None, str(exc))
         log_swept(swept, "node_start")
+        if not swept.clean:
+            problem = f"stale-node sweep not clean: {swept.problem()}"
+            flog.error("stale_sweep_failed", error=problem, at="node_start")
+            return cls(None, problem)
         run_cgroup: str | None = None
         if fence.cgroup_parent is not None:
             try:
@@ -236,7 +253,7 @@ class NodeProcess:
             for fd in (status_w, out_w, err_w):
                 os.close(fd)
         self = cls(guard, None, cgroup=run_cgroup, ack_timeout=fence.ack_timeout,
-                   deadline=kill_deadline)
+                   deadline=kill_deadline, fence=fence)
         try:
             await self._connect(guard, out_r, err_r, status_r, on_output)
             self._write((json.dumps(spec) + "\n").encode())
@@ -289,7 +306,7 @@ class NodeProcess:
 
     async def _reap_aborted(self, guard: subprocess.Popen[bytes]) -> None:
         await reap_child(guard)
-        await self._release_cgroup()
+        await self._last_process_gone()
 
     def _close_pipes(self) -> None:
         if self._transport is not None:
@@ -505,15 +522,21 @@ class NodeProcess:
             handle.cancel()
         self._timers.clear()
 
-    async def _release_cgroup(self) -> None:
+    async def _last_process_gone(self) -> None:
+        """Return once no process of this run is left: its cgroup killed until empty
+        and removed, or, without one, a round of the marker sweep clean (see
+        `supervisor.fencing`). Never gives up (it logs while processes remain)."""
         if self.cgroup is not None:
             await release_cgroup(self.cgroup, CGROUP_EMPTY_TIMEOUT)
+        elif self._fence_of_run is not None:
+            fence = self._fence_of_run
+            await sweep_until_clean(fence.key, marker_sweep(fence.key), fence.sweep_timeout)
 
     # -- the supervising task ------------------------------------------------------
     async def _supervise(self, guard: subprocess.Popen[bytes]) -> NodeExit:
         try:
             result = await self._supervise_inner(guard)
-            await self._release_cgroup()
+            await self._last_process_gone()  # before the exit is reported
             await self._drain_output()
             return result
         finally:

@@ -4,13 +4,16 @@ The only judgement made here is about processes on *this* machine identity
 (supervisor.identity): a row held under our machineName by another process is
 
 - *reclaimable* when it was recorded by this machine identity (same boot, same
-  PID namespace) and that process (pid and start time) no longer exists: our own
-  dead predecessor, whose node died with it;
+  PID namespace) and that process (pid and start time) provably no longer exists
+  (`identity.process_alive`: signal 0 says ESRCH, or /proc shows a zombie or a
+  reused pid): our own dead predecessor, whose node died with it;
 - a *name conflict* when it is live and recorded by another machine identity (a
-  cloned host, a container, another PID namespace) or by a process of ours that
-  is still alive: two supervisors share one machineName. Never a takeover.
+  cloned host, a container, another PID namespace) or by a process of this
+  machine that is alive or cannot be seen (another user's process behind
+  hidepid / ProtectProc=invisible is alive): two supervisors share one
+  machineName. Never a takeover.
 
-Reads one `/proc/<pid>/stat` at most; never blocks on anything else.
+Sends signal 0 and reads one `/proc/<pid>/stat` at most; never blocks on anything else.
 """
 
 from __future__ import annotations

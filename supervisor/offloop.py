@@ -55,4 +55,11 @@ async def in_thread(fn: Callable[[], T], timeout: float, name: str) -> T:
         return await asyncio.wait_for(asyncio.shield(done), timeout)
     except TimeoutError:
         _hung[name] = thread
+        done.add_done_callback(_collect)  # a late error is nobody's to see
         raise TimeoutError(f"{name}: no answer within {timeout:g} s") from None
+
+
+def _collect(future: asyncio.Future[T]) -> None:
+    """Retrieve a given-up call's late outcome (else asyncio reports it at collection)."""
+    if not future.cancelled():
+        future.exception()

@@ -5,6 +5,10 @@
 an anonymous in-memory file (memfd; the password never touches a disk, an argument
 or the environment). So the daemon never loads the HOCON parser: it imports only
 what it runs with (design.md: keep the resident memory small).
+
+Before anything else (the health port, the start-up sweep, the database) the daemon
+takes its instance lock (`supervisor.instancelock`): a second supervisor of the same
+node on this host exits 78 naming the holder's pid and touches nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from supervisor.config import Config, config_from_json, config_to_json
+from supervisor.config import EX_CONFIG, Config, config_from_json, config_to_json
+from supervisor.instancelock import InstanceLock, InstanceLockError
 
 
 def exec_daemon(config: Config) -> None:
@@ -41,6 +46,34 @@ def _read_config(fd: int) -> Config:
     return config_from_json(b"".join(chunks).decode())
 
 
+#: The instance lock, held for the life of the daemon process (its descriptor must
+#: never be closed: that would drop the lock).
+_INSTANCE_LOCK: list[InstanceLock] = []
+
+
+def take_instance_lock(config: Config) -> str | None:
+    """Take this node's instance lock and keep it for the life of the process; the
+    error (logged) when another supervisor holds it or it cannot be taken."""
+    import structlog
+
+    from supervisor import instancelock
+    from supervisor.fencing import node_key
+
+    key = node_key(config.database.lease_name, config.lease.machine_name,
+                   config.node.working_directory)
+    log = structlog.get_logger("supervisor.run")
+    try:
+        _INSTANCE_LOCK.append(instancelock.acquire(config.node.working_directory, key))
+    except InstanceLockError as exc:
+        if exc.holder is not None:
+            log.error("instance_lock_held", holder_pid=exc.holder, lock_file=exc.path,
+                      key=key, message=str(exc))
+        else:
+            log.error("instance_lock_failed", lock_file=exc.path, key=key, message=str(exc))
+        return str(exc)
+    return None
+
+
 #: `kill -USR2 <pid>` prints every thread's stack to stderr (the journal) and the
 #: daemon carries on: how to see where a daemon that has gone quiet is stuck.
 STACK_DUMP_SIGNAL = signal.SIGUSR2
@@ -61,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(config.logging.format, config.logging.level)
     try:
+        problem = take_instance_lock(config)
+        if problem is not None:
+            print(f"corda-ha-supervisor: {problem}", file=sys.stderr, flush=True)
+            return EX_CONFIG
         return asyncio.run(Daemon(config).run())
     finally:
         flush_logs(EXIT_FLUSH_TIMEOUT)  # the last lines (supervisor_exiting); bounded

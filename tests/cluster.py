@@ -73,6 +73,7 @@ class Host:
     wait_ms: int = W_MS
     stop_ms: int = STOP_MS
     pid_namespace: bool = False  # run under `unshare --pid --fork --mount-proc` (as root)
+    wrap: list[str] = field(default_factory=list)  # a command prefix that execs the rest
     proc: subprocess.Popen[str] | None = None
     lines: list[dict[str, Any]] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)
@@ -141,7 +142,8 @@ logging {{
         env = dict(os.environ, CORDA_HA_TEST_TAG=self.tag, PYTHONPATH=REPO)
         env.pop("NOTIFY_SOCKET", None)
         env.update(self.env)
-        prefix = ["unshare", "--pid", "--fork", "--mount-proc"] if self.pid_namespace else []
+        prefix = (["unshare", "--pid", "--fork", "--mount-proc"] if self.pid_namespace
+                  else list(self.wrap))
         self.proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "supervisor", "run", "--config",
              str(self.config_path)],

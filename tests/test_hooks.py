@@ -1,19 +1,30 @@
-"""Hooks (issue 8 item 6): onRoleChange after each change of this host's role, with
-its environment; preStop before SIGTERM on planned stops only, within the grace; a
-hanging hook is killed and never holds up the stop. Real supervisors."""
+"""Hooks: onRoleChange after each change of this host's role, with its environment;
+preStop before SIGTERM on planned stops only, within the grace; a hanging hook is
+killed and never holds up the stop (real supervisors). And `run_hook` itself: the
+spawn (fork and exec) happens off the loop, so a spawn that hangs never delays the
+loop; the hook is reported failed within its timeout, a second spawn of it fails at
+once while the first is hung, and a hook that comes to life after it was given up
+on is killed at once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
+from supervisor.hooks import run_hook, spawn_hook
 from tests.cluster import Cluster, Watcher
 from tests.faultproxy import FaultProxy
+from tests.loadprobe import measure
 from tests.pgserver import PgServer
-from tests.proc import wait_until
+from tests.proc import Reaper, group_alive, pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -84,3 +95,105 @@ def test_no_pre_stop_when_the_lease_is_lost(pair: Cluster, tmp_path: Path,
         assert "prestop" not in lines(fa)
     finally:
         proxy.close()
+
+
+# ------------------------------------------------------------------ run_hook, off the loop
+
+
+class LoopLag:
+    """Measures how late a 5 ms sleep of the loop wakes up, while running."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.005)
+            self.worst = max(self.worst, time.monotonic() - t - 0.005)
+
+    def __enter__(self) -> LoopLag:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+def test_a_hook_whose_spawn_hangs_never_delays_the_loop(reaper: Reaper) -> None:
+    """The spawn step blocks (an exec on a hung mount, played by a spawn that waits):
+    the loop keeps turning (lag < 50 ms, plus the measured scheduling delay), the hook
+    is reported failed (None) within its timeout, a second spawn of the same hook
+    fails at once while the first is hung, and when the hung spawn does start the
+    hook, it is killed at once."""
+    load = measure()
+    slack = 50 * load.sched_delay_p99
+    release = threading.Event()
+    late: list[subprocess.Popen[bytes]] = []
+
+    def hung_spawn(command: Sequence[str], env: Mapping[str, str],
+                   cwd: str | None) -> subprocess.Popen[bytes]:
+        release.wait(3)
+        proc = spawn_hook(["sleep", "60"], env, cwd)
+        reaper.track_pid(proc.pid)
+        late.append(proc)
+        return proc
+
+    async def body() -> None:
+        with LoopLag() as lag:
+            t0 = time.monotonic()
+            code = await run_hook("onRoleChange", ["x"], {}, 0.3, spawn=hung_spawn)
+            took = time.monotonic() - t0
+            t1 = time.monotonic()
+            again = await run_hook("onRoleChange", ["x"], {}, 0.3, spawn=hung_spawn)
+            at_once = time.monotonic() - t1
+            await asyncio.sleep(0.1)
+        print(f"hung spawn: hook failed after {took * 1000:.0f} ms (timeout 300), second "
+              f"spawn failed after {at_once * 1000:.1f} ms; worst loop lag "
+              f"{lag.worst * 1000:.1f} ms")
+        assert code is None and again is None
+        assert 0.3 <= took < 0.3 + 0.1 + slack, (took, load)
+        assert at_once < 0.05 + slack, (at_once, load)
+        assert lag.worst < 0.05 + slack, (lag.worst, load)
+        release.set()
+        await asyncio.to_thread(wait_until, lambda: late and not pid_alive(late[0].pid), 5.0,
+                                0.01, "the late hook killed")
+        assert late[0].returncode is not None  # reaped, no zombie left
+
+    try:
+        asyncio.run(asyncio.wait_for(body(), 20))
+    finally:
+        release.set()
+
+
+def test_a_hook_runs_off_the_loop_and_reports_its_status(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+
+    async def body() -> None:
+        code = await run_hook("onRoleChange", ["sh", "-c", f'echo "$CORDA_HA_ROLE" > {out}; '
+                                               "echo some output; exit 3"],
+                              {"CORDA_HA_ROLE": "active"}, 5.0, cwd=str(tmp_path))
+        assert code == 3
+        assert out.read_text() == "active\n"
+        assert await run_hook("onRoleChange", ["/nonexistent/hook"], {}, 5.0) is None
+    asyncio.run(asyncio.wait_for(body(), 20))
+
+
+def test_a_hook_that_runs_too_long_is_killed_with_its_group(tmp_path: Path,
+                                                            reaper: Reaper) -> None:
+    pidfile = tmp_path / "pid"
+    load = measure()
+
+    async def body() -> None:
+        t0 = time.monotonic()
+        code = await run_hook("preStop", ["sh", "-c", f"echo $$ > {pidfile}; sleep 60 & wait"],
+                              {}, 0.5)
+        took = time.monotonic() - t0
+        assert code is None and 0.5 <= took < 0.5 + load.allowance(spawns=1, base=0.1), \
+            (code, took, load)
+        pgid = reaper.track_group(int(pidfile.read_text()))
+        await asyncio.to_thread(wait_until, lambda: not group_alive(pgid), 5.0, 0.01,
+                                "the hook's group dead")
+    asyncio.run(asyncio.wait_for(body(), 20))

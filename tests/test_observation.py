@@ -2,21 +2,29 @@
 row and this machine's identity (supervisor/observation.py, supervisor/identity.py).
 
 Real processes stand in for the recorded holder: a live `sleep`, and the pid of one
-that has exited. No database: the rows are built by hand.
+that has exited. No database: the rows are built by hand. What cannot be seen is
+alive: a process that /proc hides (a directory without its entry, an unreadable
+entry, or, as root, a second user behind a hidepid=invisible /proc, the way the
+shipped unit's ProtectProc=invisible shows it) is never reclaimable.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from supervisor.identity import Identity, ProcessRef, process_alive, process_start_time
 from supervisor.lease import LeaseSnapshot
 from supervisor.observation import observation
+from tests.users import User, run_as, second_user
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -36,6 +44,12 @@ def live() -> Iterator[ProcessRef]:
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def other_user() -> User:
+    """An unprivileged user (root only: skipped otherwise)."""
+    return second_user()
 
 
 @pytest.fixture
@@ -119,3 +133,80 @@ def test_free_row() -> None:
     snap = dataclasses.replace(row(pid=1, started=1), holder=None, instance=None)
     ev = observation(snap, ME)
     assert ev.free and ev.reclaimable is None and ev.name_conflict is None
+
+
+# ------------------------------------------------------------------ unknown means alive
+
+
+def test_a_process_proc_does_not_show_is_alive(live: ProcessRef, dead: ProcessRef,
+                                               tmp_path: Path) -> None:
+    """Signal 0 says the process exists; /proc has no entry for it (hidepid) or an
+    unreadable one: it is alive, and its row a conflict, never reclaimable."""
+    fake = tmp_path / "proc"
+    fake.mkdir()
+    assert process_alive(live.pid, live.started, proc_root=str(fake))  # no entry: hidden
+    (fake / str(live.pid)).mkdir()
+    (fake / str(live.pid) / "stat").mkdir()  # unreadable (EISDIR)
+    assert process_alive(live.pid, live.started, proc_root=str(fake))
+    assert process_alive(live.pid, None, proc_root=str(fake))
+    # a process that signal 0 does not find is gone, whatever a /proc shows of it
+    (fake / str(dead.pid)).mkdir()
+    (fake / str(dead.pid) / "stat").write_text(f"{dead.pid} (x) S " + "0 " * 16
+                                               + f"{dead.started} 0\n")
+    assert not process_alive(dead.pid, dead.started, proc_root=str(fake))
+
+
+def test_a_zombie_is_gone() -> None:
+    proc = subprocess.Popen(["sleep", "0.1"])
+    try:
+        started = process_start_time(proc.pid)
+        assert started is not None
+        assert process_alive(proc.pid, started)
+
+        def state() -> str:
+            text = Path(f"/proc/{proc.pid}/stat").read_text()
+            return text[text.rfind(")") + 2:].split()[0]
+
+        end = time.monotonic() + 5
+        while state() != "Z":  # exited, not reaped (Popen reaps only when asked)
+            assert time.monotonic() < end, "sleep 0.1 did not exit"
+            time.sleep(0.01)
+        assert not process_alive(proc.pid, started)
+        ev = observation(row(pid=proc.pid, started=started), ME)
+        assert ev.reclaimable == ProcessRef(proc.pid, started)
+    finally:
+        proc.wait()
+
+
+def _seen_from_the_second_user(ref: ProcessRef) -> dict[str, Any]:
+    """In the child of `run_as`: what this user sees of the root-owned process `ref`."""
+    try:
+        os.kill(ref.pid, 0)
+        probe = "ok"
+    except PermissionError:
+        probe = "EPERM"
+    except ProcessLookupError:
+        probe = "ESRCH"
+    ev = observation(row(pid=ref.pid, started=ref.started), ME)
+    return {"listed": str(ref.pid) in os.listdir("/proc"), "probe": probe,
+            "alive": process_alive(ref.pid, ref.started),
+            "reclaimable": ev.reclaimable is not None, "conflict": ev.name_conflict}
+
+
+def test_another_users_hidden_holder_is_a_conflict(live: ProcessRef,
+                                                   other_user: User) -> None:
+    """The holder runs as root (started by hand), this supervisor as the service user
+    behind ProtectProc=invisible: /proc hides the holder and signal 0 says EPERM. It
+    is alive: a machine-name conflict, never a reclaim."""
+    seen = run_as(other_user, lambda: _seen_from_the_second_user(live))
+    assert not seen["listed"] and seen["probe"] == "EPERM", seen  # else no test
+    assert seen["alive"] and not seen["reclaimable"], seen
+    assert seen["conflict"] is not None and "this machine" in seen["conflict"], seen
+
+
+def test_another_users_process_is_alive_though_it_cannot_be_signalled(
+        live: ProcessRef, other_user: User) -> None:
+    """EPERM from signal 0 is a live process of someone else (here /proc shows it)."""
+    seen = run_as(other_user, lambda: _seen_from_the_second_user(live), hide_proc=False)
+    assert seen["listed"] and seen["probe"] == "EPERM", seen
+    assert seen["alive"] and not seen["reclaimable"] and seen["conflict"], seen

@@ -566,8 +566,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "process_alive_ignores_start_time",
         "a process is its pid and its start time (a reused pid is another process)",
         "supervisor/identity.py",
-        "    return started is None or now == started\n",
-        "    return True\n",
+        "    if started is not None and start != started:\n",
+        "    if False:\n",
         ("tests/test_observation.py",),
     ),
     Mutant(
@@ -999,6 +999,113 @@ MUTANTS: tuple[Mutant, ...] = (
         "        if False:\n",
         ("tests/test_proc.py::"
          "test_the_stale_cluster_sweep_signals_no_process_that_reused_the_postmaster_pid",),
+    ),
+    # ------------------------------------------------------------ node side
+    Mutant(
+        "alive_eperm_counted_dead",
+        "EPERM from signal 0 is a live process of another user, never a dead one",
+        "supervisor/identity.py",
+        "    except PermissionError:\n        return True\n",
+        "    except PermissionError:\n        return False\n",
+        ("tests/test_observation.py::"
+         "test_another_users_process_is_alive_though_it_cannot_be_signalled",
+         "tests/test_observation.py::test_another_users_hidden_holder_is_a_conflict"),
+    ),
+    Mutant(
+        "alive_unreadable_start_time_counted_dead",
+        "a process /proc hides or cannot show (hidepid, EACCES) is alive: no reclaim",
+        "supervisor/identity.py",
+        "        return _signal_probe(pid)  # what we cannot see is alive\n",
+        "        return False\n",
+        ("tests/test_observation.py::test_a_process_proc_does_not_show_is_alive",),
+    ),
+    Mutant(
+        "exit_sweep_skipped",
+        "without a cgroup, a node's exit is reported only after the marker sweep killed "
+        "what is left of the run",
+        NODE,
+        "            await sweep_until_clean(fence.key, marker_sweep(fence.key), "
+        "fence.sweep_timeout)\n",
+        "            pass\n",
+        ("tests/test_node_sweep.py::test_a_setsid_child_is_dead_before_the_exit_is_reported",),
+    ),
+    Mutant(
+        "exit_reported_with_survivors",
+        "a run is over when its last process is gone: survivors of SIGKILL hold the exit",
+        "supervisor/fencing.py",
+        "            if swept.clean:\n                break\n",
+        "            if True:\n                break\n",
+        ("tests/test_node_sweep.py::test_a_child_that_survives_sigkill_holds_the_exit",),
+    ),
+    Mutant(
+        "cgroup_exit_reported_with_survivors",
+        "with a cgroup, a run is over only when its cgroup is empty (killed again and again)",
+        "supervisor/fencing.py",
+        "        if not _populated(path):\n            break\n",
+        "        break\n",
+        ("tests/test_node_sweep.py::"
+         "test_with_a_cgroup_a_child_that_survives_sigkill_holds_the_exit",),
+    ),
+    Mutant(
+        "start_ignores_sweep_survivors",
+        "a stale-node sweep that is not clean (a survivor, an unreadable process) starts "
+        "no node",
+        NODE,
+        "        if not swept.clean:\n            problem = f\"stale-node sweep not clean",
+        "        if False:\n            problem = f\"stale-node sweep not clean",
+        ("tests/test_node_sweep.py::test_a_sweep_that_is_not_clean_starts_no_node",
+         "tests/test_node_sweep.py::test_a_frozen_stale_node_is_a_survivor_and_no_node_starts"),
+    ),
+    Mutant(
+        "unreadable_environment_ignored",
+        "a process that may be ours whose environment cannot be read makes the sweep unclean",
+        "supervisor/fencing.py",
+        "            if exc.errno not in _GONE and _may_be_ours(int(name), proc_root, euid):\n",
+        "            if False:\n",
+        ("tests/test_node_sweep.py::"
+         "test_an_unreadable_environment_of_ours_makes_the_sweep_unclean",),
+    ),
+    Mutant(
+        "instance_lock_not_taken",
+        "the daemon takes its instance lock before anything else; a second run exits 78",
+        "supervisor/run.py",
+        "        problem = take_instance_lock(config)\n",
+        "        problem = None\n",
+        ("tests/test_instancelock.py::"
+         "test_a_second_run_of_a_running_node_exits_78_and_touches_nothing",),
+    ),
+    Mutant(
+        "instance_lock_not_checked",
+        "the instance lock excludes: a writer takes a write lock",
+        "supervisor/instancelock.py",
+        "(fcntl.LOCK_EX if writable else fcntl.LOCK_SH)",
+        "(fcntl.LOCK_SH)",
+        ("tests/test_instancelock.py::test_the_holder_is_named_and_the_lock_ends_with_it",),
+    ),
+    Mutant(
+        "instance_lock_file_kept_by_root",
+        "a lock file root creates goes to the working directory's owner (the service user "
+        "can still write-lock it)",
+        "supervisor/instancelock.py",
+        "                os.fchown(fd, owner.st_uid, owner.st_gid)\n",
+        "                pass\n",
+        ("tests/test_instancelock.py::test_a_file_root_made_is_handed_to_the_directory_owner",),
+    ),
+    Mutant(
+        "hook_spawned_on_the_loop",
+        "a hook is spawned (fork and exec) off the loop: a hung spawn never delays it",
+        "supervisor/hooks.py",
+        '        return await in_thread(work, timeout, f"hook-spawn-{name}")\n',
+        "        return work()\n",
+        ("tests/test_hooks.py::test_a_hook_whose_spawn_hangs_never_delays_the_loop",),
+    ),
+    Mutant(
+        "late_hook_left_running",
+        "a hook that starts after its spawn was given up on is killed at once",
+        "supervisor/hooks.py",
+        "        if late:\n            _kill_group(proc)\n",
+        "        if False:\n            _kill_group(proc)\n",
+        ("tests/test_hooks.py::test_a_hook_whose_spawn_hangs_never_delays_the_loop",),
     ),
 )
 

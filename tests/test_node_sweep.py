@@ -1,0 +1,308 @@
+"""What the stale-node sweep cannot see is alive; a stop ends with the last process.
+
+- A sweep that leaves a survivor (a process SIGKILL cannot end yet) or cannot read
+  the environment of a process that may be ours is not clean: the node is not
+  started. Shown with a fake /proc root (`sweep_stale_nodes(proc_root=...)`: its
+  entries name processes this test started, so the SIGKILLs hit nothing else) and
+  with a real survivor (frozen by the cgroup v1 freezer: state D). As the service
+  user, this machine's real /proc (with and without hidepid) gives no such reason:
+  other users' processes are not ours to read.
+- After the node's leader exited, `NodeProcess.wait()` returns only once the last
+  process of the run is gone: a `setsid` child is killed first (no cgroup: the
+  environment-marker sweep, round after round; a cgroup: killed until empty), and
+  while a child survives SIGKILL the exit is not reported at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from supervisor import cgroup as cgroups
+from supervisor import fencing, node
+from supervisor.config import NodeConfig
+from supervisor.fencing import (
+    NODE_KEY_ENV,
+    NodeFence,
+    Swept,
+    node_key,
+    scan_marked,
+    sweep_stale_nodes,
+)
+from supervisor.node import NodeProcess
+from tests.cgroups import spawn_in
+from tests.freezer import frozen, state
+from tests.proc import Reaper, pid_alive, wait_until
+from tests.users import run_as, second_user
+
+pytestmark = pytest.mark.timeout(60)
+
+FAKE_NODE = str(Path(__file__).resolve().parent / "fake_node.py")
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 40.0) -> T:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def fake_entry(root: Path, pid: int, *, environ: bytes | None = None, state: str = "S",
+               uid: int | None = None) -> Path:
+    """A /proc/<pid> entry under `root` (environ None: an unreadable one, a directory)."""
+    entry = root / str(pid)
+    entry.mkdir(parents=True)
+    (entry / "stat").write_text(f"{pid} (x y) {state} " + "0 " * 16 + "4242 0\n")
+    if environ is None:
+        (entry / "environ").mkdir()  # read: EISDIR, neither ENOENT nor ESRCH
+    else:
+        (entry / "environ").write_bytes(environ)
+    if uid is not None:
+        (entry / "status").write_text(f"Name:\tx\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+    return entry
+
+
+def marked(key: str) -> bytes:
+    return b"PATH=/bin\0" + f"{NODE_KEY_ENV}={key}".encode() + b"\0"
+
+
+# ------------------------------------------------------------------ a sweep must be clean
+
+
+def test_a_marked_process_that_survives_sigkill_makes_the_sweep_unclean(
+        reaper: Reaper, tmp_path: Path) -> None:
+    key = node_key("l", "m", str(tmp_path))
+    victim = reaper.popen(["sleep", "60"]).pid  # the fake entry names our own process
+    fake_entry(tmp_path / "proc", victim, environ=marked(key))  # /proc keeps showing it
+    swept = sweep_stale_nodes(key, None, timeout=0.2, proc_root=str(tmp_path / "proc"))
+    assert swept.pids == (victim,) and swept.left == (victim,), swept
+    assert not swept.clean and "survived SIGKILL" in swept.problem()
+
+
+def test_an_unreadable_environment_of_ours_makes_the_sweep_unclean(tmp_path: Path) -> None:
+    """Unreadable and possibly ours: not clean. Gone (ENOENT), pid 1 and the sweeping
+    process itself are no reason."""
+    key = node_key("l", "m", str(tmp_path))
+    root = tmp_path / "proc"
+    fake_entry(root, 999_991)  # pids no process has: nothing is signalled
+    gone = fake_entry(root, 999_992, environ=b"")
+    (gone / "environ").unlink()
+    (gone / "environ").symlink_to(root / "nowhere")  # read: ENOENT, the process is gone
+    fake_entry(root, 1)
+    fake_entry(root, os.getpid())
+    fake_entry(root, 999_993, environ=b"PATH=/bin\0")  # readable, not marked
+    swept = sweep_stale_nodes(key, None, timeout=0.2, proc_root=str(root))
+    assert swept.unreadable == (999_991,) and swept.left == () and swept.pids == (), swept
+    assert not swept.clean and "cannot read the environment of pids [999991]" in swept.problem()
+    os.rename(root / "999991", tmp_path / "away")
+    assert sweep_stale_nodes(key, None, timeout=0.2, proc_root=str(root)).clean
+
+
+def test_an_unprivileged_sweep_must_read_the_processes_of_its_own_uid(tmp_path: Path) -> None:
+    """Not root: a process is ours to read when its real, effective or saved uid is
+    ours (or, without a readable status, its /proc directory is ours); another user's
+    is not ours to read."""
+    root = tmp_path / "proc"
+    fake_entry(root, 999_981, uid=1000)  # ours
+    fake_entry(root, 999_982, uid=2000)  # another user's
+    saved = fake_entry(root, 999_983, uid=2000)
+    (saved / "status").write_text("Uid:\t2000\t2000\t1000\t2000\n")  # saved uid ours
+    hidden = fake_entry(root, 999_984)
+    (hidden / "status").mkdir()  # status unreadable: the directory's owner decides
+    os.chown(hidden, 1000, 1000)
+    other_hidden = fake_entry(root, 999_985)
+    (other_hidden / "status").mkdir()
+    os.chown(other_hidden, 2000, 2000)
+    found, unreadable = scan_marked(b"K=v", str(root), euid=1000)
+    assert found == [] and sorted(unreadable) == [999_981, 999_983, 999_984]
+    found, unreadable = scan_marked(b"K=v", str(root), euid=0)  # root: every one
+    assert sorted(unreadable) == [999_981, 999_982, 999_983, 999_984, 999_985]
+
+
+def _sweep_seen_by_the_user(key: str) -> dict[str, Any]:
+    swept = sweep_stale_nodes(key, None, timeout=0.2)
+    return {"clean": swept.clean, "unreadable": list(swept.unreadable),
+            "pids": list(swept.pids)}
+
+
+@pytest.mark.parametrize("hide_proc", [False, True], ids=["proc", "hidepid"])
+def test_an_unprivileged_sweep_of_this_machine_is_clean(reaper: Reaper, tmp_path: Path,
+                                                        hide_proc: bool) -> None:
+    """As the service user (with or without hidepid): root's and others' processes,
+    kernel threads included, are not ours to read; nothing makes the sweep unclean,
+    and a marked process of root's is neither seen nor signalled."""
+    user = second_user()
+    key = node_key("l", "m", str(tmp_path))
+    roots = reaper.spawn_detached(["sleep", "60"], cwd=str(tmp_path),
+                                  env={**os.environ, NODE_KEY_ENV: key})
+    seen = run_as(user, lambda: _sweep_seen_by_the_user(key), hide_proc=hide_proc)
+    assert seen == {"clean": True, "unreadable": [], "pids": []}, seen
+    assert pid_alive(roots)
+
+
+def _start(reaper: Reaper, cwd: Path, command: tuple[str, ...], fence: NodeFence,
+           **kw: Any) -> Coroutine[Any, Any, NodeProcess]:
+    cfg = NodeConfig(command=command, working_directory=str(cwd), environment={},
+                     stop_timeout=5.0)
+
+    async def go() -> NodeProcess:
+        proc = await NodeProcess.start(cfg, epoch=1, machine_name="m1", kill_deadline=None,
+                                       on_output=lambda s, line: None, fence=fence, **kw)
+        for pid in (proc.guard_pid, proc.pid):
+            if pid is not None:
+                reaper.track_group(pid)
+        return proc
+    return go()
+
+
+@pytest.mark.parametrize("swept", [Swept(pids=(4242,), left=(4242,)),
+                                   Swept(unreadable=(4343,))], ids=["survivor", "unreadable"])
+def test_a_sweep_that_is_not_clean_starts_no_node(reaper: Reaper, tmp_path: Path,
+                                                  swept: Swept) -> None:
+    async def body() -> None:
+        fence = NodeFence(key=node_key("", "m1", str(tmp_path)))
+        proc = await _start(reaper, tmp_path, (sys.executable, FAKE_NODE), fence,
+                            sweep=lambda abandoned: swept)
+        ex = await asyncio.wait_for(proc.wait(), 2)
+        assert proc.guard_pid is None and proc.pid is None
+        assert ex.returncode == 127 and ex.spawn_error is not None
+        assert swept.problem() in ex.spawn_error, ex.spawn_error
+    run(body())
+
+
+def test_a_frozen_stale_node_is_a_survivor_and_no_node_starts(reaper: Reaper,
+                                                             tmp_path: Path) -> None:
+    """A real leftover SIGKILL cannot end yet (state D): the start is refused, and
+    once it can die, the next start kills it and goes ahead."""
+    key = node_key("", "m1", str(tmp_path))
+    stale = reaper.spawn_detached(["sleep", "600"], cwd=str(tmp_path),
+                                  env={**os.environ, NODE_KEY_ENV: key})
+    fence = NodeFence(key=key)
+
+    def short(abandoned: Any) -> Swept:
+        return sweep_stale_nodes(key, None, abandoned, timeout=0.5)
+
+    async def body() -> None:
+        with frozen(stale) as group:
+            proc = await _start(reaper, tmp_path, (sys.executable, FAKE_NODE), fence,
+                                sweep=short)
+            ex = await asyncio.wait_for(proc.wait(), 2)
+            assert proc.guard_pid is None and ex.spawn_error is not None
+            assert f"survived SIGKILL: pids [{stale}]" in ex.spawn_error, ex.spawn_error
+            assert state(stale) == "D"
+            group.thaw()
+            proc = await _start(reaper, tmp_path, (sys.executable, FAKE_NODE), fence,
+                                sweep=short)
+            assert proc.pid is not None and not pid_alive(stale)
+            proc.kill()
+            await proc.wait()
+    run(body())
+
+
+def test_a_stale_cgroup_that_does_not_empty_makes_the_sweep_unclean(
+        reaper: Reaper, tmp_path: Path, cgroup_parent: str) -> None:
+    key = node_key("", "m1", str(tmp_path))
+    stale = cgroups.create(cgroup_parent, key)
+    victim = spawn_in(reaper, stale, ["sleep", "600"]).pid
+    wait_until(lambda: victim in cgroups.procs(stale), 5.0, message="the victim in its cgroup")
+    with frozen(victim) as group:
+        swept = sweep_stale_nodes(key, cgroup_parent, timeout=0.3)
+        assert swept.cgroups_left == (stale,) and victim in swept.left, swept
+        assert not swept.clean and "did not empty" in swept.problem()
+        group.thaw()
+        swept = sweep_stale_nodes(key, cgroup_parent, timeout=5.0)
+    assert swept.clean and swept.cgroups == (stale,), swept
+    assert not os.path.exists(stale)
+
+
+# ------------------------------------------------------------------ the last process
+
+
+def setsid_node(tmp_path: Path) -> tuple[tuple[str, ...], Path]:
+    """A node whose leader is a shell that starts a `setsid` child (out of the node's
+    process group and session: no killpg reaches it) and waits; SIGTERM ends the
+    shell only. The child's pid is written to the returned file."""
+    pidfile = tmp_path / "child.pid"
+    script = f'setsid sleep 600 & echo $! > {pidfile}; wait'
+    return ("/bin/sh", "-c", script), pidfile
+
+
+async def child_of(reaper: Reaper, pidfile: Path) -> int:
+    await asyncio.to_thread(wait_until, lambda: pidfile.exists() and pidfile.read_text(), 5.0)
+    return reaper.track_pid(int(pidfile.read_text()))
+
+
+def test_a_setsid_child_is_dead_before_the_exit_is_reported(reaper: Reaper,
+                                                             tmp_path: Path) -> None:
+    """No cgroup: the leader's exit is reported only once the marker sweep has
+    killed the child that left the node's session."""
+    command, pidfile = setsid_node(tmp_path)
+    fence = NodeFence(key=node_key("", "m1", str(tmp_path)))
+
+    async def body() -> None:
+        proc = await _start(reaper, tmp_path, command, fence)
+        child = await child_of(reaper, pidfile)
+        assert os.getsid(child) != os.getsid(proc.pid or 0)
+        t0 = time.monotonic()
+        proc.stop(2.0)
+        ex = await asyncio.wait_for(proc.wait(), 10)
+        took = time.monotonic() - t0
+        assert ex.killed_by == "stop"
+        assert not pid_alive(child), "the setsid child outlived the reported exit"
+        print(f"no cgroup: exit reported {took * 1000:.0f} ms after the stop, child dead")
+    run(body())
+
+
+async def _exit_waits_for_a_frozen_child(proc: NodeProcess, child: int) -> None:
+    """The child cannot die while frozen: the exit must not be reported; after the
+    thaw the queued SIGKILL ends it and the exit follows."""
+    with frozen(child) as group:
+        proc.stop(1.0)
+        waiting = asyncio.ensure_future(proc.wait())
+        done, _ = await asyncio.wait({waiting}, timeout=2.5)
+        assert not done, f"exit reported while process {child} of the run lived: " \
+                         f"{waiting.result()}"
+        assert state(child) == "D" and not proc.running
+        t0 = time.monotonic()
+        group.thaw()
+        ex = await asyncio.wait_for(waiting, 10)
+        took = time.monotonic() - t0
+    assert not pid_alive(child) and ex.killed_by == "stop"
+    print(f"exit reported {took * 1000:.0f} ms after the survivor could die")
+
+
+def test_a_child_that_survives_sigkill_holds_the_exit(reaper: Reaper, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """No cgroup: round after round of the marker sweep (0.3 s each here), for as long
+    as it takes."""
+    monkeypatch.setattr(fencing, "KILL_WAIT", 0.3)
+    command, pidfile = setsid_node(tmp_path)
+    fence = NodeFence(key=node_key("", "m1", str(tmp_path)))
+
+    async def body() -> None:
+        proc = await _start(reaper, tmp_path, command, fence)
+        await _exit_waits_for_a_frozen_child(proc, await child_of(reaper, pidfile))
+    run(body())
+
+
+def test_with_a_cgroup_a_child_that_survives_sigkill_holds_the_exit(
+        reaper: Reaper, tmp_path: Path, cgroup_parent: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a cgroup: killed, waited for (0.3 s rounds here), killed again, for as long
+    as it takes; the cgroup is removed once empty."""
+    monkeypatch.setattr(node, "CGROUP_EMPTY_TIMEOUT", 0.3)
+    command, pidfile = setsid_node(tmp_path)
+    fence = NodeFence(key=node_key("", "m1", str(tmp_path)), cgroup_parent=cgroup_parent)
+
+    async def body() -> None:
+        proc = await _start(reaper, tmp_path, command, fence)
+        child = await child_of(reaper, pidfile)
+        assert proc.cgroup is not None and child in cgroups.procs(proc.cgroup)
+        await _exit_waits_for_a_frozen_child(proc, child)
+        assert not os.path.exists(proc.cgroup)
+    run(body())
