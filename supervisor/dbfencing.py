@@ -1,10 +1,11 @@
-"""The daemon's side of database fencing (`supervisor.lease.dbfence`, issue 9).
+"""The daemon's side of database fencing (`supervisor.lease.dbfence`).
 
-`DatabaseFencer.watch` registers this host's node role and checks that fencing can
-work, at start and every `CHECK_EVERY` seconds, and tells the core
-(`FencingChecked`): with `fencing.required`, a standby that could not fence the
-other node takes no lease. `DatabaseFencer.fence` runs before every node start of
-the holder; its answer decides whether the node may start.
+`DatabaseFencer.watch` confirms this host's binding (its node role bound to this lease
+on this machine by a DBA) and that fencing can work, at start and every `CHECK_EVERY`
+seconds, and tells the core (`FencingChecked`): with `fencing.required`, a standby
+that could not fence the other node takes no lease. `DatabaseFencer.fence` runs
+before every node start of the holder; its answer decides whether the node may start.
+`DatabaseFencer.fenced(epoch)` says whether a fence for that epoch completed here.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from supervisor.messages import Event, FencingChecked
 
 log = structlog.get_logger("supervisor.dbfencing")
 
-#: How often the registration and the fencing functions are checked again.
+#: How often the binding and the fencing functions are checked again.
 CHECK_EVERY = 30.0
 #: ... while fencing does not work (a DBA's fix is seen within this) or the database
 #: cannot be reached.
 RETRY_EVERY = 2.0
 #: Until the first check answers, a required fence counts as not working.
 NOT_CHECKED = "not checked yet (waiting for the database)"
+#: How many fenced epochs `fenced` remembers.
+FENCED_KEPT = 16
 
 
 class DatabaseFencer:
@@ -47,6 +50,7 @@ class DatabaseFencer:
         self.sql = dbfence.FenceSql(db.schema, db.table)
         self.problem: str | None = NOT_CHECKED
         self.last_fence: dict[str, Any] | None = None
+        self._fenced: list[int] = []  # epochs whose fence completed, newest last
 
     def initial_event(self) -> FencingChecked:
         """What the core knows before the first check."""
@@ -91,12 +95,19 @@ class DatabaseFencer:
                       message="starting the node unfenced (fencing.required = false)")
             return None
         roles = {r.role: r.action for r in result.roles}
+        self._fenced = [*self._fenced[-(FENCED_KEPT - 1):], epoch]
         self.last_fence = {"epoch": epoch, "ok": True, "roles": roles,
                            "sessions_ended": result.sessions_ended}
         log.info("database_fenced", epoch=epoch, roles=roles,
                  sessions_ended=result.sessions_ended, calls=result.passes,
                  seconds=round(result.seconds, 3))
         return None
+
+    def fenced(self, epoch: int) -> bool:
+        """True once a fence for `epoch` completed in this process: every other role
+        bound to the lease locked out, no session of theirs left. False when fencing
+        failed, even if the node was started anyway (`fencing.required = false`)."""
+        return epoch in self._fenced
 
     def status(self) -> dict[str, Any]:
         """For /status: the node role, whether fencing works, the last fence."""
