@@ -16,6 +16,8 @@ from pathlib import Path
 import psycopg
 
 from supervisor.config import Config, load_config
+from supervisor.identity import Identity
+from supervisor.lease import PostgresLeaseStore, dbfence
 from supervisor.lease.dbfence import roles_ddl
 from supervisor.operator import schema_script
 from tests.db_writer import create_table
@@ -105,6 +107,37 @@ database {{ url = "postgresql://{self.server.host}:{self.server.port}/postgres",
                     conn.execute(f"DROP ROLE IF EXISTS {role}")
                 except psycopg.Error:
                     pass
+
+
+class FenceHost:
+    """One host's store and fencing calls, as the daemon makes them."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.identity = Identity.for_this_process(config.lease.machine_name)
+        self.store = PostgresLeaseStore(config.database, self.identity, 2.0)
+        db = config.database
+        self.sql = dbfence.FenceSql(db.schema, db.table)
+        assert config.fencing.node_role is not None
+        self.role = config.fencing.node_role
+
+    async def check(self) -> str | None:
+        return await dbfence.check(self.store.call, self.sql, lease=self.store.lease_name,
+                                   role=self.role, machine=self.identity.machine_name,
+                                   timeout=5)
+
+    async def take(self) -> int:
+        snap = await self.store.observe(5)
+        epoch = await self.store.acquire(snap.version if snap.exists else None,
+                                         server=snap.server, timeout=5)
+        assert epoch is not None
+        return epoch
+
+    async def fence(self, epoch: int, timeout: float = 5) -> dbfence.FenceResult:
+        return await dbfence.fence_database(
+            self.store.call, self.sql, lease=self.store.lease_name, epoch=epoch,
+            instance=self.identity.instance, role=self.role,
+            machine=self.identity.machine_name, timeout=timeout)
 
 
 def set_up(server: PgServer, tmp_path: Path, *, schema: str | None = None,

@@ -19,14 +19,13 @@ import psutil
 import psycopg
 import pytest
 
-from supervisor.config import Config
-from supervisor.identity import Identity
-from supervisor.lease import PostgresLeaseStore, dbfence
+from supervisor.lease import dbfence
 from supervisor.lease.dbfence_sql import CONFIRM_ARGS, LOCK_ARGS
 from tests.cluster import Cluster, http_get, run_cli
 from tests.cluster import Host as Host_
 from tests.db_writer import late_writes
 from tests.fencedb import FenceDb, set_up
+from tests.fencedb import FenceHost as Host
 from tests.pgserver import PgServer
 from tests.proc import pid_alive, wait_until
 
@@ -42,37 +41,6 @@ def fdb(pg_server: PgServer, tmp_path: Path, lease_name: str) -> Iterator[FenceD
         yield db
     finally:
         db.drop()
-
-
-class Host:
-    """One host's store and fencing calls, as the daemon makes them."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.identity = Identity.for_this_process(config.lease.machine_name)
-        self.store = PostgresLeaseStore(config.database, self.identity, 2.0)
-        db = config.database
-        self.sql = dbfence.FenceSql(db.schema, db.table)
-        assert config.fencing.node_role is not None
-        self.role = config.fencing.node_role
-
-    async def check(self) -> str | None:
-        return await dbfence.check(self.store.call, self.sql, lease=self.store.lease_name,
-                                   role=self.role, machine=self.identity.machine_name,
-                                   timeout=5)
-
-    async def take(self) -> int:
-        snap = await self.store.observe(5)
-        epoch = await self.store.acquire(snap.version if snap.exists else None,
-                                         server=snap.server, timeout=5)
-        assert epoch is not None
-        return epoch
-
-    async def fence(self, epoch: int) -> dbfence.FenceResult:
-        return await dbfence.fence_database(
-            self.store.call, self.sql, lease=self.store.lease_name, epoch=epoch,
-            instance=self.identity.instance, role=self.role,
-            machine=self.identity.machine_name, timeout=5)
 
 
 def run(coro: object) -> object:

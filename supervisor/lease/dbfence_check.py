@@ -69,10 +69,6 @@ BEGIN
                       'ALTER SCHEMA %I OWNER TO %I', me, x.nspname,
                       pg_get_userbyid(x.nspowner), x.nspname, owner_name);
     END IF;
-    IF has_schema_privilege(me, nsp, 'CREATE') THEN
-        RETURN format('database.user %I may create objects in schema %I: REVOKE CREATE ON '
-                      'SCHEMA %I FROM %I, PUBLIC', me, x.nspname, x.nspname, me);
-    END IF;
     FOR x IN SELECT t.name FROM unnest(names, rels) AS t(name, rel) WHERE t.rel IS NULL LOOP
         RETURN format('table %s is missing: %s', x.name, again);
     END LOOP;
@@ -98,6 +94,10 @@ BEGIN
                           'TRIGGER, REFERENCES ON %s FROM %I, PUBLIC', me, x.rel, x.rel, me);
         END IF;
     END LOOP;
+    IF has_schema_privilege(me, nsp, 'CREATE') THEN
+        RETURN format('database.user %I may create objects in schema %I: REVOKE CREATE ON '
+                      'SCHEMA %I FROM %I, PUBLIC', me, schema_name, schema_name, me);
+    END IF;
     FOR x IN SELECT t.tgname, t.tgrelid::regclass AS rel, t.tgisinternal,
                     t.tgconstrrelid::regclass AS other, c.conname
              FROM pg_trigger t LEFT JOIN pg_constraint c ON c.oid = t.tgconstraint

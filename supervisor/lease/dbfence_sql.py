@@ -35,6 +35,7 @@ from supervisor.lease.ownership import (
     SELF_POLICY,
     create_role_if_missing,
     dollar_quoted,
+    guard_tables,
     ident,
     literal,
     q,
@@ -157,9 +158,11 @@ def fence_ddl(f: FenceSql, *, owner: str, fencer: str, node_group: str,
            f"GRANT pg_signal_backend TO {fencer_id}",
            *[f"DROP FUNCTION IF EXISTS {fn}" for fn in f.old_functions],
            f"DROP TABLE IF EXISTS {q(f.old_registry)}",
+           guard_tables([f.binding], [f.binding], owner),
            f.create_binding,
            f"ALTER TABLE {binding} OWNER TO {ident(owner)}",
            f"REVOKE ALL ON {binding} FROM PUBLIC, {role}",
+           f"REVOKE CREATE ON SCHEMA {q(f.schema)} FROM {role}",
            f"ALTER TABLE {binding} ENABLE ROW LEVEL SECURITY",
            f"GRANT SELECT ON {binding} TO {role}",
            # the functions run as the fencer: it must reach the schema (PUBLIC may, in
@@ -279,7 +282,6 @@ DECLARE
     r record;
     s record;
     pids integer[] := '{}';
-    starts timestamptz[] := '{}';
     deadline timestamptz := clock_timestamp() + p_wait_ms * interval '1 millisecond';
     problem text := @CONFIRM@(p_lease, p_role, p_machine);
 BEGIN
@@ -298,7 +300,7 @@ BEGIN
         node_role := r.name;
         sessions := 0;
         action := 'locked';
-        FOR s IN SELECT a.pid, a.backend_start FROM pg_stat_activity a
+        FOR s IN SELECT a.pid FROM pg_stat_activity a
                  WHERE a.usename = r.name ORDER BY a.pid LOOP
             -- right before each signal: still the holder, the role still locked out
             IF (SELECT g.rolcanlogin FROM pg_roles g WHERE g.rolname = r.name) THEN
@@ -313,7 +315,6 @@ BEGIN
             END IF;
             PERFORM pg_terminate_backend(s.pid);
             pids := pids || s.pid;
-            starts := starts || s.backend_start;
             sessions := sessions + 1;
         END LOOP;
         IF (SELECT g.rolcanlogin FROM pg_roles g WHERE g.rolname = r.name) THEN
@@ -322,12 +323,11 @@ BEGIN
         RETURN NEXT;
     END LOOP;
     -- wait (p_wait_ms in all) for the signalled sessions to exit; one that has not is
-    -- found, and signalled, again by the caller's next call
+    -- found, and signalled, again by the caller's next call (only pid and usename of
+    -- another role's session are visible to the fencer)
     WHILE cardinality(pids) > 0 AND clock_timestamp() < deadline LOOP
         PERFORM pg_stat_clear_snapshot();
-        EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity a
-                              JOIN unnest(pids, starts) AS t(pid, started)
-                                ON a.pid = t.pid AND a.backend_start = t.started);
+        EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = ANY (pids));
         PERFORM pg_sleep(0.005);
     END LOOP;
 END """)

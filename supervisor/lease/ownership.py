@@ -64,6 +64,39 @@ END """)
 _COLUMN = re.compile(r"^\s*([a-z_]+)\s+(text|integer|bigint|timestamptz|boolean|name)\b")
 
 
+def guard_tables(tables: list[sql.Identifier], written: list[sql.Identifier],
+                 owner: str) -> str:
+    """A DO block that stops the script when one of `tables` exists but is no plain table
+    (a view or anything else in its place), or when one of `written` (a table the script
+    inserts into) exists but belongs to neither the owner role nor a superuser: a table
+    someone else made (with a trigger, a rule, a default or an index expression of
+    theirs) would run their code as the DBA on the script's INSERT."""
+    def names(ts: list[sql.Identifier]) -> str:
+        return "ARRAY[" + ", ".join(literal(q(t)) for t in ts) + "]::text[]"
+
+    return "DO " + dollar_quoted(f"""
+DECLARE
+    t record;
+BEGIN
+    FOR t IN SELECT c.oid::pg_catalog.regclass AS rel, c.relkind,
+                    pg_catalog.pg_get_userbyid(c.relowner) AS who,
+                    n.name = ANY ({names(written)}) AND c.relowner NOT IN (
+                        SELECT r.oid FROM pg_catalog.pg_roles r
+                        WHERE r.rolname IN ({literal(owner)}, current_user) OR r.rolsuper)
+                        AS foreign
+             FROM pg_catalog.unnest({names(tables)}) AS n(name)
+             JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(n.name) LOOP
+        IF t.relkind <> 'r' THEN
+            RAISE EXCEPTION '% is not a plain table (relkind %): drop it, then run this again',
+                t.rel, t.relkind;
+        ELSIF t.foreign THEN
+            RAISE EXCEPTION '% exists but belongs to %, not to % (nor to a superuser): drop '
+                'it, then run this again', t.rel, t.who, {literal(owner)};
+        END IF;
+    END LOOP;
+END """)
+
+
 def column_types(create_table: str) -> list[tuple[str, str]]:
     """(column, type) of each column line of a CREATE TABLE statement `schema` prints."""
     return [(m.group(1), m.group(2)) for line in create_table.splitlines()[1:]
@@ -121,8 +154,8 @@ def owner_ddl(t: OwnedTables, *, owner: str, supervisor_role: str, lease_name: s
            f"ALTER ROLE {ident(owner)} NOLOGIN"]
     if schema is not None:
         out.append(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
-    out += [t.create_lease, t.add_lease_columns, t.create_member, t.create_history,
-            t.create_access]
+    out += [guard_tables(tables, [t.access], owner), t.create_lease, t.add_lease_columns,
+            t.create_member, t.create_history, t.create_access]
     for table in tables:
         out += [f"ALTER TABLE {q(table)} OWNER TO {ident(owner)}",
                 f"REVOKE ALL ON {q(table)} FROM PUBLIC, {role}",

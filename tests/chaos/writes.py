@@ -6,9 +6,10 @@ database through a link of proxies no fault touches. After each episode the runn
 counts *late writes*: rows of an epoch committed after the first row of a later
 epoch (an old node's write landing once the new node ran), by commit timestamp.
 
-`fencing=True`: the supervisors run with `fencing { nodeRole = ... }`, log in as a
-least-privilege role, and the lease tables and fence functions are installed as `schema`
-prints them (for each host: its binding), and any late write is an invariant violation. `fencing=False`: the same writes, counted, no fencing: the difference is
+`fencing=True`: the supervisors run with `fencing { nodeRole = ... }` and log in as a
+least-privilege role, the lease tables and fence functions are installed as `schema`
+prints them (for each host, with its binding), and any late write is an invariant
+violation. `fencing=False`: the same writes, counted, no fencing: the difference is
 what fencing buys. A lossy database failover can lose rows and reuse an epoch; the
 count may then miss a late write, never invent one.
 """
