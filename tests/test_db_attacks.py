@@ -320,8 +320,12 @@ def test_attack_as_schema_prints_it(world: World, name: str) -> None:
             (w.one.node_role("a"), "can log in"), (w.one.node_role("b"), "locked")}
         if name in ("forged_lease", "other_pairs_row"):  # acting for another lease
             lease = "forged" if name == "forged_lease" else "pair-2"
-            refused = fence(w, conn, lease=lease, instance="inst-x", epoch=1 if
-                            name == "forged_lease" else 4)
+            # as the forged row's holder, or as pair 2's real holder (instance and epoch
+            # known), with pair 2's role on pair 2's machine
+            refused = (fence(w, conn, lease="forged", instance="inst-x")
+                       if name == "forged_lease" else
+                       fence(w, conn, lease="pair-2", instance="inst-c", epoch=3,
+                             role=w.two.node_role("c"), machine="c"))
             assert refused == (f"{REFUSED}: database.user {w.one.supervisor} may not act "
                                f"for lease '{lease}': INSERT INTO " +
                                w.sql.access_table.as_string(None) +
