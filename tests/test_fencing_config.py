@@ -1,4 +1,4 @@
-"""The `fencing` block (issue 9): off without it; nodeRole from node.conf's
+"""The `fencing` block: off without it; nodeRole from node.conf's
 dataSource.user when not given; never the supervisor's own login role; errors name the
 file, line and key."""
 

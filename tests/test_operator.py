@@ -1,4 +1,4 @@
-"""The operator's commands (issue 7): `schema` gives a least-privilege role that runs
+"""The operator's commands: `schema` gives a least-privilege role that runs
 the whole lease protocol, `status` creates nothing and lists every member, a holder
 that stopped renewing is not "live", and `handover` refuses when nobody could take
 over. Real PostgreSQL, real supervisors."""

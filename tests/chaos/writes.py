@@ -1,4 +1,4 @@
-"""The chaos nodes' database writes and database fencing (issue 9).
+"""The chaos nodes' database writes and database fencing.
 
 Every node writes all the time as its host's own node role (tests/db_writer.py, like
 a Corda node's connection pool: reconnect and retry at once), straight to the

@@ -873,6 +873,16 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_db_fence_rules.py::test_a_renewal_is_not_blocked_while_the_end_call_waits",),
     ),
     Mutant(
+        "fenced_without_a_fence",
+        "fenced(epoch) is True only once a fence for that epoch completed (it gates "
+        "rewriting Corda's lock row)",
+        "supervisor/dbfencing.py",
+        "        return epoch in self._fenced\n",
+        "        return True\n",
+        ("tests/test_db_fence_rules.py::"
+         "test_fenced_says_whether_a_fence_for_that_epoch_completed[not-required]",),
+    ),
+    Mutant(
         "fence_lock_ends_sessions",
         "NOLOGIN is committed before any session is ended: the lock call ends none",
         "supervisor/lease/dbfence_sql.py",
