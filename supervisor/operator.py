@@ -450,7 +450,10 @@ def fencing_script(config: Config) -> list[str]:
         f"{ident(group)};",
         f"--  ALTER ROLE ... SET role = '{group}';)",
         f"-- {ident(fencer)} owns the fence functions and may lock the node roles bound to a",
-        "-- lease out and end their sessions; nobody logs in as it. PostgreSQL 14 or later.",
+        "-- lease out and end their sessions; nobody logs in as it. PostgreSQL 14 or later;",
+        "-- fencing refuses to run while the supervisor's role may create objects in the",
+        f"-- schema ({fence.schema_name}): on PostgreSQL 14 also REVOKE CREATE ON SCHEMA "
+        f"{fence.schema.as_string(None)} FROM PUBLIC; (15's default).",
         *[_statement(s) for s in fence_ddl(
             fence, owner=db.owner_role, fencer=fencer, node_group=group,
             supervisor_role=supervisor_role(config), columns=columns)],

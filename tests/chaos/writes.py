@@ -67,7 +67,8 @@ class ChaosWrites:
         create_table(self.db.dsn, TABLE, self.group)
 
     def _schema_conf(self, host: str) -> str:
-        return (f'mutualExclusionConfiguration {{ on = true, machineName = "{host}" }}\n'
+        return (f'mutualExclusionConfiguration {{ on = true, machineName = "{host}", '
+                "updateInterval = 500, waitInterval = 2000 }\n"
                 f'database {{ url = "{self.db.dsn}", table = {LEASE_TABLE}, '
                 f'leaseName = "{self.lease_name}" }}\nnode {{ command = ["/bin/true"] }}\n'
                 + self.conf(host))
