@@ -151,8 +151,9 @@ def _check_fencing(config: Config) -> list[ConfigError]:
               file=sys.stderr)
         return []
     if problem is None:
-        print(f"fencing: ready (node role {config.fencing.node_role} registered for lease "
-              f"{config.database.lease_name!r})", file=sys.stderr)
+        print(f"fencing: ready (node role {config.fencing.node_role} bound to lease "
+              f"{config.database.lease_name!r} on machine {config.lease.machine_name!r})",
+              file=sys.stderr)
         return []
     if not config.fencing.required:
         print(f"warning: fencing: {problem} (fencing.required = false: the node would "

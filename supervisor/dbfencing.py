@@ -1,10 +1,11 @@
-"""The daemon's side of database fencing (`supervisor.lease.dbfence`, issue 9).
+"""The daemon's side of database fencing (`supervisor.lease.dbfence`).
 
-`DatabaseFencer.watch` registers this host's node role and checks that fencing can
-work, at start and every `CHECK_EVERY` seconds, and tells the core
-(`FencingChecked`): with `fencing.required`, a standby that could not fence the
-other node takes no lease. `DatabaseFencer.fence` runs before every node start of
-the holder; its answer decides whether the node may start.
+`DatabaseFencer.watch` confirms this host's binding (its node role bound to this lease
+on this machine by a DBA) and that fencing can work, at start and every `CHECK_EVERY`
+seconds, and tells the core (`FencingChecked`): with `fencing.required`, a standby
+that could not fence the other node takes no lease. `DatabaseFencer.fence` runs
+before every node start of the holder; its answer decides whether the node may start.
+`DatabaseFencer.fenced(epoch)` says whether a fence for that epoch completed here.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from supervisor.messages import Event, FencingChecked
 
 log = structlog.get_logger("supervisor.dbfencing")
 
-#: How often the registration and the fencing functions are checked again.
+#: How often the binding and the fencing functions are checked again.
 CHECK_EVERY = 30.0
 #: ... while fencing does not work (a DBA's fix is seen within this) or the database
 #: cannot be reached.
 RETRY_EVERY = 2.0
 #: Until the first check answers, a required fence counts as not working.
 NOT_CHECKED = "not checked yet (waiting for the database)"
+#: How many fenced epochs `fenced` remembers.
+FENCED_KEPT = 16
 
 
 class DatabaseFencer:
@@ -47,7 +50,7 @@ class DatabaseFencer:
         self.sql = dbfence.FenceSql(db.schema, db.table)
         self.problem: str | None = NOT_CHECKED
         self.last_fence: dict[str, Any] | None = None
-        self._fenced_epoch: int | None = None  # the epoch whose fence completed last
+        self._fenced: list[int] = []  # epochs whose fence completed, newest last
 
     def initial_event(self) -> FencingChecked:
         """What the core knows before the first check."""
@@ -77,7 +80,6 @@ class DatabaseFencer:
     async def fence(self, epoch: int) -> str | None:
         """Fence for `epoch` before the node starts: None when the node may start (fenced,
         or fencing not required), else why not. Logs the outcome."""
-        self._fenced_epoch = None
         try:
             result = await dbfence.fence_database(
                 self.store.call, self.sql, lease=self.store.lease_name, epoch=epoch,
@@ -92,8 +94,8 @@ class DatabaseFencer:
             log.error("database_fence_failed", epoch=epoch, error=str(e),
                       message="starting the node unfenced (fencing.required = false)")
             return None
-        self._fenced_epoch = epoch
         roles = {r.role: r.action for r in result.roles}
+        self._fenced = [*self._fenced[-(FENCED_KEPT - 1):], epoch]
         self.last_fence = {"epoch": epoch, "ok": True, "roles": roles,
                            "sessions_ended": result.sessions_ended}
         log.info("database_fenced", epoch=epoch, roles=roles,
@@ -102,9 +104,10 @@ class DatabaseFencer:
         return None
 
     def fenced(self, epoch: int) -> bool:
-        """A fence for `epoch` completed in this process: every other node role locked out,
-        none of its sessions left. Only then may Corda's own guard row be touched."""
-        return self._fenced_epoch == epoch
+        """True once a fence for `epoch` completed in this process: every other role
+        bound to the lease locked out, no session of theirs left. False when fencing
+        failed, even if the node was started anyway (`fencing.required = false`)."""
+        return epoch in self._fenced
 
     def status(self) -> dict[str, Any]:
         """For /status: the node role, whether fencing works, the last fence."""

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +22,7 @@ from typing import Any
 from psycopg import sql
 
 from supervisor.config import Config
+from supervisor.config.loader import DEFAULT_SUPERVISOR_ROLE
 from supervisor.identity import Identity
 from supervisor.lease import (
     LeaseSnapshot,
@@ -30,10 +32,9 @@ from supervisor.lease import (
     read_state,
 )
 from supervisor.lease.cordaguard import CORDA_TABLE
-from supervisor.lease.dbfence import FenceSql, explain, read_roles, roles_ddl
+from supervisor.lease.dbfence import FenceSql, explain, fence_ddl, read_roles, roles_ddl
 from supervisor.lease.dbfence import check as dbfence_check
-from supervisor.lease.members import MemberSql
-from supervisor.lease.sql import LeaseSql
+from supervisor.lease.ownership import OwnedTables, column_types, owner_ddl
 
 EX_UNAVAILABLE = 69
 EXIT_NO_HOLDER = 3
@@ -162,30 +163,41 @@ async def _store(config: Config, machine_name: str) -> AsyncIterator[PostgresLea
 
 
 async def fencing_roles(config: Config) -> dict[str, Any]:
-    """The node roles registered for this lease and whether each may log in, or the error
-    that kept them from being read. Reads only; bounded; never raises."""
-    fence = FenceSql(config.database.schema, config.database.table)
+    """The confirm check of this host's binding (`problem`: None when fencing can work)
+    and the node roles bound to this lease, whether each may log in; or the error that
+    kept them from being read. Reads only; bounded; never raises."""
+    db, fencing = config.database, config.fencing
+    assert fencing.node_role is not None
+    fence = FenceSql(db.schema, db.table)
+    info: dict[str, Any] = {"node_role": fencing.node_role, "error": None, "problem": None,
+                            "roles": []}
     try:
         async with _store(config, config.lease.machine_name) as store:
+            info["problem"] = await dbfence_check(
+                store.call, fence, lease=db.lease_name, role=fencing.node_role,
+                machine=config.lease.machine_name, timeout=_timeout(config))
             roles = await store.call("fence_roles", lambda conn: read_roles(
-                conn, fence, config.database.lease_name), _timeout(config))
+                conn, fence, db.lease_name), _timeout(config))
     except LeaseUnavailable as e:
-        return {"node_role": config.fencing.node_role, "error": explain(e), "roles": []}
-    return {"node_role": config.fencing.node_role, "error": None,
-            "roles": [r.as_dict() for r in roles]}
+        info["error"] = explain(e)
+        return info
+    info["roles"] = [r.as_dict() for r in roles]
+    return info
 
 
 async def fencing_check(config: Config) -> tuple[str | None, str | None]:
-    """`check-config`'s fencing check: registers this host's node role, as the daemon
-    does. (None, None) when fencing works; (why not, None); or (None, the database
-    error) when the database could not be asked. Bounded; never raises."""
+    """`check-config`'s fencing check: the confirm check the daemon makes (this host's
+    node role bound to this lease on this machine, and every rule of
+    `supervisor.lease.dbfence_sql`). (None, None) when fencing works; (why not, None);
+    or (None, the database error) when the database could not be asked. Bounded; never
+    raises; changes nothing."""
     assert config.fencing.node_role is not None
     try:
         async with _store(config, config.lease.machine_name) as store:
             problem = await dbfence_check(
                 store.call, FenceSql(config.database.schema, config.database.table),
                 lease=config.database.lease_name, role=config.fencing.node_role,
-                machine=store.identity.machine_name, timeout=_timeout(config))
+                machine=config.lease.machine_name, timeout=_timeout(config))
     except LeaseUnavailable as e:
         return None, str(e)
     return problem, None
@@ -194,14 +206,15 @@ async def fencing_check(config: Config) -> tuple[str | None, str | None]:
 def _describe_fencing(info: dict[str, Any]) -> str:
     if info["error"]:
         return f"fencing: CANNOT READ the node roles: {info['error']}"
-    lines = [f"fencing: this host's node role {info['node_role']}"]
+    state = "ready" if info["problem"] is None else f"CANNOT FENCE: {info['problem']}"
+    lines = [f"fencing: this host's node role {info['node_role']}: {state}"]
     for r in info["roles"]:
         login = {True: "may log in", False: f"LOCKED OUT by epoch {r['locked_by_epoch']}",
                  None: "ROLE MISSING"}[r["can_log_in"]]
         lines.append(f"  {r['node_role']:<20} {r['machine_name']:<16} {login}, "
                      f"{r['sessions']} sessions")
     if not info["roles"]:
-        lines.append("  no node role registered yet")
+        lines.append("  no node role bound to this lease (see `corda-ha-supervisor schema`)")
     return "\n".join(lines)
 
 
@@ -358,46 +371,52 @@ async def history(config: Config, *, as_json: bool, limit: int) -> int:
 
 
 def schema_script(config: Config) -> str:
-    """The DDL and GRANTs a DBA runs once for this configuration's lease tables, for a
-    least-privilege role (`database.user`, or `corda_ha` when not set)."""
+    """What a DBA runs (as a superuser) for this configuration: the lease tables owned by
+    the owner role (`database.ownerRole`), row privileges and row-level security for the
+    supervisor's role (`database.user`, or `corda_ha` when not set), this lease's access
+    row and, with `fencing`, the fencing objects and this host's binding. One transaction;
+    running it again changes nothing (and fixes an install whose tables the supervisor's
+    role created)."""
     db = config.database
-    lease = LeaseSql(db.schema, db.table)
-    members = MemberSql(db.schema, db.table)
+    tables = OwnedTables.of(db.schema, db.table)
     corda = (sql.Identifier(db.schema, CORDA_TABLE) if db.schema
              else sql.Identifier(CORDA_TABLE))
-    role = sql.Identifier(db.user or "corda_ha")
-
-    def text(statement: sql.Composable) -> str:
-        lines = [line.strip() for line in statement.as_string(None).strip().splitlines()]
-        return "\n".join(lines[:1] + ["    " + line for line in lines[1:-1]] + lines[-1:]
-                         if len(lines) > 2 else lines)
-
+    role = sql.Identifier(supervisor_role(config)).as_string(None)
     where = db.schema or "the role's search_path schema (e.g. public)"
     lines = [
         f"-- corda-ha-supervisor {config.source}: lease tables of lease {db.lease_name!r}",
-        f"-- in {where}. Run once as a DBA (psql -v ON_ERROR_STOP=1 -f ...).",
-        "",
+        f"-- in {where}.",
+        "-- Run as a superuser (psql -v ON_ERROR_STOP=1 -f ...): one transaction; running it",
+        "-- again (e.g. for the other host) changes nothing.",
+        f"-- The supervisor's role, if it does not exist: CREATE ROLE {role} LOGIN PASSWORD "
+        "'...';",
+        "-- It gets row privileges only, and sees only the rows of the leases that",
+        f"-- {tables.access.as_string(None)} names for it; the tables belong to "
+        f"{sql.Identifier(db.owner_role).as_string(None)}, which nobody logs in as.",
+        "BEGIN;",
     ]
-    if lease.create_schema is not None:
-        lines.append(text(lease.create_schema) + ";")
-    lines += [text(lease.create_table) + ";", text(members.create_table) + ";",
-              text(lease.create_history) + ";", "",
-              "-- the supervisor's role: it may read and write its two tables, nothing else",
-              f"-- CREATE ROLE {text(role)} LOGIN PASSWORD '...';  -- if it does not exist"]
-    if db.schema is not None:
-        lines.append(f"GRANT USAGE ON SCHEMA {text(sql.Identifier(db.schema))} "
-                     f"TO {text(role)};")
-    lines += [f"GRANT SELECT, INSERT, UPDATE ON {text(lease.table)} TO {text(role)};",
-              f"GRANT SELECT, INSERT, UPDATE, DELETE ON {text(members.table)} TO {text(role)};",
-              f"GRANT SELECT, INSERT, UPDATE ON {text(lease.history_table)} TO {text(role)};",
-              "",
+    lines += [_statement(s) for s in owner_ddl(
+        tables, owner=db.owner_role, supervisor_role=supervisor_role(config),
+        lease_name=db.lease_name, schema=db.schema)]
+    lines += ["",
               "-- with Corda's own guard on (node.conf mutualExclusionConfiguration), once Corda",
               "-- created its table: lets the holder make the old node's row takeable so a",
               "-- node started after a failover or handover does not wait waitInterval out",
-              f"-- GRANT SELECT, UPDATE ON {text(corda)} TO {text(role)};"]
+              f"-- GRANT SELECT, UPDATE ON {corda.as_string(None)} TO {role};"]
     if config.fencing.enabled:
         lines += fencing_script(config)
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "COMMIT;"]) + "\n"
+
+
+def supervisor_role(config: Config) -> str:
+    """The role `schema` grants to: `database.user`, or `corda_ha` when not set."""
+    return config.database.user or DEFAULT_SUPERVISOR_ROLE
+
+
+def _statement(text: str) -> str:
+    """One statement as printed: its lines indented under the first, and a `;`."""
+    first, *rest = text.strip().splitlines()
+    return "\n".join([first.rstrip(), *textwrap.dedent("\n".join(rest)).splitlines()]) + ";"
 
 
 def fencing_script(config: Config) -> list[str]:
@@ -410,7 +429,14 @@ def fencing_script(config: Config) -> list[str]:
     def ident(name: str) -> str:
         return sql.Identifier(name).as_string(None)
 
+    tables = OwnedTables.of(db.schema, db.table)
+    columns = {fence.lease_table.as_string(None): column_types(tables.create_lease),
+               fence.member_table.as_string(None): column_types(tables.create_member),
+               fence.history_table.as_string(None): column_types(tables.create_history),
+               fence.access_table.as_string(None): column_types(tables.create_access),
+               fence.binding.as_string(None): column_types(fence.create_binding)}
     roles = roles_ddl(node_group=group, fencer=fencer, node_roles=[fencing.node_role])
+    machine = config.lease.machine_name
     return [
         "",
         f"-- database fencing (fencing.nodeRole = {fencing.node_role}). The roles, if they do",
@@ -418,17 +444,25 @@ def fencing_script(config: Config) -> list[str]:
         "-- CREATE and USAGE there, or make it the schema's owner); every host's node role is",
         "-- a member of it and acts as it (SET role), so the tables Corda creates at its first",
         "-- start belong to the group and the other host's node can use them after a",
-        f"-- failover; {ident(fencer)} owns the fence functions and may lock node roles out",
-        "-- and end their sessions; nobody logs in as it.",
-        *[f"-- {line};" for line in roles],
+        "-- failover. Each host's node needs a login role of its own.",
+        *[f"-- {line};" for line in roles[:-2]],
         "-- (each host's node role: CREATE ROLE ... LOGIN PASSWORD '...' IN ROLE "
         f"{ident(group)};",
         f"--  ALTER ROLE ... SET role = '{group}';)",
-        "-- PostgreSQL 16 and later: CREATEROLE alters only the roles it administers, so for",
-        "-- every node role:",
-        f"-- GRANT {ident(fencing.node_role)} TO {ident(fencer)} WITH ADMIN OPTION, "
-        "INHERIT FALSE, SET FALSE;",
-        "-- Then, once, as a superuser (PostgreSQL 14 or later):",
-        *[statement + ";" for statement in fence.ddl(
-            node_group=group, fencer=fencer, supervisor_role=db.user or "corda_ha")],
+        f"-- {ident(fencer)} owns the fence functions and may lock the node roles bound to a",
+        "-- lease out and end their sessions; nobody logs in as it. PostgreSQL 14 or later;",
+        "-- fencing refuses to run while the supervisor's role may create objects in the",
+        f"-- schema ({fence.schema_name}): on PostgreSQL 14 also REVOKE CREATE ON SCHEMA "
+        f"{fence.schema.as_string(None)} FROM PUBLIC; (15's default).",
+        *[_statement(s) for s in fence_ddl(
+            fence, owner=db.owner_role, fencer=fencer, node_group=group,
+            supervisor_role=supervisor_role(config), columns=columns)],
+        "",
+        f"-- this host's binding: node role {fencing.node_role} runs on machine {machine!r} of",
+        f"-- lease {db.lease_name!r}. A role is bound to one lease and one machine at most;",
+        "-- binding it again elsewhere is an error. On PostgreSQL 16 and later this also",
+        f"-- grants the role to {ident(fencer)} WITH ADMIN OPTION (CREATEROLE alters only",
+        "-- the roles it administers).",
+        _statement(fence.bind(node_role=fencing.node_role, lease=db.lease_name,
+                              machine=machine)),
     ]

@@ -20,6 +20,8 @@ from supervisor.config import (
     EX_CONFIG,
     Config,
     ConfigError,
+    config_from_json,
+    config_to_json,
     dump_config,
     load_config,
     parse_duration,
@@ -809,3 +811,24 @@ def test_node_cgroup(tmp_path: Path, text: str, value: str) -> None:
     assert redacted_dict(config)["node"]["cgroup"] == value
     if value.startswith("/"):
         assert any("node.cgroup" in w for w in config.warnings)  # no such directory here
+
+
+# --------------------------------------------------------------------------- ownerRole
+
+def test_owner_role_default_override_and_dump(tmp_path: Path) -> None:
+    """database.ownerRole: the role `schema` makes the owner of the lease tables."""
+    assert load(tmp_path, BASE).database.owner_role == "corda_ha_owner"
+    config = load(tmp_path, BASE + "database.ownerRole = ha_owner\n")
+    assert config.database.owner_role == "ha_owner"
+    assert redacted_dict(config)["database"]["ownerRole"] == "ha_owner"
+    assert config_from_json(config_to_json(config)).database.owner_role == "ha_owner"
+
+
+@pytest.mark.parametrize(("extra", "words"), [
+    ('database.ownerRole = "a b"\n', "not a plain role name"),
+    ("database { user = corda_ha, ownerRole = corda_ha }\n", "the supervisor's own login"),
+    ("database.ownerRole = corda_ha\n", "the supervisor's own login"),  # schema's default
+])
+def test_owner_role_errors_name_the_key(tmp_path: Path, extra: str, words: str) -> None:
+    err = error(tmp_path, BASE + extra)
+    assert err.key == "database.ownerRole" and words in str(err)

@@ -1,7 +1,8 @@
-"""Database fencing (issue 9): the new holder locks the other node roles out and ends
-their sessions before its node starts; only the holder can fence; a locked-out role is
-unlocked only by its own host's acquisition; what is missing is named. Real PostgreSQL,
-set up exactly as `schema` prints it, driven by a least-privilege supervisor role."""
+"""Database fencing: the new holder locks the other node roles bound to its lease out and
+ends their sessions before its node starts; only the holder can fence; a locked-out role
+is unlocked only by its own host's acquisition; what is missing is named. Real
+PostgreSQL, set up exactly as `schema` prints it, driven by a least-privilege supervisor
+role. The attacks from that role are in tests/test_db_attacks.py."""
 
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ import psutil
 import psycopg
 import pytest
 
-from supervisor.config import Config
-from supervisor.identity import Identity
-from supervisor.lease import PostgresLeaseStore, dbfence
+from supervisor.lease import dbfence
+from supervisor.lease.dbfence_sql import CONFIRM_ARGS, LOCK_ARGS
 from tests.cluster import Cluster, http_get, run_cli
 from tests.cluster import Host as Host_
 from tests.db_writer import late_writes
 from tests.fencedb import FenceDb, set_up
+from tests.fencedb import FenceHost as Host
 from tests.pgserver import PgServer
 from tests.proc import pid_alive, wait_until
 
@@ -32,45 +33,14 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def fdb(pg_server: PgServer, tmp_path: Path) -> Iterator[FenceDb]:
+def fdb(pg_server: PgServer, tmp_path: Path, lease_name: str) -> Iterator[FenceDb]:
     if not pg_server.can_restart:
         pytest.skip("external database (CORDA_HA_TEST_DSN): cannot create roles")
-    db = set_up(pg_server, tmp_path)
+    db = set_up(pg_server, tmp_path, lease_name=lease_name)
     try:
         yield db
     finally:
         db.drop()
-
-
-class Host:
-    """One host's store and fencing calls, as the daemon makes them."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.identity = Identity.for_this_process(config.lease.machine_name)
-        self.store = PostgresLeaseStore(config.database, self.identity, 2.0)
-        db = config.database
-        self.sql = dbfence.FenceSql(db.schema, db.table)
-        assert config.fencing.node_role is not None
-        self.role = config.fencing.node_role
-
-    async def check(self) -> str | None:
-        return await dbfence.check(self.store.call, self.sql, lease=self.store.lease_name,
-                                   role=self.role, machine=self.identity.machine_name,
-                                   timeout=5)
-
-    async def take(self) -> int:
-        snap = await self.store.observe(5)
-        epoch = await self.store.acquire(snap.version if snap.exists else None,
-                                         server=snap.server, timeout=5)
-        assert epoch is not None
-        return epoch
-
-    async def fence(self, epoch: int) -> dbfence.FenceResult:
-        return await dbfence.fence_database(
-            self.store.call, self.sql, lease=self.store.lease_name, epoch=epoch,
-            instance=self.identity.instance, role=self.role,
-            machine=self.identity.machine_name, timeout=5)
 
 
 def run(coro: object) -> object:
@@ -84,7 +54,7 @@ def test_the_holder_locks_the_other_role_out_and_ends_its_sessions(
 
     async def scenario() -> None:
         try:
-            assert await a.check() is None and await b.check() is None  # both registered
+            assert await a.check() is None and await b.check() is None  # both bound
             # b's old node is connected and writing
             old = await psycopg.AsyncConnection.connect(fdb.dsn(role_b), autocommit=True)
             await old.execute(f"INSERT INTO {fdb.writes} (host) VALUES ('b')")
@@ -99,7 +69,7 @@ def test_the_holder_locks_the_other_role_out_and_ends_its_sessions(
             with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
                 await psycopg.AsyncConnection.connect(fdb.dsn(role_b))
             assert not fdb.can_log_in(role_b) and fdb.can_log_in(role_a)
-            # a registration (b's supervisor restarting) never unlocks b's role
+            # a confirm (b's supervisor restarting) never unlocks b's role
             assert await b.check() is None
             assert not fdb.can_log_in(role_b)
             # fencing again in the same epoch (a node restart) finds nothing to do
@@ -147,8 +117,8 @@ def test_only_the_holder_at_that_epoch_can_fence(fdb: FenceDb, tmp_path: Path) -
 
 
 def test_a_role_outside_the_node_group_is_never_fenced(fdb: FenceDb, tmp_path: Path) -> None:
-    """The supervisor's role can lock out only members of the node group: a role that
-    left the group after registering is refused (and the fence fails, loudly)."""
+    """The supervisor's role can lock out only members of the node group: a bound role
+    that left the group is refused (and the fence fails, loudly, locking nothing)."""
     a, b = Host(fdb.load(tmp_path, "a")), Host(fdb.load(tmp_path, "b"))
 
     async def scenario() -> None:
@@ -169,16 +139,15 @@ def test_a_role_outside_the_node_group_is_never_fenced(fdb: FenceDb, tmp_path: P
 
 def test_missing_functions_or_privileges_are_named(fdb: FenceDb, tmp_path: Path) -> None:
     a = Host(fdb.load(tmp_path, "a"))
-    fn = a.sql.register_fn.as_string(None)
+    fn = a.sql.confirm_fn.as_string(None) + CONFIRM_ARGS
 
     async def scenario() -> None:
         try:
-            fdb.server.execute(f"REVOKE EXECUTE ON FUNCTION {fn}(text, name, text) "
-                               f"FROM {fdb.supervisor}")
+            fdb.server.execute(f"REVOKE EXECUTE ON FUNCTION {fn} FROM {fdb.supervisor}")
             problem = await a.check()
             assert problem is not None and "missing privilege for fencing" in problem
             assert "corda-ha-supervisor schema" in problem
-            fdb.server.execute(f"DROP FUNCTION {fn}(text, name, text) CASCADE")
+            fdb.server.execute(f"DROP FUNCTION {fn} CASCADE")
             problem = await a.check()
             assert problem is not None and "not installed" in problem
         finally:
@@ -204,11 +173,13 @@ def add_writer(pair: Cluster, fdb: FenceDb, name: str, tmp_path: Path, *,
     """A supervisor of `name` (least-privilege role) whose node writes as its own role."""
     log = tmp_path / f"{name}.writes"
     block = (f"fencing {{ nodeRole = {fdb.node_role(name)}, nodeGroup = {fdb.group}, "
-             f"required = {'true' if required else 'false'} }}") if fencing else ""
+             f"fencerRole = {fdb.fencer}, required = {'true' if required else 'false'} }}"
+             ) if fencing else ""
     host = pair.add(name, ["--write", fdb.dsn(fdb.node_role(name)), "--write-table",
                            fdb.writes, "--write-log", str(log)],
                     dsn=fdb.dsn(fdb.supervisor),
-                    extra_conf=f"database {{ table = {fdb.table} }}\n{block}")
+                    extra_conf=f"database {{ table = {fdb.table}, ownerRole = {fdb.owner} }}"
+                               f"\n{block}")
     return host, log
 
 
@@ -267,8 +238,8 @@ def test_a_standby_that_cannot_fence_takes_nothing_until_fixed(
         pair: Cluster, fdb: FenceDb, tmp_path: Path) -> None:
     """fencing.required: no privilege on the fence functions -> the standby says why (log,
     /status) and takes no lease, even a free one; once a DBA grants it, it takes over."""
-    fn = dbfence.FenceSql(None, fdb.table).register_fn.as_string(None)
-    fdb.server.execute(f"REVOKE EXECUTE ON FUNCTION {fn}(text, name, text) FROM {fdb.supervisor}")
+    fn = dbfence.FenceSql(None, fdb.table).confirm_fn.as_string(None) + CONFIRM_ARGS
+    fdb.server.execute(f"REVOKE EXECUTE ON FUNCTION {fn} FROM {fdb.supervisor}")
     b, _ = add_writer(pair, fdb, "b", tmp_path, fencing=True)
     b.start()
     failed = b.wait_event("fencing_unavailable", 15)
@@ -292,7 +263,7 @@ def test_a_standby_that_cannot_fence_takes_nothing_until_fixed(
     # waited for, bounded)
     b.no_event("lease_acquired", 2 * b.wait_ms / 1000)
     assert not b.node_records()
-    fdb.server.execute(f"GRANT EXECUTE ON FUNCTION {fn}(text, name, text) TO {fdb.supervisor}")
+    fdb.server.execute(f"GRANT EXECUTE ON FUNCTION {fn} TO {fdb.supervisor}")
     b.wait_event("fencing_ready", 10)
     b.wait_node_up(10)
     assert b.events("database_fenced")
@@ -301,12 +272,11 @@ def test_a_standby_that_cannot_fence_takes_nothing_until_fixed(
 @pytest.mark.parametrize("required", [True, False], ids=["required", "not-required"])
 def test_a_holder_whose_fence_fails_does_not_start_its_node(
         pair: Cluster, fdb: FenceDb, tmp_path: Path, required: bool) -> None:
-    """The fence itself fails at acquisition (the fence function's privilege is gone,
-    registration still works): required -> the node is not started (a failed start);
+    """The fence itself fails at acquisition (the lock function's privilege is gone, the
+    confirm check still works): required -> the node is not started (a failed start);
     fencing.required = false -> it starts unfenced, with an error logged."""
-    fn = dbfence.FenceSql(None, fdb.table).fence_fn.as_string(None)
-    fdb.server.execute(f"REVOKE EXECUTE ON FUNCTION {fn}(text, bigint, text, name, text, "
-                       f"bigint) FROM {fdb.supervisor}")
+    fn = dbfence.FenceSql(None, fdb.table).lock_fn.as_string(None) + LOCK_ARGS
+    fdb.server.execute(f"REVOKE EXECUTE ON FUNCTION {fn} FROM {fdb.supervisor}")
     a, _ = add_writer(pair, fdb, "a", tmp_path, fencing=True, required=required)
     a.start()
     failed = a.wait_event("database_fence_failed", 15)
@@ -341,15 +311,15 @@ def test_the_least_privilege_role_runs_the_whole_path(
     assert f"fencing: ready (node role {fdb.node_role('b')}" in check.stderr
     out = run_cli("status", "--config", str(a.config_path))
     assert out.returncode == 0, out
-    # b registered after a's fence: nothing of b's ran, so nothing was locked
-    assert f"fencing: this host's node role {fdb.node_role('a')}" in out.stdout, out.stdout
-    assert f"{fdb.node_role('b')}" in out.stdout and "LOCKED OUT" not in out.stdout
+    # a's fence locked b's role out (b is bound to the lease by the DBA)
+    assert f"fencing: this host's node role {fdb.node_role('a')}: ready" in out.stdout, out.stdout
+    assert f"{fdb.node_role('b')}" in out.stdout and "LOCKED OUT by epoch 1" in out.stdout
     mark = b.mark()
     handover = run_cli("handover", "--config", str(a.config_path), "--wait", "20")
     assert handover.returncode == 0, handover
     b.wait_node_up(20, since=mark)
     fenced = b.wait_event("database_fenced", 1, since=mark)
-    assert fenced["roles"] == {fdb.node_role("a"): "locked", fdb.node_role("b"): "can log in"}
+    assert fenced["roles"] == {fdb.node_role("a"): "locked", fdb.node_role("b"): "unlocked"}
     wait_until(lambda: any(line.startswith("ok") for line in write_log(log_b)), 10,
                message="b's node writes")
     status = json.loads(run_cli("status", "--json", "--config", str(a.config_path)).stdout)

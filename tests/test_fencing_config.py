@@ -1,4 +1,4 @@
-"""The `fencing` block (issue 9): off without it; nodeRole from node.conf's
+"""The `fencing` block: off without it; nodeRole from node.conf's
 dataSource.user when not given; never the supervisor's own login role; errors name the
 file, line and key."""
 
@@ -69,3 +69,20 @@ def test_node_conf_as_the_supervisors_login_cannot_fence(tmp_path: Path) -> None
     path = setup(tmp_path, extra="fencing { }\n")
     with pytest.raises(ConfigError, match=r"fencing\.nodeRole: is database\.user"):
         load_config(str(path), hostname="host-a", environ={})
+
+
+@pytest.mark.parametrize("extra, key, words", [
+    ("database.ownerRole = corda_nodes\nfencing { nodeRole = x }", "fencing.nodeGroup",
+     "is database.ownerRole"),
+    ("fencing { nodeRole = x, fencerRole = corda_ha }", "fencing.fencerRole",
+     "is database.user"),
+    ("fencing { nodeRole = x, fencerRole = x }", "fencing.fencerRole", "is fencing.nodeRole"),
+    ("fencing { nodeRole = x, nodeGroup = x }", "fencing.nodeGroup", "is fencing.nodeRole"),
+])
+def test_each_role_is_a_role_of_its_own(tmp_path: Path, extra: str, key: str,
+                                        words: str) -> None:
+    """The owner, the fencer, the node group, the node role and the supervisor's login
+    are five roles: one doing two jobs would let the supervisor alter what fencing reads
+    or lock itself out."""
+    text = error(tmp_path, extra)
+    assert f"{key}:" in text and words in text

@@ -1,4 +1,4 @@
-"""The operator's commands (issue 7): `schema` gives a least-privilege role that runs
+"""The operator's commands: `schema` gives a least-privilege role that runs
 the whole lease protocol, `status` creates nothing and lists every member, a holder
 that stopped renewing is not "live", and `handover` refuses when nobody could take
 over. Real PostgreSQL, real supervisors."""
@@ -45,17 +45,28 @@ def test_schema_gives_a_least_privilege_role_that_runs_the_protocol(
     if not pg_server.can_restart:
         pytest.skip("external database (CORDA_HA_TEST_DSN): cannot create roles")
     suffix = uuid.uuid4().hex[:8]
-    role, schema = f"sup_{suffix}", f"ha_{suffix}"
+    role, schema, owner = f"sup_{suffix}", f"ha_{suffix}", f"owner_{suffix}"
     pg_server.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'")
     path = conf(tmp_path, pg_server.dsn_via(pg_server.host, pg_server.port).replace(
-        "postgres@", ""), schema=schema, user=role)
+        "postgres@", ""), schema=schema, user=role, extra=f"database.ownerRole = {owner}")
     out = run_cli("schema", "--config", str(path))
     assert out.returncode == 0, out
     script = out.stdout
     assert f'GRANT SELECT, INSERT, UPDATE ON "{schema}"."corda_ha_lease" TO "{role}";' in script
+    assert f'ALTER TABLE "{schema}"."corda_ha_lease" OWNER TO "{owner}";' in script
     assert "pw-" not in script
     with psycopg.connect(pg_server.dsn, autocommit=True) as dba:
-        dba.execute(script.encode())  # the DBA runs it once, as printed
+        dba.execute(script.encode())  # the DBA runs it, as printed ...
+        dba.execute(script.encode())  # ... and again (the other host): no error
+        owners = dba.execute(
+            "SELECT c.relname, pg_get_userbyid(c.relowner), c.relrowsecurity FROM pg_class c "
+            "WHERE c.relnamespace = %s::regnamespace AND c.relkind = 'r' ORDER BY 1",
+            (schema,)).fetchall()
+        # another pair's row in the same table, invisible to this pair's role
+        dba.execute(f'INSERT INTO "{schema}".corda_ha_lease (lease_name, epoch) '
+                    "VALUES ('other-pair', 7)")
+    assert owners == [(f"corda_ha_lease{t}", owner, True)
+                      for t in ("", "_access", "_history", "_member")]
     config = load_config(str(path))
     db = config.database
 
@@ -76,14 +87,26 @@ def test_schema_gives_a_least_privilege_role_that_runs_the_protocol(
                 await store._health_check(c)
             (row,) = await store.members(5)
             assert row.member.machine_name == "op" and row.fresh
+            assert await store.set_paused(True, 5) is None  # pause and resume: the row
+            assert await store.set_paused(False, 5) is None  # exists, held by nobody
         finally:
             await store.close()
 
     asyncio.run(as_the_role())
     denied = psycopg.errors.InsufficientPrivilege
     with psycopg.connect(db.conninfo, user=db.user, password=db.password,
-                         autocommit=True) as conn, pytest.raises(denied):
-        conn.execute(f'CREATE TABLE "{schema}".intruder (x int)')
+                         autocommit=True) as conn:
+        with pytest.raises(denied):
+            conn.execute(f'CREATE TABLE "{schema}".intruder (x int)')
+        # row-level security: this pair's role sees and changes only its own lease's row
+        seen = conn.execute(f'SELECT lease_name FROM "{schema}".corda_ha_lease').fetchall()
+        assert seen == [(db.lease_name,)]
+        touched = conn.execute(f'UPDATE "{schema}".corda_ha_lease SET epoch = 99 '
+                               "WHERE lease_name = 'other-pair'")
+        assert touched.rowcount == 0
+        with pytest.raises(denied, match="row-level security"):
+            conn.execute(f'INSERT INTO "{schema}".corda_ha_lease (lease_name, epoch) '
+                         "VALUES ('forged', 1)")
 
 
 def test_status_creates_nothing(tmp_path: Path, pg_server: PgServer) -> None:
@@ -154,6 +177,25 @@ def test_a_holder_that_stopped_renewing_is_not_live(pair: Cluster) -> None:
     finally:
         a.signal(signal.SIGCONT)
     assert http_get(a.health_port(), "/liveness")[0] in (200, 503)
+
+
+def test_schema_for_a_missing_pause_row(tmp_path: Path, pg_server: PgServer) -> None:
+    """`pause` before the pair ever ran creates the lease row, as the least-privilege
+    role, under row-level security."""
+    if not pg_server.can_restart:
+        pytest.skip("external database (CORDA_HA_TEST_DSN): cannot create roles")
+    suffix = uuid.uuid4().hex[:8]
+    role, schema = f"sup_{suffix}", f"ha_{suffix}"
+    pg_server.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'")
+    path = conf(tmp_path, pg_server.dsn_via(pg_server.host, pg_server.port).replace(
+        "postgres@", ""), schema=schema, user=role, extra=f"database.ownerRole = o_{suffix}")
+    with psycopg.connect(pg_server.dsn, autocommit=True) as dba:
+        dba.execute(schema_script(load_config(str(path))).encode())
+    out = run_cli("pause", "--config", str(path))
+    assert out.returncode == 0, out
+    rows = pg_server.execute(f'SELECT lease_name, paused_at IS NOT NULL FROM '
+                             f'"{schema}".corda_ha_lease')
+    assert rows == [("corda-node", True)]
 
 
 def test_schema_defaults_the_role_name(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ def redacted_dict(config: Config) -> dict[str, Any]:
             "leaseName": db.lease_name,
             "connectTimeout": db.connect_timeout,
             "operationTimeout": db.operation_timeout,
+            "ownerRole": db.owner_role,
         },
         "node": {
             "command": list(node.command),

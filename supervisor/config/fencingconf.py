@@ -1,4 +1,5 @@
-"""The `fencing` block (database fencing, `supervisor.lease.dbfence`)."""
+"""The `fencing` block (database fencing, `supervisor.lease.dbfence`) and the rule for
+role names (`ROLE_NAME`, also for `database.ownerRole`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from supervisor.config.blocks import Block
 from supervisor.config.model import DatabaseConfig, FencingConfig
 
 FENCING_KEYS = ("nodeRole", "required", "nodeGroup", "fencerRole")
-_ROLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+ROLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 
 
 def parse_fencing(root: Block, database: DatabaseConfig,
@@ -27,10 +28,22 @@ def parse_fencing(root: Block, database: DatabaseConfig,
     names = {"nodeRole": role, "nodeGroup": block.get_str("nodeGroup", "corda_nodes"),
              "fencerRole": block.get_str("fencerRole", "corda_ha_fencer")}
     for key, name in names.items():
-        if not _ROLE.match(name):
+        if not ROLE_NAME.match(name):
             block.fail(key, f"not a plain role name: {name!r} (letters, digits, _ and $)")
     if database.user is not None and database.user == role:
         block.fail("nodeRole", f"is database.user ({role}): the supervisor must log in with "
                                "a role of its own, or the other host's fence locks it out too")
+    seen: dict[str, str] = {}
+    for key, name in names.items():
+        if name == database.owner_role:
+            block.fail(key, f"is database.ownerRole ({name}): the role that owns the lease "
+                            "tables must be a role of its own")
+        if name == database.user:
+            block.fail(key, f"is database.user ({name}): the supervisor must log in with a "
+                            "role of its own")
+        if name in seen:
+            block.fail(key, f"is fencing.{seen[name]} too ({name}): each must be a role of "
+                            "its own")
+        seen[name] = key
     return FencingConfig(node_role=role, required=block.get_bool("required", True),
                          node_group=names["nodeGroup"], fencer_role=names["fencerRole"])

@@ -16,7 +16,7 @@ from supervisor.config.cordaconf import load as load_corda
 from supervisor.config.cordaconf import locate as locate_corda
 from supervisor.config.dburl import ParsedUrl, convert_url
 from supervisor.config.durations import type_name
-from supervisor.config.fencingconf import parse_fencing
+from supervisor.config.fencingconf import ROLE_NAME, parse_fencing
 from supervisor.config.health import health_config
 from supervisor.config.hocon import block_line, parse_hocon
 from supervisor.config.model import (
@@ -37,7 +37,7 @@ _TOP_KEYS = ("enterpriseConfiguration", "mutualExclusionConfiguration", "databas
 _HOOK_KEYS = ("onRoleChange", "preStop", "timeout")
 _LEASE_KEYS = ("on", "machineName", "updateInterval", "waitInterval", "fencingMargin")
 _DB_KEYS = ("url", "user", "password", "passwordFile", "schema", "table", "leaseName",
-            "connectTimeout", "operationTimeout")
+            "connectTimeout", "operationTimeout", "ownerRole")
 _NODE_KEYS = ("command", "workingDirectory", "environment", "stopTimeout", "cgroup",
               "cordaConfig", "readiness", "sharedDirectories", "sharedProbeTimeout")
 _READINESS_KEYS = ("port", "host", "logPattern", "startTimeout")
@@ -51,6 +51,9 @@ _RESERVED_ENV = ("CORDA_HA_EPOCH", "CORDA_HA_MACHINE_NAME", "CORDA_HA_NODE_KEY")
 MIN_INTERVAL = 0.1  # the least updateInterval / waitInterval accepted (seconds)
 DEFAULT_TABLE = "corda_ha_lease"
 DEFAULT_LEASE_NAME = "corda-node"
+DEFAULT_OWNER_ROLE = "corda_ha_owner"
+#: the role `schema` grants to when database.user is not set
+DEFAULT_SUPERVISOR_ROLE = "corda_ha"
 
 
 def _lease_block(root: Block) -> Block | None:
@@ -113,6 +116,17 @@ def _identifier(block: Block, name: str, value: str | None) -> str | None:
     return value
 
 
+def _owner_role(block: Block, user: str | None) -> str:
+    """`database.ownerRole`: a plain role name, never the supervisor's own login."""
+    owner = block.get_str("ownerRole", DEFAULT_OWNER_ROLE)
+    if not ROLE_NAME.match(owner):
+        block.fail("ownerRole", f"not a plain role name: {owner!r} (letters, digits, _ and $)")
+    if owner == (user or DEFAULT_SUPERVISOR_ROLE):
+        block.fail("ownerRole", f"is the supervisor's own login role ({owner}): the tables must "
+                                "belong to a role nobody logs in as")
+    return owner
+
+
 def _database(block: Block, lease: LeaseConfig, warnings: list[str]) -> DatabaseConfig:
     block.check_keys(_DB_KEYS)
     url_text = block.opt_str("url")
@@ -169,7 +183,8 @@ def _database(block: Block, lease: LeaseConfig, warnings: list[str]) -> Database
     return DatabaseConfig(password_source=source,
                           conninfo=url.conninfo, user=user, password=password, schema=schema,
                           table=table, lease_name=lease_name, connect_timeout=connect_timeout,
-                          operation_timeout=operation_timeout)
+                          operation_timeout=operation_timeout,
+                          owner_role=_owner_role(block, user))
 
 
 def _node(root: Block, warnings: list[str], corda_config: str | None) -> NodeConfig:

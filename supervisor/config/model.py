@@ -53,6 +53,8 @@ class DatabaseConfig:
     operation_timeout: float  # hard, supervisor-owned bound on any single database call
     # where the password came from, for error messages (never the password itself)
     password_source: str = "no password configured (libpq may use ~/.pgpass or PGPASSWORD)"
+    # the trusted role that owns the lease tables (`schema`); nobody logs in as it
+    owner_role: str = "corda_ha_owner"
 
 
 @dataclass(frozen=True)

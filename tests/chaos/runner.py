@@ -201,7 +201,8 @@ class ChaosCluster:
         self.db = ChaosDb(replica=self.with_replica)
         if self.writes_mode != "off":
             self.writes = ChaosWrites(self.db, list("abc"[: self.n_hosts]), self.run_id,
-                                      fencing=self.writes_mode == "fenced")
+                                      fencing=self.writes_mode == "fenced",
+                                      lease_name=self.lease_name)
             self.writes.set_up()
         self.cluster = Cluster(self.root, self.db.dsn, self.lease_name)
         self.cluster.audit_dsns = None  # checked episode by episode (ChaosRun.episode)

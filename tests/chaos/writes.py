@@ -1,4 +1,4 @@
-"""The chaos nodes' database writes and database fencing (issue 9).
+"""The chaos nodes' database writes and database fencing.
 
 Every node writes all the time as its host's own node role (tests/db_writer.py, like
 a Corda node's connection pool: reconnect and retry at once), straight to the
@@ -6,8 +6,9 @@ database through a link of proxies no fault touches. After each episode the runn
 counts *late writes*: rows of an epoch committed after the first row of a later
 epoch (an old node's write landing once the new node ran), by commit timestamp.
 
-`fencing=True`: the supervisors run with `fencing { nodeRole = ... }` and the fence
-functions installed as `schema` prints them, and any late write is an invariant
+`fencing=True`: the supervisors run with `fencing { nodeRole = ... }` and log in as a
+least-privilege role, the lease tables and fence functions are installed as `schema`
+prints them (for each host, with its binding), and any late write is an invariant
 violation. `fencing=False`: the same writes, counted, no fencing: the difference is
 what fencing buys. A lossy database failover can lose rows and reuse an epoch; the
 count may then miss a late write, never invent one.
@@ -15,12 +16,15 @@ count may then miss a late write, never invent one.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Literal
 
 import psycopg
 
-from supervisor.lease.dbfence import FenceSql, roles_ddl
-from supervisor.lease.sql import LeaseSql
+from supervisor.config import load_config
+from supervisor.lease.dbfence import roles_ddl
+from supervisor.operator import schema_script
 from tests.chaos.db import ChaosDb, HostLink
 from tests.db_writer import create_table
 
@@ -33,12 +37,16 @@ LEASE_TABLE = "corda_ha_lease"  # the chaos hosts' default
 class ChaosWrites:
     """Roles, the writes table and (with `fencing`) the fence functions of one run."""
 
-    def __init__(self, db: ChaosDb, hosts: list[str], run_id: str, *, fencing: bool) -> None:
+    def __init__(self, db: ChaosDb, hosts: list[str], run_id: str, *, fencing: bool,
+                 lease_name: str) -> None:
         self.db = db
         self.fencing = fencing
+        self.lease_name = lease_name
         self.suffix = run_id[:8]
         self.group = f"chaos_nodes_{self.suffix}"
         self.fencer = f"chaos_fencer_{self.suffix}"
+        self.owner = f"chaos_owner_{self.suffix}"
+        self.supervisor = f"chaos_sup_{self.suffix}"
         self.roles = {h: f"chaos_node_{h}_{self.suffix}" for h in hosts}
         self.link: HostLink = db.link()  # never faulted: the nodes' own path
         self.late_total = 0
@@ -50,11 +58,20 @@ class ChaosWrites:
                                   node_roles=list(self.roles.values())):
                 conn.execute(line.encode())
             if self.fencing:
-                conn.execute(LeaseSql(None, LEASE_TABLE).create_table)
-                for statement in FenceSql(None, LEASE_TABLE).ddl(
-                        node_group=self.group, fencer=self.fencer, supervisor_role="postgres"):
-                    conn.execute(statement.encode())
+                conn.execute(f"CREATE ROLE {self.supervisor} LOGIN".encode())
+                with tempfile.TemporaryDirectory() as tmp:
+                    for host in self.roles:  # what `schema` prints for each host
+                        path = Path(tmp) / f"{host}.conf"
+                        path.write_text(self._schema_conf(host))
+                        conn.execute(schema_script(load_config(str(path))).encode())
         create_table(self.db.dsn, TABLE, self.group)
+
+    def _schema_conf(self, host: str) -> str:
+        return (f'mutualExclusionConfiguration {{ on = true, machineName = "{host}", '
+                "updateInterval = 500, waitInterval = 2000 }\n"
+                f'database {{ url = "{self.db.dsn}", table = {LEASE_TABLE}, '
+                f'leaseName = "{self.lease_name}" }}\nnode {{ command = ["/bin/true"] }}\n'
+                + self.conf(host))
 
     def node_args(self, host: str, log: str) -> list[str]:
         dsn = self.db.host_dsn(self.link).replace("postgres@", f"{self.roles[host]}@", 1)
@@ -64,7 +81,8 @@ class ChaosWrites:
         if not self.fencing:
             return ""
         return (f"\nfencing {{ nodeRole = {self.roles[host]}, nodeGroup = {self.group}, "
-                f"fencerRole = {self.fencer} }}\n")
+                f"fencerRole = {self.fencer} }}\n"
+                f"database {{ user = {self.supervisor}, ownerRole = {self.owner} }}\n")
 
     def late_writes(self) -> tuple[int, int, str]:
         """(late writes since the last call, writes since the last call, which late:

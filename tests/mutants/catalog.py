@@ -744,39 +744,39 @@ MUTANTS: tuple[Mutant, ...] = (
         "fence_one_call",
         "a fence that just locked a role out calls again until no session slipped in",
         DBFENCE,
-        '        if all(r.action == "still locked" and r.sessions == 0 for r in others):\n',
+        '        if all(r.action == "locked" and r.sessions == 0 for r in answer):\n',
         "        if True:\n",
         (f"{FENCE_TESTS}::test_the_holder_locks_the_other_role_out_and_ends_its_sessions",),
     ),
     Mutant(
         "fence_no_terminate",
         "the fence ends the other node role's sessions",
-        DBFENCE,
-        "            PERFORM pg_terminate_backend(backend, p_wait_ms);\n",
+        "supervisor/lease/dbfence_sql.py",
+        "            PERFORM pg_terminate_backend(s.pid);\n",
         "            NULL;\n",
         (f"{FENCE_TESTS}::test_the_holder_locks_the_other_role_out_and_ends_its_sessions",),
     ),
     Mutant(
         "fence_no_nologin",
         "the fence locks the other node role out of new logins",
-        DBFENCE,
+        "supervisor/lease/dbfence_sql.py",
         "            EXECUTE format('ALTER ROLE %I NOLOGIN', r.name);\n",
         "            NULL;\n",
         (f"{FENCE_TESTS}::test_the_holder_locks_the_other_role_out_and_ends_its_sessions",),
     ),
     Mutant(
         "fence_without_the_lease",
-        "only the holder of the lease at that epoch may fence",
-        DBFENCE,
-        "    IF NOT FOUND THEN\n        RAISE EXCEPTION 'not the holder",
-        "    IF false THEN\n        RAISE EXCEPTION 'not the holder",
+        "only the holder of the lease at that epoch may lock roles out",
+        "supervisor/lease/dbfence_sql.py",
+        "clock_timestamp() FOR SHARE;\n    IF NOT FOUND THEN\n",
+        "clock_timestamp() FOR SHARE;\n    IF false THEN\n",
         (f"{FENCE_TESTS}::test_only_the_holder_at_that_epoch_can_fence",),
     ),
     Mutant(
         "fence_outside_the_group",
         "the fence locks out only members of the node group",
-        DBFENCE,
-        "        ELSIF NOT pg_has_role(r.name, {group_lit}, 'MEMBER') THEN\n",
+        "supervisor/lease/dbfence_check.py",
+        "        ELSIF NOT pg_has_role(x.oid, group_name, 'MEMBER') THEN\n",
         "        ELSIF false THEN\n",
         (f"{FENCE_TESTS}::test_a_role_outside_the_node_group_is_never_fenced",),
     ),
@@ -785,7 +785,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "each node role acts as the node group, so the other host's node can use the tables "
         "Corda created (a failover starts a node)",
         DBFENCE,
-        '                  f"ALTER ROLE {q(r)} SET role = {group_lit}"]\n',
+        '                  f"ALTER ROLE {ident(r)} SET role = {literal(node_group)}"]\n',
         "                  ]\n",
         ("tests/test_corda_fencing.py::"
          "test_a_frozen_jvm_node_is_fenced_and_the_other_role_uses_cordas_tables[lab]",),
@@ -807,6 +807,90 @@ MUTANTS: tuple[Mutant, ...] = (
         "                or s.fencing_problem is not None\n",
         "                or False\n",
         ("tests/test_core_rules.py::test_a_standby_that_cannot_fence_takes_nothing_and_says_why",),
+    ),
+    # database fencing: what a supervisor's database role cannot subvert
+    Mutant(
+        "fence_ownership_unchecked",
+        "fencing refuses to run while the supervisor's role owns (or is a member of the "
+        "owner of) a table the fence functions read",
+        "supervisor/lease/dbfence_check.py",
+        "        IF pg_has_role(me, x.relowner, 'MEMBER') THEN\n",
+        "        IF false THEN\n",
+        ("tests/test_db_attacks.py::test_attack_where_the_supervisor_owns_the_tables"
+         "[rls_policy]",),
+    ),
+    Mutant(
+        "fence_access_unchecked",
+        "the fence acts only for a lease the access table names for the caller",
+        "supervisor/lease/dbfence_check.py",
+        "    IF NOT EXISTS (SELECT 1 FROM ONLY @ACCESS@ a\n",
+        "    IF false AND NOT EXISTS (SELECT 1 FROM ONLY @ACCESS@ a\n",
+        ("tests/test_db_attacks.py::test_attack_as_schema_prints_it[other_pairs_row]",),
+    ),
+    Mutant(
+        "fence_other_leases_roles",
+        "the fence locks out only roles bound to its own lease",
+        "supervisor/lease/dbfence_sql.py",
+        "             WHERE b.lease_name = p_lease\n",
+        "             WHERE true\n",
+        ("tests/test_db_fence_rules.py::"
+         "test_a_fence_touches_only_the_roles_bound_to_its_own_lease",),
+    ),
+    Mutant(
+        "fence_done_when_locked",
+        "the fence is done only when one end call found every other role locked AND ended "
+        "no session (a signalled backend that has not exited can still commit)",
+        DBFENCE,
+        '        if all(r.action == "locked" and r.sessions == 0 for r in answer):\n',
+        '        if all(r.action == "locked" for r in answer):\n',
+        ("tests/test_db_fence_rules.py::"
+         "test_a_signalled_session_that_has_not_exited_is_found_again",),
+    ),
+    Mutant(
+        "fence_one_role_for_both",
+        "a role both hosts' nodes use (no other role bound) cannot be fenced: refused",
+        "supervisor/lease/dbfence_check.py",
+        "    IF others = 0 THEN\n",
+        "    IF false THEN\n",
+        ("tests/test_db_fence_rules.py::test_one_role_on_both_hosts_cannot_be_fenced",),
+    ),
+    Mutant(
+        "fence_admin_option_unchecked",
+        "PostgreSQL 16+: the confirm check names the missing ADMIN OPTION",
+        "supervisor/lease/dbfence_check.py",
+        "        ELSIF current_setting('server_version_num')::integer >= 160000 AND NOT "
+        "EXISTS (\n",
+        "        ELSIF false AND NOT EXISTS (\n",
+        ("tests/test_db_fence_rules.py::"
+         "test_postgres_16_needs_admin_option_on_every_bound_role",),
+    ),
+    Mutant(
+        "fence_end_holds_the_row",
+        "the end call holds no lock on the lease row while it waits (renewals go on)",
+        "supervisor/lease/dbfence_sql.py",
+        "l.expires_at > clock_timestamp();\n",
+        "l.expires_at > clock_timestamp() FOR SHARE;\n",
+        ("tests/test_db_fence_rules.py::test_a_renewal_is_not_blocked_while_the_end_call_waits",),
+    ),
+    Mutant(
+        "fenced_without_a_fence",
+        "fenced(epoch) is True only once a fence for that epoch completed (it gates "
+        "rewriting Corda's lock row)",
+        "supervisor/dbfencing.py",
+        "        return epoch in self._fenced\n",
+        "        return True\n",
+        ("tests/test_db_fence_rules.py::"
+         "test_fenced_says_whether_a_fence_for_that_epoch_completed[not-required]",),
+    ),
+    Mutant(
+        "fence_lock_ends_sessions",
+        "NOLOGIN is committed before any session is ended: the lock call ends none",
+        "supervisor/lease/dbfence_sql.py",
+        "            action := 'locked';\n            UPDATE ONLY",
+        "            action := 'locked';\n            PERFORM pg_terminate_backend(a.pid) "
+        "FROM pg_stat_activity a WHERE a.usename = r.name;\n            UPDATE ONLY",
+        ("tests/test_db_fence_rules.py::"
+         "test_the_lock_call_commits_nologin_and_the_end_call_ends_the_sessions",),
     ),
     # ------------------------------------------------------------ the status port, TLS
     Mutant(
