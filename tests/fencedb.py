@@ -112,10 +112,10 @@ database {{ url = "postgresql://{self.server.host}:{self.server.port}/postgres",
 class FenceHost:
     """One host's store and fencing calls, as the daemon makes them."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, w: float = 2.0) -> None:
         self.config = config
         self.identity = Identity.for_this_process(config.lease.machine_name)
-        self.store = PostgresLeaseStore(config.database, self.identity, 2.0)
+        self.store = PostgresLeaseStore(config.database, self.identity, w)
         db = config.database
         self.sql = dbfence.FenceSql(db.schema, db.table)
         assert config.fencing.node_role is not None

@@ -138,7 +138,7 @@ def test_a_signalled_session_that_has_not_exited_is_found_again(
     signalled but has not exited (it can still commit) is found, and signalled, again
     by the next call; the fence fails after MAX_PASSES such calls, and completes once
     the session is gone."""
-    a, _ = hosts(fdb, tmp_path)
+    a = FenceHost(fdb.load(tmp_path, "a"), w=30.0)  # the lease outlasts every call here
     role_b = fdb.node_role("b")
 
     async def scenario(pid: int) -> int:

@@ -873,6 +873,15 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_db_fence_rules.py::test_a_renewal_is_not_blocked_while_the_end_call_waits",),
     ),
     Mutant(
+        "fence_trusts_any_trigger",
+        "a trigger on a table the fence functions read is allowed only when a superuser or "
+        "the owner role wrote its code (no WHEN clause)",
+        "supervisor/lease/dbfence_check.py",
+        "                    OR NOT (o.rolsuper OR f.proowner = owner_id))\n",
+        "                    OR false)\n",
+        ("tests/test_db_attacks.py::test_attack_where_the_supervisor_owns_the_tables[trigger]",),
+    ),
+    Mutant(
         "fenced_without_a_fence",
         "fenced(epoch) is True only once a fence for that epoch completed (it gates "
         "rewriting Corda's lock row)",
