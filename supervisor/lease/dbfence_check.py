@@ -7,8 +7,9 @@ no superuser and cannot act as a role with SUPERUSER, CREATEROLE or BYPASSRLS; i
 (or is a member of the owner of) none of the schema, the tables and the functions, has
 no CREATE on the schema and no TRIGGER or REFERENCES on the tables; the tables are as
 `schema` builds them: plain tables owned by the owner role, row-level security on, no
-trigger but those that run only code a superuser or the owner role wrote, no rule, no inheritance, only our policies (all of them), every column of the
-type `schema` gives it, nothing they hold (policies, defaults, constraints, indexes,
+trigger but those that run only code a superuser or the owner role wrote (a DBA's
+audit trigger), no rule, no inheritance, only our policies (all of them), every column
+of the type `schema` gives it, nothing they hold (policies, defaults, constraints, indexes,
 statistics) depending on anything but built-in objects and these tables; the functions
 are owned by the fencer (the bind function by the owner role) and the register path is
 gone; the fencer has CREATEROLE and `pg_signal_backend`. Only then does it read a
