@@ -34,6 +34,12 @@ FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
                  "/usr/local/lib/faketime/libfaketime.so.1")
 
 
+CORDA_TABLE_DDL = """CREATE TABLE node_mutual_exclusion (
+    mutual_exclusion_id char(1) PRIMARY KEY, machine_name varchar(255) NOT NULL,
+    pid varchar(255) NOT NULL, mutual_exclusion_timestamp timestamp NOT NULL,
+    version bigint)"""
+
+
 def find_faketime() -> str | None:
     """Path of libfaketime.so.1, or None when it is not installed."""
     return next((p for p in FAKETIME_LIBS if os.path.exists(p)), None)
@@ -79,6 +85,12 @@ class ChaosDb:
                    "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
         with_replica = replica and os.access(os.path.join(bindir, "pg_basebackup"), os.X_OK)
         primary = PgServer.create(bindir, env=env, replication=with_replica)
+        # Corda's own guard table, as Corda creates it, with an old row of no machine of
+        # the run: each holder prepares it before a node start (the side_stall fault
+        # locks it)
+        primary.execute(CORDA_TABLE_DDL)
+        primary.execute("INSERT INTO node_mutual_exclusion VALUES ('X', 'nobody', '1', "
+                        "now() - interval '1 hour', 1)")
         self.slots: list[PgServer | None] = [primary, None]
         self.primary_slot = 0
         self.links: list[HostLink] = []

@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import psutil
+import psycopg
 
 from tests.chaos import faults_shape
 from tests.chaos.episode import (
@@ -67,6 +68,41 @@ def kill_node(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return Injected("kill_node", active.name, t0, t0, params={"pids": pids})
+
+
+def side_stall(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
+    """Side transactions hang and roll back while renewals are due: a session holds
+    Corda's lock row (`row`: FOR UPDATE) or its whole table (`table`: ACCESS EXCLUSIVE)
+    for W .. 2W, and the active host is asked to hand over meanwhile, so the new
+    holder's node start (its database fence, then Corda's row) runs into the lock, waits
+    to its lock or statement timeout and rolls back, while its renewals go on. The
+    episode's renewal-durability check (every renewal acted on was committed) is the
+    point; the node starts all the same (Corda's row failing only logs). A handover, not
+    a kill: no crash is counted, so repeated episodes never make a crash loop."""
+    variant = rng.choice(["row", "table"])
+    hold = ch.profile.W * rng.uniform(1.0, 2.0)
+    lock = ("SELECT 1 FROM node_mutual_exclusion WHERE mutual_exclusion_id = 'X' FOR UPDATE"
+            if variant == "row" else "LOCK TABLE node_mutual_exclusion IN ACCESS EXCLUSIVE MODE")
+    marks = {h.name: h.mark() for h in ch.hosts}
+    with psycopg.connect(ch.db.dsn, connect_timeout=5) as conn:
+        conn.execute(lock)  # a transaction, open until the hold ends
+        t0 = _now()
+        asked = ch.db.server.execute(
+            "UPDATE corda_ha_lease SET handover_requested_at = clock_timestamp() "
+            "WHERE lease_name = %s AND holder IS NOT NULL RETURNING holder", (ch.lease_name,))
+        sleep_until(t0 + hold)
+        conn.rollback()
+    t1 = _now()
+    # how often a side transaction hit the lock, and the renewals made meanwhile
+    stalled = sum(len(ch.events_since(h, marks[h.name], "corda_guard_not_prepared"))
+                  for h in ch.hosts)
+    renewed = sum(1 for h in ch.hosts for e in ch.events_since(h, marks[h.name],
+                                                               "lease_renewed")
+                  if t0 <= float(e.get("sent_at", 0)) <= t1)
+    return Injected("side_stall", active.name, t0, t1,
+                    params={"variant": variant, "hold_s": round(hold, 3),
+                            "handover_from": asked[0][0] if asked else None,
+                            "side_rolled_back": stalled, "renewals_meanwhile": renewed})
 
 
 def stop_supervisor(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
@@ -345,6 +381,8 @@ def catalog(profile: Profile, short_cut_max: float | None = None) -> dict[str, F
         FaultSpec("kill_supervisor", "SIGKILL of the active supervisor", kill_supervisor),
         FaultSpec("kill_guard", "SIGKILL of the active host's guard", kill_guard),
         FaultSpec("kill_node", "SIGKILL of the active node", kill_node),
+        FaultSpec("side_stall", "Corda's lock row (or table) held W .. 2W across a handover: "
+                  "side transactions hang and roll back beside renewals", side_stall),
         FaultSpec("stop_supervisor", "SIGSTOP of the active supervisor alone > W, SIGCONT",
                   stop_supervisor),
         FaultSpec("freeze_host", "SIGSTOP of the active host's whole tree > W, SIGCONT",

@@ -64,6 +64,9 @@ class ChaosWrites:
                         path = Path(tmp) / f"{host}.conf"
                         path.write_text(self._schema_conf(host))
                         conn.execute(schema_script(load_config(str(path))).encode())
+                # the DBA's step once Corda created its table (printed by `schema`)
+                conn.execute(f"GRANT SELECT, UPDATE ON node_mutual_exclusion "
+                             f"TO {self.supervisor}".encode())
         create_table(self.db.dsn, TABLE, self.group)
 
     def _schema_conf(self, host: str) -> str:
