@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,6 +21,7 @@ from typing import Any, Protocol
 import structlog
 
 from supervisor import __version__, core, shareddirs
+from supervisor.clock import now as clock_now
 from supervisor.config import EX_CONFIG, Config
 from supervisor.core import CoreState, NodePhase, Timing
 from supervisor.dbfencing import DatabaseFencer
@@ -111,7 +111,7 @@ class Daemon:
     """One supervisor. `run()` returns the process exit status."""
 
     def __init__(self, config: Config, *, store: LeaseStore | None = None,
-                 identity: Identity | None = None, clock: Callable[[], float] = time.monotonic,
+                 identity: Identity | None = None, clock: Callable[[], float] = clock_now,
                  notifier: SystemdNotifier | None = None) -> None:
         self.config = config
         self.timing = Timing.from_config(config)

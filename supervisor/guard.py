@@ -15,13 +15,13 @@ stdin, line based (UTF-8):
   "deadline": float | null, "cgroup": str | null}`` (optional ``"pidfd": false``
   forces the 20 ms polling fallback; for tests). The environment travels here,
   never on argv (``ps`` shows argv). ``deadline`` is an absolute
-  ``time.monotonic()``; if it has already passed the node is not started at all
-  (``spawn_failed``). ``cgroup`` (optional) is the directory of an existing,
-  empty cgroup v2: the node is moved into it between fork and exec, so the node
-  and every descendant (wrapper children, ``setsid`` children) are in it from
-  the node's first instruction; failing to move it is a ``spawn_failed``.
+  ``supervisor.clock.now()`` (CLOCK_BOOTTIME); if it has already passed the
+  node is not started at all (``spawn_failed``). ``cgroup`` (optional) is the
+  directory of an existing, empty cgroup v2: the node is moved into it between
+  fork and exec, so the node and every descendant (wrapper children, ``setsid``
+  children) are in it from the node's first instruction; failing to move it is a ``spawn_failed``.
 * then commands, one per line:
-  ``deadline <float>`` (absolute monotonic seconds; SIGKILL the node when it
+  ``deadline <float>`` (absolute seconds on that clock; SIGKILL the node when it
   passes), ``deadline none`` (clear it), ``stop <grace>`` (SIGTERM the node's
   process group now, SIGKILL the node after ``grace`` seconds or at the
   deadline, whichever comes first; a later ``stop`` can only shorten the
@@ -49,7 +49,7 @@ status fd, JSON lines, in this order:
   "killed_by": str | null, "signalled_at": float | null}`` once the node's
   leader has been reaped, then the guard exits 0. ``runtime`` runs from just
   before the spawn to the moment the guard saw the leader exit.
-  ``signalled_at`` is the monotonic time of that last signal (for measuring
+  ``signalled_at`` is the time (that clock) of that last signal (for measuring
   deadline accuracy). ``killed_by`` is the cause of the last signal the guard sent
   before the leader exited: ``"deadline"``, ``"stop"``, ``"kill"``,
   ``"supervisor_gone"`` (stdin EOF), ``"guard_terminated"`` (SIGTERM to the
@@ -86,15 +86,17 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from supervisor import cgroup as cgroups
+from supervisor import clock
 
 PR_SET_PDEATHSIG = 1
 _POLL_FALLBACK_S = 0.02
-_MAX_WAIT_MS = 60_000.0
+# a poll timeout runs on CLOCK_MONOTONIC, which a suspend stops: look at the
+# deadline's clock again at least this often
+_MAX_WAIT_MS = clock.MAX_WAIT * 1000
 
 
 def _preexec(parent_pid: int, cgroup: str | None) -> Callable[[], None]:
@@ -166,7 +168,7 @@ class Guard:
             return
         if cause is not None:
             self.killed_by = cause
-            self.signalled_at = time.monotonic()
+            self.signalled_at = clock.now()
         if sig == signal.SIGKILL:
             self.kill_sent = True
         try:
@@ -184,7 +186,7 @@ class Guard:
                 self.warn(f"cgroup.kill of {self.cgroup} failed: {exc}")
 
     def kill_at(self) -> float | None:
-        """The monotonic time at which the group must be SIGKILLed, if any."""
+        """The time (`supervisor.clock`) at which the group must be SIGKILLed, if any."""
         if self.kill_sent:
             return None
         times = [t for t in (self.deadline, self.stop_kill_at) if t is not None]
@@ -192,7 +194,7 @@ class Guard:
 
     def check_timers(self) -> None:
         at = self.kill_at()
-        if at is not None and time.monotonic() >= at:
+        if at is not None and clock.now() >= at:
             cause = "deadline"
             if self.stop_kill_at is not None and (self.deadline is None
                                                   or self.stop_kill_at < self.deadline):
@@ -218,7 +220,7 @@ class Guard:
                     raise ValueError("grace must be a number")
                 grace = max(0.0, grace)
                 if math.isfinite(grace):  # "stop inf": SIGTERM only, no kill timer
-                    at = time.monotonic() + grace
+                    at = clock.now() + grace
                     if self.stop_kill_at is None or at < self.stop_kill_at:
                         self.stop_kill_at = at
                 if not self.term_sent and not self.kill_sent:
@@ -278,7 +280,7 @@ class Guard:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             self.emit(event="spawn_failed", error=f"bad guard spec: {exc!r}")
             return False
-        if self.deadline is not None and time.monotonic() >= self.deadline:
+        if self.deadline is not None and clock.now() >= self.deadline:
             self.emit(event="spawn_failed", error="kill deadline passed before the node started")
             return False
         try:
@@ -335,7 +337,7 @@ class Guard:
         as commands right after the node has started.
         """
         os.set_blocking(0, False)
-        start = time.monotonic()
+        start = clock.now()
         if not self.spawn(spec):
             return 0
         assert self.pid is not None
@@ -363,9 +365,9 @@ class Guard:
                     break
                 at = self.kill_at()
                 timeout_ms: float | None = None
-                if at is not None:  # capped: the loop simply re-evaluates
+                if at is not None:  # capped: the loop re-reads the clock
                     timeout_ms = min(_MAX_WAIT_MS,
-                                     max(0.0, math.ceil((at - time.monotonic()) * 1000)))
+                                     max(0.0, math.ceil((at - clock.now()) * 1000)))
                 if pidfd is None:  # no pidfd: poll waitid(WNOWAIT) every 20 ms
                     fallback = _POLL_FALLBACK_S * 1000
                     timeout_ms = fallback if timeout_ms is None else min(timeout_ms, fallback)
@@ -377,7 +379,7 @@ class Guard:
                     elif fd == wakeup_fd:
                         with contextlib.suppress(OSError):
                             os.read(wakeup_fd, 512)
-            runtime = time.monotonic() - start
+            runtime = clock.now() - start
             # The zombie leader keeps the pgid reserved: take the rest of the group down.
             self.signal_group(signal.SIGKILL, None)
             returncode, sig = self.reap()
@@ -392,7 +394,7 @@ class Guard:
                 returncode, sig = self.reap()
             if not reported:  # an unexpected error in the guard: still report the exit
                 self.emit(event="exited", pid=self.pid, returncode=returncode, signal=sig,
-                          runtime=round(time.monotonic() - start, 6),
+                          runtime=round(clock.now() - start, 6),
                           killed_by=self.killed_by, signalled_at=self.signalled_at)
             if pidfd is not None:
                 os.close(pidfd)

@@ -9,10 +9,11 @@ reference assignment, atomic under the GIL). No lock is shared with the loop;
 the only other shared state is the prometheus registry, whose metrics are
 thread-safe.
 
-The loop's age is the time since the last `update()` (by `last_loop_turn`,
-monotonic; before the first `update()` the server's start counts as the last
-turn). The loop is stale when its age is `liveness_timeout` seconds or more:
-the view is then out of date and the supervisor may have stalled.
+The loop's age is the time since the last `update()` (by `last_loop_turn`, on
+the daemon's clock, `supervisor.clock`; before the first `update()` the server's
+start counts as the last turn). The loop is stale when its age is
+`liveness_timeout` seconds or more: the view is then out of date and the
+supervisor may have stalled.
 
 - `GET /health`: 200 when this host should receive traffic, i.e. it holds the
   lease and its node runs (or, with the lease disabled, the node runs) and the
@@ -50,6 +51,7 @@ from http import HTTPStatus
 import prometheus_client
 from prometheus_client import CollectorRegistry
 
+from supervisor import clock
 from supervisor.httpserve import JSON, BoundedServer, Limits, Reply
 
 
@@ -65,7 +67,7 @@ class StatusView:
     lease_held: bool
     node_running: bool
     lease_enabled: bool
-    last_loop_turn: float  # time.monotonic() of the loop's last turn
+    last_loop_turn: float  # `supervisor.clock.now()` of the loop's last turn
     extra: Mapping[str, object] = field(default_factory=dict)  # restarts, renewal age, ...
     node_ready: bool = True  # passed node.readiness (always true without one)
 
@@ -127,7 +129,7 @@ class HealthServer:
         self._internal = internal
         self._limits = Limits() if limits is None else limits
         self._view: StatusView | None = None
-        self._created = time.monotonic()
+        self._created = clock.now()
         self._servers: list[tuple[BoundedServer, threading.Thread]] = []
 
     @property
@@ -166,7 +168,7 @@ class HealthServer:
             for server in servers:
                 server.server_close()
             raise
-        self._created = time.monotonic()
+        self._created = clock.now()
         for server in servers:
             thread = threading.Thread(target=server.serve_forever,
                                       kwargs={"poll_interval": 0.1},
@@ -225,7 +227,7 @@ class HealthServer:
     def _loop_age(self, view: StatusView | None) -> tuple[float, bool]:
         """(age in seconds, stale) of the loop as of `view`."""
         last = self._created if view is None else view.last_loop_turn
-        age = max(0.0, time.monotonic() - last)
+        age = max(0.0, clock.now() - last)
         return age, age >= self._liveness_timeout
 
     def _health(self, view: StatusView | None) -> Reply:

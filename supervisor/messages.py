@@ -184,7 +184,7 @@ class ReleaseLease:
 @dataclass(frozen=True)
 class StartNode:
     epoch: int | None
-    kill_deadline: float | None  # absolute monotonic; None when the lease is off
+    kill_deadline: float | None  # absolute, `supervisor.clock`; None when the lease is off
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from typing import Any
 import structlog
 
 from supervisor import cgroup as cgroups
+from supervisor import clock
 from supervisor.config import NodeConfig
 from supervisor.fencing import (
     NODE_KEY_ENV,
@@ -199,8 +200,8 @@ class NodeProcess:
         returncode 127; this includes a guard that cannot be executed or says
         nothing within START_TIMEOUT, and a stale-node sweep that did not finish
         within `fence.sweep_timeout` or was not clean: then no node is started).
-        `kill_deadline` (absolute monotonic) is in force from the first instant; a deadline
-        already past means the node is not started. `on_output(stream, line)`
+        `kill_deadline` (absolute, `supervisor.clock`) is in force from the first
+        instant; a deadline already past means the node is not started. `on_output(stream, line)`
         gets each node output line ("stdout" / "stderr") without the newline; it
         must not block. `fence` (default: no cgroup, a key from machine_name and
         the working directory) says how the run is fenced; `sweep` replaces the
@@ -375,7 +376,8 @@ class NodeProcess:
             self._arm_ack_check(self._ack_timeout)
 
     def set_deadline(self, deadline: float | None) -> None:
-        """Set (absolute monotonic) or clear the kill deadline; both fences enforce it."""
+        """Set (absolute, `supervisor.clock`) or clear the kill deadline; both fences
+        enforce it."""
         if self._exit_known():
             return
         self._deadline = deadline
@@ -445,13 +447,15 @@ class NodeProcess:
             old.cancel()
         if self._deadline is None or self.pid is None or self._exit_known():
             return
-        delay = max(0.0, self._deadline - time.monotonic())
+        # on the deadline's clock (CLOCK_BOOTTIME), looked at again at least every
+        # MAX_WAIT: the loop's timers run on CLOCK_MONOTONIC, which a suspend stops
+        delay = min(max(0.0, self._deadline - clock.now()), clock.MAX_WAIT)
         self._timers["deadline"] = self._loop.call_later(delay, self._deadline_passed)
 
     def _deadline_passed(self) -> None:
         self._timers.pop("deadline", None)
-        if self._deadline is not None and time.monotonic() < self._deadline:
-            self._arm_deadline()  # fired early (clock resolution)
+        if self._deadline is not None and clock.now() < self._deadline:
+            self._arm_deadline()  # not yet (a capped wait, or clock resolution)
         elif self._deadline is not None:
             self._fence("deadline")
 

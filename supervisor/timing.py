@@ -1,7 +1,8 @@
 """The timing rule (design.md, "Timing"): derived intervals, pure arithmetic.
 
-Let `t` be the local monotonic time at which the last successful renewal (or
-the acquisition) was *sent*. Nobody else may take the lease before `t + W`.
+Let `t` be the local time (`supervisor.clock`: CLOCK_BOOTTIME, which counts a
+suspend) at which the last successful renewal (or the acquisition) was *sent*.
+Nobody else may take the lease before `t + W`.
 
 - `t + W - M` (**kill**): the node's whole process group / cgroup is SIGKILLed.
   This is the safety deadline; nothing ever moves it later.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,19 @@ from tests.pgserver import PgServer, PgServerError
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_clock() -> None:
+    """The supervisor's deadlines run on CLOCK_BOOTTIME (supervisor/clock.py); the tests
+    compare them with their own `time.monotonic()`. The two are one clock on a machine
+    that has not been suspended since it booted; otherwise say so, not fail obscurely."""
+    apart = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
+    if abs(apart) > 0.05:
+        pytest.fail(f"CLOCK_BOOTTIME is {apart:.3f} s ahead of CLOCK_MONOTONIC here (this "
+                    "machine was suspended since boot): the tests compare the supervisor's "
+                    "times with their own; run them on a machine not suspended since boot",
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
 import threading
@@ -32,7 +33,7 @@ import psutil
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor import core
+from supervisor import clock, core
 from supervisor.config import Config, load_config
 from supervisor.daemon import CALL_GRACE, Daemon
 from supervisor.identity import Identity, ProcessRef
@@ -429,6 +430,39 @@ def test_an_acquisition_counts_from_when_it_was_sent(
             await r.node_up()
             r.daemon.events.put_nowait(ShutdownRequested("SIGTERM"))
             assert await r.exit_code(10) == 0
+        finally:
+            await r.close()
+    run(body())
+
+
+def test_a_suspend_longer_than_the_lease_ends_the_run_at_once(
+        reaper: Reaper, tmp_path: Path, logs: list[dict[str, Any]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon counts time on CLOCK_BOOTTIME (supervisor/clock.py), which runs on
+    while the machine is suspended: resumed after 60 s, its kill deadline has passed, so
+    it kills the node and gives the lease up before anything else, though every renewal
+    would still answer. (On CLOCK_MONOTONIC, stopped meanwhile, it renewed on.) The
+    suspend is played by moving this process's clock forward; the guard is frozen, so
+    the daemon's own fence is what must act."""
+    async def body() -> None:
+        r = await started(make_config(tmp_path), reaper, logs)
+        try:
+            assert r.daemon.clock is clock.now  # the default: the deadline clock
+            pid = await r.node_up()
+            process = r.daemon.node.process
+            assert process is not None and process.guard_pid is not None
+            os.kill(process.guard_pid, signal.SIGSTOP)
+            real = clock.now
+            monkeypatch.setattr(clock, "now", lambda: real() + 60.0)
+            r.daemon.clock = clock.now
+            watch = DeathWatch(pid)
+            resumed = time.monotonic()
+            await r.until(lambda: watch.died is not None, 5, "the node's death")
+            watch.stop()
+            assert watch.died is not None and watch.died - resumed < 1.0
+            (lost,) = [e for e in r.events("lease_lost") if e["epoch"] == 1]
+            assert lost["reason"] == "renewal deadline passed", lost
+            os.kill(process.guard_pid, signal.SIGCONT)
         finally:
             await r.close()
     run(body())

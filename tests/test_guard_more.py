@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from supervisor import clock
+from tests.chaos.db import find_faketime
 from tests.proc import Reaper, pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(30)
@@ -44,14 +46,14 @@ class Guard:
     """A guard process with its command and status pipes."""
 
     def __init__(self, reaper: Reaper, node_args: list[str], *,
-                 entry: list[str] | None = None) -> None:
+                 entry: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         self.reaper = reaper
         status_r, status_w = os.pipe()
         entry = entry or ["-m", "supervisor.guard"]
         self.proc = reaper.popen(
             [sys.executable, *entry, "--status-fd", str(status_w)], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=(status_w,),
-            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+            env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})))
         os.close(status_w)
         self.status_r = status_r
         self._buf = b""
@@ -137,3 +139,34 @@ def test_a_later_stop_never_lengthens_the_grace(reaper: Reaper, tmp_path: Path) 
     second = g2.send("stop 0.2\n")
     ev = g2.event(5)
     assert ev["killed_by"] == "stop" and 0.2 <= ev["signalled_at"] - second < 5.0
+
+
+def test_a_suspend_past_the_deadline_kills_the_node_as_the_guard_resumes(
+        reaper: Reaper, tmp_path: Path) -> None:
+    """The guard's deadline is on CLOCK_BOOTTIME, which counts a suspend, and its waits
+    are capped (supervisor/clock.py): the kernel measures a poll's timeout on
+    CLOCK_MONOTONIC, which a suspend stops. A suspend is played by moving the guard's
+    clock 60 s forward under libfaketime while it sits in poll() (the kernel's timer does
+    not see the jump): the node dies within MAX_WAIT of the "resume", not when that poll
+    would have ended (30 s later, waiting on CLOCK_MONOTONIC)."""
+    lib = find_faketime()
+    if lib is None:
+        pytest.skip("libfaketime is not installed (Debian: libfaketime)")
+    ts = tmp_path / "faketime"
+    ts.write_text("+0s\n")
+    g = Guard(reaper, ["--record", str(tmp_path)],
+              env={"LD_PRELOAD": lib, "FAKETIME_TIMESTAMP_FILE": str(ts),
+                   "FAKETIME_NO_CACHE": "1"})
+    pid, _ = g.started(tmp_path)
+    # under libfaketime the guard's CLOCK_BOOTTIME reads as the (faked) wall clock
+    g.send(f"deadline {time.time() + 30.0!r}\n")
+    assert g._next(5)["event"] == "ack"
+    wchan = Path(f"/proc/{g.proc.pid}/wchan")
+    wait_until(lambda: "poll" in wchan.read_text(), 5, message="the guard waiting in poll()")
+    ts.write_text("+60s\n")  # resumed: 60 s have passed on CLOCK_BOOTTIME
+    resumed = time.monotonic()
+    wait_until(lambda: not pid_alive(pid), 5, interval=0.005, message="the node killed")
+    took = time.monotonic() - resumed
+    ev = g.event(5)
+    assert ev["event"] == "exited" and ev["killed_by"] == "deadline", ev
+    assert took < clock.MAX_WAIT + 0.5, f"killed {took:.3f} s after the resume"

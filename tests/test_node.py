@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from supervisor import cgroup as cgroups
+from supervisor import clock
 from supervisor.config import NodeConfig
 from supervisor.fencing import (
     NODE_KEY_ENV,
@@ -628,4 +629,27 @@ def test_after_a_graceful_stop_no_descendant_survives(reaper: Reaper, tmp_path: 
         assert ex.returncode == 0 and ex.killed_by == "stop"
         assert not pid_alive(helper)
         assert not os.path.exists(proc.cgroup)
+    run(body())
+
+
+def test_a_suspend_past_the_deadline_kills_the_node_as_this_process_resumes(
+        reaper: Reaper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process's own fence holds the deadline on CLOCK_BOOTTIME and looks at it at
+    least every MAX_WAIT (the loop's timers run on CLOCK_MONOTONIC, which a suspend
+    stops). The guard is frozen, so only this process can act; a suspend of 60 s is
+    played by moving `supervisor.clock.now` forward: the node dies within MAX_WAIT, not
+    when a 30 s timer on CLOCK_MONOTONIC would have fired."""
+    async def body() -> None:
+        proc, _ = await started(reaper, config(tmp_path))
+        assert proc.pid is not None
+        freeze(reaper, proc)
+        proc.set_deadline(clock.now() + 30.0)
+        await asyncio.sleep(0)  # the deadline's timer is armed
+        real = clock.now
+        monkeypatch.setattr(clock, "now", lambda: real() + 60.0)
+        resumed = time.monotonic()
+        dead_at = await death_time(proc.pid, 5)
+        ex = await asyncio.wait_for(proc.wait(), 5)
+        assert ex.killed_by == "deadline", ex
+        assert dead_at - resumed < clock.MAX_WAIT + 0.25, dead_at - resumed
     run(body())

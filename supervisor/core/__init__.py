@@ -1,6 +1,6 @@
 """The pure decision core: `step(state, event, now) -> (state, actions)`.
 
-No I/O and no clock reads happen here: `now` is the caller's `time.monotonic()`
+No I/O and no clock reads happen here: `now` is the caller's `supervisor.clock.now()`
 and every effect is returned as an action for the daemon to carry out. The
 daemon promises that every lease action it is given produces exactly one result
 event (success or `LeaseCallFailed`) within the action's `timeout`, and that

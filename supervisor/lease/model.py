@@ -51,7 +51,7 @@ class LeaseSnapshot:
     db_now: datetime
     # holder set AND db_now > expires_at AND db_now > renewed_at + W (W of the reading store).
     # Only half of the takeover rule: the contender must also have seen `version`
-    # unchanged for W on its own monotonic clock.
+    # unchanged for W on its own clock.
     expired: bool
     holder_machine: str | None = None  # the holder's machine identity (supervisor.identity)
     holder_started: int | None = None  # the holder process's start time

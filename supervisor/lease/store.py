@@ -176,7 +176,7 @@ class PostgresLeaseStore:
         and machine identity by the process `takeover` (the caller has checked
         that process is dead). The caller is responsible for the other half of
         the expiry rule: pass `expected` only after seeing that version unchanged
-        for W on its own monotonic clock. On success the epoch is bumped,
+        for W on its own clock. On success the epoch is bumped,
         `renewed_at` is now and `expires_at` is now + W.
         """
         me = self.identity

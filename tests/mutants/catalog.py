@@ -1075,6 +1075,37 @@ MUTANTS: tuple[Mutant, ...] = (
          "tests/test_corda_guard.py::"
          "test_a_frozen_hosts_node_that_keeps_its_row_fresh_keeps_the_new_node_out"),
     ),
+    # ------------------------------------------------------------ deadlines count a suspend
+    Mutant(
+        "daemon_counts_monotonic_time",
+        "the daemon's deadlines run on CLOCK_BOOTTIME, which counts a suspend",
+        DAEMON,
+        "                 identity: Identity | None = None, clock: Callable[[], float] = "
+        "clock_now,\n",
+        "                 identity: Identity | None = None, clock: Callable[[], float] = "
+        "__import__('time').monotonic,\n",
+        ("tests/test_daemon_inproc.py::"
+         "test_a_suspend_longer_than_the_lease_ends_the_run_at_once",),
+    ),
+    Mutant(
+        "guard_sleeps_past_a_suspend",
+        "the guard looks at its deadline's clock at least every MAX_WAIT (a poll timeout "
+        "runs on CLOCK_MONOTONIC, which a suspend stops)",
+        GUARD,
+        "_MAX_WAIT_MS = clock.MAX_WAIT * 1000\n",
+        "_MAX_WAIT_MS = 60_000.0\n",
+        ("tests/test_guard_more.py::"
+         "test_a_suspend_past_the_deadline_kills_the_node_as_the_guard_resumes",),
+    ),
+    Mutant(
+        "node_fence_sleeps_past_a_suspend",
+        "the supervisor's own fence looks at the deadline at least every MAX_WAIT",
+        NODE,
+        "        delay = min(max(0.0, self._deadline - clock.now()), clock.MAX_WAIT)\n",
+        "        delay = max(0.0, self._deadline - clock.now())\n",
+        ("tests/test_node.py::"
+         "test_a_suspend_past_the_deadline_kills_the_node_as_this_process_resumes",),
+    ),
     Mutant(
         "reaper_kills_reused_numbers",
         "harness: a test's teardown never kills a process that reused a number it recorded",
