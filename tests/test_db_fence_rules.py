@@ -203,7 +203,8 @@ def test_a_renewal_is_not_blocked_while_the_end_call_waits(
           f"{bound * 1000:.0f} ms)")
     assert waited >= wait_ms / 1000 * 0.9  # it did wait for the stopped session
     assert len(during) >= 5
-    assert max(during) <= bound < wait_ms / 1000 / 4
+    # the bound (from the load) must stay well below the wait, or the test could not tell
+    assert max(during) <= bound < wait_ms / 1000 / 2
 
 
 async def timed(call: Awaitable[object]) -> float:

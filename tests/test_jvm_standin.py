@@ -332,7 +332,11 @@ def test_the_watcher_scan_counts_the_stand_in_from_exec(tmp_path: Path, reaper: 
     conf = NodeConf(machine_name="a", jdbc_url="jdbc:postgresql://unused/x", mutex_on=False)
     node = jvmnode.start(reaper, tmp_path / "a", "--boot-delay", "60000", conf=conf,
                          record_dir=records)
-    assert scan_nodes({"h": str(records)})["h"] == [node.pid]  # before any record or port
+    # from its exec (Popen may return before the child has exec'd on a loaded machine),
+    # long before any record or port: the boot delay is 60 s
+    wait_until(lambda: scan_nodes({"h": str(records)})["h"] == [node.pid], 10,
+               message="the scan to count the stand-in")
+    assert not records.exists() or not list(records.glob("*.json"))
     assert scan_nodes({"other": str(tmp_path / "elsewhere")})["other"] == []
     os.killpg(node.pid, signal.SIGKILL)
     node.wait_exit(10)

@@ -255,15 +255,16 @@ def _lease_covers_runs(c: _Check, runs: Sequence[NodeRun],
                        begin: float) -> None:
     """The row never expires while its holder's node runs: every moment a node of epoch
     E runs lies within W of a committed write of E by its host (its acquisition or a
-    renewal). A frozen host's node running on after its lease (`allowed_overlap`) is
-    the one case the database fence, not the lease, answers for."""
-    allowed = c.inj.allowed_overlap
+    renewal). A frozen host's node running on after its lease (`allowed_overlap`) is a
+    case the database fence, not the lease, answers for; a setsid child whose
+    supervisor and guard were both killed (`unsupervised`) one systemd answers for."""
+    exempt = [x for x in (c.inj.allowed_overlap, c.inj.unsupervised) if x is not None]
     for r in runs:
         if r.epoch is None or r.alive_until <= begin:
             continue
         sent = committed.get(r.host, {}).get(r.epoch, [])
         for a, b in uncovered(r, sent, w):
-            if allowed is not None and r.host == allowed[0] and allowed[1] <= a <= allowed[2]:
+            if any(r.host == host and lo <= a <= hi for host, lo, hi in exempt):
                 continue
             c.add("outlived its lease",
                   f"{r.key} ran {b - a:.3f}s with no committed write of epoch {r.epoch} "

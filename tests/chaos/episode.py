@@ -78,6 +78,10 @@ class Injected:
       down or unreachable for every host); cut out of the availability windows.
     - `allowed_overlap`: (host, from, to): overlaps involving `host` that begin in
       [from, to] are the frozen-VM case (measured, not a violation).
+    - `unsupervised`: (host, from, to): `host`'s supervisor and guard were both
+      killed; a node of it (a setsid child) running past its lease in [from, to] is what
+      systemd's `KillMode=mixed` ends in production, and the restarted supervisor's
+      start-up sweep here: not held against the lease (overlaps still are).
     - `expect_no_failover`: the active node must survive (no new node run, the
       old one alive at the end); with `cut_s`, only when the cut was no longer
       than the load-derived keep limit (tests/chaos/load.py `keep_limit`).
@@ -93,6 +97,7 @@ class Injected:
     end: float
     unhealthy: list[Interval] = field(default_factory=list)
     allowed_overlap: tuple[str, float, float] | None = None
+    unsupervised: tuple[str, float, float] | None = None
     expect_no_failover: bool = False
     cut_s: float | None = None
     expect_all_down: Interval | None = None

@@ -105,8 +105,12 @@ def wrapper_node(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected
     for h in [host] if host is active else [host, active]:  # back to the plain node
         ch.node_args[h.name], ch.node_prefix[h.name] = [], []
         ch.restart_supervisor(h)
+    # supervisor and guard both killed: nothing of ours can end the setsid child until
+    # the supervisor is back (its start-up sweep); systemd's KillMode=mixed does it at
+    # once in production
     return Injected("wrapper_node", host.name, t0, t1, problems=problems,
-                    holder_lost=HolderLost(host.name, t0, t0, killed=False), params=params)
+                    holder_lost=HolderLost(host.name, t0, t0, killed=False), params=params,
+                    unsupervised=(host.name, t0, t1))
 
 
 # ------------------------------------------------------------------ cloned host name

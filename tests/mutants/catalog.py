@@ -249,7 +249,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "guard_starts_after_deadline",
         "the guard does not start a node whose deadline has passed",
         GUARD,
-        "        if self.deadline is not None and time.monotonic() >= self.deadline:\n",
+        "        if self.deadline is not None and clock.now() >= self.deadline:\n",
         "        if False:\n",
         ("tests/test_guard.py::test_deadline_already_passed_does_not_start",),
     ),
