@@ -1028,8 +1028,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "chaos_lease_cover_too_long",
         "harness: a committed write covers its node for W, not a moment longer",
         "tests/chaos/analysis.py",
-        "    cover = checker.merge_intervals((s, s + w) for s in sent)\n",
-        "    cover = checker.merge_intervals((s, s + 2 * w) for s in sent)\n",
+        "    cover = checker.merge_intervals([*((s, s + w) for s in sent),\n",
+        "    cover = checker.merge_intervals([*((s, s + 2 * w) for s in sent),\n",
         ("tests/chaos/test_durability.py::"
          "test_a_run_is_covered_only_within_w_of_a_committed_write",),
     ),
