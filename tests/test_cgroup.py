@@ -1,4 +1,4 @@
-"""supervisor.cgroup and the cgroup half of the stale-node sweep, on the real cgroup fs."""
+"""supervisor.node.cgroup and the cgroup half of the stale-node sweep, on the real cgroup fs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import cgroup as cgroups
-from supervisor.fencing import NodeFence, node_key, sweep_stale_nodes
-from supervisor.fencing import cgroup_parent as resolve_parent
+from supervisor.node import cgroup as cgroups
+from supervisor.node.sweep import NodeFence, node_key, sweep_stale_nodes
+from supervisor.node.sweep import cgroup_parent as resolve_parent
 from tests.cgroups import setsid_tree, spawn_in
 from tests.proc import Reaper, pid_alive, wait_until
 

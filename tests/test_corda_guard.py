@@ -15,8 +15,8 @@ import psutil
 import pytest
 
 from supervisor.config import DatabaseConfig
-from supervisor.identity import Identity
 from supervisor.lease import PostgresLeaseStore
+from supervisor.node.machine import this_process
 from tests import jvmnode
 from tests.cluster import Cluster
 from tests.cordapair import add_corda_host
@@ -65,7 +65,7 @@ def test_holder_makes_a_fresh_foreign_row_takeable_and_nothing_else(
     corda_row(pg_server, schema, "other-host")
 
     async def main() -> None:
-        me = PostgresLeaseStore(db, Identity.for_this_process("this-host"), W)
+        me = PostgresLeaseStore(db, this_process("this-host"), W)
         try:
             await me.ensure_schema(5)
             snap = await me.observe(5)
@@ -93,7 +93,7 @@ def test_no_corda_table_is_absent(db_config: DatabaseConfig, schema: str) -> Non
     db = dataclasses.replace(db_config, schema=schema)
 
     async def main() -> None:
-        me = PostgresLeaseStore(db, Identity.for_this_process("h"), W)
+        me = PostgresLeaseStore(db, this_process("h"), W)
         try:
             await me.ensure_schema(5)
             snap = await me.observe(5)

@@ -33,9 +33,9 @@ from supervisor.core import (
     StopNode,
     Timing,
 )
-from supervisor.identity import ProcessRef
-from supervisor.messages import FencingChecked
-from supervisor.timing import MIN_RENEWAL_WINDOW, stop_graces
+from supervisor.core.identity import ProcessRef
+from supervisor.core.messages import FencingChecked
+from supervisor.core.timing import MIN_RENEWAL_WINDOW, stop_graces
 from tests.test_core import FREE, SERVER, TIMING, V1, V2, Driver, W, held_by_other, of
 
 pytestmark = pytest.mark.timeout(30)

@@ -35,11 +35,12 @@ from structlog.testing import capture_logs
 
 from supervisor import clock, core
 from supervisor.config import Config, load_config
-from supervisor.daemon import CALL_GRACE, Daemon
-from supervisor.identity import Identity, ProcessRef
+from supervisor.core.identity import Identity, ProcessRef
+from supervisor.core.messages import ShutdownRequested
+from supervisor.daemon.loop import CALL_GRACE, Daemon
 from supervisor.lease import LeaseSnapshot, LeaseUnavailable, LeaseVersion, RenewResult
-from supervisor.messages import ShutdownRequested
-from supervisor.sdnotify import SystemdNotifier
+from supervisor.node.machine import this_process
+from supervisor.observe.sdnotify import SystemdNotifier
 from tests.proc import Reaper, pid_alive
 
 pytestmark = pytest.mark.timeout(60)
@@ -176,7 +177,7 @@ class Run:
 
     def __init__(self, config: Config, reaper: Reaper) -> None:
         self.reaper = reaper
-        self.identity = Identity.for_this_process(config.lease.machine_name)
+        self.identity = this_process(config.lease.machine_name)
         self.store = FakeStore(self.identity)
         self.daemon = Daemon(config, store=self.store, identity=self.identity,
                              notifier=SystemdNotifier(environ={}))
@@ -256,7 +257,7 @@ def our_guards() -> set[int]:
     found = set()
     for child in psutil.Process().children():
         try:
-            if "supervisor.guard" in child.cmdline() and pid_alive(child.pid):
+            if "supervisor.node.guard" in child.cmdline() and pid_alive(child.pid):
                 found.add(child.pid)
         except psutil.Error:
             continue
@@ -460,6 +461,8 @@ def test_a_suspend_longer_than_the_lease_ends_the_run_at_once(
             await r.until(lambda: watch.died is not None, 5, "the node's death")
             watch.stop()
             assert watch.died is not None and watch.died - resumed < 1.0
+            await r.until(lambda: any(e.get("epoch") == 1 for e in r.events("lease_lost")), 5,
+                          "the lease given up")
             (lost,) = [e for e in r.events("lease_lost") if e["epoch"] == 1]
             assert lost["reason"] == "renewal deadline passed", lost
             os.kill(process.guard_pid, signal.SIGCONT)

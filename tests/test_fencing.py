@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 import pytest
 
-from supervisor import cgroup as cgroups
+from supervisor.node import cgroup as cgroups
 from tests.cluster import (
     FAKE_NODE,
     Cluster,
@@ -82,7 +82,7 @@ def _guard_of(host: Host) -> psutil.Process:
     assert host.proc is not None
     for child in psutil.Process(host.proc.pid).children():
         try:
-            if "supervisor.guard" in " ".join(child.cmdline()):
+            if "supervisor.node.guard" in " ".join(child.cmdline()):
                 return child
         except psutil.Error:
             continue

@@ -14,8 +14,8 @@ from dataclasses import replace
 
 import pytest
 
-from supervisor.http import HealthServer, StatusView
-from supervisor.metrics import Metrics
+from supervisor.observe.http import HealthServer, StatusView
+from supervisor.observe.metrics import Metrics
 
 pytestmark = pytest.mark.timeout(20)
 

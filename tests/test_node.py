@@ -18,10 +18,12 @@ from typing import Any, TypeVar
 import psutil
 import pytest
 
-from supervisor import cgroup as cgroups
 from supervisor import clock
 from supervisor.config import NodeConfig
-from supervisor.fencing import (
+from supervisor.node import cgroup as cgroups
+from supervisor.node.pipes import MAX_LINE_BYTES
+from supervisor.node.process import NodeExit, NodeProcess, node_environment
+from supervisor.node.sweep import (
     NODE_KEY_ENV,
     NodeFence,
     SweepFunction,
@@ -29,8 +31,6 @@ from supervisor.fencing import (
     node_key,
     sweep_stale_nodes,
 )
-from supervisor.node import NodeExit, NodeProcess, node_environment
-from supervisor.procio import MAX_LINE_BYTES
 from tests.cgroups import wait_record
 from tests.proc import Reaper, group_alive, pid_alive, wait_until
 
@@ -362,7 +362,7 @@ def test_cancelled_start_leaves_nothing_running(reaper: Reaper, tmp_path: Path) 
 PARENT = r"""
 import asyncio, json, sys, time
 from supervisor.config import NodeConfig
-from supervisor.node import NodeProcess
+from supervisor.node.process import NodeProcess
 
 async def main():
     cfg = NodeConfig(command=tuple(json.loads(sys.argv[1])), working_directory=sys.argv[2],

@@ -25,10 +25,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from supervisor import cgroup as cgroups
-from supervisor import fencing, node
 from supervisor.config import NodeConfig
-from supervisor.fencing import (
+from supervisor.node import cgroup as cgroups
+from supervisor.node import process as node
+from supervisor.node import sweep as fencing
+from supervisor.node.process import NodeProcess
+from supervisor.node.sweep import (
     NODE_KEY_ENV,
     NodeFence,
     Swept,
@@ -36,7 +38,6 @@ from supervisor.fencing import (
     scan_marked,
     sweep_stale_nodes,
 )
-from supervisor.node import NodeProcess
 from tests.cgroups import spawn_in
 from tests.freezer import frozen, state
 from tests.proc import Reaper, pid_alive, wait_until

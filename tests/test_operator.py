@@ -15,11 +15,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from supervisor.cli.operator import schema_script
 from supervisor.config import DatabaseConfig, load_config
-from supervisor.identity import Identity
 from supervisor.lease import PostgresLeaseStore
 from supervisor.lease.members import Member
-from supervisor.operator import schema_script
+from supervisor.node.machine import this_process
 from tests.cluster import Cluster, http_get, run_cli
 from tests.pgserver import PgServer
 from tests.proc import wait_until
@@ -71,7 +71,7 @@ def test_schema_gives_a_least_privilege_role_that_runs_the_protocol(
     db = config.database
 
     async def as_the_role() -> None:
-        ident = Identity.for_this_process("op")
+        ident = this_process("op")
         store = PostgresLeaseStore(db, ident, 2.0)
         try:
             await store.ensure_schema(5)  # finds everything: creates nothing

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import shareddirs
+from supervisor.node import shareddirs
 from tests.cluster import Cluster, Watcher, http_get
 from tests.proc import wait_until
 

@@ -26,7 +26,7 @@ import pytest
 
 from supervisor.config import load_config
 from supervisor.lease import LeaseUnavailable
-from supervisor.startup import database_config_problem
+from supervisor.lease.startup import database_config_problem
 from tests.cluster import REPO, cluster, run_cli
 from tests.pgserver import ENV_DSN, PgServer, find_bindir
 from tests.proc import Reaper, wait_until

@@ -6,7 +6,7 @@ daemon promises that every lease action it is given produces exactly one result
 event (success or `LeaseCallFailed`) within the action's `timeout`, and that
 every `StartNode` is followed by `NodeStarted` and/or `NodeExited`.
 
-Timing (design.md, supervisor/timing.py): let `t` be when the last successful
+Timing (design.md, supervisor/core/timing.py): let `t` be when the last successful
 renewal (or the acquisition) was *sent*. Nobody else may take the lease before
 `t + W`, so
 
@@ -25,21 +25,7 @@ that may have lost the last writes), it takes nothing at all, not even a free
 row or its own dead predecessor's, before it has watched that server for W.
 """
 
-from supervisor.core.state import (
-    AfterStop,
-    CoreState,
-    NodePhase,
-    State,
-    Timing,
-    backoff_delay,
-    initial_state,
-    kill_deadline,
-    next_wakeup,
-    takeover_readiness,
-    term_deadline,
-)
-from supervisor.core.step import step
-from supervisor.messages import (
+from supervisor.core.messages import (
     AcquireLease,
     Action,
     Begin,
@@ -70,6 +56,20 @@ from supervisor.messages import (
     StopNode,
     Tick,
 )
+from supervisor.core.state import (
+    AfterStop,
+    CoreState,
+    NodePhase,
+    State,
+    Timing,
+    backoff_delay,
+    initial_state,
+    kill_deadline,
+    next_wakeup,
+    takeover_readiness,
+    term_deadline,
+)
+from supervisor.core.step import step
 
 __all__ = [
     "AcquireLease", "Action", "AfterStop", "Begin", "CoreState", "Event", "Exit",

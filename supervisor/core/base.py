@@ -8,6 +8,14 @@ from __future__ import annotations
 
 from typing import Literal
 
+from supervisor.core.messages import (
+    Action,
+    KillNode,
+    LeaseOpKind,
+    Log,
+    StartNode,
+    StopNode,
+)
 from supervisor.core.state import (
     AfterStop,
     CoreState,
@@ -15,14 +23,6 @@ from supervisor.core.state import (
     State,
     Timing,
     kill_deadline,
-)
-from supervisor.messages import (
-    Action,
-    KillNode,
-    LeaseOpKind,
-    Log,
-    StartNode,
-    StopNode,
 )
 
 

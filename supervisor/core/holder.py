@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from supervisor.core.base import _Base
+from supervisor.core.messages import (
+    LeaseOpKind,
+    LeaseRenewed,
+    SetNodeDeadline,
+)
 from supervisor.core.state import (
     NodePhase,
     State,
     kill_deadline,
-)
-from supervisor.messages import (
-    LeaseOpKind,
-    LeaseRenewed,
-    SetNodeDeadline,
 )
 
 

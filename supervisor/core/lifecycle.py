@@ -4,12 +4,12 @@ crash loop, shutdown of the supervisor."""
 from __future__ import annotations
 
 from supervisor.core.base import _Base
+from supervisor.core.messages import NodeExited
 from supervisor.core.state import (
     NodePhase,
     State,
     backoff_delay,
 )
-from supervisor.messages import NodeExited
 
 
 class NodeRules(_Base):

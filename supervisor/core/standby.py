@@ -4,15 +4,15 @@ taking the lease (design.md, "The lease")."""
 from __future__ import annotations
 
 from supervisor.core.base import _Base
+from supervisor.core.messages import (
+    AcquireLease,
+    LeaseObserved,
+    ReleaseLease,
+)
 from supervisor.core.state import (
     State,
     takeover_readiness,
     term_deadline,
-)
-from supervisor.messages import (
-    AcquireLease,
-    LeaseObserved,
-    ReleaseLease,
 )
 
 

@@ -6,16 +6,7 @@ import dataclasses
 
 from supervisor.core.holder import HolderRules
 from supervisor.core.lifecycle import NodeRules
-from supervisor.core.standby import StandbyRules
-from supervisor.core.state import (
-    CoreState,
-    NodePhase,
-    State,
-    Timing,
-    kill_deadline,
-    term_deadline,
-)
-from supervisor.messages import (
+from supervisor.core.messages import (
     Action,
     Begin,
     Event,
@@ -40,6 +31,15 @@ from supervisor.messages import (
     SharedDirsChecked,
     ShutdownRequested,
     Tick,
+)
+from supervisor.core.standby import StandbyRules
+from supervisor.core.state import (
+    CoreState,
+    NodePhase,
+    State,
+    Timing,
+    kill_deadline,
+    term_deadline,
 )
 
 

@@ -7,14 +7,14 @@
 - `store`: `PostgresLeaseStore`, the operations and their contracts.
 """
 
-from supervisor.identity import Identity, ProcessRef
-from supervisor.lease.members import MEMBER_FRESH, MEMBER_INTERVAL, Member, MemberRow
-from supervisor.lease.model import (
+from supervisor.core.identity import Identity, ProcessRef
+from supervisor.core.row import (
     LeaseSnapshot,
     LeaseUnavailable,
     LeaseVersion,
     RenewResult,
 )
+from supervisor.lease.members import MEMBER_FRESH, MEMBER_INTERVAL, Member, MemberRow
 from supervisor.lease.store import (
     NOTIFY_CHANNEL_DEFAULT,
     PostgresLeaseStore,

@@ -21,7 +21,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 
 from supervisor.config import DatabaseConfig
-from supervisor.lease.model import LeaseUnavailable
+from supervisor.core.row import LeaseUnavailable
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[TupleRow]

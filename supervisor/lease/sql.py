@@ -20,7 +20,7 @@ from typing import Any
 
 from psycopg import sql
 
-from supervisor.lease.model import LeaseSnapshot
+from supervisor.core.row import LeaseSnapshot
 
 #: Which server answers: changes on a restart (postmaster start time) and on a
 #: failover (another address or port, another start time, and, even behind a

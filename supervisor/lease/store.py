@@ -33,6 +33,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -41,18 +43,18 @@ import psycopg
 from psycopg import sql
 
 from supervisor.config import DatabaseConfig
-from supervisor.identity import Identity, ProcessRef
-from supervisor.lease import members as member_rows
-from supervisor.lease.bounded import Bounded, Conn, connect_kwargs, scrub
-from supervisor.lease.channel import Channel
-from supervisor.lease.cordaguard import CORDA_TABLE, look, make_takeable
-from supervisor.lease.members import MEMBER_INTERVAL, Member, MemberRow, MemberSql
-from supervisor.lease.model import (
+from supervisor.core.identity import Identity, ProcessRef
+from supervisor.core.row import (
     LeaseSnapshot,
     LeaseUnavailable,
     LeaseVersion,
     RenewResult,
 )
+from supervisor.lease import members as member_rows
+from supervisor.lease.bounded import Bounded, Conn, connect_kwargs, scrub
+from supervisor.lease.channel import Channel
+from supervisor.lease.cordarow import CORDA_TABLE, look, make_takeable
+from supervisor.lease.members import MEMBER_INTERVAL, Member, MemberRow, MemberSql
 from supervisor.lease.sql import ADDED_COLUMNS, LeaseSql, schema_lock_key, snapshot_from_row
 
 log = logging.getLogger(__name__)
@@ -612,11 +614,16 @@ class PostgresLeaseStore:
         return LeaseUnavailable(f"{what}: {type(e).__name__}: {text}", sqlstate=sqlstate)
 
 
+def reader() -> Identity:
+    """The identity of a one-shot reader (`status`, `handover`): it writes nothing."""
+    return Identity("status", "", os.getpid(), uuid.uuid4().hex)
+
+
 async def read_state(db: DatabaseConfig, wait_interval: float,
                      timeout: float) -> tuple[LeaseSnapshot | None, list[MemberRow]]:
     """One-shot read for `status` and `handover`: the lease row (None when there is no
     table or row) and the members. Creates nothing. Raises `LeaseUnavailable`."""
-    store = PostgresLeaseStore(db, Identity.for_this_process("status"), wait_interval)
+    store = PostgresLeaseStore(db, reader(), wait_interval)
     try:
         try:
             snap: LeaseSnapshot | None = await store.observe(timeout)
@@ -636,7 +643,7 @@ async def read_snapshot(db: DatabaseConfig, wait_interval: float,
 
     Raises `LeaseUnavailable` when the database cannot be read within `timeout`.
     """
-    store = PostgresLeaseStore(db, Identity.for_this_process("status"), wait_interval)
+    store = PostgresLeaseStore(db, reader(), wait_interval)
     try:
         try:
             snap = await store.observe(timeout)

@@ -137,7 +137,7 @@ def role(p: psutil.Process) -> str:
         cmd = " ".join(p.cmdline())
     except psutil.Error:
         return "?"
-    if "supervisor.guard" in cmd:
+    if "supervisor.node.guard" in cmd:
         return "guard"
     if "hb_node" in cmd:
         return "wrapper" if cmd.startswith("/bin/sh") else "node"

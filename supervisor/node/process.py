@@ -1,8 +1,8 @@
 """The supervisor's handle on the node process (asyncio), through the fencing guard.
 
-`NodeProcess.start()` sweeps stale nodes (bounded, see `supervisor.fencing`; a
+`NodeProcess.start()` sweeps stale nodes (bounded, see `supervisor.node.sweep`; a
 sweep that is not clean means no start), puts the run in its own cgroup where it
-can, starts ``python -m supervisor.guard`` (see `supervisor.guard` for the pipe
+can, starts ``python -m supervisor.node.guard`` (see `supervisor.node.guard` for the pipe
 protocol) and returns once the guard has started the node or failed to.
 
 A stop is over when the last process of the run is gone, not its leader: after
@@ -45,10 +45,12 @@ from typing import Any
 
 import structlog
 
-from supervisor import cgroup as cgroups
+import supervisor
 from supervisor import clock
 from supervisor.config import NodeConfig
-from supervisor.fencing import (
+from supervisor.node import cgroup as cgroups
+from supervisor.node.pipes import GuardCommands, LineRelay, reap_child, wait_pid_gone
+from supervisor.node.sweep import (
     NODE_KEY_ENV,
     NodeFence,
     SweepError,
@@ -61,7 +63,6 @@ from supervisor.fencing import (
     run_sweep,
     sweep_until_clean,
 )
-from supervisor.procio import GuardCommands, LineRelay, reap_child, wait_pid_gone
 
 log = logging.getLogger(__name__)
 flog = structlog.get_logger("supervisor.node")  # structured events of the fence
@@ -239,7 +240,7 @@ class NodeProcess:
         err_r, err_w = os.pipe()
         try:
             guard = subprocess.Popen(
-                [sys.executable, "-m", "supervisor.guard", "--status-fd", str(status_w)],
+                [sys.executable, "-m", "supervisor.node.guard", "--status-fd", str(status_w)],
                 stdin=subprocess.PIPE, stdout=out_w, stderr=err_w, pass_fds=(status_w,),
                 start_new_session=True, cwd="/", env=_guard_environment(),
             )
@@ -529,7 +530,7 @@ class NodeProcess:
     async def _last_process_gone(self) -> None:
         """Return once no process of this run is left: its cgroup killed until empty
         and removed, or, without one, a round of the marker sweep clean (see
-        `supervisor.fencing`). Never gives up (it logs while processes remain)."""
+        `supervisor.node.sweep`). Never gives up (it logs while processes remain)."""
         if self.cgroup is not None:
             await release_cgroup(self.cgroup, CGROUP_EMPTY_TIMEOUT)
         elif self._fence_of_run is not None:
@@ -610,7 +611,7 @@ def _guard_environment() -> dict[str, str]:
     env = dict(os.environ)
     for name in (*REMOVED_ENV, NODE_KEY_ENV):  # the guard must never look like a stale node
         env.pop(name, None)
-    package_parent = str(Path(__file__).resolve().parent.parent)
+    package_parent = str(Path(supervisor.__file__).resolve().parent.parent)
     paths = [package_parent, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env

@@ -11,7 +11,7 @@ Every hook runs as a child process in its own process group, bounded by `timeout
 (then the group is SIGKILLed), its output logged line by line. Spawning it (fork
 and exec: Popen waits until the exec has happened, which hangs when the program
 sits on a hung mount) happens off the loop, in a thread of its own
-(`supervisor.offloop.in_thread`), within the same `timeout`; while a spawn of a
+(`supervisor.node.threads.in_thread`), within the same `timeout`; while a spawn of a
 hook is still hung, the next spawn of that hook fails at once. Waiting for it and
 relaying its output stay on the loop, non-blocking. A hook that fails or hangs
 never delays a safety deadline: the guard's kill deadline does not wait for it,
@@ -32,10 +32,10 @@ from typing import Any
 
 import structlog
 
-from supervisor.offloop import in_thread
-from supervisor.procio import LineRelay, reap_child
+from supervisor.node.pipes import LineRelay, reap_child
+from supervisor.node.threads import in_thread
 
-log = structlog.get_logger("supervisor.hooks")
+log = structlog.get_logger("supervisor.node.hooks")
 
 #: Starts one hook: (command, full environment, working directory) -> the process,
 #: its stdout (stderr joined) a pipe. Blocking; called in a thread.

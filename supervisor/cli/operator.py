@@ -23,7 +23,6 @@ from psycopg import sql
 
 from supervisor.config import Config
 from supervisor.config.loader import DEFAULT_SUPERVISOR_ROLE
-from supervisor.identity import Identity
 from supervisor.lease import (
     LeaseSnapshot,
     LeaseUnavailable,
@@ -31,10 +30,11 @@ from supervisor.lease import (
     PostgresLeaseStore,
     read_state,
 )
-from supervisor.lease.cordaguard import CORDA_TABLE
-from supervisor.lease.dbfence import FenceSql, explain, fence_ddl, read_roles, roles_ddl
-from supervisor.lease.dbfence import check as dbfence_check
+from supervisor.lease.cordarow import CORDA_TABLE
+from supervisor.lease.fence import FenceSql, explain, fence_ddl, read_roles, roles_ddl
+from supervisor.lease.fence import check as fence_check
 from supervisor.lease.ownership import OwnedTables, column_types, owner_ddl
+from supervisor.node.machine import this_process
 
 EX_UNAVAILABLE = 69
 EXIT_NO_HOLDER = 3
@@ -154,7 +154,7 @@ def _describe_members(rows: list[dict[str, Any]]) -> str:
 @contextlib.asynccontextmanager
 async def _store(config: Config, machine_name: str) -> AsyncIterator[PostgresLeaseStore]:
     """A lease store for one operator command, as `machine_name`; always closed."""
-    store = PostgresLeaseStore(config.database, Identity.for_this_process(machine_name),
+    store = PostgresLeaseStore(config.database, this_process(machine_name),
                                config.lease.wait_interval)
     try:
         yield store
@@ -173,7 +173,7 @@ async def fencing_roles(config: Config) -> dict[str, Any]:
                             "roles": []}
     try:
         async with _store(config, config.lease.machine_name) as store:
-            info["problem"] = await dbfence_check(
+            info["problem"] = await fence_check(
                 store.call, fence, lease=db.lease_name, role=fencing.node_role,
                 machine=config.lease.machine_name, timeout=_timeout(config))
             roles = await store.call("fence_roles", lambda conn: read_roles(
@@ -188,13 +188,13 @@ async def fencing_roles(config: Config) -> dict[str, Any]:
 async def fencing_check(config: Config) -> tuple[str | None, str | None]:
     """`check-config`'s fencing check: the confirm check the daemon makes (this host's
     node role bound to this lease on this machine, and every rule of
-    `supervisor.lease.dbfence_sql`). (None, None) when fencing works; (why not, None);
+    `supervisor.lease.fence_sql`). (None, None) when fencing works; (why not, None);
     or (None, the database error) when the database could not be asked. Bounded; never
     raises; changes nothing."""
     assert config.fencing.node_role is not None
     try:
         async with _store(config, config.lease.machine_name) as store:
-            problem = await dbfence_check(
+            problem = await fence_check(
                 store.call, FenceSql(config.database.schema, config.database.table),
                 lease=config.database.lease_name, role=config.fencing.node_role,
                 machine=config.lease.machine_name, timeout=_timeout(config))
@@ -271,7 +271,7 @@ async def handover(config: Config, *, wait: float | None, force: bool = False,
     """Ask the holder to step down; refuse (exit 4, node untouched) when no other
     member could take over (or not `to`, when named), unless `force`."""
     timeout = _timeout(config)
-    store = PostgresLeaseStore(config.database, Identity.for_this_process("handover"),
+    store = PostgresLeaseStore(config.database, this_process("handover"),
                                config.lease.wait_interval)
     try:
         snapshot, members = await read_state(config.database, config.lease.wait_interval,
@@ -420,7 +420,7 @@ def _statement(text: str) -> str:
 
 
 def fencing_script(config: Config) -> list[str]:
-    """The fencing part of `schema_script` (see `supervisor.lease.dbfence`)."""
+    """The fencing part of `schema_script` (see `supervisor.lease.fence`)."""
     db, fencing = config.database, config.fencing
     assert fencing.node_role is not None
     fence = FenceSql(db.schema, db.table)

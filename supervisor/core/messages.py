@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from supervisor.identity import ProcessRef
+from supervisor.core.identity import ProcessRef
 
 LeaseOpKind = Literal["observe", "acquire", "renew", "release"]
 
@@ -105,7 +105,7 @@ class NodeStarted:
 
 @dataclass(frozen=True)
 class FencingChecked:
-    """Database fencing was checked (see `supervisor.lease.dbfence`): None, or why this
+    """Database fencing was checked (see `supervisor.lease.fence`): None, or why this
     host could not fence the other node now (it then takes no lease). `pending`: not
     checked yet (the same gate, logged quietly)."""
 

@@ -1,4 +1,4 @@
-"""The daemon's side of database fencing (`supervisor.lease.dbfence`).
+"""The daemon's side of database fencing (`supervisor.lease.fence`).
 
 `DatabaseFencer.watch` confirms this host's binding (its node role bound to this lease
 on this machine by a DBA) and that fencing can work, at start and every `CHECK_EVERY`
@@ -17,11 +17,11 @@ from typing import Any
 import structlog
 
 from supervisor.config import FencingConfig
-from supervisor.identity import Identity
-from supervisor.lease import LeaseUnavailable, PostgresLeaseStore, dbfence
-from supervisor.messages import Event, FencingChecked
+from supervisor.core.identity import Identity
+from supervisor.core.messages import Event, FencingChecked
+from supervisor.lease import LeaseUnavailable, PostgresLeaseStore, fence
 
-log = structlog.get_logger("supervisor.dbfencing")
+log = structlog.get_logger("supervisor.lease.fencer")
 
 #: How often the binding and the fencing functions are checked again.
 CHECK_EVERY = 30.0
@@ -47,7 +47,7 @@ class DatabaseFencer:
         self.timeout = operation_timeout
         self.post = post
         db = store.database
-        self.sql = dbfence.FenceSql(db.schema, db.table)
+        self.sql = fence.FenceSql(db.schema, db.table)
         self.problem: str | None = NOT_CHECKED
         self.last_fence: dict[str, Any] | None = None
         self._fenced: list[int] = []  # epochs whose fence completed, newest last
@@ -61,7 +61,7 @@ class DatabaseFencer:
         working); runs until cancelled."""
         while True:
             try:
-                problem = await dbfence.check(
+                problem = await fence.check(
                     self.store.call, self.sql, lease=self.store.lease_name, role=self.role,
                     machine=self.identity.machine_name, timeout=self.timeout)
             except LeaseUnavailable:
@@ -81,11 +81,11 @@ class DatabaseFencer:
         """Fence for `epoch` before the node starts: None when the node may start (fenced,
         or fencing not required), else why not. Logs the outcome."""
         try:
-            result = await dbfence.fence_database(
+            result = await fence.fence_database(
                 self.store.call, self.sql, lease=self.store.lease_name, epoch=epoch,
                 instance=self.identity.instance, role=self.role,
                 machine=self.identity.machine_name, timeout=self.timeout)
-        except dbfence.FenceFailed as e:
+        except fence.FenceFailed as e:
             self.last_fence = {"epoch": epoch, "ok": False, "error": str(e)}
             if self.config.required:
                 log.error("database_fence_failed", epoch=epoch, error=str(e),

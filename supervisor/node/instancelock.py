@@ -5,7 +5,7 @@ would fight over the node: the second one's start-up sweep kills the running nod
 before the lease tells it anything. So the daemon takes, before anything else (no
 health port, no sweep, no database), a POSIX record lock (``fcntl`` F_SETLK, whole
 file) on ``<node.workingDirectory>/.corda-ha-supervisor-<node key>.lock`` (the node
-key: `supervisor.fencing.node_key`). When another process holds it, the daemon
+key: `supervisor.node.sweep.node_key`). When another process holds it, the daemon
 exits 78 naming the holder's pid (F_GETLK) and the file, and touches nothing.
 
 Why a POSIX record lock: it belongs to the process, so it ends with the process

@@ -1,4 +1,6 @@
-"""What the lease store returns: rows, versions, errors. Plain values, no I/O."""
+"""The lease row and what the store says about it, as plain values: the row as read
+(`LeaseSnapshot`), the version an acquisition compares (`LeaseVersion`), a renewal's
+result, the store's one failure type. No I/O; imports nothing but the stdlib."""
 
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ class LeaseSnapshot:
     # Only half of the takeover rule: the contender must also have seen `version`
     # unchanged for W on its own clock.
     expired: bool
-    holder_machine: str | None = None  # the holder's machine identity (supervisor.identity)
+    holder_machine: str | None = None  # the holder's machine identity (supervisor.node.machine)
     holder_started: int | None = None  # the holder process's start time
     server: str = ""
     server_uptime: float | None = None

@@ -1,7 +1,7 @@
 """The HTTP endpoint: `/health`, `/status`, `/liveness`, `/metrics`.
 
 Contract: serving HTTP never blocks the supervisor's asyncio loop. The server
-runs in daemon threads (`supervisor.httpserve.BoundedServer`: at most 32
+runs in daemon threads (`supervisor.observe.server.BoundedServer`: at most 32
 connections, each cut off 5 s after accept if its request has not arrived, bodies
 and oversized heads refused) and only ever reads an immutable
 `StatusView` that the loop replaces with `HealthServer.update()` (a single
@@ -52,7 +52,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry
 
 from supervisor import clock
-from supervisor.httpserve import JSON, BoundedServer, Limits, Reply
+from supervisor.observe.server import JSON, BoundedServer, Limits, Reply
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class HealthServer:
     carries `Authorization: Bearer <token>`. `internal`: when set, `/status` and
     `/metrics` are served only on that second (host, port) (port 0: any free one,
     see `internal_port`), and are 404 on `host:port`; every path is served there.
-    `limits`: what one connection may cost (see `supervisor.httpserve`). `start()`
+    `limits`: what one connection may cost (see `supervisor.observe.server`). `start()`
     binds and serves in daemon threads, raising OSError if an address cannot be
     bound (nothing is left listening then); `stop()` returns within about a second
     and is idempotent.

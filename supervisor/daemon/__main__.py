@@ -1,4 +1,4 @@
-"""The daemon process: `python -m supervisor.run --config-fd N [--source PATH]`.
+"""The daemon process: `python -m supervisor.daemon --config-fd N [--source PATH]`.
 
 `corda-ha-supervisor run` parses and checks the configuration, then replaces itself
 (exec: same pid for systemd) with this module, handing the parsed configuration over
@@ -7,7 +7,7 @@ or the environment). So the daemon never loads the HOCON parser: it imports only
 what it runs with (design.md: keep the resident memory small).
 
 Before anything else (the health port, the start-up sweep, the database) the daemon
-takes its instance lock (`supervisor.instancelock`): a second supervisor of the same
+takes its instance lock (`supervisor.node.instancelock`): a second supervisor of the same
 node on this host exits 78 naming the holder's pid and touches nothing.
 """
 
@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from supervisor.config import EX_CONFIG, Config, config_from_json, config_to_json
-from supervisor.instancelock import InstanceLock, InstanceLockError
+from supervisor.node.instancelock import InstanceLock, InstanceLockError
 
 
 def exec_daemon(config: Config) -> None:
@@ -31,7 +31,7 @@ def exec_daemon(config: Config) -> None:
     fd = os.memfd_create("corda-ha-supervisor-config", 0)  # not close-on-exec
     os.write(fd, config_to_json(config).encode())
     os.lseek(fd, 0, os.SEEK_SET)
-    argv = [sys.executable, "-m", "supervisor.run", "--config-fd", str(fd),
+    argv = [sys.executable, "-m", "supervisor.daemon", "--config-fd", str(fd),
             "--source", config.source]
     sys.stdout.flush()
     sys.stderr.flush()
@@ -56,12 +56,12 @@ def take_instance_lock(config: Config) -> str | None:
     error (logged) when another supervisor holds it or it cannot be taken."""
     import structlog
 
-    from supervisor import instancelock
-    from supervisor.fencing import node_key
+    from supervisor.node import instancelock
+    from supervisor.node.sweep import node_key
 
     key = node_key(config.database.lease_name, config.lease.machine_name,
                    config.node.working_directory)
-    log = structlog.get_logger("supervisor.run")
+    log = structlog.get_logger("supervisor.daemon")
     try:
         _INSTANCE_LOCK.append(instancelock.acquire(config.node.working_directory, key))
     except InstanceLockError as exc:
@@ -83,14 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A fatal error (a crash in a C extension) prints every thread's stack too.
     faulthandler.enable(all_threads=True)
     faulthandler.register(STACK_DUMP_SIGNAL, all_threads=True)
-    parser = argparse.ArgumentParser(prog="python -m supervisor.run")
+    parser = argparse.ArgumentParser(prog="python -m supervisor.daemon")
     parser.add_argument("--config-fd", type=int, required=True)
     parser.add_argument("--source", help="the configuration file (shown by ps)")
     args = parser.parse_args(argv)
     config = _read_config(args.config_fd)
 
-    from supervisor.daemon import Daemon
-    from supervisor.logs import EXIT_FLUSH_TIMEOUT, configure_logging, flush_logs
+    from supervisor.daemon.loop import Daemon
+    from supervisor.observe.logs import EXIT_FLUSH_TIMEOUT, configure_logging, flush_logs
 
     configure_logging(config.logging.format, config.logging.level)
     try:

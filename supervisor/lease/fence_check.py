@@ -1,5 +1,5 @@
 """The confirm function of database fencing, as the DDL text `schema` prints: what every
-fence call checks first (see `supervisor.lease.dbfence_sql`, which fills in the
+fence call checks first (see `supervisor.lease.fence_sql`, which fills in the
 @NAME@ placeholders).
 
 From the catalogs only, which the caller cannot alter: the caller (`session_user`) is

@@ -15,7 +15,7 @@ Metric names (all prefixed `corda_ha_`): `state` (enum), `lease_held`,
 the loop hangs; NaN before the first renewal), `can_take_over`,
 `database_reachable`, `database_failures_in_a_row`, `log_records_dropped_total`
 (log records the queue in front of stdout dropped because the sink stalled,
-process-wide; read from `supervisor.logs.dropped_log_records()` at scrape time).
+process-wide; read from `supervisor.observe.logs.dropped_log_records()` at scrape time).
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from supervisor.logs import dropped_log_records
+from supervisor.observe.logs import dropped_log_records
 
 if TYPE_CHECKING:
-    from supervisor.http import StatusView
+    from supervisor.observe.http import StatusView
 
 STATES = ("starting", "standby", "active", "backoff", "stopping", "cooldown", "disabled")
 

@@ -1,4 +1,6 @@
-"""Who contends for the lease: machine and process identity (design.md, "The lease").
+"""This machine and its processes: machine identity, process liveness, this process
+as a contender (docs/design.md, "The lease"). Reads /proc and /etc; the values it
+makes (`Identity`, `ProcessRef`) live in `supervisor.core.identity`.
 
 A host name is not an identity: cloned VMs and containers share host names (and
 `machineName = ${HOSTNAME}` is the default). The *machine identity* is the
@@ -25,7 +27,8 @@ import hashlib
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+
+from supervisor.core.identity import Identity
 
 
 def _read(path: str) -> str | None:
@@ -114,34 +117,9 @@ def _signal_probe(pid: int) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class ProcessRef:
-    """One process on one machine: a pid and its start time (None: not recorded)."""
-
-    pid: int
-    started: int | None
-
-
-@dataclass(frozen=True)
-class Identity:
-    """One contender: the Corda `machineName`, this host, this process."""
-
-    machine_name: str
-    host: str  # gethostname(): shown to operators, never trusted
-    pid: int
-    instance: str  # uuid4 hex, new for every process
-    machine: str = ""  # machine_identity()
-    started: int | None = None  # this process's start time (clock ticks since boot)
-
-    @classmethod
-    def for_this_process(cls, machine_name: str) -> Identity:
-        pid = os.getpid()
-        return cls(machine_name, socket.gethostname(), pid, uuid.uuid4().hex,
-                   machine_identity(), process_start_time(pid))
-
-    def same_machine(self, machine: str | None) -> bool:
-        """True when `machine` (from a lease row) names this machine identity."""
-        return bool(machine) and machine == self.machine
-
-    def is_me(self, pid: int | None, started: int | None) -> bool:
-        return pid == self.pid and started == self.started
+def this_process(machine_name: str) -> Identity:
+    """This supervisor process as a contender for the lease under `machine_name`: this
+    host, this pid and its start time, a new instance id, this machine's identity."""
+    pid = os.getpid()
+    return Identity(machine_name, socket.gethostname(), pid, uuid.uuid4().hex,
+                    machine_identity(), process_start_time(pid))

@@ -1,5 +1,5 @@
 """The database side of fencing, as the DDL text `schema` prints: the binding table and
-the functions (see `supervisor.lease.dbfence` for the protocol).
+the functions (see `supervisor.lease.fence` for the protocol).
 
 - `<table>_fence_binding`: which node role runs on which machine of which lease, and
   which epoch locked it out. One row per role (the key): a role is bound to one lease
@@ -7,7 +7,7 @@ the functions (see `supervisor.lease.dbfence` for the protocol).
   (`<table>_fence_bind(role, lease, machine)`, printed by `schema`; EXECUTE for nobody
   else); the supervisor reads its own lease's rows.
 - `<table>_fence_confirm(lease, role, machine)`: NULL, or what is wrong, naming the fix
-  (`supervisor.lease.dbfence_check`): first, from the catalogs only, that the caller
+  (`supervisor.lease.fence_check`): first, from the catalogs only, that the caller
   can alter nothing the functions read; then its access to the lease and the bindings.
 - `<table>_fence_lock(lease, epoch, instance, role, machine)`: confirm, then (holder
   of `lease` at `epoch`, checked under FOR SHARE on the lease row for this statement
@@ -29,7 +29,7 @@ import re
 
 from psycopg import sql
 
-from supervisor.lease.dbfence_check import CONFIRM_BODY
+from supervisor.lease.fence_check import CONFIRM_BODY
 from supervisor.lease.ownership import (
     ACCESS_POLICY,
     SELF_POLICY,

@@ -12,10 +12,11 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from supervisor import __version__, operator
+from supervisor import __version__
+from supervisor.cli import operator
+from supervisor.cli.operator import EX_UNAVAILABLE, EXIT_NO_HOLDER
 from supervisor.config import EX_CONFIG, Config, ConfigError, dump_config, load_config
 from supervisor.config.hostcheck import check_host
-from supervisor.operator import EX_UNAVAILABLE, EXIT_NO_HOLDER
 
 DEFAULT_CONFIG = "/etc/corda-ha-supervisor/supervisor.conf"
 __all__ = ["EXIT_NO_HOLDER", "EX_UNAVAILABLE", "build_parser", "main", "run"]
@@ -164,7 +165,7 @@ def _check_fencing(config: Config) -> list[ConfigError]:
 
 def run(config: Config) -> int:
     """Become the daemon (exec, same pid; the daemon never loads the config parser)."""
-    from supervisor.run import exec_daemon
+    from supervisor.daemon.__main__ import exec_daemon
 
     exec_daemon(config)
     raise AssertionError("exec returned")  # pragma: no cover

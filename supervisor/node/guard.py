@@ -1,4 +1,4 @@
-"""The fencing guard: `python -m supervisor.guard --status-fd N`.
+"""The fencing guard: `python -m supervisor.node.guard --status-fd N`.
 
 A tiny single-threaded process (stdlib only) that owns the node process and
 enforces its kill deadline even when the supervisor is hung, frozen or dead.
@@ -89,8 +89,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from supervisor import cgroup as cgroups
 from supervisor import clock
+from supervisor.node import cgroup as cgroups
 
 PR_SET_PDEATHSIG = 1
 _POLL_FALLBACK_S = 0.02
@@ -420,7 +420,7 @@ def _read_spec() -> dict[str, Any] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; see the module docstring for the protocol."""
-    parser = argparse.ArgumentParser(prog="python -m supervisor.guard")
+    parser = argparse.ArgumentParser(prog="python -m supervisor.node.guard")
     parser.add_argument("--status-fd", type=int, required=True)
     args = parser.parse_args(argv)
 

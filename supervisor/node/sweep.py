@@ -2,7 +2,7 @@
 
 Every node run carries a *node key* (`node_key`: lease name + machineName + the
 node's working directory, hashed): in the name of its cgroup
-(``corda-ha-node-<key>-<run>``, see `supervisor.cgroup`) and in its environment
+(``corda-ha-node-<key>-<run>``, see `supervisor.node.cgroup`) and in its environment
 (``CORDA_HA_NODE_KEY=<key>``, inherited by every descendant). After a restart,
 `sweep_stale_nodes` finds what earlier runs left behind by exactly these two
 marks, never by matching command lines (a wrapper script's JVM child does not
@@ -45,10 +45,10 @@ from dataclasses import dataclass
 
 import structlog
 
-from supervisor import cgroup as cgroups
 from supervisor.config import NodeConfig
+from supervisor.node import cgroup as cgroups
 
-log = structlog.get_logger("supervisor.fencing")
+log = structlog.get_logger("supervisor.node.sweep")
 
 #: The environment variable every node process inherits: its node key.
 NODE_KEY_ENV = "CORDA_HA_NODE_KEY"

@@ -4,7 +4,7 @@ each must exist, be a directory (a symlink to one is fine) and accept a write, a
 fsync and a delete of a probe file, within `node.sharedProbeTimeout`. A host that
 fails this does not start its node, does not take the lease, and is not ready.
 
-The probe runs in a thread of its own (supervisor.offloop): a hung network mount
+The probe runs in a thread of its own (supervisor.node.threads): a hung network mount
 never blocks the loop, and a probe still hung fails the next one at once.
 """
 
@@ -14,7 +14,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 
-from supervisor.offloop import in_thread
+from supervisor.node.threads import in_thread
 
 PROBE_EVERY = 5.0
 

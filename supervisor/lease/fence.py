@@ -5,7 +5,7 @@ Each host's node logs in to Corda's database with its own role (Corda's
 privileges on Corda's schema. A DBA binds each node role to one lease and one machine
 (`<table>_fence_binding`, printed by `schema`); the supervisor names its host's node
 role (`fencing.nodeRole`) and can only confirm its binding, never create or move one.
-What the database holds and checks is in `supervisor.lease.dbfence_sql`.
+What the database holds and checks is in `supervisor.lease.fence_sql`.
 
 The fence, for the holder of a lease at an epoch, before its node starts, each call
 one autocommitted statement on the store's connection (`PostgresLeaseStore.call`):
@@ -36,9 +36,9 @@ from typing import Any, Protocol, TypeVar
 
 import psycopg
 
+from supervisor.core.row import LeaseUnavailable
 from supervisor.lease.bounded import Conn
-from supervisor.lease.dbfence_sql import NOT_HOLDER, REFUSED, FenceSql, fence_ddl
-from supervisor.lease.model import LeaseUnavailable
+from supervisor.lease.fence_sql import NOT_HOLDER, REFUSED, FenceSql, fence_ddl
 from supervisor.lease.ownership import ident, literal
 
 __all__ = ["MAX_PASSES", "NOT_HOLDER", "REFUSED", "FenceFailed", "FenceResult", "FenceSql",

@@ -20,24 +20,12 @@ from typing import Any, Protocol
 
 import structlog
 
-from supervisor import __version__, core, shareddirs
+from supervisor import __version__, core
 from supervisor.clock import now as clock_now
 from supervisor.config import EX_CONFIG, Config
 from supervisor.core import CoreState, NodePhase, Timing
-from supervisor.dbfencing import DatabaseFencer
-from supervisor.fencing import NodeFence, sweep_at_startup
-from supervisor.hooks import run_hook
-from supervisor.http import HealthServer, StatusView
-from supervisor.identity import Identity, ProcessRef
-from supervisor.lease import (
-    LeaseSnapshot,
-    LeaseUnavailable,
-    LeaseVersion,
-    Member,
-    PostgresLeaseStore,
-    RenewResult,
-)
-from supervisor.messages import (
+from supervisor.core.identity import Identity, ProcessRef
+from supervisor.core.messages import (
     AcquireLease,
     Action,
     Begin,
@@ -66,12 +54,26 @@ from supervisor.messages import (
     StopNode,
     Tick,
 )
-from supervisor.metrics import Metrics
-from supervisor.node import NodeExit, NodeProcess
-from supervisor.observation import observation
-from supervisor.readiness import ReadinessWatch
-from supervisor.sdnotify import SystemdNotifier
-from supervisor.startup import database_config_problem
+from supervisor.core.observation import observation
+from supervisor.lease import (
+    LeaseSnapshot,
+    LeaseUnavailable,
+    LeaseVersion,
+    Member,
+    PostgresLeaseStore,
+    RenewResult,
+)
+from supervisor.lease.fencer import DatabaseFencer
+from supervisor.lease.startup import database_config_problem
+from supervisor.node import shareddirs
+from supervisor.node.hooks import run_hook
+from supervisor.node.machine import process_alive, this_process
+from supervisor.node.process import NodeExit, NodeProcess
+from supervisor.node.readiness import ReadinessWatch
+from supervisor.node.sweep import NodeFence, sweep_at_startup
+from supervisor.observe.http import HealthServer, StatusView
+from supervisor.observe.metrics import Metrics
+from supervisor.observe.sdnotify import SystemdNotifier
 
 LOOP_TURN = 0.5  # the loop turns at least this often (liveness, watchdog)
 CALL_GRACE = 1.0  # extra time a lease task gets beyond its own timeout before we give up on it
@@ -115,7 +117,7 @@ class Daemon:
                  notifier: SystemdNotifier | None = None) -> None:
         self.config = config
         self.timing = Timing.from_config(config)
-        self.identity = identity or Identity.for_this_process(config.lease.machine_name)
+        self.identity = identity or this_process(config.lease.machine_name)
         self.clock = clock
         self.metrics = Metrics()
         self.store: LeaseStore | None = store
@@ -364,7 +366,7 @@ class Daemon:
         match action:
             case ObserveLease(timeout=timeout):
                 snap = await store.observe(timeout)
-                return observation(snap, self.identity)
+                return observation(snap, self.identity, process_alive)
             case AcquireLease(expected=expected, takeover=takeover, server=server,
                               timeout=timeout):
                 version = None if expected is None else LeaseVersion(
