@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
+from supervisor.daemon.fencer import DatabaseFencer
 from supervisor.demo.postgres import embedded_bindir
 from supervisor.lease import fence
-from supervisor.lease.fencer import DatabaseFencer
 from tests import loadprobe
 from tests.cluster import Cluster
 from tests.fencedb import FenceDb, FenceHost, set_up

@@ -90,7 +90,7 @@ def test_a_renewal_beside_cordas_row_preparation_is_committed(
             ((previous,),) = pg_server.execute(query, [db.lease_name])
             for _ in range(20):
                 outcome, result = await asyncio.gather(
-                    store.prepare_corda_guard(epoch, 5.0), store.renew(epoch, 5.0))
+                    store.prepare_corda_row(epoch, 5.0), store.renew(epoch, 5.0))
                 assert outcome == "absent"
                 assert result is not None
                 ((value,),) = pg_server.execute(query, [db.lease_name])

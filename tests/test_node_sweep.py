@@ -32,7 +32,7 @@ from supervisor.node import sweep as fencing
 from supervisor.node.process import NodeProcess
 from supervisor.node.sweep import (
     NODE_KEY_ENV,
-    NodeFence,
+    RunMarks,
     Swept,
     node_key,
     scan_marked,
@@ -146,14 +146,14 @@ def test_an_unprivileged_sweep_of_this_machine_is_clean(reaper: Reaper, tmp_path
     assert pid_alive(roots)
 
 
-def _start(reaper: Reaper, cwd: Path, command: tuple[str, ...], fence: NodeFence,
+def _start(reaper: Reaper, cwd: Path, command: tuple[str, ...], marks: RunMarks,
            **kw: Any) -> Coroutine[Any, Any, NodeProcess]:
     cfg = NodeConfig(command=command, working_directory=str(cwd), environment={},
                      stop_timeout=5.0)
 
     async def go() -> NodeProcess:
         proc = await NodeProcess.start(cfg, epoch=1, machine_name="m1", kill_deadline=None,
-                                       on_output=lambda s, line: None, fence=fence, **kw)
+                                       on_output=lambda s, line: None, marks=marks, **kw)
         for pid in (proc.guard_pid, proc.pid):
             if pid is not None:
                 reaper.track_group(pid)
@@ -166,8 +166,8 @@ def _start(reaper: Reaper, cwd: Path, command: tuple[str, ...], fence: NodeFence
 def test_a_sweep_that_is_not_clean_starts_no_node(reaper: Reaper, tmp_path: Path,
                                                   swept: Swept) -> None:
     async def body() -> None:
-        fence = NodeFence(key=node_key("", "m1", str(tmp_path)))
-        proc = await _start(reaper, tmp_path, (sys.executable, FAKE_NODE), fence,
+        marks = RunMarks(key=node_key("", "m1", str(tmp_path)))
+        proc = await _start(reaper, tmp_path, (sys.executable, FAKE_NODE), marks,
                             sweep=lambda abandoned: swept)
         ex = await asyncio.wait_for(proc.wait(), 2)
         assert proc.guard_pid is None and proc.pid is None
@@ -183,21 +183,21 @@ def test_a_frozen_stale_node_is_a_survivor_and_no_node_starts(reaper: Reaper,
     key = node_key("", "m1", str(tmp_path))
     stale = reaper.spawn_detached(["sleep", "600"], cwd=str(tmp_path),
                                   env={**os.environ, NODE_KEY_ENV: key})
-    fence = NodeFence(key=key)
+    marks = RunMarks(key=key)
 
     def short(abandoned: Any) -> Swept:
         return sweep_stale_nodes(key, None, abandoned, timeout=0.5)
 
     async def body() -> None:
         with frozen(stale) as group:
-            proc = await _start(reaper, tmp_path, (sys.executable, FAKE_NODE), fence,
+            proc = await _start(reaper, tmp_path, (sys.executable, FAKE_NODE), marks,
                                 sweep=short)
             ex = await asyncio.wait_for(proc.wait(), 2)
             assert proc.guard_pid is None and ex.spawn_error is not None
             assert f"survived SIGKILL: pids [{stale}]" in ex.spawn_error, ex.spawn_error
             assert state(stale) == "D"
             group.thaw()
-            proc = await _start(reaper, tmp_path, (sys.executable, FAKE_NODE), fence,
+            proc = await _start(reaper, tmp_path, (sys.executable, FAKE_NODE), marks,
                                 sweep=short)
             assert proc.pid is not None and not pid_alive(stale)
             proc.kill()
@@ -243,10 +243,10 @@ def test_a_setsid_child_is_dead_before_the_exit_is_reported(reaper: Reaper,
     """No cgroup: the leader's exit is reported only once the marker sweep has
     killed the child that left the node's session."""
     command, pidfile = setsid_node(tmp_path)
-    fence = NodeFence(key=node_key("", "m1", str(tmp_path)))
+    marks = RunMarks(key=node_key("", "m1", str(tmp_path)))
 
     async def body() -> None:
-        proc = await _start(reaper, tmp_path, command, fence)
+        proc = await _start(reaper, tmp_path, command, marks)
         child = await child_of(reaper, pidfile)
         assert os.getsid(child) != os.getsid(proc.pid or 0)
         t0 = time.monotonic()
@@ -283,10 +283,10 @@ def test_a_child_that_survives_sigkill_holds_the_exit(reaper: Reaper, tmp_path: 
     as it takes."""
     monkeypatch.setattr(fencing, "KILL_WAIT", 0.3)
     command, pidfile = setsid_node(tmp_path)
-    fence = NodeFence(key=node_key("", "m1", str(tmp_path)))
+    marks = RunMarks(key=node_key("", "m1", str(tmp_path)))
 
     async def body() -> None:
-        proc = await _start(reaper, tmp_path, command, fence)
+        proc = await _start(reaper, tmp_path, command, marks)
         await _exit_waits_for_a_frozen_child(proc, await child_of(reaper, pidfile))
     run(body())
 
@@ -298,10 +298,10 @@ def test_with_a_cgroup_a_child_that_survives_sigkill_holds_the_exit(
     as it takes; the cgroup is removed once empty."""
     monkeypatch.setattr(node, "CGROUP_EMPTY_TIMEOUT", 0.3)
     command, pidfile = setsid_node(tmp_path)
-    fence = NodeFence(key=node_key("", "m1", str(tmp_path)), cgroup_parent=cgroup_parent)
+    marks = RunMarks(key=node_key("", "m1", str(tmp_path)), cgroup_parent=cgroup_parent)
 
     async def body() -> None:
-        proc = await _start(reaper, tmp_path, command, fence)
+        proc = await _start(reaper, tmp_path, command, marks)
         child = await child_of(reaper, pidfile)
         assert proc.cgroup is not None and child in cgroups.procs(proc.cgroup)
         await _exit_waits_for_a_frozen_child(proc, child)

@@ -52,10 +52,25 @@ class NodeRules(_Base):
         if s.node is NodePhase.NONE:
             return
         expected = s.stop_sent and not s.kill_is_crash
-        runtime = ev.runtime
         self.log("node_exited", "info" if expected else "error", pid=s.node_pid,
-                 exit_code=ev.returncode, signal=ev.signal, runtime=round(runtime, 3),
+                 exit_code=ev.returncode, signal=ev.signal, runtime=round(ev.runtime, 3),
                  killed_by=ev.killed_by, expected=expected, epoch=s.epoch)
+        self.run_over(expected, ev.runtime)
+
+    def on_node_start_refused(self, reason: str) -> None:
+        """A check before the start failed: no node ran (a failed start, unless a stop
+        was asked for meanwhile)."""
+        s = self.s
+        if s.node is NodePhase.NONE:
+            return
+        expected = s.stop_sent and not s.kill_is_crash
+        self.log("node_start_refused", "info" if expected else "error", reason=reason,
+                 expected=expected, epoch=s.epoch)
+        self.run_over(expected, 0.0)
+
+    def run_over(self, expected: bool, runtime: float) -> None:
+        """The node's run is over (its last process gone, or it never started)."""
+        s = self.s
         s.node = NodePhase.NONE
         s.node_pid = None
         s.stop_sent = False

@@ -104,6 +104,15 @@ class NodeStarted:
 
 
 @dataclass(frozen=True)
+class NodeStartRefused:
+    """The node was not started: a check before its start failed (its shared
+    directories, the database fence, a sweep that was not clean, the guard). `reason`
+    says which and why. Counts as a failed start (a crash of no runtime)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class FencingChecked:
     """Database fencing was checked (see `supervisor.lease.fence`): None, or why this
     host could not fence the other node now (it then takes no lease). `pending`: not
@@ -148,7 +157,7 @@ class HandoverRequested:
 Event = (
     Begin | Tick | LeaseObserved | LeaseAcquired | LeaseNotAcquired | LeaseRenewed | LeaseLost
     | LeaseReleased | LeaseCallFailed | PeerReleased | NodeStarted | NodeReady | NodeExited
-    | SharedDirsChecked | FencingChecked
+    | NodeStartRefused | SharedDirsChecked | FencingChecked
     | ShutdownRequested | HandoverRequested
 )
 

@@ -24,6 +24,7 @@ from supervisor.core.messages import (
     NodeExited,
     NodeReady,
     NodeStarted,
+    NodeStartRefused,
     ObserveLease,
     PeerReleased,
     ReleaseLease,
@@ -114,6 +115,8 @@ class _Step(StandbyRules, HolderRules, NodeRules):
                 s.fencing_problem = problem
             case NodeExited():
                 self.on_node_exited(event)
+            case NodeStartRefused(reason=reason):
+                self.on_node_start_refused(reason)
             case ShutdownRequested(signal=signal):
                 self.on_shutdown(signal)
             case HandoverRequested():

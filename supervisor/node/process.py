@@ -52,7 +52,7 @@ from supervisor.node import cgroup as cgroups
 from supervisor.node.pipes import GuardCommands, LineRelay, reap_child, wait_pid_gone
 from supervisor.node.sweep import (
     NODE_KEY_ENV,
-    NodeFence,
+    RunMarks,
     SweepError,
     SweepFunction,
     default_sweep,
@@ -65,7 +65,7 @@ from supervisor.node.sweep import (
 )
 
 log = logging.getLogger(__name__)
-flog = structlog.get_logger("supervisor.node")  # structured events of the fence
+flog = structlog.get_logger("supervisor.node")  # structured events of the second line
 
 #: How long `start()` waits for the guard to report `started` / `spawn_failed`.
 START_TIMEOUT = 10.0
@@ -151,14 +151,14 @@ class NodeProcess:
 
     def __init__(self, guard: subprocess.Popen[bytes] | None, spawn_error: str | None,
                  *, cgroup: str | None = None, ack_timeout: float = 2.0,
-                 deadline: float | None = None, fence: NodeFence | None = None) -> None:
+                 deadline: float | None = None, marks: RunMarks | None = None) -> None:
         """Internal: use `start()`."""
         self._loop = asyncio.get_running_loop()
         self._started_at = time.monotonic()
         self.pid: int | None = None
         self.guard_pid: int | None = None if guard is None else guard.pid
         self.cgroup = cgroup
-        self._fence_of_run = fence  # the node key: how the run's last process is found
+        self._marks_of_run = marks  # the node key: how the run's last process is found
         self._guard = guard
         self._pgid: int | None = None
         self._node_pidfd: int | None = None
@@ -171,7 +171,7 @@ class NodeProcess:
         self._commands: GuardCommands | None = None
         self._relays: list[tuple[asyncio.ReadTransport, LineRelay]] = []
         self._status_transport: asyncio.ReadTransport | None = None
-        # the second fence
+        # the second line of defence
         self._deadline = deadline
         self._ack_timeout = ack_timeout
         self._sent = 0  # command lines written (the guard numbers them from 1)
@@ -192,7 +192,7 @@ class NodeProcess:
     async def start(cls, node: NodeConfig, *, epoch: int | None, machine_name: str,
                     kill_deadline: float | None,
                     on_output: Callable[[str, str], None],
-                    fence: NodeFence | None = None,
+                    marks: RunMarks | None = None,
                     sweep: SweepFunction | None = None) -> NodeProcess:
         """Sweep stale nodes, start the guard and through it the node.
 
@@ -200,18 +200,18 @@ class NodeProcess:
         start failed (then `wait()` returns a NodeExit with `spawn_error` and
         returncode 127; this includes a guard that cannot be executed or says
         nothing within START_TIMEOUT, and a stale-node sweep that did not finish
-        within `fence.sweep_timeout` or was not clean: then no node is started).
+        within `marks.sweep_timeout` or was not clean: then no node is started).
         `kill_deadline` (absolute, `supervisor.clock`) is in force from the first
         instant; a deadline already past means the node is not started. `on_output(stream, line)`
         gets each node output line ("stdout" / "stderr") without the newline; it
-        must not block. `fence` (default: no cgroup, a key from machine_name and
+        must not block. `marks` (default: no cgroup, a key from machine_name and
         the working directory) says how the run is fenced; `sweep` replaces the
         stale-node sweep (tests).
         """
-        if fence is None:
-            fence = NodeFence(key=node_key("", machine_name, node.working_directory))
+        if marks is None:
+            marks = RunMarks(key=node_key("", machine_name, node.working_directory))
         try:
-            swept = await run_sweep(fence.key, sweep or default_sweep(fence), fence.sweep_timeout)
+            swept = await run_sweep(marks.key, sweep or default_sweep(marks), marks.sweep_timeout)
         except SweepError as exc:
             flog.error("stale_sweep_failed", error=str(exc), at="node_start")
             return cls(None, str(exc))
@@ -221,17 +221,17 @@ class NodeProcess:
             flog.error("stale_sweep_failed", error=problem, at="node_start")
             return cls(None, problem)
         run_cgroup: str | None = None
-        if fence.cgroup_parent is not None:
+        if marks.cgroup_parent is not None:
             try:
-                run_cgroup = cgroups.create(fence.cgroup_parent, fence.key)
+                run_cgroup = cgroups.create(marks.cgroup_parent, marks.key)
             except OSError as exc:
-                flog.error("node_cgroup_create_failed", parent=fence.cgroup_parent,
+                flog.error("node_cgroup_create_failed", parent=marks.cgroup_parent,
                            error=str(exc), message="this run is held by its process group only")
         spec = {
             "command": list(node.command),
             "cwd": node.working_directory,
             "env": node_environment(node, epoch=epoch, machine_name=machine_name,
-                                    key=fence.key),
+                                    key=marks.key),
             "deadline": kill_deadline,
             "cgroup": run_cgroup,
         }
@@ -254,8 +254,8 @@ class NodeProcess:
         finally:
             for fd in (status_w, out_w, err_w):
                 os.close(fd)
-        self = cls(guard, None, cgroup=run_cgroup, ack_timeout=fence.ack_timeout,
-                   deadline=kill_deadline, fence=fence)
+        self = cls(guard, None, cgroup=run_cgroup, ack_timeout=marks.ack_timeout,
+                   deadline=kill_deadline, marks=marks)
         try:
             await self._connect(guard, out_r, err_r, status_r, on_output)
             self._write((json.dumps(spec) + "\n").encode())
@@ -406,7 +406,7 @@ class NodeProcess:
         """The node's exit (see NodeExit). Safe to call many times / concurrently."""
         return await asyncio.shield(self._result)
 
-    # -- the second fence ------------------------------------------------------
+    # -- the second line of defence---------------------------------------------------
     def _exit_known(self) -> bool:
         return (self._exited_event is not None or self._status_closed.done()
                 or self._result.done())
@@ -533,9 +533,9 @@ class NodeProcess:
         `supervisor.node.sweep`). Never gives up (it logs while processes remain)."""
         if self.cgroup is not None:
             await release_cgroup(self.cgroup, CGROUP_EMPTY_TIMEOUT)
-        elif self._fence_of_run is not None:
-            fence = self._fence_of_run
-            await sweep_until_clean(fence.key, marker_sweep(fence.key), fence.sweep_timeout)
+        elif self._marks_of_run is not None:
+            marks = self._marks_of_run
+            await sweep_until_clean(marks.key, marker_sweep(marks.key), marks.sweep_timeout)
 
     # -- the supervising task ------------------------------------------------------
     async def _supervise(self, guard: subprocess.Popen[bytes]) -> NodeExit:

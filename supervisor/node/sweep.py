@@ -73,8 +73,8 @@ def node_key(lease_name: str, machine_name: str, working_directory: str) -> str:
 
 
 @dataclass(frozen=True)
-class NodeFence:
-    """How the runs of one node are fenced on this machine.
+class RunMarks:
+    """What marks, and holds, the runs of one node on this machine.
 
     `key`: see `node_key`. `cgroup_parent`: the directory under which each run gets
     its own cgroup, None for process groups only. `ack_timeout`: a guard that has
@@ -89,7 +89,7 @@ class NodeFence:
     @classmethod
     def for_node(cls, node: NodeConfig, *, lease_name: str, machine_name: str,
                  ack_timeout: float = ACK_TIMEOUT,
-                 sweep_timeout: float = SWEEP_TIMEOUT) -> NodeFence:
+                 sweep_timeout: float = SWEEP_TIMEOUT) -> RunMarks:
         """Resolve `node.cgroup` (auto / off / a directory), probe it, log the outcome once."""
         key = node_key(lease_name, machine_name, node.working_directory)
         parent, why = cgroup_parent(node.cgroup, key)
@@ -332,9 +332,9 @@ async def run_sweep(key: str, sweep: SweepFunction, timeout: float) -> Swept:
             _hung[key] = thread
 
 
-def default_sweep(fence: NodeFence) -> SweepFunction:
-    """The production sweep for `fence` (cgroups under its parent, the env marker)."""
-    return lambda abandoned: sweep_stale_nodes(fence.key, fence.cgroup_parent, abandoned)
+def default_sweep(marks: RunMarks) -> SweepFunction:
+    """The production sweep for `marks` (cgroups under its parent, the env marker)."""
+    return lambda abandoned: sweep_stale_nodes(marks.key, marks.cgroup_parent, abandoned)
 
 
 def marker_sweep(key: str) -> SweepFunction:
@@ -343,11 +343,11 @@ def marker_sweep(key: str) -> SweepFunction:
     return lambda abandoned: sweep_stale_nodes(key, None, abandoned, timeout=KILL_WAIT)
 
 
-async def sweep_at_startup(fence: NodeFence, sweep: SweepFunction | None = None) -> Swept | None:
+async def sweep_at_startup(marks: RunMarks, sweep: SweepFunction | None = None) -> Swept | None:
     """The start-up sweep (before contending): bounded like the per-start one; logs
     what it killed. None when it did not finish (logged; the node start will retry)."""
     try:
-        swept = await run_sweep(fence.key, sweep or default_sweep(fence), fence.sweep_timeout)
+        swept = await run_sweep(marks.key, sweep or default_sweep(marks), marks.sweep_timeout)
     except SweepError as exc:
         log.error("stale_sweep_failed", error=str(exc), at="startup")
         return None

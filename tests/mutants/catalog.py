@@ -22,6 +22,8 @@ STANDBY = "supervisor/core/standby.py"
 LIFECYCLE = "supervisor/core/lifecycle.py"
 CONFIG = "supervisor/config/loader.py"
 DAEMON = "supervisor/daemon/loop.py"
+LEASECALLS = "supervisor/daemon/leasecalls.py"
+NODERUN = "supervisor/daemon/noderun.py"
 GUARD = "supervisor/node/guard.py"
 NODE = "supervisor/node/process.py"
 SQL = "supervisor/lease/sql.py"
@@ -111,7 +113,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "t_is_answer_time_in_daemon",
         "t is when the renewal was sent, not when it was answered (daemon)",
-        DAEMON,
+        LEASECALLS,
         "return LeaseRenewed(sent_at=sent_at, handover_requested=",
         "return LeaseRenewed(sent_at=self.clock(), handover_requested=",
         ("tests/test_daemon_inproc.py::test_guard_kills_at_the_deadline_while_the_loop_is_frozen",),
@@ -193,16 +195,16 @@ MUTANTS: tuple[Mutant, ...] = (
         "daemon_drops_deadline_updates",
         "the daemon passes each new deadline to the guard",
         DAEMON,
-        "                self._with_node(lambda p: p.set_deadline(deadline))\n",
-        "                pass\n",
+        '                self.node.command(lambda p: p.set_deadline(deadline))\n',
+        '                pass\n',
         ("tests/test_daemon_inproc.py::test_guard_kills_at_the_deadline_while_the_loop_is_frozen",),
     ),
     Mutant(
         "guard_started_without_deadline",
         "the node is guarded by t + W - M from its first instant",
-        DAEMON,
-        "kill_deadline=action.kill_deadline, on_output=self._node_output,",
-        "kill_deadline=None, on_output=self._node_output,",
+        NODERUN,
+        'kill_deadline=action.kill_deadline, on_output=self._output,',
+        'kill_deadline=None, on_output=self._output,',
         ("tests/test_daemon_inproc.py::test_guard_kills_at_the_deadline_while_the_loop_is_frozen",),
     ),
     Mutant(
@@ -367,7 +369,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "lease_call_unbounded",
         "every lease call posts a result within its timeout + CALL_GRACE",
-        DAEMON,
+        LEASECALLS,
         "done, _ = await asyncio.wait({task}, timeout=action.timeout + CALL_GRACE)",
         "done, _ = await asyncio.wait({task}, timeout=None)",
         ("tests/test_daemon_inproc.py::test_an_observe_that_never_answers_is_failed_in_time",),
@@ -375,7 +377,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "store_exception_swallows_result",
         "a store raising an unexpected exception still yields LeaseCallFailed",
-        DAEMON,
+        LEASECALLS,
         '        except Exception as e:\n            log.exception("lease_call_error", op=kind)\n',
         "        except ArithmeticError as e:\n"
         '            log.exception("lease_call_error", op=kind)\n',
@@ -384,7 +386,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "start_error_no_exit_event",
         "a node start that raises yields NodeExited",
-        DAEMON,
+        NODERUN,
         '        except Exception as e:\n            log.exception("node_start_error")\n',
         '        except ArithmeticError as e:\n            log.exception("node_start_error")\n',
         ("tests/test_daemon_inproc.py::test_a_start_that_raises_is_a_crash",),
@@ -393,24 +395,24 @@ MUTANTS: tuple[Mutant, ...] = (
         "no_kill_on_exit",
         "the daemon never leaves with its node running (node_killed_on_exit)",
         DAEMON,
-        "            self.node.process.kill()\n",
-        "            pass\n",
+        '            process.kill()\n',
+        '            pass\n',
         ("tests/test_daemon_inproc.py::test_node_killed_when_the_daemon_leaves_with_it_running",),
     ),
     Mutant(
         "commands_lost_while_starting",
         "node commands that arrive while the node starts are applied once it runs",
-        DAEMON,
-        "            self.node.pending.append(command)\n",
-        "            pass\n",
+        NODERUN,
+        '            self.slot.pending.append(command)\n',
+        '            pass\n',
         ("tests/test_daemon_inproc.py::test_shutdown_while_the_node_starts",),
     ),
     Mutant(
         "sigterm_not_a_shutdown",
         "SIGTERM is a planned stop (stop the node, release, exit 0)",
         DAEMON,
-        "loop.add_signal_handler(sig, self.events.put_nowait, ShutdownRequested(sig.name))",
-        "loop.add_signal_handler(sig, lambda: None)",
+        'loop.add_signal_handler(sig, self.post, ShutdownRequested(sig.name))',
+        'loop.add_signal_handler(sig, lambda: None)',
         ("tests/test_daemon_inproc.py::test_second_sigterm_kills_the_node",),
     ),
     # ------------------------------------------------------------ the standby's stopwatch
@@ -524,7 +526,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "acquire_any_server_daemon",
         "an acquire names the server the contender watched (daemon)",
-        DAEMON,
+        LEASECALLS,
         "epoch = await store.acquire(version, takeover=takeover, server=server,",
         "epoch = await store.acquire(version, takeover=takeover, server=None,",
         ("tests/test_daemon_inproc.py::test_acquire_names_the_watched_server",),
@@ -642,17 +644,17 @@ MUTANTS: tuple[Mutant, ...] = (
         "not_ready_is_no_crash",
         "a node not ready within startTimeout is a failed start (counted as a crash)",
         LIFECYCLE,
-        "        expected = s.stop_sent and not s.kill_is_crash\n",
-        "        expected = s.stop_sent\n",
+        '        expected = s.stop_sent and not s.kill_is_crash\n        self.log("node_exited"',
+        '        expected = s.stop_sent\n        self.log("node_exited"',
         ("tests/test_core_rules.py::test_a_node_that_never_becomes_ready_is_a_failed_start",),
     ),
     Mutant(
-        "corda_guard_without_our_lease",
+        "corda_lock_row_without_our_lease",
         "Corda's own guard row is made takeable only while this process holds the lease",
         "supervisor/lease/cordarow.py",
         '            return "not_holder"\n',
         '            pass  # mutant\n',
-        ("tests/test_corda_guard.py::test_holder_makes_a_fresh_foreign_row_takeable_and_nothing_else",),
+        ("tests/test_corda_lock_row.py::test_holder_makes_a_fresh_foreign_row_takeable_and_nothing_else",),
     ),
     Mutant(
         "standby_ignores_shared_dirs",
@@ -665,9 +667,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "start_without_shared_dirs",
         "no node starts while its shared directories fail their probe",
-        DAEMON,
-        "        if problem is not None:\n            self.node = _NodeSlot()\n",
-        "        if False:\n            self.node = _NodeSlot()\n",
+        NODERUN,
+        '        if problem is not None:\n            self.post(SharedDirsChecked(problem))\n',
+        '        if False:\n            self.post(SharedDirsChecked(problem))\n',
         ("tests/test_shared_dirs.py::test_a_holder_whose_shared_directory_fails_does_not_start_and_gives_the_lease_up",),
     ),
     Mutant(
@@ -793,11 +795,10 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "node_starts_unfenced",
         "with fencing.required, a holder whose fence failed does not start its node",
-        DAEMON,
-        "            problem = await self.db_fence.fence(action.epoch)\n"
+        NODERUN,
+        "            problem = await self.fencer.fence(action.epoch)\n"
         "            if problem is not None:\n",
-        "            problem = await self.db_fence.fence(action.epoch)\n"
-        "            if False:\n",
+        "            problem = await self.fencer.fence(action.epoch)\n            if False:\n",
         (f"{FENCE_TESTS}::test_a_holder_whose_fence_fails_does_not_start_its_node[required]",),
     ),
     Mutant(
@@ -885,7 +886,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "fenced_without_a_fence",
         "fenced(epoch) is True only once a fence for that epoch completed (it gates "
         "rewriting Corda's lock row)",
-        "supervisor/lease/fencer.py",
+        "supervisor/daemon/fencer.py",
         "        return epoch in self._fenced\n",
         "        return True\n",
         ("tests/test_db_fence_rules.py::"
@@ -1038,7 +1039,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "acquisition_timed_at_the_answer",
         "an acquisition's t is when the acquire was sent, in the daemon too (a late answer "
         "must not move the kill deadline past what the row allows)",
-        DAEMON,
+        LEASECALLS,
         "                return LeaseAcquired(epoch=epoch, sent_at=sent_at)\n",
         "                return LeaseAcquired(epoch=epoch, sent_at=self.clock())\n",
         ("tests/test_daemon_inproc.py::test_an_acquisition_counts_from_when_it_was_sent",),
@@ -1067,12 +1068,12 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "corda_row_rewritten_without_a_fence",
         "Corda's lock row is set back only after this acquisition's database fence completed",
-        DAEMON,
-        "            if self.db_fence is None or not self.db_fence.fenced(epoch):\n",
-        "            if False:\n",
-        ("tests/test_corda_guard.py::"
+        NODERUN,
+        '            if self.fencer is None or not self.fencer.fenced(epoch):\n',
+        '            if False:\n',
+        ("tests/test_corda_lock_row.py::"
          "test_without_a_database_fence_cordas_row_is_left_alone",
-         "tests/test_corda_guard.py::"
+         "tests/test_corda_lock_row.py::"
          "test_a_frozen_hosts_node_that_keeps_its_row_fresh_keeps_the_new_node_out"),
     ),
     # ------------------------------------------------------------ deadlines count a suspend
@@ -1148,8 +1149,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "without a cgroup, a node's exit is reported only after the marker sweep killed "
         "what is left of the run",
         NODE,
-        "            await sweep_until_clean(fence.key, marker_sweep(fence.key), "
-        "fence.sweep_timeout)\n",
+        "            await sweep_until_clean(marks.key, marker_sweep(marks.key), "
+        "marks.sweep_timeout)\n",
         "            pass\n",
         ("tests/test_node_sweep.py::test_a_setsid_child_is_dead_before_the_exit_is_reported",),
     ),

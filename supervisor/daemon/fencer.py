@@ -1,4 +1,4 @@
-"""The daemon's side of database fencing (`supervisor.lease.fence`).
+"""The daemon's side of the database fence (`supervisor.lease.fence`, through the port).
 
 `DatabaseFencer.watch` confirms this host's binding (its node role bound to this lease
 on this machine by a DBA) and that fencing can work, at start and every `CHECK_EVERY`
@@ -19,9 +19,10 @@ import structlog
 from supervisor.config import FencingConfig
 from supervisor.core.identity import Identity
 from supervisor.core.messages import Event, FencingChecked
-from supervisor.lease import LeaseUnavailable, PostgresLeaseStore, fence
+from supervisor.lease import LeaseStore, LeaseUnavailable
+from supervisor.lease.fence import FenceFailed
 
-log = structlog.get_logger("supervisor.lease.fencer")
+log = structlog.get_logger("supervisor.daemon.fencer")
 
 #: How often the binding and the fencing functions are checked again.
 CHECK_EVERY = 30.0
@@ -37,7 +38,7 @@ FENCED_KEPT = 16
 class DatabaseFencer:
     """Fences the other hosts' node roles for this host; see the module docstring."""
 
-    def __init__(self, config: FencingConfig, store: PostgresLeaseStore, identity: Identity,
+    def __init__(self, config: FencingConfig, store: LeaseStore, identity: Identity,
                  operation_timeout: float, post: Callable[[Event], None]) -> None:
         assert config.node_role is not None
         self.config = config
@@ -46,8 +47,6 @@ class DatabaseFencer:
         self.identity = identity
         self.timeout = operation_timeout
         self.post = post
-        db = store.database
-        self.sql = fence.FenceSql(db.schema, db.table)
         self.problem: str | None = NOT_CHECKED
         self.last_fence: dict[str, Any] | None = None
         self._fenced: list[int] = []  # epochs whose fence completed, newest last
@@ -61,9 +60,8 @@ class DatabaseFencer:
         working); runs until cancelled."""
         while True:
             try:
-                problem = await fence.check(
-                    self.store.call, self.sql, lease=self.store.lease_name, role=self.role,
-                    machine=self.identity.machine_name, timeout=self.timeout)
+                problem = await self.store.confirm_fencing(
+                    self.role, self.identity.machine_name, self.timeout)
             except LeaseUnavailable:
                 await asyncio.sleep(RETRY_EVERY)
                 continue
@@ -81,11 +79,9 @@ class DatabaseFencer:
         """Fence for `epoch` before the node starts: None when the node may start (fenced,
         or fencing not required), else why not. Logs the outcome."""
         try:
-            result = await fence.fence_database(
-                self.store.call, self.sql, lease=self.store.lease_name, epoch=epoch,
-                instance=self.identity.instance, role=self.role,
-                machine=self.identity.machine_name, timeout=self.timeout)
-        except fence.FenceFailed as e:
+            result = await self.store.fence(epoch, self.role, self.identity.machine_name,
+                                            self.timeout)
+        except FenceFailed as e:
             self.last_fence = {"epoch": epoch, "ok": False, "error": str(e)}
             if self.config.required:
                 log.error("database_fence_failed", epoch=epoch, error=str(e),

@@ -71,18 +71,18 @@ def test_holder_makes_a_fresh_foreign_row_takeable_and_nothing_else(
             snap = await me.observe(5)
             epoch = await me.acquire(None, server=snap.server, timeout=5)
             assert epoch == 1
-            assert await me.prepare_corda_guard(epoch + 1, 5) == "not_holder"
+            assert await me.prepare_corda_row(epoch + 1, 5) == "not_holder"
             assert age_and_version(pg_server, schema)[0] < 1.0  # untouched
-            assert await me.prepare_corda_guard(epoch, 5) == "made_takeable"
+            assert await me.prepare_corda_row(epoch, 5) == "made_takeable"
             age, version = age_and_version(pg_server, schema)
             assert age > W and version == 7  # takeable by Corda's CAS; version kept for it
-            assert await me.prepare_corda_guard(epoch, 5) == "takeable"
+            assert await me.prepare_corda_row(epoch, 5) == "takeable"
             pg_server.execute(f'UPDATE "{schema}".node_mutual_exclusion SET machine_name = '
                               "'this-host', mutual_exclusion_timestamp = now()")
-            assert await me.prepare_corda_guard(epoch, 5) == "own"
+            assert await me.prepare_corda_row(epoch, 5) == "own"
             assert age_and_version(pg_server, schema)[0] < 1.0
             assert await me.release(epoch, 5)
-            assert await me.prepare_corda_guard(epoch, 5) == "not_holder"
+            assert await me.prepare_corda_row(epoch, 5) == "not_holder"
         finally:
             await me.close()
 
@@ -99,7 +99,7 @@ def test_no_corda_table_is_absent(db_config: DatabaseConfig, schema: str) -> Non
             snap = await me.observe(5)
             epoch = await me.acquire(None, server=snap.server, timeout=5)
             assert epoch is not None
-            assert await me.prepare_corda_guard(epoch, 5) == "absent"
+            assert await me.prepare_corda_row(epoch, 5) == "absent"
         finally:
             await me.close()
 
@@ -116,12 +116,12 @@ def test_without_a_database_fence_cordas_row_is_left_alone(
         before = age_and_version(pg_server, "public")
         a = pair.add("a")
         a.start()
-        left = a.wait_event("corda_guard_left_alone", 15)
+        left = a.wait_event("corda_lock_row_left_alone", 15)
         started = a.wait_event("node_started", 5)
         assert a.lines.index(left) < a.lines.index(started)
         assert left["outcome"] == "not_fenced" and left["holder"] == "the-old-host"
         assert left["wait"] == pytest.approx(W_HARNESS - left["age"], abs=0.01)
-        assert not a.events("corda_guard_made_takeable")
+        assert not a.events("corda_lock_row_made_takeable")
         age, version = age_and_version(pg_server, "public")
         assert version == 3 and age < before[0] + 30, "the row was moved"
     finally:
@@ -156,7 +156,7 @@ def test_a_frozen_hosts_node_that_keeps_its_row_fresh_keeps_the_new_node_out(
     try:
         mark = b.mark()
         b.wait_event("lease_acquired", 20, since=mark)
-        left = b.wait_event("corda_guard_left_alone", 5, since=mark)
+        left = b.wait_event("corda_lock_row_left_alone", 5, since=mark)
         assert left["holder"] == "a" and left["outcome"] == "not_fenced", left
         b.no_event("node_ready", 5.0, since=mark)  # a's JVM refreshes its row all along
         assert pid_alive(jvm_a)
