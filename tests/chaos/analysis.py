@@ -179,14 +179,16 @@ def analyse(index: int, inj: Injected, begin: float, end: float, records: list[R
             load: LoadFigures, renewals: Mapping[str, Sequence[float]] | None = None,
             acquisitions: Mapping[str, Sequence[float]] | None = None,
             committed: Mapping[str, Mapping[int, Sequence[float]]] | None = None,
+            unseen: Mapping[str, Sequence[tuple[float, float]]] | None = None,
             ) -> tuple[EpisodeResult, list[Violation], dict[str, Any]]:
     """Check one episode. `renewals` and `acquisitions`: per host, the send times of
     the successful renewals and acquisitions (renewals include the acquisitions)
     its supervisor logged. `committed`: per host and epoch, the send times of those
     of them the database audit shows committed (tests/chaos/durability.py); with it,
-    every node run is held to the lease they gave it. Returns the checker's result
-    (overlaps limited to this episode, frozen-VM ones included), the violations,
-    and figures."""
+    every node run is held to the lease they gave it, but in the windows of `unseen`
+    (per host: its log lines were dropped, so were the renewals it logged). Returns
+    the checker's result (overlaps limited to this episode, frozen-VM ones included),
+    the violations, and figures."""
     p = profile
     runs = checker.build_runs(records)
     ovs = [o for o in checker.overlaps(runs) if o.end > begin]
@@ -229,7 +231,7 @@ def analyse(index: int, inj: Injected, begin: float, end: float, records: list[R
                                  f"everyone: {up[:3]}", up[0][0], invariant=False)
     _holder_lost(c, runs, p, load, renewals or {}, acquisitions or {})
     if committed is not None:
-        _lease_covers_runs(c, runs, committed, p.W, begin)
+        _lease_covers_runs(c, runs, committed, p.W, begin, unseen or {})
     for q in inj.quiet:
         for r in runs:
             if r.host != q.exempt and q.start <= r.first < q.end:
@@ -243,16 +245,20 @@ def analyse(index: int, inj: Injected, begin: float, end: float, records: list[R
     return result, c.violations, c.figures
 
 
-def uncovered(run: NodeRun, sent: Sequence[float], w: float) -> list[tuple[float, float]]:
+def uncovered(run: NodeRun, sent: Sequence[float], w: float,
+              unseen: Sequence[tuple[float, float]] = ()) -> list[tuple[float, float]]:
     """The parts of `run`'s alive set that no committed write of its epoch covers: a
-    write sent at `s` lets the node run in [s, s + W) and not a moment longer."""
-    cover = checker.merge_intervals((s, s + w) for s in sent)
+    write sent at `s` lets the node run in [s, s + W) and not a moment longer. A window
+    `(lo, hi)` of `unseen` covers [lo, hi + W): writes there were not logged."""
+    cover = checker.merge_intervals([*((s, s + w) for s in sent),
+                                     *((lo, hi + w) for lo, hi in unseen)])
     return [g for seg in run.segments for g in complement([seg], cover) if g[1] > g[0]]
 
 
 def _lease_covers_runs(c: _Check, runs: Sequence[NodeRun],
                        committed: Mapping[str, Mapping[int, Sequence[float]]], w: float,
-                       begin: float) -> None:
+                       begin: float, unseen: Mapping[str, Sequence[tuple[float, float]]]
+                       ) -> None:
     """The row never expires while its holder's node runs: every moment a node of epoch
     E runs lies within W of a committed write of E by its host (its acquisition or a
     renewal). A frozen host's node running on after its lease (`allowed_overlap`) is a
@@ -263,7 +269,7 @@ def _lease_covers_runs(c: _Check, runs: Sequence[NodeRun],
         if r.epoch is None or r.alive_until <= begin:
             continue
         sent = committed.get(r.host, {}).get(r.epoch, [])
-        for a, b in uncovered(r, sent, w):
+        for a, b in uncovered(r, sent, w, unseen.get(r.host, ())):
             if any(r.host == host and lo <= a <= hi for host, lo, hi in exempt):
                 continue
             c.add("outlived its lease",

@@ -28,6 +28,24 @@ from tests.renewal_audit import AUDIT, acted_on, committed_writes
 #: Per host, per epoch: the send times (monotonic) of the committed acquisition and
 #: renewals of that epoch.
 Committed = dict[str, dict[int, list[float]]]
+#: Per host: the windows (monotonic) in which its supervisor dropped log lines (a stalled
+#: log sink): its writes there cannot be seen, so they cannot be held against it.
+Unseen = dict[str, list[tuple[float, float]]]
+
+
+def unseen_windows(hosts_lines: Mapping[str, Iterable[Mapping[str, Any]]],
+                   wall_offset: float) -> Unseen:
+    """From each `log_records_dropped` report: [since, reported], in monotonic seconds
+    (`wall_offset`: wall clock minus monotonic, measured by the runner)."""
+    out: Unseen = {}
+    for host, lines in hosts_lines.items():
+        for e in lines:
+            if e.get("event") != "log_records_dropped" or not e.get("since"):
+                continue
+            lo = datetime.fromisoformat(str(e["since"]).replace("Z", "+00:00")).timestamp()
+            hi = datetime.fromisoformat(str(e["timestamp"]).replace("Z", "+00:00")).timestamp()
+            out.setdefault(host, []).append((lo - wall_offset, hi - wall_offset))
+    return out
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ import psycopg
 
 from tests.chaos.analysis import EpisodeReport, Violation, analyse, availability_ratio
 from tests.chaos.db import ChaosDb, HostLink
-from tests.chaos.durability import Committed, Durability, Write
+from tests.chaos.durability import Committed, Durability, Unseen, Write, unseen_windows
 from tests.chaos.episode import Injected, role
 from tests.chaos.faults import catalog
 from tests.chaos.load import LoadMonitor
@@ -586,7 +586,8 @@ class ChaosRun:
         result, violations, figures = analyse(
             index, inj, begin, end, records, before, profile=self.profile, load=figures_load,
             renewals={h.name: ch.renewals(h) for h in ch.hosts},
-            acquisitions={h.name: ch.acquisitions(h) for h in ch.hosts}, committed=committed)
+            acquisitions={h.name: ch.acquisitions(h) for h in ch.hosts}, committed=committed,
+            unseen=self.unseen())
         violations += [Violation(index, kind, "uncommitted write",
                                  f"acted on but never committed: {w}", w.sent_at)
                        for w in lost]
@@ -623,6 +624,14 @@ class ChaosRun:
         if new_active is None:
             ch.heal_all()
         return rep, new_active
+
+    def unseen(self) -> Unseen:
+        """Where each host dropped log lines (tests/chaos/durability.py)."""
+        lines = {}
+        for h in self.ch.hosts:
+            with h.cond:
+                lines[h.name] = [e for e in h.lines if e.get("event") == "log_records_dropped"]
+        return unseen_windows(lines, self.ch.wall_offset)
 
     def committed_writes(self) -> tuple[list[Write], Committed]:
         """The renewal-durability check (tests/chaos/durability.py) against the current

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from supervisor.config import DatabaseConfig
 from tests.chaos.analysis import uncovered
 from tests.chaos.checker import NodeRun, RunKey
-from tests.chaos.durability import Durability
+from tests.chaos.durability import Durability, unseen_windows
 from tests.pgserver import PgServer
 from tests.renewal_audit import acquire_and_renew
 
@@ -32,6 +33,16 @@ def test_a_run_is_covered_only_within_w_of_a_committed_write() -> None:
     assert uncovered(run_of((0.0, 1.0), (2.0, 5.0)), [0.0, 2.5], w) == [
         (2.0, 2.5), (4.5, 5.0)]
     assert uncovered(run_of((0.0, 1.0)), [], w) == [(0.0, 1.0)]
+    # renewals the supervisor logged while its log sink dropped lines cannot be seen
+    assert uncovered(run_of((0.0, 5.0)), [0.0], w, [(1.5, 2.0)]) == [(4.0, 5.0)]
+
+
+def test_dropped_log_lines_make_an_unseen_window() -> None:
+    lines = {"a": [{"event": "log_records_dropped", "count": 9,
+                    "since": "2026-01-01T00:00:10Z", "timestamp": "2026-01-01T00:00:14Z"},
+                   {"event": "lease_renewed"}]}
+    wall = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    assert unseen_windows(lines, wall) == {"a": [(10.0, 14.0)]}
 
 
 def test_writes_acted_on_but_not_committed_are_found_once(
