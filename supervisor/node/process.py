@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import os
 import signal
@@ -49,6 +48,7 @@ import supervisor
 from supervisor import clock
 from supervisor.config import NodeConfig
 from supervisor.node import cgroup as cgroups
+from supervisor.node import guardproto
 from supervisor.node.pipes import GuardCommands, LineRelay, reap_child, wait_pid_gone
 from supervisor.node.sweep import (
     NODE_KEY_ENV,
@@ -227,14 +227,10 @@ class NodeProcess:
             except OSError as exc:
                 flog.error("node_cgroup_create_failed", parent=marks.cgroup_parent,
                            error=str(exc), message="this run is held by its process group only")
-        spec = {
-            "command": list(node.command),
-            "cwd": node.working_directory,
-            "env": node_environment(node, epoch=epoch, machine_name=machine_name,
-                                    key=marks.key),
-            "deadline": kill_deadline,
-            "cgroup": run_cgroup,
-        }
+        spec = guardproto.spec_line(
+            list(node.command), node.working_directory,
+            node_environment(node, epoch=epoch, machine_name=machine_name, key=marks.key),
+            kill_deadline, run_cgroup)
         status_r, status_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -258,7 +254,7 @@ class NodeProcess:
                    deadline=kill_deadline, marks=marks)
         try:
             await self._connect(guard, out_r, err_r, status_r, on_output)
-            self._write((json.dumps(spec) + "\n").encode())
+            self._write(spec)
             self._result = asyncio.create_task(self._supervise(guard))
             await asyncio.wait_for(asyncio.shield(self._first_report), START_TIMEOUT)
         except TimeoutError:
@@ -323,15 +319,15 @@ class NodeProcess:
         if not line:
             return
         try:
-            event = json.loads(line)
-            kind = event["event"]
-        except (ValueError, KeyError, TypeError):
+            event = guardproto.read_event(line)
+        except ValueError:
             log.error("unparseable guard status line: %r", line[:200])
             return
-        if kind == "ack":
+        kind = event["event"]
+        if kind == guardproto.ACK:
             self._on_ack(int(event.get("seq", 0)))
             return
-        if kind == "started":
+        if kind == guardproto.STARTED:
             self.pid = int(event["pid"])
             self._pgid = int(event.get("pgid", self.pid))
             self._started_at = time.monotonic()
@@ -342,9 +338,9 @@ class NodeProcess:
             except OSError:
                 self._node_pidfd = None
             self._arm_deadline()
-        elif kind == "spawn_failed":
+        elif kind == guardproto.SPAWN_FAILED:
             self._spawn_error = str(event.get("error"))
-        elif kind == "exited":
+        elif kind == guardproto.EXITED:
             self._exited_event = event
             self._cancel_timers()
         if not self._first_report.done():
@@ -383,12 +379,12 @@ class NodeProcess:
             return
         self._deadline = deadline
         self._arm_deadline()
-        self._command("deadline none" if deadline is None else f"deadline {deadline!r}")
+        self._command(guardproto.deadline_command(deadline))
 
     def stop(self, grace: float) -> None:
         """Through the guard: SIGTERM the node's group now, SIGKILL it after `grace` s
         (or at the deadline)."""
-        self._command(f"stop {max(0.0, grace)!r}")
+        self._command(guardproto.stop_command(grace))
 
     def kill(self) -> None:
         """SIGKILL the node now, ourselves (pidfd, process group, cgroup) and through
@@ -464,7 +460,7 @@ class NodeProcess:
         """Kill the node ourselves; then make sure the guard reports or is gone."""
         if self.pid is None:  # not started (yet): only the guard can act
             if not self._exit_known():
-                self._command("kill")
+                self._command(guardproto.KILL)
             return
         if self._exited_event is not None or self._result.done():
             return
@@ -477,7 +473,7 @@ class NodeProcess:
             self._orphan_cause = cause
             self._kill_guard()
             return
-        self._command("kill")
+        self._command(guardproto.KILL)
         if "confirm" not in self._timers:
             self._timers["confirm"] = self._loop.call_later(KILL_CONFIRM_TIMEOUT,
                                                             self._kill_unconfirmed)
