@@ -328,7 +328,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "sweep_unbounded",
         "the stale-node sweep is bounded in time; a hung sweep fails the start, not the loop",
-        "supervisor/node/sweep.py",
+        "supervisor/node/threads.py",
         "        return await asyncio.wait_for(asyncio.shield(done), timeout)\n",
         "        return await asyncio.shield(done)\n",
         ("tests/test_node.py::test_blocked_sweep_fails_the_start_in_time_and_the_loop_runs",),
