@@ -1107,6 +1107,26 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_node.py::"
          "test_a_suspend_past_the_deadline_kills_the_node_as_this_process_resumes",),
     ),
+    # ------------------------------------------------------------ the one table of states
+    Mutant(
+        "transition_unchecked",
+        "every change of state goes through the table: one it does not allow is refused",
+        "supervisor/core/transitions.py",
+        "    if to is not s.state and to not in ALLOWED[s.state]:\n",
+        "    if False:\n",
+        ("tests/test_core_transitions.py::"
+         "test_a_change_the_table_does_not_allow_is_refused",),
+    ),
+    Mutant(
+        "transition_table_drops_the_crash_loop_cooldown",
+        "the table allows every change the rules make (a crash loop cools down after its "
+        "release)",
+        "supervisor/core/transitions.py",
+        "    State.STOPPING: frozenset({State.STANDBY, State.COOLDOWN, State.EXITED}),\n",
+        "    State.STOPPING: frozenset({State.STANDBY, State.EXITED}),\n",
+        ("tests/test_core.py::"
+         "test_crash_restarts_with_backoff_under_same_epoch_then_crash_loop_releases",),
+    ),
     Mutant(
         "reaper_kills_reused_numbers",
         "harness: a test's teardown never kills a process that reused a number it recorded",
