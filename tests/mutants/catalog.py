@@ -360,9 +360,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "epoch_not_given_to_node",
         "the node gets its fencing epoch (CORDA_HA_EPOCH)",
-        NODE,
-        '        env["CORDA_HA_EPOCH"] = str(epoch)\n',
-        "        pass\n",
+        "supervisor/node/launch.py",
+        '    env["CORDA_HA_EPOCH"] = str(epoch)\n',
+        "    pass\n",
         ("tests/test_node.py::test_node_environment",),
     ),
     # ------------------------------------------------------------ the daemon
@@ -1195,9 +1195,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "start_ignores_sweep_survivors",
         "a stale-node sweep that is not clean (a survivor, an unreadable process) starts "
         "no node",
-        NODE,
-        "        if not swept.clean:\n            problem = f\"stale-node sweep not clean",
-        "        if False:\n            problem = f\"stale-node sweep not clean",
+        "supervisor/node/launch.py",
+        "    if not swept.clean:\n        problem = f\"stale-node sweep not clean",
+        "    if False:\n        problem = f\"stale-node sweep not clean",
         ("tests/test_node_sweep.py::test_a_sweep_that_is_not_clean_starts_no_node",
          "tests/test_node_sweep.py::test_a_frozen_stale_node_is_a_survivor_and_no_node_starts"),
     ),
