@@ -84,7 +84,7 @@ def test_schema_gives_a_least_privilege_role_that_runs_the_protocol(
                                                "standby", True, "ok", "t")
             async with await psycopg.AsyncConnection.connect(
                     db.conninfo, user=db.user, password=db.password, autocommit=True) as c:
-                await store._health_check(c)
+                await store._listener._health_check(c)
             (row,) = await store.members(5)
             assert row.member.machine_name == "op" and row.fresh
             assert await store.set_paused(True, 5) is None  # pause and resume: the row
