@@ -1,4 +1,4 @@
-"""A real Corda pair's shape (issue 8): node.conf as the one source, the JVM stand-in
+"""A real Corda pair's shape: node.conf as the one source, the JVM stand-in
 with Corda's own guard ON, readiness by Corda's "registered" line, behind a real
 HAProxy. Failover (kill -9 of the active supervisor) and handover move the traffic to
 the other node, with no wasted start (the holder makes Corda's row takeable first), and

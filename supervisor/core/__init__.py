@@ -6,7 +6,7 @@ daemon promises that every lease action it is given produces exactly one result
 event (success or `LeaseCallFailed`) within the action's `timeout`, and that
 every `StartNode` is followed by `NodeStarted` and/or `NodeExited`.
 
-Timing (design.md, supervisor/core/timing.py): let `t` be when the last successful
+Timing (docs/design.md, supervisor/core/timing.py): let `t` be when the last successful
 renewal (or the acquisition) was *sent*. Nobody else may take the lease before
 `t + W`, so
 
