@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from supervisor.cli.operator import schema_script
+from supervisor.cli.schema import schema_script
 from supervisor.config import Config, load_config
 from supervisor.lease import PostgresLeaseStore, fence
 from supervisor.lease.fence import roles_ddl

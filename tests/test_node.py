@@ -21,8 +21,9 @@ import pytest
 from supervisor import clock
 from supervisor.config import NodeConfig
 from supervisor.node import cgroup as cgroups
+from supervisor.node.launch import NodeExit, node_environment
 from supervisor.node.pipes import MAX_LINE_BYTES
-from supervisor.node.process import NodeExit, NodeProcess, node_environment
+from supervisor.node.process import NodeProcess
 from supervisor.node.sweep import (
     NODE_KEY_ENV,
     RunMarks,

@@ -234,8 +234,14 @@ def setsid_node(tmp_path: Path) -> tuple[tuple[str, ...], Path]:
 
 
 async def child_of(reaper: Reaper, pidfile: Path) -> int:
-    await asyncio.to_thread(wait_until, lambda: pidfile.exists() and pidfile.read_text(), 5.0)
-    return reaper.track_pid(int(pidfile.read_text()))
+    """The setsid child's pid, once it has left the node's session (`$!` is written
+    before the child's setsid() has run)."""
+    await asyncio.to_thread(wait_until, lambda: pidfile.exists()
+                            and pidfile.read_text().endswith("\n"), 5.0)
+    child = reaper.track_pid(int(pidfile.read_text()))
+    await asyncio.to_thread(wait_until, lambda: os.getsid(child) == child, 5.0,
+                            message="the child's own session")
+    return child
 
 
 def test_a_setsid_child_is_dead_before_the_exit_is_reported(reaper: Reaper,

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from supervisor.cli.operator import schema_script
+from supervisor.cli.schema import schema_script
 from supervisor.config import DatabaseConfig, load_config
 from supervisor.lease import PostgresLeaseStore
 from supervisor.lease.members import Member

@@ -84,8 +84,6 @@ def test_all_helpers(receiver: Receiver) -> None:
     assert receiver.recv() == "STOPPING=1\nSTATUS=stopping: releasing lease"
     n.stopping()
     assert receiver.recv() == "STOPPING=1"
-    n.extend_timeout(1.5)
-    assert receiver.recv() == "EXTEND_TIMEOUT_USEC=1500000"
     n.notify("FOO=1", "BAR=2")
     assert receiver.recv() == "FOO=1\nBAR=2"
 

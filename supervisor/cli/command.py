@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from supervisor import __version__
-from supervisor.cli import operator
+from supervisor.cli import operator, schema
 from supervisor.cli.operator import EX_UNAVAILABLE, EXIT_NO_HOLDER
 from supervisor.config import EX_CONFIG, Config, ConfigError, dump_config, load_config
 from supervisor.config.hostcheck import check_host
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return EX_CONFIG
     if command == "schema":
-        print(operator.schema_script(config), end="")
+        print(schema.schema_script(config), end="")
         return 0
     if command == "status":
         return asyncio.run(operator.status(config, as_json=args.json))

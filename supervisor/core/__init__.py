@@ -1,14 +1,22 @@
 """The pure decision core: `step(state, event, now) -> (state, actions)`.
 
-No I/O and no clock reads happen here: `now` is the caller's `supervisor.clock.now()`
-and every effect is returned as an action for the daemon to carry out. The
-daemon promises that every lease action it is given produces exactly one result
-event (success or `LeaseCallFailed`) within the action's `timeout`, and that
-every `StartNode` is followed by `NodeStarted` and/or `NodeExited`.
+Owns: the states and their transitions (`transitions`: one table, one function that
+refuses what it does not allow), what the core remembers (`state`), the rules
+(`standby`, `holder`, `lifecycle`, on the working copy of `base`, dispatched by
+`step`), the messages in and out (`messages`), the timing rule (`timing`), the lease
+row as values and its observation (`row`, `observation`) and the identity values
+(`identity`).
 
-Timing (docs/design.md, supervisor/core/timing.py): let `t` be when the last successful
-renewal (or the acquisition) was *sent*. Nobody else may take the lease before
-`t + W`, so
+May import: the stdlib and `supervisor.config` (values) only; nothing here touches the
+OS. No I/O and no clock reads: `now` is the caller's `supervisor.clock.now()` and every
+effect is returned as an action for the daemon to carry out. The daemon promises that
+every lease action it is given produces exactly one result event (success or
+`LeaseCallFailed`) within the action's `timeout`, and that every `StartNode` is
+followed by `NodeStartRefused`, or by `NodeStarted` and/or `NodeExited`.
+
+Timing (docs/design.md, "The timing rule"; `timing`): let `t` be when the last
+successful renewal (or the acquisition) was *sent*. Nobody else may take the lease
+before `t + W`, so
 
 - `term_at = t + W - M - G`: SIGTERM the node (graceful stop with the loss grace
   `G = min(S, W - M - U - R)`) and give the lease up;
@@ -60,7 +68,6 @@ from supervisor.core.state import (
     AfterStop,
     CoreState,
     NodePhase,
-    State,
     Timing,
     backoff_delay,
     initial_state,
@@ -70,8 +77,10 @@ from supervisor.core.state import (
     term_deadline,
 )
 from supervisor.core.step import step
+from supervisor.core.transitions import ALLOWED, IllegalTransition, State
 
 __all__ = [
+    "ALLOWED",
     "AcquireLease",
     "Action",
     "AfterStop",
@@ -80,6 +89,7 @@ __all__ = [
     "Event",
     "Exit",
     "HandoverRequested",
+    "IllegalTransition",
     "KillNode",
     "LeaseAcquired",
     "LeaseCallFailed",

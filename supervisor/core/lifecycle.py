@@ -7,9 +7,9 @@ from supervisor.core.base import _Base
 from supervisor.core.messages import NodeExited
 from supervisor.core.state import (
     NodePhase,
-    State,
     backoff_delay,
 )
+from supervisor.core.transitions import State, change
 
 
 class NodeRules(_Base):
@@ -80,7 +80,7 @@ class NodeRules(_Base):
         s.ready_deadline = None
         if s.shutting_down:
             s.after_stop = "exit"
-            s.state = State.STOPPING
+            change(s, State.STOPPING)
             self.give_up_lease()
             return
         if expected:
@@ -95,7 +95,7 @@ class NodeRules(_Base):
         if s.paused and s.lease_enabled:
             # maintenance: leave it down; `resume` restarts it
             s.restart_when_resumed = True
-            s.state = State.BACKOFF
+            change(s, State.BACKOFF)
             self.log("node_not_restarted_while_paused", "warning", epoch=s.epoch)
             return
         if runtime >= self.t.reset_after:
@@ -110,7 +110,7 @@ class NodeRules(_Base):
             s.consecutive_crashes = 0
             if s.lease_enabled:
                 s.after_stop = "cooldown_crash"
-                s.state = State.STOPPING
+                change(s, State.STOPPING)
                 self.give_up_lease()
                 if s.release_epoch is None:
                     self.after_release()
@@ -119,7 +119,7 @@ class NodeRules(_Base):
             return
         delay = backoff_delay(s.consecutive_crashes, self.t)
         s.restart_at = self.now + delay
-        s.state = State.BACKOFF
+        change(s, State.BACKOFF)
         self.log("node_restart_scheduled", delay=round(delay, 3), crashes=s.consecutive_crashes,
                  epoch=s.epoch)
 
@@ -134,8 +134,8 @@ class NodeRules(_Base):
         s.cooldown_until = None
         s.after_stop = "exit"
         if s.node is not NodePhase.NONE:
-            s.state = State.STOPPING
+            change(s, State.STOPPING)
             self.stop_node("shutdown", self.planned_grace())
         else:
-            s.state = State.STOPPING
+            change(s, State.STOPPING)
             self.give_up_lease()

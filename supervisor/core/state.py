@@ -13,16 +13,7 @@ from typing import Literal
 from supervisor.config import Config
 from supervisor.core.messages import LeaseOpKind, SeenVersion
 from supervisor.core.timing import stop_graces
-
-
-class State(StrEnum):
-    STANDBY = "standby"
-    ACTIVE = "active"
-    BACKOFF = "backoff"
-    STOPPING = "stopping"
-    COOLDOWN = "cooldown"
-    DISABLED = "disabled"
-    EXITED = "exited"
+from supervisor.core.transitions import State
 
 
 class NodePhase(StrEnum):

@@ -38,11 +38,6 @@ class StopGraces:
     term_after: float  # W - M - G: SIGTERM this long after the last renewal was sent
     kill_after: float  # W - M: SIGKILL this long after the last renewal was sent
 
-    @property
-    def shortened(self) -> bool:
-        """True when a node losing its lease gets less than its full stopTimeout."""
-        return self.loss_grace < self.planned_grace
-
 
 def stop_graces(update_interval: float, wait_interval: float, margin: float,
                 stop_timeout: float, operation_timeout: float) -> StopGraces:

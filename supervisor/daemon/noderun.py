@@ -33,7 +33,8 @@ from supervisor.core.row import LeaseUnavailable
 from supervisor.daemon.fencer import DatabaseFencer
 from supervisor.lease import LeaseStore
 from supervisor.node import shareddirs
-from supervisor.node.process import NodeExit, NodeProcess
+from supervisor.node.launch import NodeExit
+from supervisor.node.process import NodeProcess
 from supervisor.node.readiness import ReadinessWatch
 from supervisor.node.sweep import RunMarks
 

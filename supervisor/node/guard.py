@@ -91,6 +91,7 @@ from typing import Any
 
 from supervisor import clock
 from supervisor.node import cgroup as cgroups
+from supervisor.node import guardproto
 
 PR_SET_PDEATHSIG = 1
 _POLL_FALLBACK_S = 0.02
@@ -147,7 +148,7 @@ class Guard:
     # -- output -------------------------------------------------------------
     def emit(self, **event: Any) -> None:
         """Write one JSON line to the status fd; a gone supervisor is ignored."""
-        data = (json.dumps(event) + "\n").encode()
+        data = guardproto.event_line(**event)
         try:
             while data:
                 n = os.write(self.status_fd, data)
@@ -205,37 +206,28 @@ class Guard:
     def command(self, line: str) -> str | None:
         """Apply one protocol line (see module docstring); the reason it was ignored."""
         self.check_timers()  # a deadline that has passed counts before any command
-        words = line.split()
-        if not words:
-            return None
-        error: str | None = None
         try:
-            if words[0] == "deadline" and len(words) == 2:
-                self.deadline = None if words[1] == "none" else float(words[1])
-                if self.deadline is not None and not math.isfinite(self.deadline):
-                    raise ValueError("deadline must be finite")
-            elif words[0] == "stop" and len(words) == 2:
-                grace = float(words[1])
-                if math.isnan(grace):
-                    raise ValueError("grace must be a number")
-                grace = max(0.0, grace)
-                if math.isfinite(grace):  # "stop inf": SIGTERM only, no kill timer
-                    at = clock.now() + grace
-                    if self.stop_kill_at is None or at < self.stop_kill_at:
-                        self.stop_kill_at = at
-                if not self.term_sent and not self.kill_sent:
-                    self.term_sent = True
-                    self.signal_group(signal.SIGTERM, "stop")
-            elif words[0] == "kill" and len(words) == 1:
-                if not self.kill_sent:
-                    self.signal_group(signal.SIGKILL, "kill")
-            else:
-                raise ValueError("unknown command")
+            cmd = guardproto.parse_command(line)
         except ValueError as exc:
             self.warn(f"ignoring command {line!r}: {exc}")
-            error = str(exc)
+            return str(exc)
+        if cmd is None:
+            return None
+        if cmd.kind == "deadline":
+            self.deadline = cmd.value
+        elif cmd.kind == "stop":
+            assert cmd.value is not None
+            if math.isfinite(cmd.value):  # "stop inf": SIGTERM only, no kill timer
+                at = clock.now() + cmd.value
+                if self.stop_kill_at is None or at < self.stop_kill_at:
+                    self.stop_kill_at = at
+            if not self.term_sent and not self.kill_sent:
+                self.term_sent = True
+                self.signal_group(signal.SIGTERM, "stop")
+        elif not self.kill_sent:  # kill
+            self.signal_group(signal.SIGKILL, "kill")
         self.check_timers()
-        return error
+        return None
 
     def read_stdin(self) -> None:
         """Read what is available on stdin; EOF means the supervisor is gone."""
@@ -260,9 +252,9 @@ class Guard:
             self.seq += 1
             error = self.command(raw.decode(errors="replace"))
             if error is None:
-                self.emit(event="ack", seq=self.seq)
+                self.emit(event=guardproto.ACK, seq=self.seq)
             else:
-                self.emit(event="ack", seq=self.seq, error=error)
+                self.emit(event=guardproto.ACK, seq=self.seq, error=error)
 
     # -- lifecycle ------------------------------------------------------------
     def spawn(self, spec: Mapping[str, Any]) -> bool:
@@ -278,10 +270,11 @@ class Guard:
             if not command:
                 raise ValueError("empty command")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            self.emit(event="spawn_failed", error=f"bad guard spec: {exc!r}")
+            self.emit(event=guardproto.SPAWN_FAILED, error=f"bad guard spec: {exc!r}")
             return False
         if self.deadline is not None and clock.now() >= self.deadline:
-            self.emit(event="spawn_failed", error="kill deadline passed before the node started")
+            self.emit(event=guardproto.SPAWN_FAILED,
+                      error="kill deadline passed before the node started")
             return False
         try:
             proc = subprocess.Popen(
@@ -292,12 +285,12 @@ class Guard:
             error = f"{type(exc).__name__}: {exc}"
             if self.cgroup is not None and isinstance(exc, subprocess.SubprocessError):
                 error += f" (moving the node into cgroup {self.cgroup} failed?)"
-            self.emit(event="spawn_failed", error=error)
+            self.emit(event=guardproto.SPAWN_FAILED, error=error)
             return False
         # We reap with os.waitpid ourselves; keep Popen from trying later.
         proc.returncode = 0
         self.pid = proc.pid
-        self.emit(event="started", pid=proc.pid, pgid=proc.pid)
+        self.emit(event=guardproto.STARTED, pid=proc.pid, pgid=proc.pid)
         return True
 
     def remove_cgroup(self) -> None:
@@ -383,7 +376,7 @@ class Guard:
             # The zombie leader keeps the pgid reserved: take the rest of the group down.
             self.signal_group(signal.SIGKILL, None)
             returncode, sig = self.reap()
-            self.emit(event="exited", pid=self.pid, returncode=returncode, signal=sig,
+            self.emit(event=guardproto.EXITED, pid=self.pid, returncode=returncode, signal=sig,
                       runtime=round(runtime, 6), killed_by=self.killed_by,
                       signalled_at=self.signalled_at)
             reported = True
@@ -393,7 +386,7 @@ class Guard:
                 self.signal_group(signal.SIGKILL, "guard_error")
                 returncode, sig = self.reap()
             if not reported:  # an unexpected error in the guard: still report the exit
-                self.emit(event="exited", pid=self.pid, returncode=returncode, signal=sig,
+                self.emit(event=guardproto.EXITED, pid=self.pid, returncode=returncode, signal=sig,
                           runtime=round(clock.now() - start, 6),
                           killed_by=self.killed_by, signalled_at=self.signalled_at)
             if pidfd is not None:
@@ -442,10 +435,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         spec = _read_spec()
     except (ValueError, OSError) as exc:
-        guard.emit(event="spawn_failed", error=f"bad guard spec: {exc!r}")
+        guard.emit(event=guardproto.SPAWN_FAILED, error=f"bad guard spec: {exc!r}")
         return 0
     if spec is None or terminated:
-        guard.emit(event="spawn_failed", error="supervisor went away before the node started")
+        guard.emit(event=guardproto.SPAWN_FAILED,
+                   error="supervisor went away before the node started")
         return 0
     pending: bytes = spec.pop("_rest")
     return guard.run(spec, wake_r, lambda: terminated, pending)

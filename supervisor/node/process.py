@@ -30,37 +30,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
-import supervisor
 from supervisor import clock
 from supervisor.config import NodeConfig
 from supervisor.node import cgroup as cgroups
+from supervisor.node import guardproto
+from supervisor.node.launch import (
+    SPAWN_FAILED_RETURNCODE,
+    NodeExit,
+    node_environment,
+    prepare_run,
+    spawn_guard,
+)
 from supervisor.node.pipes import GuardCommands, LineRelay, reap_child, wait_pid_gone
 from supervisor.node.sweep import (
-    NODE_KEY_ENV,
     RunMarks,
-    SweepError,
     SweepFunction,
-    default_sweep,
-    log_swept,
     marker_sweep,
     node_key,
     release_cgroup,
-    run_sweep,
     sweep_until_clean,
 )
 
@@ -82,54 +80,7 @@ KILL_CONFIRM_TIMEOUT = 0.5
 #: again (the run is over only when the cgroup is empty).
 CGROUP_EMPTY_TIMEOUT = 5.0
 
-REMOVED_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
-SPAWN_FAILED_RETURNCODE = 127
-
 _BACKGROUND: set[asyncio.Task[Any]] = set()  # strong references to fire-and-forget tasks
-
-
-@dataclass(frozen=True)
-class NodeExit:
-    """How a node run ended.
-
-    `returncode` is the exit status when the node exited normally, `signal` the
-    signal number when it was killed by one (one of the two is None).
-    `killed_by` is why the guard (or this process) signalled it: "deadline",
-    "stop", "kill", "supervisor_gone", "guard_terminated", "guard_error",
-    "guard_gone" (the guard itself vanished; the node was then killed by
-    PDEATHSIG and by us), "guard_stalled" (the guard stopped acknowledging
-    commands; we killed the node and the guard), or None when the node exited on
-    its own. On spawn failure `pid` is None, `returncode`
-    is 127 and `spawn_error` says why.
-    """
-
-    pid: int | None
-    returncode: int | None
-    signal: int | None
-    runtime: float
-    killed_by: str | None
-    spawn_error: str | None = None
-
-
-def node_environment(node: NodeConfig, *, epoch: int | None, machine_name: str,
-                     base: Mapping[str, str] | None = None,
-                     key: str | None = None) -> dict[str, str]:
-    """The node's environment: `base` (default os.environ) + node.environment +
-    CORDA_HA_EPOCH (if epoch is not None) + CORDA_HA_MACHINE_NAME +
-    CORDA_HA_NODE_KEY (if key is not None: the stale-sweep marker), minus the
-    systemd notify/watchdog variables."""
-    env = dict(os.environ if base is None else base)
-    env.update(node.environment)
-    env.pop("CORDA_HA_EPOCH", None)
-    env.pop(NODE_KEY_ENV, None)
-    if epoch is not None:
-        env["CORDA_HA_EPOCH"] = str(epoch)
-    env["CORDA_HA_MACHINE_NAME"] = machine_name
-    if key is not None:
-        env[NODE_KEY_ENV] = key
-    for name in REMOVED_ENV:
-        env.pop(name, None)
-    return env
 
 
 class NodeProcess:
@@ -210,55 +161,25 @@ class NodeProcess:
         """
         if marks is None:
             marks = RunMarks(key=node_key("", machine_name, node.working_directory))
-        try:
-            swept = await run_sweep(marks.key, sweep or default_sweep(marks), marks.sweep_timeout)
-        except SweepError as exc:
-            flog.error("stale_sweep_failed", error=str(exc), at="node_start")
-            return cls(None, str(exc))
-        log_swept(swept, "node_start")
-        if not swept.clean:
-            problem = f"stale-node sweep not clean: {swept.problem()}"
-            flog.error("stale_sweep_failed", error=problem, at="node_start")
+        run_cgroup, problem = await prepare_run(marks, sweep)
+        if problem is not None:
             return cls(None, problem)
-        run_cgroup: str | None = None
-        if marks.cgroup_parent is not None:
-            try:
-                run_cgroup = cgroups.create(marks.cgroup_parent, marks.key)
-            except OSError as exc:
-                flog.error("node_cgroup_create_failed", parent=marks.cgroup_parent,
-                           error=str(exc), message="this run is held by its process group only")
-        spec = {
-            "command": list(node.command),
-            "cwd": node.working_directory,
-            "env": node_environment(node, epoch=epoch, machine_name=machine_name,
-                                    key=marks.key),
-            "deadline": kill_deadline,
-            "cgroup": run_cgroup,
-        }
-        status_r, status_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+        spec = guardproto.spec_line(
+            list(node.command), node.working_directory,
+            node_environment(node, epoch=epoch, machine_name=machine_name, key=marks.key),
+            kill_deadline, run_cgroup)
         try:
-            guard = subprocess.Popen(
-                [sys.executable, "-m", "supervisor.node.guard", "--status-fd", str(status_w)],
-                stdin=subprocess.PIPE, stdout=out_w, stderr=err_w, pass_fds=(status_w,),
-                start_new_session=True, cwd="/", env=_guard_environment(),
-            )
+            guard, (out_r, err_r, status_r) = spawn_guard()
         except (OSError, subprocess.SubprocessError) as exc:
-            for fd in (status_r, out_r, err_r):
-                os.close(fd)
             if run_cgroup is not None:
                 with contextlib.suppress(OSError):
                     cgroups.remove(run_cgroup)
             return cls(None, f"cannot start the guard: {exc}")
-        finally:
-            for fd in (status_w, out_w, err_w):
-                os.close(fd)
         self = cls(guard, None, cgroup=run_cgroup, ack_timeout=marks.ack_timeout,
                    deadline=kill_deadline, marks=marks)
         try:
             await self._connect(guard, out_r, err_r, status_r, on_output)
-            self._write((json.dumps(spec) + "\n").encode())
+            self._write(spec)
             self._result = asyncio.create_task(self._supervise(guard))
             await asyncio.wait_for(asyncio.shield(self._first_report), START_TIMEOUT)
         except TimeoutError:
@@ -323,15 +244,15 @@ class NodeProcess:
         if not line:
             return
         try:
-            event = json.loads(line)
-            kind = event["event"]
-        except (ValueError, KeyError, TypeError):
+            event = guardproto.read_event(line)
+        except ValueError:
             log.error("unparseable guard status line: %r", line[:200])
             return
-        if kind == "ack":
+        kind = event["event"]
+        if kind == guardproto.ACK:
             self._on_ack(int(event.get("seq", 0)))
             return
-        if kind == "started":
+        if kind == guardproto.STARTED:
             self.pid = int(event["pid"])
             self._pgid = int(event.get("pgid", self.pid))
             self._started_at = time.monotonic()
@@ -342,9 +263,9 @@ class NodeProcess:
             except OSError:
                 self._node_pidfd = None
             self._arm_deadline()
-        elif kind == "spawn_failed":
+        elif kind == guardproto.SPAWN_FAILED:
             self._spawn_error = str(event.get("error"))
-        elif kind == "exited":
+        elif kind == guardproto.EXITED:
             self._exited_event = event
             self._cancel_timers()
         if not self._first_report.done():
@@ -383,12 +304,12 @@ class NodeProcess:
             return
         self._deadline = deadline
         self._arm_deadline()
-        self._command("deadline none" if deadline is None else f"deadline {deadline!r}")
+        self._command(guardproto.deadline_command(deadline))
 
     def stop(self, grace: float) -> None:
         """Through the guard: SIGTERM the node's group now, SIGKILL it after `grace` s
         (or at the deadline)."""
-        self._command(f"stop {max(0.0, grace)!r}")
+        self._command(guardproto.stop_command(grace))
 
     def kill(self) -> None:
         """SIGKILL the node now, ourselves (pidfd, process group, cgroup) and through
@@ -464,7 +385,7 @@ class NodeProcess:
         """Kill the node ourselves; then make sure the guard reports or is gone."""
         if self.pid is None:  # not started (yet): only the guard can act
             if not self._exit_known():
-                self._command("kill")
+                self._command(guardproto.KILL)
             return
         if self._exited_event is not None or self._result.done():
             return
@@ -477,7 +398,7 @@ class NodeProcess:
             self._orphan_cause = cause
             self._kill_guard()
             return
-        self._command("kill")
+        self._command(guardproto.KILL)
         if "confirm" not in self._timers:
             self._timers["confirm"] = self._loop.call_later(KILL_CONFIRM_TIMEOUT,
                                                             self._kill_unconfirmed)
@@ -604,14 +525,3 @@ class NodeProcess:
         pending = [r.closed for _, r in self._relays if not r.closed.done()]
         if pending:
             await asyncio.wait(pending, timeout=OUTPUT_DRAIN_TIMEOUT)
-
-
-def _guard_environment() -> dict[str, str]:
-    """The guard's own environment: ours, able to import `supervisor`, no systemd notify."""
-    env = dict(os.environ)
-    for name in (*REMOVED_ENV, NODE_KEY_ENV):  # the guard must never look like a stale node
-        env.pop(name, None)
-    package_parent = str(Path(supervisor.__file__).resolve().parent.parent)
-    paths = [package_parent, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    return env

@@ -47,6 +47,7 @@ import structlog
 
 from supervisor.config import NodeConfig
 from supervisor.node import cgroup as cgroups
+from supervisor.node import threads
 
 log = structlog.get_logger("supervisor.node.sweep")
 
@@ -281,55 +282,23 @@ def _may_be_ours(pid: int, proc_root: str, euid: int) -> bool:
 
 SweepFunction = Callable[[threading.Event], Swept]
 
-_hung: dict[str, threading.Thread] = {}  # key -> a sweep thread that was given up on
-
-
 async def run_sweep(key: str, sweep: SweepFunction, timeout: float) -> Swept:
-    """Run `sweep` in a new daemon thread; its result, or SweepError after `timeout`
-    (or at once while an earlier sweep of `key` is still hung). Never blocks the
-    loop; a hung thread never blocks interpreter exit."""
-    earlier = _hung.get(key)
-    if earlier is not None:
-        if earlier.is_alive():
-            raise SweepError("an earlier stale-node sweep of this node is still hung")
-        del _hung[key]
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[Swept] = loop.create_future()
+    """Run `sweep` in a thread of its own (`supervisor.node.threads.in_thread`); its
+    result, or SweepError after `timeout` (or at once while an earlier sweep of `key`
+    is still hung). Never blocks the loop. A sweep given up on is told so (its
+    `abandoned` event) and kills nothing afterwards."""
     abandoned = threading.Event()
-
-    def settle(result: Swept | None, error: Exception | None) -> None:
-        if done.done():
-            return
-        if error is not None:
-            done.set_exception(error)
-        else:
-            assert result is not None
-            done.set_result(result)
-
-    def work() -> None:
-        result: Swept | None = None
-        error: Exception | None = None
-        try:
-            result = sweep(abandoned)
-        except Exception as exc:
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
-            loop.call_soon_threadsafe(settle, result, error)
-
-    thread = threading.Thread(target=work, name=f"corda-ha-sweep-{key}", daemon=True)
-    thread.start()
     try:
-        return await asyncio.wait_for(asyncio.shield(done), timeout)
+        return await threads.in_thread(lambda: sweep(abandoned), timeout, f"sweep-{key}",
+                                       abandoned=abandoned)
+    except threads.StillHung:
+        raise SweepError("an earlier stale-node sweep of this node is still hung") from None
     except TimeoutError:
         raise SweepError(f"stale-node sweep did not finish within {timeout:g} s") from None
     except SweepError:
         raise
     except Exception as exc:
         raise SweepError(f"stale-node sweep failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        if not done.done():
-            abandoned.set()
-            _hung[key] = thread
 
 
 def default_sweep(marks: RunMarks) -> SweepFunction:

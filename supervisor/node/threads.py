@@ -2,9 +2,11 @@
 
 `in_thread(fn, timeout, name)` runs `fn()` in a new daemon thread (not the default
 executor, whose hung worker would block interpreter exit) and returns its result, or
-raises `TimeoutError` after `timeout` seconds. A thread that hung is remembered by
-`name`: the next call of that name raises `TimeoutError` at once while it is still
-hung, so a stuck mount never piles up threads.
+raises `TimeoutError` after `timeout` seconds. A thread that was given up on (timed
+out, or its caller cancelled) is remembered by `name`: the next call of that name
+raises `StillHung` at once while it is still running, so a stuck mount never piles up
+threads; and its `abandoned` event (if given) is set, so work it does later can see
+that nobody waits for it any more.
 """
 
 from __future__ import annotations
@@ -20,13 +22,18 @@ T = TypeVar("T")
 _hung: dict[str, threading.Thread] = {}
 
 
-async def in_thread(fn: Callable[[], T], timeout: float, name: str) -> T:
-    """`fn()`'s result; TimeoutError when it takes longer than `timeout` (or while an
-    earlier call of `name` is still hung); `fn`'s own exception otherwise."""
+class StillHung(TimeoutError):
+    """An earlier call of the same name was given up on and is still running."""
+
+
+async def in_thread(fn: Callable[[], T], timeout: float, name: str, *,
+                    abandoned: threading.Event | None = None) -> T:
+    """`fn()`'s result; TimeoutError when it takes longer than `timeout`, StillHung while
+    an earlier call of `name` is still hung; `fn`'s own exception otherwise."""
     earlier = _hung.get(name)
     if earlier is not None:
         if earlier.is_alive():
-            raise TimeoutError(f"{name}: an earlier call is still hung")
+            raise StillHung(f"{name}: an earlier call is still hung")
         del _hung[name]
     loop = asyncio.get_running_loop()
     done: asyncio.Future[T] = loop.create_future()
@@ -54,9 +61,13 @@ async def in_thread(fn: Callable[[], T], timeout: float, name: str) -> T:
     try:
         return await asyncio.wait_for(asyncio.shield(done), timeout)
     except TimeoutError:
-        _hung[name] = thread
-        done.add_done_callback(_collect)  # a late error is nobody's to see
         raise TimeoutError(f"{name}: no answer within {timeout:g} s") from None
+    finally:
+        if not done.done():  # given up on: timed out, or the caller was cancelled
+            _hung[name] = thread
+            if abandoned is not None:
+                abandoned.set()
+            done.add_done_callback(_collect)  # a late error is nobody's to see
 
 
 def _collect(future: asyncio.Future[T]) -> None:

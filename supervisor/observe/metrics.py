@@ -21,7 +21,6 @@ process-wide; read from `supervisor.observe.logs.dropped_log_records()` at scrap
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -38,6 +37,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from supervisor import clock
 from supervisor.observe.logs import dropped_log_records
 
 if TYPE_CHECKING:
@@ -131,43 +131,19 @@ class Metrics:
 
     def _renewal_age(self) -> float:
         last = self._last_renewal
-        return math.nan if last is None else max(0.0, time.monotonic() - last)
+        return math.nan if last is None else max(0.0, clock.now() - last)
 
     def set_state(self, state: str) -> None:
         """Record the current state; unknown names are ignored (never raises)."""
         if state in STATES:
             self.state.state(state)
 
-    def renewal_succeeded(self, sent_at: float) -> None:
-        """A renewal sent at monotonic `sent_at` succeeded."""
-        self.lease_renewals_total.inc()
-        self._last_renewal = sent_at
-
-    def renewal_failed(self) -> None:
-        """A renewal failed (error, timeout or lost)."""
-        self.lease_renewal_failures_total.inc()
-
-    def lease_acquired(self, epoch: int, sent_at: float) -> None:
-        """An acquisition (sent at monotonic `sent_at`) succeeded with `epoch`."""
-        self.lease_acquisitions_total.inc()
-        self.epoch.set(epoch)
-        self._last_renewal = sent_at
-
-    def lease_dropped(self) -> None:
-        """The lease was released or lost: the renewal age becomes NaN."""
-        self._last_renewal = None
-
-    def node_restarted(self) -> None:
-        """One crash restart (only if `update()` is not fed `extra["restarts"]`)."""
-        self.node_restarts_total.inc()
-
     def update(self, view: StatusView) -> None:
         """Copy the gauges from a status snapshot (call with each `HealthServer.update`).
 
         Also reads two optional `view.extra` keys: `last_renewal_age` (seconds
         at `view.last_loop_turn`; sets the renewal-age base) and `restarts` (the
-        core's crash-restart count; increases are added to `node_restarts_total`,
-        so don't also call `node_restarted()` when publishing it).
+        core's crash-restart count; increases are added to `node_restarts_total`).
         """
         self.set_state(view.state)
         self.lease_held.set(1 if view.lease_held else 0)

@@ -103,10 +103,6 @@ class SystemdNotifier:
         """`WATCHDOG=1`: keep-alive; send it from the loop, not from a helper thread."""
         self.notify("WATCHDOG=1")
 
-    def extend_timeout(self, seconds: float) -> None:
-        """`EXTEND_TIMEOUT_USEC=`: ask for more time in a start/stop phase."""
-        self.notify(f"EXTEND_TIMEOUT_USEC={max(0, int(seconds * 1_000_000))}")
-
     def watchdog_interval(self) -> float | None:
         """Seconds between `WATCHDOG=1` pings: half of `WATCHDOG_USEC`.
 

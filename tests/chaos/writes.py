@@ -22,7 +22,7 @@ from typing import Literal
 
 import psycopg
 
-from supervisor.cli.operator import schema_script
+from supervisor.cli.schema import schema_script
 from supervisor.config import load_config
 from supervisor.lease.fence import roles_ddl
 from tests.chaos.db import ChaosDb, HostLink

@@ -227,8 +227,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "guard_ignores_deadline_updates",
         "the guard applies `deadline <t>` commands",
         GUARD,
-        '            if words[0] == "deadline" and len(words) == 2:\n',
-        '            if words[0] == "deadline" and len(words) == 99:\n',
+        "            self.deadline = cmd.value\n",
+        "            pass\n",
         ("tests/test_guard.py::test_deadline_extension_and_clearing",),
     ),
     Mutant(
@@ -243,8 +243,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "guard_later_stop_lengthens",
         "a later `stop` can only shorten the guard's kill timer",
         GUARD,
-        "                    if self.stop_kill_at is None or at < self.stop_kill_at:\n",
-        "                    if True:\n",
+        "                if self.stop_kill_at is None or at < self.stop_kill_at:\n",
+        "                if True:\n",
         ("tests/test_guard_more.py::test_a_later_stop_never_lengthens_the_grace",),
     ),
     Mutant(
@@ -328,7 +328,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "sweep_unbounded",
         "the stale-node sweep is bounded in time; a hung sweep fails the start, not the loop",
-        "supervisor/node/sweep.py",
+        "supervisor/node/threads.py",
         "        return await asyncio.wait_for(asyncio.shield(done), timeout)\n",
         "        return await asyncio.shield(done)\n",
         ("tests/test_node.py::test_blocked_sweep_fails_the_start_in_time_and_the_loop_runs",),
@@ -360,9 +360,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "epoch_not_given_to_node",
         "the node gets its fencing epoch (CORDA_HA_EPOCH)",
-        NODE,
-        '        env["CORDA_HA_EPOCH"] = str(epoch)\n',
-        "        pass\n",
+        "supervisor/node/launch.py",
+        '    env["CORDA_HA_EPOCH"] = str(epoch)\n',
+        "    pass\n",
         ("tests/test_node.py::test_node_environment",),
     ),
     # ------------------------------------------------------------ the daemon
@@ -1029,8 +1029,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "chaos_lease_cover_too_long",
         "harness: a committed write covers its node for W, not a moment longer",
         "tests/chaos/analysis.py",
-        "    cover = checker.merge_intervals((s, s + w) for s in sent)\n",
-        "    cover = checker.merge_intervals((s, s + 2 * w) for s in sent)\n",
+        "    cover = checker.merge_intervals([*((s, s + w) for s in sent),\n",
+        "    cover = checker.merge_intervals([*((s, s + 2 * w) for s in sent),\n",
         ("tests/chaos/test_durability.py::"
          "test_a_run_is_covered_only_within_w_of_a_committed_write",),
     ),
@@ -1107,6 +1107,26 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_node.py::"
          "test_a_suspend_past_the_deadline_kills_the_node_as_this_process_resumes",),
     ),
+    # ------------------------------------------------------------ the one table of states
+    Mutant(
+        "transition_unchecked",
+        "every change of state goes through the table: one it does not allow is refused",
+        "supervisor/core/transitions.py",
+        "    if to is not s.state and to not in ALLOWED[s.state]:\n",
+        "    if False:\n",
+        ("tests/test_core_transitions.py::"
+         "test_a_change_the_table_does_not_allow_is_refused",),
+    ),
+    Mutant(
+        "transition_table_drops_the_crash_loop_cooldown",
+        "the table allows every change the rules make (a crash loop cools down after its "
+        "release)",
+        "supervisor/core/transitions.py",
+        "    State.STOPPING: frozenset({State.STANDBY, State.COOLDOWN, State.EXITED}),\n",
+        "    State.STOPPING: frozenset({State.STANDBY, State.EXITED}),\n",
+        ("tests/test_core.py::"
+         "test_crash_restarts_with_backoff_under_same_epoch_then_crash_loop_releases",),
+    ),
     Mutant(
         "reaper_kills_reused_numbers",
         "harness: a test's teardown never kills a process that reused a number it recorded",
@@ -1175,9 +1195,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "start_ignores_sweep_survivors",
         "a stale-node sweep that is not clean (a survivor, an unreadable process) starts "
         "no node",
-        NODE,
-        "        if not swept.clean:\n            problem = f\"stale-node sweep not clean",
-        "        if False:\n            problem = f\"stale-node sweep not clean",
+        "supervisor/node/launch.py",
+        "    if not swept.clean:\n        problem = f\"stale-node sweep not clean",
+        "    if False:\n        problem = f\"stale-node sweep not clean",
         ("tests/test_node_sweep.py::test_a_sweep_that_is_not_clean_starts_no_node",
          "tests/test_node_sweep.py::test_a_frozen_stale_node_is_a_survivor_and_no_node_starts"),
     ),
