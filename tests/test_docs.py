@@ -7,7 +7,8 @@
 - README.md is a front door: at most `README_MAX_LINES` lines, the test command line
   exactly as CI greps for it, a link to every document.
 - Every path under supervisor/, tests/ or benchmarks/ that a document cites exists, so
-  does every module it runs with `python -m`, and every relative link.
+  does every module it runs with `python -m`, and every relative link. The transition
+  table of docs/design.md is the code's (supervisor/core/transitions.py).
 - No "issue" followed by a number in supervisor/, tests/ or the documents (state the
   rule instead), and no commit hashes in the documents.
 """
@@ -160,6 +161,30 @@ def test_no_issue_numbers_and_no_commit_hashes() -> None:
             if _HASH.search(line):
                 found.append(f"{doc.relative_to(REPO)}:{n}: a commit hash? {line.strip()}")
     assert not found, "state the rule, not an issue number or a commit:\n" + "\n".join(found)
+
+
+def design_transitions() -> dict[str, set[str]]:
+    """The from/to pairs of the transition table in docs/design.md, "States"."""
+    table: dict[str, set[str]] = {}
+    current: str | None = None
+    for line in section(REPO / "docs" / "design.md", "## States").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not line.startswith("|"):
+            continue
+        if re.fullmatch(r"`[a-z]+`", cells[0]):
+            current = cells[0].strip("`")
+            table.setdefault(current, set())
+        if current is not None and re.fullmatch(r"`[a-z]+`", cells[1]):
+            table[current].add(cells[1].strip("`"))
+    return table
+
+
+def test_the_transition_table_of_the_design_is_the_codes() -> None:
+    from supervisor.core.transitions import ALLOWED
+
+    code = {str(s): {str(t) for t in to} for s, to in ALLOWED.items()}
+    assert design_transitions() == code, "docs/design.md, States: copy the table of " \
+        "supervisor/core/transitions.py"
 
 
 def test_the_checks_catch_what_they_are_for() -> None:
