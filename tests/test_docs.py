@@ -10,7 +10,8 @@
   does every module it runs with `python -m`, and every relative link. The transition
   table of docs/design.md is the code's (supervisor/core/transitions.py).
 - No "issue" followed by a number in supervisor/, tests/ or the documents (state the
-  rule instead), and no commit hashes in the documents.
+  rule instead), no commit hashes in the documents, and the code cites the design as
+  docs/design.md.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
+DESIGN = REPO / "docs/design.md"
 README_MAX_LINES = 300
 #: CI (`.ci/run`) greps README.md for this exact line.
 TEST_COMMAND = "pip install -e '.[test]' && python -m pytest"
@@ -163,11 +165,19 @@ def test_no_issue_numbers_and_no_commit_hashes() -> None:
     assert not found, "state the rule, not an issue number or a commit:\n" + "\n".join(found)
 
 
+def test_code_cites_the_design_by_its_path() -> None:
+    bare = re.compile(r"(?<![\w/])design\.md")
+    found = [f"{p.relative_to(REPO)}:{n}" for d in ("supervisor", "tests")
+             for p in (REPO / d).rglob("*.py")
+             for n, line in enumerate(p.read_text().splitlines(), 1) if bare.search(line)]
+    assert not found, f"cite the design by its path, docs/design.md: {found}"
+
+
 def design_transitions() -> dict[str, set[str]]:
     """The from/to pairs of the transition table in docs/design.md, "States"."""
     table: dict[str, set[str]] = {}
     current: str | None = None
-    for line in section(REPO / "docs" / "design.md", "## States").splitlines():
+    for line in section(DESIGN, "## States").splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) != 3 or not line.startswith("|"):
             continue
