@@ -106,7 +106,7 @@ def test_grace_never_leaves_the_due_renewal_without_its_allowance() -> None:
 
 
 def test_cordas_ratio_runs_one_node_steadily_for_many_renewals() -> None:
-    """Issue 6 item 1: at 20:40 with a 60 s stop (scaled), renewals answered within R
+    """The loss grace: at 20:40 with a 60 s stop (scaled), renewals answered within R
     never stop the node; on the old rule it got SIGTERM before the first renewal."""
     d = corda_active()
     answer = CG.renewal_allowance - 0.01  # every renewal answered just within R
@@ -241,7 +241,7 @@ def standby() -> Driver:
 
 
 def test_server_change_makes_the_standby_wait_w_even_for_a_free_row() -> None:
-    """Issue 6 item 5: after a failover to a replica that may have lost the last writes,
+    """Server identity: after a failover to a replica that may have lost the last writes,
     a free row (or our dead predecessor's) is taken only after W watched on our clock."""
     d = standby()
     d.feed(held_by_other(V1), 0.0)

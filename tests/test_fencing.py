@@ -1,4 +1,5 @@
-"""The two fences end to end (issue #6, items 3 and 4).
+"""The two fences end to end: the supervisor kills the node itself when its guard
+stalls, and its start-up sweep kills what a killed supervisor and guard left behind.
 
 (a) A stalled guard: the active host's guard is SIGSTOPped and its database cut
     off. The supervisor itself must kill the node by t + W - M (t: the send time

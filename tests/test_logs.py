@@ -223,7 +223,7 @@ def test_threads_never_interleave_lines() -> None:
 
 
 # --------------------------------------------------------------------------- a stalled sink
-# design.md: nothing on the loop may block; log output goes through a queue to a
+# docs/design.md: nothing on the loop may block; log output goes through a queue to a
 # writer thread, so a stalled journald (a full stdout pipe) cannot stop renewals.
 
 

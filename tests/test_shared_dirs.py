@@ -1,4 +1,4 @@
-"""Shared directories (issue 8 item 4): before every start, and every few seconds on
+"""Shared directories: before every start, and every few seconds on
 every host, each must exist and accept a write + fsync + delete within a time limit; a
 host that fails does not start its node, does not take the lease and is not ready."""
 

@@ -1,5 +1,5 @@
 """Rules of a standby: reading the row, the W stopwatch, server and machine identity,
-taking the lease (design.md, "The lease")."""
+taking the lease (docs/design.md, "The lease")."""
 
 from __future__ import annotations
 

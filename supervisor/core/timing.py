@@ -1,4 +1,4 @@
-"""The timing rule (design.md, "Timing"): derived intervals, pure arithmetic.
+"""The timing rule (docs/design.md, "The timing rule"): derived intervals, pure arithmetic.
 
 Let `t` be the local time (`supervisor.clock`: CLOCK_BOOTTIME, which counts a
 suspend) at which the last successful renewal (or the acquisition) was *sent*.

@@ -4,7 +4,7 @@
 (exec: same pid for systemd) with this module, handing the parsed configuration over
 an anonymous in-memory file (memfd; the password never touches a disk, an argument
 or the environment). So the daemon never loads the HOCON parser: it imports only
-what it runs with (design.md: keep the resident memory small).
+what it runs with (docs/design.md, "Package map": keep its resident memory small).
 
 Before anything else (the health port, the start-up sweep, the database) the daemon
 takes its instance lock (`supervisor.node.instancelock`): a second supervisor of the same

@@ -1,4 +1,4 @@
-"""Start-up errors an operator can act on (issue 7): a database login or privilege
+"""Start-up errors an operator can act on: a database login or privilege
 problem, or a TLS verification failure, is a configuration error (exit 78, naming the
 key to fix), while a database that is merely unreachable is waited out (it may come
 back).

@@ -1,4 +1,4 @@
-"""The lease store: one row per lease name in a PostgreSQL table (design.md, "The lease").
+"""The lease store: one row per lease name in a PostgreSQL table (docs/design.md, "The lease").
 
 Contract, for every `PostgresLeaseStore` operation:
 

@@ -15,7 +15,7 @@ Contract:
   per-packet), so psycopg warnings and errors appear, its chatter does not.
 - Calling it again replaces the handler (idempotent); loggers obtained before
   keep working. The old handler writes what it had queued, within about a second.
-- Nothing blocks the caller (design.md: a stalled journald must not stop
+- Nothing blocks the caller (docs/design.md: a stalled journald must not stop
   renewals). A record is rendered in the calling thread (CPU only) and put in
   a bounded queue (at most `queue_records` records and `queue_bytes`
   characters); one daemon writer thread writes the queue to the stream, in

@@ -39,7 +39,7 @@ class HolderLost:
     the host's node alive at `at` must also be dead before `t + W` (exact, an
     invariant) and by `t + W - M` plus a load-derived allowance (an
     expectation). Hosts in `exempt` share the host's machine identity: they may
-    take a dead process's lease back at once (design.md, "The lease").
+    take a dead process's lease back at once (docs/design.md, "The lease").
     """
 
     host: str
