@@ -59,7 +59,7 @@ def steady(server: PgServer, root: Path, profile: str, seconds: float) -> dict[s
         after = [statements(p) for p in ports]
         minutes = (time.monotonic() - t0) / 60
         sup = psutil.Process(a.supervisor_pid())
-        guard = next(p for p in sup.children() if "supervisor.guard" in " ".join(p.cmdline()))
+        guard = next(p for p in sup.children() if "supervisor.node.guard" in " ".join(p.cmdline()))
         return {
             "holder_statements_per_min": (after[0] - before[0]) / minutes,
             "standby_statements_per_min": (after[1] - before[1]) / minutes,

@@ -75,7 +75,7 @@ def crash_restart(root: Path, dsn: str, kw: dict[str, int]) -> tuple[float, floa
         assert a.proc is not None
         sup = psutil.Process(a.proc.pid)
         time.sleep(2 * kw["wait_ms"] / 1000)  # let it settle in `active` before measuring
-        guards = [p for p in sup.children() if "supervisor.guard" in " ".join(p.cmdline())]
+        guards = [p for p in sup.children() if "supervisor.node.guard" in " ".join(p.cmdline())]
         rss_sup = sup.memory_info().rss / 2**20
         rss_guard = guards[0].memory_info().rss / 2**20 if guards else float("nan")
         (node_a,) = a.live_nodes()

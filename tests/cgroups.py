@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from supervisor import cgroup as cgroups
+from supervisor.node import cgroup as cgroups
 from tests.proc import Reaper, wait_until
 
 FAKE_NODE = str(Path(__file__).with_name("fake_node.py"))

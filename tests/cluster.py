@@ -33,8 +33,8 @@ from typing import Any
 
 import psutil
 
-from supervisor import cgroup as cgroups
-from supervisor.fencing import node_key
+from supervisor.node import cgroup as cgroups
+from supervisor.node.sweep import node_key
 from tests import renewal_audit
 from tests.nodescan import scan_nodes
 from tests.proc import wait_until
@@ -201,7 +201,7 @@ logging {{
 
     def _diagnose(self) -> str:
         """Is the supervisor still running, and in what state? A running one is asked
-        for its threads' stacks (SIGUSR2: faulthandler, see supervisor.run); they land
+        for its threads' stacks (SIGUSR2: faulthandler, see supervisor.daemon); they land
         in the log tail."""
         if self.proc is None:
             return "not started"
@@ -539,7 +539,7 @@ class Cluster:
 
 
 def host_node_key(host: Host) -> str:
-    """The node key a host's supervisor uses (see supervisor.fencing.node_key)."""
+    """The node key a host's supervisor uses (see supervisor.node.sweep.node_key)."""
     return node_key(host.lease_name, host.machine_name or host.name, str(host.root))
 
 

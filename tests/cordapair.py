@@ -60,18 +60,18 @@ def assert_corda_row_prepared(host: CordaHost, since: int = 0) -> None:
     """Before its node started, the holder found Corda's row of the old node takeable:
     made so, or already older than waitInterval (after W it may be)."""
     prepared = [e["event"] for e in host.lines[since:]
-                if str(e.get("event", "")).startswith("corda_guard_")]
-    assert prepared and prepared[-1] in ("corda_guard_made_takeable",
-                                         "corda_guard_ready"), prepared
+                if str(e.get("event", "")).startswith("corda_lock_row_")]
+    assert prepared and prepared[-1] in ("corda_lock_row_made_takeable",
+                                         "corda_lock_row_ready"), prepared
 
 
 def assert_corda_row_left_to_corda(host: CordaHost, since: int = 0) -> None:
     """Without database fencing, the holder never set Corda's row back: it found it
     takeable already, or left it to Corda's own guard (saying how long it would wait)."""
-    seen = [e for e in host.lines[since:] if str(e.get("event", "")).startswith("corda_guard_")]
+    seen = [e for e in host.lines[since:] if str(e.get("event", "")).startswith("corda_lock_row_")]
     assert seen, f"{host.name}: Corda's row not looked at"
-    assert not [e for e in seen if e["event"] == "corda_guard_made_takeable"], seen
-    assert seen[-1]["event"] in ("corda_guard_left_alone", "corda_guard_ready"), seen
+    assert not [e for e in seen if e["event"] == "corda_lock_row_made_takeable"], seen
+    assert seen[-1]["event"] in ("corda_lock_row_left_alone", "corda_lock_row_ready"), seen
 
 
 def add_corda_host(c: Cluster, name: str, schema: str, *, node_dsn: str | None = None,

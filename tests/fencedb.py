@@ -15,11 +15,11 @@ from pathlib import Path
 
 import psycopg
 
+from supervisor.cli.schema import schema_script
 from supervisor.config import Config, load_config
-from supervisor.identity import Identity
-from supervisor.lease import PostgresLeaseStore, dbfence
-from supervisor.lease.dbfence import roles_ddl
-from supervisor.operator import schema_script
+from supervisor.lease import PostgresLeaseStore, fence
+from supervisor.lease.fence import roles_ddl
+from supervisor.node.machine import this_process
 from tests.db_writer import create_table
 from tests.pgserver import PgServer
 
@@ -114,15 +114,15 @@ class FenceHost:
 
     def __init__(self, config: Config, w: float = 2.0) -> None:
         self.config = config
-        self.identity = Identity.for_this_process(config.lease.machine_name)
+        self.identity = this_process(config.lease.machine_name)
         self.store = PostgresLeaseStore(config.database, self.identity, w)
         db = config.database
-        self.sql = dbfence.FenceSql(db.schema, db.table)
+        self.sql = fence.FenceSql(db.schema, db.table)
         assert config.fencing.node_role is not None
         self.role = config.fencing.node_role
 
     async def check(self) -> str | None:
-        return await dbfence.check(self.store.call, self.sql, lease=self.store.lease_name,
+        return await fence.check(self.store.call, self.sql, lease=self.store.lease_name,
                                    role=self.role, machine=self.identity.machine_name,
                                    timeout=5)
 
@@ -133,8 +133,8 @@ class FenceHost:
         assert epoch is not None
         return epoch
 
-    async def fence(self, epoch: int, timeout: float = 5) -> dbfence.FenceResult:
-        return await dbfence.fence_database(
+    async def fence(self, epoch: int, timeout: float = 5) -> fence.FenceResult:
+        return await fence.fence_database(
             self.store.call, self.sql, lease=self.store.lease_name, epoch=epoch,
             instance=self.identity.instance, role=self.role,
             machine=self.identity.machine_name, timeout=timeout)

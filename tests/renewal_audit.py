@@ -26,7 +26,8 @@ import psycopg
 from psycopg import sql
 
 from supervisor.config import DatabaseConfig
-from supervisor.lease import Identity, PostgresLeaseStore
+from supervisor.lease import PostgresLeaseStore
+from supervisor.node.machine import this_process
 
 AUDIT = "corda_ha_test_lease_audit"
 
@@ -164,7 +165,7 @@ def acquire_and_renew(db: DatabaseConfig) -> tuple[str, int, datetime]:
     """A real acquisition and one renewal of `db`'s lease (its table created first, so
     audited by the event trigger): (the writer's instance, the epoch, the renewal's
     renewed_at). For the checks' own tests."""
-    me = Identity.for_this_process("a")
+    me = this_process("a")
 
     async def main() -> tuple[int, datetime]:
         store = PostgresLeaseStore(db, me, 5.0)

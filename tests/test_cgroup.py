@@ -1,4 +1,4 @@
-"""supervisor.cgroup and the cgroup half of the stale-node sweep, on the real cgroup fs."""
+"""supervisor.node.cgroup and the cgroup half of the stale-node sweep, on the real cgroup fs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import cgroup as cgroups
-from supervisor.fencing import NodeFence, node_key, sweep_stale_nodes
-from supervisor.fencing import cgroup_parent as resolve_parent
+from supervisor.node import cgroup as cgroups
+from supervisor.node.sweep import RunMarks, node_key, sweep_stale_nodes
+from supervisor.node.sweep import cgroup_parent as resolve_parent
 from tests.cgroups import setsid_tree, spawn_in
 from tests.proc import Reaper, pid_alive, wait_until
 
@@ -120,12 +120,12 @@ def test_fence_for_node_falls_back_with_a_reason(tmp_path: Path) -> None:
 
     node = NodeConfig(command=("x",), working_directory=str(tmp_path), environment={},
                       stop_timeout=1.0, cgroup=str(tmp_path / "missing"))
-    fence = NodeFence.for_node(node, lease_name="l", machine_name="m")
-    assert fence.cgroup_parent is None
-    assert fence.key == node_key("l", "m", str(tmp_path))
+    marks = RunMarks.for_node(node, lease_name="l", machine_name="m")
+    assert marks.cgroup_parent is None
+    assert marks.key == node_key("l", "m", str(tmp_path))
     assert node_key("l", "m", str(tmp_path)) != node_key("l", "m2", str(tmp_path))
     assert node_key("l", "m", str(tmp_path)) != node_key("l2", "m", str(tmp_path))
-    assert len(fence.key) == 16
+    assert len(marks.key) == 16
 
 
 def test_sweep_kills_and_removes_leftover_cgroups_of_this_key_only(

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import __version__, cli
+from supervisor import __version__
+from supervisor.cli import command as cli
 from tests.cluster import REPO, STOP_MS, Cluster, W, Watcher, run_cli, start_pair
 from tests.loadprobe import measure
 from tests.pgserver import free_port

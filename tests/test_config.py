@@ -541,8 +541,9 @@ def test_wait_must_exceed_update_line_in_block(tmp_path: Path) -> None:
 
 
 def test_large_stop_timeout_is_accepted_and_its_graces_explained(tmp_path: Path) -> None:
-    """Corda's 20000/40000 with a 60 s stopTimeout is a valid configuration (issue 6):
-    no warning, and check-config says what each kind of stop gives the node."""
+    """Corda's 20000/40000 with a 60 s stopTimeout is a valid configuration (a planned
+    stop may take longer than a lost lease leaves): no warning, and check-config says
+    what each kind of stop gives the node."""
     config = load(tmp_path, BASE.replace("updateInterval = 500", "updateInterval = 20000")
                   .replace("waitInterval = 2000", "waitInterval = 40000")
                   + "node.stopTimeout = 60s\n")

@@ -1,4 +1,4 @@
-"""Corda's node.conf as the one source (issue 8 item 1): a supervisor file that names
+"""Corda's node.conf as the one source: a supervisor file that names
 only the node takes the lease settings and the database from node.conf; its own
 settings win, with a warning, when both give them; errors name node.conf."""
 

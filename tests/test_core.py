@@ -40,7 +40,7 @@ from supervisor.core import (
     Tick,
     Timing,
 )
-from supervisor.identity import ProcessRef
+from supervisor.core.identity import ProcessRef
 
 U, W, M, S = 0.5, 2.0, 0.2, 0.5
 G = 0.5  # loss grace: min(S, W - M - U - R), R = min(0.4, (W - M - U) / 2) = 0.4

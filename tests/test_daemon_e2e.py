@@ -420,7 +420,7 @@ def test_sigusr2_prints_the_stacks_and_the_daemon_carries_on(pair: Cluster) -> N
     report = str(missing.value)
     assert "supervisor still running" in report
     assert "most recent call first" in report
-    assert "supervisor/run.py" in report  # the main thread, in its loop
+    assert "supervisor/daemon/__main__.py" in report  # the main thread, in its loop
     mark = a.mark()
     a.wait_event("lease_renewed", 5, since=mark)  # still renewing, same lease
     assert a.proc is not None and a.proc.poll() is None

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import psutil
 import pytest
@@ -35,11 +35,19 @@ from structlog.testing import capture_logs
 
 from supervisor import clock, core
 from supervisor.config import Config, load_config
-from supervisor.daemon import CALL_GRACE, Daemon
-from supervisor.identity import Identity, ProcessRef
-from supervisor.lease import LeaseSnapshot, LeaseUnavailable, LeaseVersion, RenewResult
-from supervisor.messages import ShutdownRequested
-from supervisor.sdnotify import SystemdNotifier
+from supervisor.core.identity import Identity, ProcessRef
+from supervisor.core.messages import ShutdownRequested
+from supervisor.daemon.loop import CALL_GRACE, Daemon
+from supervisor.lease import (
+    LeaseSnapshot,
+    LeaseUnavailable,
+    LeaseVersion,
+    Member,
+    RenewResult,
+)
+from supervisor.lease.fence import FenceFailed, FenceResult
+from supervisor.node.machine import this_process
+from supervisor.observe.sdnotify import SystemdNotifier
 from tests.proc import Reaper, pid_alive
 
 pytestmark = pytest.mark.timeout(60)
@@ -167,6 +175,33 @@ class FakeStore:
     async def listen(self, on_release: Callable[[], None]) -> None:
         await asyncio.Event().wait()
 
+    # the rest of the port (supervisor.lease.port): no history, members, Corda row or
+    # database fence here
+    lease_name = "l"
+    statements: ClassVar[dict[str, int]] = {}
+    member_info: Callable[[], Member] | None = None
+
+    def member_changed(self) -> None:
+        pass
+
+    def record_acquired(self, epoch: int, how: str, previous: str | None) -> None:
+        pass
+
+    def record_ended(self, epoch: int, reason: str) -> None:
+        pass
+
+    async def prepare_corda_row(self, epoch: int, timeout: float) -> str:
+        return "absent"
+
+    async def look_at_corda_row(self, timeout: float) -> tuple[str, str | None, float | None]:
+        return "absent", None, None
+
+    async def confirm_fencing(self, role: str, machine: str, timeout: float) -> str | None:
+        return "no database fence in this fake"
+
+    async def fence(self, epoch: int, role: str, machine: str, timeout: float) -> FenceResult:
+        raise FenceFailed("no database fence in this fake")
+
     async def close(self) -> None:
         self.closed = True
 
@@ -176,7 +211,7 @@ class Run:
 
     def __init__(self, config: Config, reaper: Reaper) -> None:
         self.reaper = reaper
-        self.identity = Identity.for_this_process(config.lease.machine_name)
+        self.identity = this_process(config.lease.machine_name)
         self.store = FakeStore(self.identity)
         self.daemon = Daemon(config, store=self.store, identity=self.identity,
                              notifier=SystemdNotifier(environ={}))
@@ -256,7 +291,7 @@ def our_guards() -> set[int]:
     found = set()
     for child in psutil.Process().children():
         try:
-            if "supervisor.guard" in child.cmdline() and pid_alive(child.pid):
+            if "supervisor.node.guard" in child.cmdline() and pid_alive(child.pid):
                 found.add(child.pid)
         except psutil.Error:
             continue
@@ -460,6 +495,8 @@ def test_a_suspend_longer_than_the_lease_ends_the_run_at_once(
             await r.until(lambda: watch.died is not None, 5, "the node's death")
             watch.stop()
             assert watch.died is not None and watch.died - resumed < 1.0
+            await r.until(lambda: any(e.get("epoch") == 1 for e in r.events("lease_lost")), 5,
+                          "the lease given up")
             (lost,) = [e for e in r.events("lease_lost") if e["epoch"] == 1]
             assert lost["reason"] == "renewal deadline passed", lost
             os.kill(process.guard_pid, signal.SIGCONT)
@@ -474,8 +511,8 @@ def test_a_suspend_longer_than_the_lease_ends_the_run_at_once(
 def test_a_start_that_raises_is_a_crash(
         reaper: Reaper, tmp_path: Path, logs: list[dict[str, Any]]) -> None:
     """NodeProcess.start raising (here: an environment value the guard spec cannot
-    carry) is logged (node_start_error) and reported as a node exit: the core counts a
-    crash and schedules a restart; the half-started guard exits."""
+    carry) is logged (node_start_error) and reported as a refused start: the core counts
+    a crash and schedules a restart; the half-started guard exits."""
     config = make_config(tmp_path)
     config = dataclasses.replace(config, node=dataclasses.replace(
         config.node, environment={"NOT_JSON": object()}))  # type: ignore[dict-item]
@@ -486,9 +523,8 @@ def test_a_start_that_raises_is_a_crash(
         try:
             await r.until(lambda: r.events("node_restart_scheduled"), 10, "a restart")
             assert r.events("node_start_error")
-            (exited, *_) = r.events("node_exited")
-            assert exited["exit_code"] == 127 and "start failed" in exited["killed_by"]
-            assert exited["expected"] is False
+            (refused, *_) = r.events("node_start_refused")
+            assert "start failed" in refused["reason"] and refused["expected"] is False
             for pid in our_guards() - before:
                 reaper.track_group(pid)
             await r.until(lambda: not (our_guards() - before), 5, "the aborted guard to exit")
@@ -558,7 +594,7 @@ def test_shutdown_while_the_node_starts(
     async def body() -> None:
         r = await started(make_config(tmp_path), reaper, logs)
         try:
-            await r.until(lambda: r.daemon.node.pending is not None, 10, "a node start")
+            await r.until(lambda: r.daemon.node.starting, 10, "a node start")
             assert r.daemon.node.process is None and r.daemon.state.node_pid is None
             r.daemon.events.put_nowait(ShutdownRequested("SIGTERM"))
             await r.until(lambda: r.daemon.node.process is not None

@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from supervisor.lease.dbfence_sql import NOT_HOLDER, REFUSED, FenceSql
+from supervisor.lease.fence_sql import NOT_HOLDER, REFUSED, FenceSql
 from tests.fencedb import FenceDb, set_up
 from tests.pgserver import PgServer
 

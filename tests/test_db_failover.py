@@ -1,4 +1,5 @@
-"""Issue 6, item 5: a lossy database failover must not run two nodes.
+"""A lossy database failover must not run two nodes: after another server answers,
+nobody takes the lease before watching it for W.
 
 The lease lives on a PostgreSQL primary with an asynchronous streaming replica
 (`pg_basebackup -R`, tests/pgserver.py `create_replica`) that streams through a
@@ -22,7 +23,7 @@ The scenario ("lossy handover"):
 Whatever a's supervisor sees on the promoted replica (its own process named
 as holder, then a free row; or its own dead predecessor's row after a restart),
 it must not start a node before b's node is surely dead: it has to notice that a
-different server answers now and watch it for W first (design.md, "The lease",
+different server answers now and watch it for W first (docs/design.md, "The lease",
 "Server identity"). The Watcher (samples every 5 ms) must see no overlap. Then b
 is healed, and the pair must settle on exactly one node, with no traceback.
 

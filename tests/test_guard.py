@@ -1,4 +1,4 @@
-"""The fencing guard (`python -m supervisor.guard`) driven directly over its pipes."""
+"""The fencing guard (`python -m supervisor.node.guard`) driven directly over its pipes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from supervisor import cgroup as cgroups
+from supervisor.node import cgroup as cgroups
 from tests.cgroups import wait_record
 from tests.proc import Reaper, pid_alive, wait_until
 
@@ -35,7 +35,7 @@ class GuardHarness:
         status_r, status_w = os.pipe()
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.proc = reaper.popen(
-            [*(guard or [sys.executable, "-m", "supervisor.guard"]), "--status-fd",
+            [*(guard or [sys.executable, "-m", "supervisor.node.guard"]), "--status-fd",
              str(status_w)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=(status_w,), env=env)
         os.close(status_w)
@@ -316,7 +316,7 @@ def test_without_pidfd_deadline_and_exit_still_work(reaper: Reaper, tmp_path: Pa
 # A guard whose command handler fails on "boom": the internal-error path.
 FAILING_GUARD = [sys.executable, "-c", """
 import sys
-import supervisor.guard as g
+import supervisor.node.guard as g
 original = g.Guard.command
 def command(self, line):
     if line.strip() == "boom":

@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 FAKE_NODE = str(Path(__file__).resolve().parent / "fake_node.py")
 
 # The real guard, with one command that raises inside its run loop (a stand-in for
-# any unexpected error there): everything else is supervisor.guard unchanged.
+# any unexpected error there): everything else is supervisor.node.guard unchanged.
 BROKEN_GUARD = """
 import sys
-from supervisor import guard
+from supervisor.node import guard
 
 class Broken(guard.Guard):
     def command(self, line):
@@ -49,7 +49,7 @@ class Guard:
                  entry: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         self.reaper = reaper
         status_r, status_w = os.pipe()
-        entry = entry or ["-m", "supervisor.guard"]
+        entry = entry or ["-m", "supervisor.node.guard"]
         self.proc = reaper.popen(
             [sys.executable, *entry, "--status-fd", str(status_w)], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=(status_w,),

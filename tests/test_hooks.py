@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.hooks import run_hook, spawn_hook
+from supervisor.node.hooks import run_hook, spawn_hook
 from tests.cluster import Cluster, Watcher
 from tests.faultproxy import FaultProxy
 from tests.loadprobe import measure

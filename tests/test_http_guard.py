@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from supervisor.http import HealthServer, StatusView, authorized
-from supervisor.httpserve import Limits
-from supervisor.metrics import Metrics
+from supervisor.observe.http import HealthServer, StatusView, authorized
+from supervisor.observe.metrics import Metrics
+from supervisor.observe.server import Limits
 from tests.proc import wait_until
 
 pytestmark = pytest.mark.timeout(30)

@@ -1,4 +1,4 @@
-"""The README's install sequence (systemd/install.sh) works as written, run into a
+"""The install sequence of docs/operations.md (systemd/install.sh) works as written, run into a
 scratch root as far as it goes without systemd: files, owners and modes; the config
 readable by the node's user and the secret env file not; the installed command
 works; the unit's Documentation= path exists; a second run keeps an edited config."""

@@ -1,4 +1,5 @@
-"""One supervisor per node on a host (supervisor/instancelock.py, supervisor/run.py).
+"""One supervisor per node on a host (supervisor/node/instancelock.py and
+supervisor/daemon/__main__.py).
 
 - The lock is a POSIX record lock: another process holding it is named (F_GETLK);
   it ends with its holder, even a SIGKILLed one.
@@ -25,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import instancelock
-from supervisor.instancelock import InstanceLockError, acquire, lock_path
+from supervisor.node import instancelock
+from supervisor.node.instancelock import InstanceLockError, acquire, lock_path
 from tests.cluster import REPO, Cluster, Watcher, run_cli
 from tests.proc import Reaper, pid_alive, wait_until
 from tests.users import User, run_as, second_user
@@ -34,7 +35,7 @@ from tests.users import User, run_as, second_user
 pytestmark = pytest.mark.timeout(60)
 
 HOLD = ("import sys, time\n"
-        "from supervisor.instancelock import acquire\n"
+        "from supervisor.node.instancelock import acquire\n"
         "acquire(sys.argv[1], sys.argv[2])\n"
         "print('locked', flush=True)\n"
         "time.sleep(600)\n")
@@ -178,7 +179,7 @@ def test_a_second_run_of_a_running_node_exits_78_and_touches_nothing(pair: Clust
 def _key_of(config_path: Path) -> str:
     """The node key of a host's configuration (as the daemon computes it)."""
     from supervisor.config import load_config
-    from supervisor.fencing import node_key
+    from supervisor.node.sweep import node_key
 
     config = load_config(str(config_path))
     return node_key(config.database.lease_name, config.lease.machine_name,

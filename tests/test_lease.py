@@ -13,9 +13,8 @@ import psycopg
 import pytest
 
 from supervisor.config import DatabaseConfig
-from supervisor.identity import ProcessRef
+from supervisor.core.identity import ProcessRef
 from supervisor.lease import (
-    Identity,
     LeaseSnapshot,
     LeaseUnavailable,
     LeaseVersion,
@@ -24,6 +23,7 @@ from supervisor.lease import (
     read_snapshot,
 )
 from supervisor.lease.bounded import Conn
+from supervisor.node.machine import this_process
 from tests.faultproxy import FaultProxy
 from tests.pgserver import PgServer
 
@@ -43,7 +43,7 @@ def run(coro: Awaitable[T]) -> T:
 def store(db: DatabaseConfig, machine: str = "node-a", w: float = 5.0, *,
           host: str | None = None, pid: int | None = None, identity: str | None = None,
           started: int | None = None) -> PostgresLeaseStore:
-    ident = Identity.for_this_process(machine)
+    ident = this_process(machine)
     ident = dataclasses.replace(ident, host=host or ident.host, pid=pid or ident.pid,
                                 machine=identity or ident.machine,
                                 started=started or ident.started)

@@ -14,8 +14,9 @@ import psycopg
 import pytest
 
 from supervisor.config import DatabaseConfig
-from supervisor.lease import Identity, LeaseUnavailable, PostgresLeaseStore
+from supervisor.lease import LeaseUnavailable, PostgresLeaseStore
 from supervisor.lease.bounded import Conn
+from supervisor.node.machine import this_process
 from tests.pgserver import PgServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -31,7 +32,7 @@ def renewed_at(pg: PgServer, db: DatabaseConfig) -> datetime:
 
 
 async def holder(db: DatabaseConfig) -> tuple[PostgresLeaseStore, int]:
-    store = PostgresLeaseStore(db, Identity.for_this_process("node-a"), W)
+    store = PostgresLeaseStore(db, this_process("node-a"), W)
     await store.ensure_schema(5.0)
     epoch = await store.acquire(None, timeout=5.0)
     assert epoch is not None
@@ -89,7 +90,7 @@ def test_a_renewal_beside_cordas_row_preparation_is_committed(
             ((previous,),) = pg_server.execute(query, [db.lease_name])
             for _ in range(20):
                 outcome, result = await asyncio.gather(
-                    store.prepare_corda_guard(epoch, 5.0), store.renew(epoch, 5.0))
+                    store.prepare_corda_row(epoch, 5.0), store.renew(epoch, 5.0))
                 assert outcome == "absent"
                 assert result is not None
                 ((value,),) = pg_server.execute(query, [db.lease_name])

@@ -8,7 +8,8 @@ import asyncio
 import pytest
 
 from supervisor.config import DatabaseConfig
-from supervisor.lease import Identity, PostgresLeaseStore
+from supervisor.lease import PostgresLeaseStore
+from supervisor.node.machine import this_process
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -20,7 +21,7 @@ def test_a_late_release_of_an_old_epoch_frees_nothing(db_config: DatabaseConfig)
     took the free row at once while this process's node ran."""
 
     async def main() -> None:
-        me = PostgresLeaseStore(db_config, Identity.for_this_process("a"), 30.0)
+        me = PostgresLeaseStore(db_config, this_process("a"), 30.0)
         try:
             await me.ensure_schema(5.0)
             first = await me.acquire(None, timeout=5.0)

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from supervisor.config import DatabaseConfig
-from supervisor.identity import Identity
 from supervisor.lease import PostgresLeaseStore
+from supervisor.node.machine import this_process
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -20,7 +20,7 @@ W = 0.5
 
 
 def stores(db: DatabaseConfig, *names: str) -> list[PostgresLeaseStore]:
-    return [PostgresLeaseStore(db, Identity.for_this_process(n), W) for n in names]
+    return [PostgresLeaseStore(db, this_process(n), W) for n in names]
 
 
 def test_a_paused_lease_cannot_be_acquired(db_config: DatabaseConfig) -> None:
@@ -97,8 +97,8 @@ def test_a_release_on_a_handover_request_leaves_the_mark(db_config: DatabaseConf
     """A standby that did not look between the request and the release still learns from
     the free row that it was a handover; the next acquisition clears the mark."""
     async def scenario() -> None:
-        a = PostgresLeaseStore(db_config, Identity.for_this_process("a"), 2.0)
-        b = PostgresLeaseStore(db_config, Identity.for_this_process("b"), 2.0)
+        a = PostgresLeaseStore(db_config, this_process("a"), 2.0)
+        b = PostgresLeaseStore(db_config, this_process("b"), 2.0)
         try:
             await a.ensure_schema(5)
             epoch = await a.acquire(None, timeout=5)

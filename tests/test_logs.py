@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from supervisor.logs import (
+from supervisor.observe.logs import (
     QueueHandler,
     configure_logging,
     dropped_log_records,
@@ -223,7 +223,7 @@ def test_threads_never_interleave_lines() -> None:
 
 
 # --------------------------------------------------------------------------- a stalled sink
-# design.md: nothing on the loop may block; log output goes through a queue to a
+# docs/design.md: nothing on the loop may block; log output goes through a queue to a
 # writer thread, so a stalled journald (a full stdout pipe) cannot stop renewals.
 
 
@@ -296,7 +296,7 @@ def test_logging_never_waits_for_a_stalled_sink_and_reports_drops() -> None:
     report = recs[-1]
     assert report["event"] == "log_records_dropped"
     assert report["count"] == 299 + 42 - 49
-    assert report["level"] == "warning" and report["logger"] == "supervisor.logs"
+    assert report["level"] == "warning" and report["logger"] == "supervisor.observe.logs"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", str(report["since"]))
     assert "timestamp" in report
     print(f"{len(recs) - 1} records written, {report['count']} dropped; "
@@ -307,7 +307,7 @@ def test_logging_never_waits_for_a_stalled_sink_and_reports_drops() -> None:
     assert [r["event"] for r in lines(out)][-1] == "after"
     assert [r["event"] for r in lines(out)].count("log_records_dropped") == 1
 
-    from supervisor.metrics import Metrics
+    from supervisor.observe.metrics import Metrics
     value = Metrics(process_metrics=False).registry.get_sample_value(
         "corda_ha_log_records_dropped_total")
     assert value == dropped_log_records() >= 299 + 42 - 49
@@ -441,7 +441,7 @@ def test_a_record_that_fails_to_render_is_dropped_not_printed(
 
 EXIT_SCRIPT = """
 import sys, time
-from supervisor.logs import configure_logging, flush_logs, get_logger
+from supervisor.observe.logs import configure_logging, flush_logs, get_logger
 configure_logging("json", "INFO")
 log = get_logger("s")
 for n in range(3000):

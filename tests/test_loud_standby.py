@@ -1,4 +1,4 @@
-"""A standby that cannot take over says so (issue 6 item 7): in its log, its /status,
+"""A standby that cannot take over says so: in its log, its /status,
 its /metrics and the `status` command. Real supervisors, real PostgreSQL."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Maintenance commands through the database (issue 8 item 5): pause / resume,
+"""Maintenance commands through the database: pause / resume,
 handover --to MACHINE, history. Real supervisors and PostgreSQL."""
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def test_judge() -> None:
 
 def test_scratch_copy_has_the_sources_and_no_venv(tmp_path: Path) -> None:
     root = scratch_copy(REPO, tmp_path / "copy")
-    core = "supervisor/daemon.py"
+    core = "supervisor/daemon/loop.py"
     assert (root / core).read_text() == (REPO / core).read_text()
     assert (root / "tests" / "mutants" / "catalog.py").is_file()
     assert not (root / ".venv").exists() and not (root / ".git").exists()

@@ -18,19 +18,20 @@ from typing import Any, TypeVar
 import psutil
 import pytest
 
-from supervisor import cgroup as cgroups
 from supervisor import clock
 from supervisor.config import NodeConfig
-from supervisor.fencing import (
+from supervisor.node import cgroup as cgroups
+from supervisor.node.launch import NodeExit, node_environment
+from supervisor.node.pipes import MAX_LINE_BYTES
+from supervisor.node.process import NodeProcess
+from supervisor.node.sweep import (
     NODE_KEY_ENV,
-    NodeFence,
+    RunMarks,
     SweepFunction,
     Swept,
     node_key,
     sweep_stale_nodes,
 )
-from supervisor.node import NodeExit, NodeProcess, node_environment
-from supervisor.procio import MAX_LINE_BYTES
 from tests.cgroups import wait_record
 from tests.proc import Reaper, group_alive, pid_alive, wait_until
 
@@ -80,11 +81,11 @@ class Output:
 
 
 async def start(reaper: Reaper, cfg: NodeConfig, *, epoch: int | None = 1,
-                deadline: float | None = None, fence: NodeFence | None = None,
+                deadline: float | None = None, marks: RunMarks | None = None,
                 sweep: SweepFunction | None = None) -> tuple[NodeProcess, Output]:
     out = Output()
     proc = await NodeProcess.start(cfg, epoch=epoch, machine_name="m1", kill_deadline=deadline,
-                                   on_output=out, fence=fence, sweep=sweep)
+                                   on_output=out, marks=marks, sweep=sweep)
     if proc.guard_pid is not None:
         reaper.track_group(proc.guard_pid)
     if proc.pid is not None:
@@ -311,7 +312,7 @@ def test_stale_node_sweep_by_environment_marker(reaper: Reaper, tmp_path: Path) 
 
 def test_start_sweeps_a_stale_node_first(reaper: Reaper, tmp_path: Path) -> None:
     cfg = config(tmp_path)
-    key = node_key("", "m1", str(tmp_path))  # what start() uses without a fence
+    key = node_key("", "m1", str(tmp_path))  # what start() uses without marks
     stale = reaper.spawn_detached(cfg.command, cwd=str(tmp_path),
                                   env={**os.environ, NODE_KEY_ENV: key})
 
@@ -362,7 +363,7 @@ def test_cancelled_start_leaves_nothing_running(reaper: Reaper, tmp_path: Path) 
 PARENT = r"""
 import asyncio, json, sys, time
 from supervisor.config import NodeConfig
-from supervisor.node import NodeProcess
+from supervisor.node.process import NodeProcess
 
 async def main():
     cfg = NodeConfig(command=tuple(json.loads(sys.argv[1])), working_directory=sys.argv[2],
@@ -432,7 +433,7 @@ def test_supervisor_frozen_node_dies_at_deadline(reaper: Reaper, tmp_path: Path)
         parent.send_signal(signal.SIGCONT)
 
 
-# ------------------------------------------------------------------ the second fence
+# ------------------------------------------------------------------ the second line
 
 
 async def death_time(pid: int, timeout: float) -> float:
@@ -491,8 +492,8 @@ def test_frozen_guard_kill_is_immediate(reaper: Reaper, tmp_path: Path) -> None:
 
 def test_unacknowledged_command_means_guard_stalled(reaper: Reaper, tmp_path: Path) -> None:
     async def body() -> None:
-        fence = NodeFence(key=node_key("", "m1", str(tmp_path)), ack_timeout=0.3)
-        proc, _ = await started(reaper, config(tmp_path), fence=fence)
+        marks = RunMarks(key=node_key("", "m1", str(tmp_path)), ack_timeout=0.3)
+        proc, _ = await started(reaper, config(tmp_path), marks=marks)
         assert proc.pid is not None
         for _ in range(20):  # a healthy guard acknowledges everything
             proc.set_deadline(time.monotonic() + 100)
@@ -514,8 +515,8 @@ def test_frozen_together_is_not_a_stalled_guard(reaper: Reaper, tmp_path: Path) 
     """A VM pause freezes this process and the guard alike: an ack that is overdue
     only because we were frozen too must not count the guard as stalled."""
     async def body() -> None:
-        fence = NodeFence(key=node_key("", "m1", str(tmp_path)), ack_timeout=0.3)
-        proc, _ = await started(reaper, config(tmp_path), fence=fence)
+        marks = RunMarks(key=node_key("", "m1", str(tmp_path)), ack_timeout=0.3)
+        proc, _ = await started(reaper, config(tmp_path), marks=marks)
         guard = freeze(reaper, proc)
         proc.set_deadline(time.monotonic() + 100)  # the guard cannot ack it yet
         time.sleep(0.6)  # the whole "VM" is paused: our loop too
@@ -554,16 +555,16 @@ def test_blocked_sweep_fails_the_start_in_time_and_the_loop_runs(reaper: Reaper,
                 worst = max(worst, time.monotonic() - t)
 
         task = asyncio.create_task(ticker())
-        fence = NodeFence(key=node_key("", "m1", str(tmp_path)), sweep_timeout=0.5)
+        marks = RunMarks(key=node_key("", "m1", str(tmp_path)), sweep_timeout=0.5)
         t0 = time.monotonic()
-        proc, out = await start(reaper, config(tmp_path), fence=fence, sweep=stuck)
+        proc, out = await start(reaper, config(tmp_path), marks=marks, sweep=stuck)
         took = time.monotonic() - t0
         ex = await asyncio.wait_for(proc.wait(), 1)
         assert proc.pid is None and proc.guard_pid is None and out.lines == []
         assert ex.returncode == 127 and ex.spawn_error is not None
         assert "did not finish within 0.5 s" in ex.spawn_error
         t1 = time.monotonic()
-        proc2, _ = await start(reaper, config(tmp_path), fence=fence)  # the real sweep
+        proc2, _ = await start(reaper, config(tmp_path), marks=marks)  # the real sweep
         ex2 = await proc2.wait()
         assert ex2.spawn_error is not None and "still hung" in ex2.spawn_error
         assert time.monotonic() - t1 < 0.1
@@ -578,7 +579,7 @@ def test_blocked_sweep_fails_the_start_in_time_and_the_loop_runs(reaper: Reaper,
         await asyncio.to_thread(sweep_threads[0].join, 5.0)
         assert not sweep_threads[0].is_alive()
         assert seen_abandoned == [True]
-        proc3, _ = await started(reaper, config(tmp_path), fence=fence)  # free again
+        proc3, _ = await started(reaper, config(tmp_path), marks=marks)  # free again
         proc3.kill()
         await proc3.wait()
     try:
@@ -592,9 +593,9 @@ def test_guard_killed_supervisor_kills_the_run_cgroup(reaper: Reaper, tmp_path: 
     """The node's worker called setsid: PDEATHSIG and killpg miss it when the guard
     dies; the supervisor's orphan path kills the run's cgroup and removes it."""
     async def body() -> None:
-        fence = NodeFence(key=node_key("", "m1", str(tmp_path)), cgroup_parent=cgroup_parent)
+        marks = RunMarks(key=node_key("", "m1", str(tmp_path)), cgroup_parent=cgroup_parent)
         proc, _ = await start(reaper, config(tmp_path, "--setsid-child", "--record",
-                                             str(tmp_path)), fence=fence)
+                                             str(tmp_path)), marks=marks)
         assert proc.pid is not None and proc.cgroup is not None
         worker = reaper.track_pid(int((await asyncio.to_thread(wait_record, tmp_path))["pid"]))
         assert sorted(cgroups.procs(proc.cgroup)) == sorted([proc.pid, worker])
@@ -618,8 +619,8 @@ def test_after_a_graceful_stop_no_descendant_survives(reaper: Reaper, tmp_path: 
                      stop_timeout=5.0)
 
     async def body() -> None:
-        fence = NodeFence(key=node_key("", "m1", str(tmp_path)), cgroup_parent=cgroup_parent)
-        proc, _ = await started(reaper, cfg, fence=fence)
+        marks = RunMarks(key=node_key("", "m1", str(tmp_path)), cgroup_parent=cgroup_parent)
+        proc, _ = await started(reaper, cfg, marks=marks)
         await asyncio.to_thread(wait_until, lambda: pidfile.exists() and pidfile.read_text(),
                                 5.0)
         helper = reaper.track_pid(int(pidfile.read_text()))

@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from supervisor.config import NodeConfig
-from supervisor.node import NodeProcess
+from supervisor.node.process import NodeProcess
 from tests.proc import Reaper, pid_alive
 
 pytestmark = pytest.mark.timeout(60)
@@ -47,7 +47,7 @@ def our_guards() -> set[int]:
     found = set()
     for child in psutil.Process().children():
         try:
-            if "supervisor.guard" in child.cmdline() and pid_alive(child.pid):
+            if "supervisor.node.guard" in child.cmdline() and pid_alive(child.pid):
                 found.add(child.pid)
         except psutil.Error:
             continue

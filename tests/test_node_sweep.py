@@ -25,18 +25,19 @@ from typing import Any, TypeVar
 
 import pytest
 
-from supervisor import cgroup as cgroups
-from supervisor import fencing, node
 from supervisor.config import NodeConfig
-from supervisor.fencing import (
+from supervisor.node import cgroup as cgroups
+from supervisor.node import process as node
+from supervisor.node import sweep as fencing
+from supervisor.node.process import NodeProcess
+from supervisor.node.sweep import (
     NODE_KEY_ENV,
-    NodeFence,
+    RunMarks,
     Swept,
     node_key,
     scan_marked,
     sweep_stale_nodes,
 )
-from supervisor.node import NodeProcess
 from tests.cgroups import spawn_in
 from tests.freezer import frozen, state
 from tests.proc import Reaper, pid_alive, wait_until
@@ -145,14 +146,14 @@ def test_an_unprivileged_sweep_of_this_machine_is_clean(reaper: Reaper, tmp_path
     assert pid_alive(roots)
 
 
-def _start(reaper: Reaper, cwd: Path, command: tuple[str, ...], fence: NodeFence,
+def _start(reaper: Reaper, cwd: Path, command: tuple[str, ...], marks: RunMarks,
            **kw: Any) -> Coroutine[Any, Any, NodeProcess]:
     cfg = NodeConfig(command=command, working_directory=str(cwd), environment={},
                      stop_timeout=5.0)
 
     async def go() -> NodeProcess:
         proc = await NodeProcess.start(cfg, epoch=1, machine_name="m1", kill_deadline=None,
-                                       on_output=lambda s, line: None, fence=fence, **kw)
+                                       on_output=lambda s, line: None, marks=marks, **kw)
         for pid in (proc.guard_pid, proc.pid):
             if pid is not None:
                 reaper.track_group(pid)
@@ -165,8 +166,8 @@ def _start(reaper: Reaper, cwd: Path, command: tuple[str, ...], fence: NodeFence
 def test_a_sweep_that_is_not_clean_starts_no_node(reaper: Reaper, tmp_path: Path,
                                                   swept: Swept) -> None:
     async def body() -> None:
-        fence = NodeFence(key=node_key("", "m1", str(tmp_path)))
-        proc = await _start(reaper, tmp_path, (sys.executable, FAKE_NODE), fence,
+        marks = RunMarks(key=node_key("", "m1", str(tmp_path)))
+        proc = await _start(reaper, tmp_path, (sys.executable, FAKE_NODE), marks,
                             sweep=lambda abandoned: swept)
         ex = await asyncio.wait_for(proc.wait(), 2)
         assert proc.guard_pid is None and proc.pid is None
@@ -182,21 +183,21 @@ def test_a_frozen_stale_node_is_a_survivor_and_no_node_starts(reaper: Reaper,
     key = node_key("", "m1", str(tmp_path))
     stale = reaper.spawn_detached(["sleep", "600"], cwd=str(tmp_path),
                                   env={**os.environ, NODE_KEY_ENV: key})
-    fence = NodeFence(key=key)
+    marks = RunMarks(key=key)
 
     def short(abandoned: Any) -> Swept:
         return sweep_stale_nodes(key, None, abandoned, timeout=0.5)
 
     async def body() -> None:
         with frozen(stale) as group:
-            proc = await _start(reaper, tmp_path, (sys.executable, FAKE_NODE), fence,
+            proc = await _start(reaper, tmp_path, (sys.executable, FAKE_NODE), marks,
                                 sweep=short)
             ex = await asyncio.wait_for(proc.wait(), 2)
             assert proc.guard_pid is None and ex.spawn_error is not None
             assert f"survived SIGKILL: pids [{stale}]" in ex.spawn_error, ex.spawn_error
             assert state(stale) == "D"
             group.thaw()
-            proc = await _start(reaper, tmp_path, (sys.executable, FAKE_NODE), fence,
+            proc = await _start(reaper, tmp_path, (sys.executable, FAKE_NODE), marks,
                                 sweep=short)
             assert proc.pid is not None and not pid_alive(stale)
             proc.kill()
@@ -233,8 +234,14 @@ def setsid_node(tmp_path: Path) -> tuple[tuple[str, ...], Path]:
 
 
 async def child_of(reaper: Reaper, pidfile: Path) -> int:
-    await asyncio.to_thread(wait_until, lambda: pidfile.exists() and pidfile.read_text(), 5.0)
-    return reaper.track_pid(int(pidfile.read_text()))
+    """The setsid child's pid, once it has left the node's session (`$!` is written
+    before the child's setsid() has run)."""
+    await asyncio.to_thread(wait_until, lambda: pidfile.exists()
+                            and pidfile.read_text().endswith("\n"), 5.0)
+    child = reaper.track_pid(int(pidfile.read_text()))
+    await asyncio.to_thread(wait_until, lambda: os.getsid(child) == child, 5.0,
+                            message="the child's own session")
+    return child
 
 
 def test_a_setsid_child_is_dead_before_the_exit_is_reported(reaper: Reaper,
@@ -242,10 +249,10 @@ def test_a_setsid_child_is_dead_before_the_exit_is_reported(reaper: Reaper,
     """No cgroup: the leader's exit is reported only once the marker sweep has
     killed the child that left the node's session."""
     command, pidfile = setsid_node(tmp_path)
-    fence = NodeFence(key=node_key("", "m1", str(tmp_path)))
+    marks = RunMarks(key=node_key("", "m1", str(tmp_path)))
 
     async def body() -> None:
-        proc = await _start(reaper, tmp_path, command, fence)
+        proc = await _start(reaper, tmp_path, command, marks)
         child = await child_of(reaper, pidfile)
         assert os.getsid(child) != os.getsid(proc.pid or 0)
         t0 = time.monotonic()
@@ -282,10 +289,10 @@ def test_a_child_that_survives_sigkill_holds_the_exit(reaper: Reaper, tmp_path: 
     as it takes."""
     monkeypatch.setattr(fencing, "KILL_WAIT", 0.3)
     command, pidfile = setsid_node(tmp_path)
-    fence = NodeFence(key=node_key("", "m1", str(tmp_path)))
+    marks = RunMarks(key=node_key("", "m1", str(tmp_path)))
 
     async def body() -> None:
-        proc = await _start(reaper, tmp_path, command, fence)
+        proc = await _start(reaper, tmp_path, command, marks)
         await _exit_waits_for_a_frozen_child(proc, await child_of(reaper, pidfile))
     run(body())
 
@@ -297,10 +304,10 @@ def test_with_a_cgroup_a_child_that_survives_sigkill_holds_the_exit(
     as it takes; the cgroup is removed once empty."""
     monkeypatch.setattr(node, "CGROUP_EMPTY_TIMEOUT", 0.3)
     command, pidfile = setsid_node(tmp_path)
-    fence = NodeFence(key=node_key("", "m1", str(tmp_path)), cgroup_parent=cgroup_parent)
+    marks = RunMarks(key=node_key("", "m1", str(tmp_path)), cgroup_parent=cgroup_parent)
 
     async def body() -> None:
-        proc = await _start(reaper, tmp_path, command, fence)
+        proc = await _start(reaper, tmp_path, command, marks)
         child = await child_of(reaper, pidfile)
         assert proc.cgroup is not None and child in cgroups.procs(proc.cgroup)
         await _exit_waits_for_a_frozen_child(proc, child)

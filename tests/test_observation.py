@@ -1,5 +1,5 @@
 """Machine identity: `observation()` decides reclaimable / name conflict from the lease
-row and this machine's identity (supervisor/observation.py, supervisor/identity.py).
+row and this machine's identity (supervisor/core/observation.py, supervisor/node/machine.py).
 
 Real processes stand in for the recorded holder: a live `sleep`, and the pid of one
 that has exited. No database: the rows are built by hand. What cannot be seen is
@@ -21,15 +21,16 @@ from typing import Any
 
 import pytest
 
-from supervisor.identity import Identity, ProcessRef, process_alive, process_start_time
+from supervisor.core.identity import ProcessRef
+from supervisor.core.observation import observation
 from supervisor.lease import LeaseSnapshot
-from supervisor.observation import observation
+from supervisor.node.machine import process_alive, process_start_time, this_process
 from tests.users import User, run_as, second_user
 
 pytestmark = pytest.mark.timeout(30)
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
-ME = dataclasses.replace(Identity.for_this_process("node-a"), host="host-1",
+ME = dataclasses.replace(this_process("node-a"), host="host-1",
                          machine="boot:b1 pidns:4026531836")
 
 
@@ -75,28 +76,29 @@ def row(holder: str | None = "node-a", *, pid: int, started: int | None, host: s
 
 
 def test_dead_predecessor_of_this_machine_identity_is_reclaimable(dead: ProcessRef) -> None:
-    ev = observation(row(pid=dead.pid, started=dead.started), ME)
+    ev = observation(row(pid=dead.pid, started=dead.started), ME, process_alive)
     assert ev.reclaimable == dead and ev.name_conflict is None and not ev.mine
 
 
 def test_host_name_proves_nothing(dead: ProcessRef) -> None:
     """A cloned VM or container: same host name, another machine identity. Its pid means
     nothing here (not even that it is dead): a live row is a conflict, never a takeover."""
-    ev = observation(row(pid=dead.pid, started=dead.started, machine="boot:b2 pidns:1"), ME)
+    ev = observation(row(pid=dead.pid, started=dead.started, machine="boot:b2 pidns:1"), ME,
+                     process_alive)
     assert ev.reclaimable is None
     assert ev.name_conflict is not None and "another machine" in ev.name_conflict
     # a row recorded without an identity (an older version) is no better
-    ev = observation(row(pid=dead.pid, started=dead.started, machine=None), ME)
+    ev = observation(row(pid=dead.pid, started=dead.started, machine=None), ME, process_alive)
     assert ev.reclaimable is None and ev.name_conflict is not None
 
 
 def test_same_identity_under_another_host_name_is_still_this_machine(dead: ProcessRef) -> None:
-    ev = observation(row(pid=dead.pid, started=dead.started, host="renamed"), ME)
+    ev = observation(row(pid=dead.pid, started=dead.started, host="renamed"), ME, process_alive)
     assert ev.reclaimable == dead
 
 
 def test_live_process_of_this_machine_is_a_conflict(live: ProcessRef) -> None:
-    ev = observation(row(pid=live.pid, started=live.started), ME)
+    ev = observation(row(pid=live.pid, started=live.started), ME, process_alive)
     assert ev.reclaimable is None
     assert ev.name_conflict is not None and "this machine" in ev.name_conflict
 
@@ -104,7 +106,7 @@ def test_live_process_of_this_machine_is_a_conflict(live: ProcessRef) -> None:
 def test_reused_pid_is_another_process(live: ProcessRef) -> None:
     """The recorded process is (pid, start time): a live pid with another start time is
     a new process that reuses the number; the recorded one is gone."""
-    ev = observation(row(pid=live.pid, started=live.started + 1), ME)
+    ev = observation(row(pid=live.pid, started=live.started + 1), ME, process_alive)
     assert ev.reclaimable == ProcessRef(live.pid, live.started + 1)
     assert not process_alive(live.pid, live.started + 1)
     assert process_alive(live.pid, live.started)
@@ -114,24 +116,25 @@ def test_reused_pid_is_another_process(live: ProcessRef) -> None:
 def test_expired_row_of_another_identity_is_no_conflict(dead: ProcessRef) -> None:
     """Not live any more: the normal takeover rule (W on the standby's clock) applies."""
     ev = observation(row(pid=dead.pid, started=dead.started, machine="boot:b2 pidns:1",
-                         live=False), ME)
+                         live=False), ME, process_alive)
     assert ev.reclaimable is None and ev.name_conflict is None and ev.expired
 
 
 def test_other_machine_name_is_neither(live: ProcessRef, dead: ProcessRef) -> None:
     for ref in (live, dead):
-        ev = observation(row("node-b", pid=ref.pid, started=ref.started), ME)
+        ev = observation(row("node-b", pid=ref.pid, started=ref.started), ME, process_alive)
         assert ev.reclaimable is None and ev.name_conflict is None and ev.holder == "node-b"
 
 
 def test_our_own_row_is_mine(live: ProcessRef) -> None:
-    ev = observation(row(pid=live.pid, started=live.started, instance=ME.instance), ME)
+    ev = observation(row(pid=live.pid, started=live.started, instance=ME.instance), ME,
+                     process_alive)
     assert ev.mine and ev.reclaimable is None and ev.name_conflict is None
 
 
 def test_free_row() -> None:
     snap = dataclasses.replace(row(pid=1, started=1), holder=None, instance=None)
-    ev = observation(snap, ME)
+    ev = observation(snap, ME, process_alive)
     assert ev.free and ev.reclaimable is None and ev.name_conflict is None
 
 
@@ -172,7 +175,7 @@ def test_a_zombie_is_gone() -> None:
             assert time.monotonic() < end, "sleep 0.1 did not exit"
             time.sleep(0.01)
         assert not process_alive(proc.pid, started)
-        ev = observation(row(pid=proc.pid, started=started), ME)
+        ev = observation(row(pid=proc.pid, started=started), ME, process_alive)
         assert ev.reclaimable == ProcessRef(proc.pid, started)
     finally:
         proc.wait()
@@ -187,7 +190,7 @@ def _seen_from_the_second_user(ref: ProcessRef) -> dict[str, Any]:
         probe = "EPERM"
     except ProcessLookupError:
         probe = "ESRCH"
-    ev = observation(row(pid=ref.pid, started=ref.started), ME)
+    ev = observation(row(pid=ref.pid, started=ref.started), ME, process_alive)
     return {"listed": str(ref.pid) in os.listdir("/proc"), "probe": probe,
             "alive": process_alive(ref.pid, ref.started),
             "reclaimable": ev.reclaimable is not None, "conflict": ev.name_conflict}

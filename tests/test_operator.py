@@ -15,11 +15,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from supervisor.cli.schema import schema_script
 from supervisor.config import DatabaseConfig, load_config
-from supervisor.identity import Identity
 from supervisor.lease import PostgresLeaseStore
 from supervisor.lease.members import Member
-from supervisor.operator import schema_script
+from supervisor.node.machine import this_process
 from tests.cluster import Cluster, http_get, run_cli
 from tests.pgserver import PgServer
 from tests.proc import wait_until
@@ -71,7 +71,7 @@ def test_schema_gives_a_least_privilege_role_that_runs_the_protocol(
     db = config.database
 
     async def as_the_role() -> None:
-        ident = Identity.for_this_process("op")
+        ident = this_process("op")
         store = PostgresLeaseStore(db, ident, 2.0)
         try:
             await store.ensure_schema(5)  # finds everything: creates nothing
@@ -84,7 +84,7 @@ def test_schema_gives_a_least_privilege_role_that_runs_the_protocol(
                                                "standby", True, "ok", "t")
             async with await psycopg.AsyncConnection.connect(
                     db.conninfo, user=db.user, password=db.password, autocommit=True) as c:
-                await store._health_check(c)
+                await store._listener._health_check(c)
             (row,) = await store.members(5)
             assert row.member.machine_name == "op" and row.fresh
             assert await store.set_paused(True, 5) is None  # pause and resume: the row

@@ -1,4 +1,4 @@
-"""End to end in production shape (issue 6): Corda's 20:40 timing ratio with a
+"""End to end in production shape: Corda's 20:40 timing ratio with a
 JVM-sized stopTimeout, and two hosts that share a host name and a machineName but
 not a machine (one in its own PID namespace, as a cloned VM or a container is).
 

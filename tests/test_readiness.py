@@ -1,4 +1,4 @@
-"""Readiness (issue 8 item 3): /health is 200 only on the holder whose node is ready
+"""Readiness: /health is 200 only on the holder whose node is ready
 (a log line matched, or its port answers); a node never ready within startTimeout is a
 failed start, and the crash rules move the lease to the other host."""
 

@@ -1,4 +1,4 @@
-"""Shared directories (issue 8 item 4): before every start, and every few seconds on
+"""Shared directories: before every start, and every few seconds on
 every host, each must exist and accept a write + fsync + delete within a time limit; a
 host that fails does not start its node, does not take the lease and is not ready."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import shareddirs
+from supervisor.node import shareddirs
 from tests.cluster import Cluster, Watcher, http_get
 from tests.proc import wait_until
 
@@ -102,9 +102,9 @@ def test_a_holder_whose_shared_directory_fails_does_not_start_and_gives_the_leas
         b.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")
         shutil.rmtree(a_dir)
         os.kill(node, signal.SIGKILL)  # a crash: the restart needs the shared directory
-        exited = a.wait_event("node_exited", 10, match=lambda e: "shared directories" in
-                              str(e.get("killed_by")))
-        assert str(a_dir) in exited["killed_by"]
+        refused = a.wait_event("node_start_refused", 10, match=lambda e: "shared directories"
+                               in str(e.get("reason")))
+        assert str(a_dir) in refused["reason"]
         a.wait_event("lease_released", 20)
         wait_until(lambda: b.live_nodes(), 10, message="b's node")
         assert len(a.events("node_started")) == 1  # never started again without it

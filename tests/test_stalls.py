@@ -3,7 +3,7 @@
 Under systemd stdout is journald; a stalled journald (here: a stdout pipe nobody
 reads) used to block the log write, the asyncio loop with it, the renewals with
 that, and the guard then killed a healthy node at its deadline and the other host
-took over. design.md: log output goes through a queue to a writer thread.
+took over. docs/design.md: log output goes through a queue to a writer thread.
 
 U = 0.5 s, W = 2 s, M = 0.2 s (the harness's intervals), logging at DEBUG; the
 active host's node prints a 4 KB line every 5 ms, so its supervisor logs about

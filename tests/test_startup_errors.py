@@ -1,4 +1,4 @@
-"""Start-up errors an operator can act on (issue 7 item 5): exit 78 with a message that
+"""Start-up errors an operator can act on: exit 78 with a message that
 names the key to fix, no traceback, no password; a database that is merely unreachable
 is waited out instead. Real supervisor processes, real PostgreSQL."""
 

@@ -1,10 +1,11 @@
-"""TLS to the lease database (issue 9 item 5). A PostgreSQL server of its own with
-`ssl = on` that admits TCP clients only over TLS (`hostssl`), and a throwaway CA made
-with the `openssl` CLI. `sslmode=verify-full` with `sslrootcert` works, and the
-supervisor's connections really are TLS; a wrong CA, a host name the certificate does
-not carry, or a plain connection exits 78 at start with a message naming the TLS
-problem (no traceback, no password); a missing CA file is named by `check-config`; a
-server that drops the connection mid-handshake is waited out, not exit 78."""
+"""TLS to the lease database: a verification failure is a configuration error (exit 78),
+never waited out. A PostgreSQL server of its own with `ssl = on` that admits TCP
+clients only over TLS (`hostssl`), and a throwaway CA made with the `openssl` CLI.
+`sslmode=verify-full` with `sslrootcert` works, and the supervisor's connections really
+are TLS; a wrong CA, a host name the certificate does not carry, or a plain connection
+exits 78 at start with a message naming the TLS problem (no traceback, no password); a
+missing CA file is named by `check-config`; a server that drops the connection
+mid-handshake is waited out, not exit 78."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import pytest
 
 from supervisor.config import load_config
 from supervisor.lease import LeaseUnavailable
-from supervisor.startup import database_config_problem
+from supervisor.lease.startup import database_config_problem
 from tests.cluster import REPO, cluster, run_cli
 from tests.pgserver import ENV_DSN, PgServer, find_bindir
 from tests.proc import Reaper, wait_until

@@ -8,7 +8,7 @@ from typing import Any
 
 from supervisor.config.dburl import redact_conninfo
 from supervisor.config.model import Config
-from supervisor.timing import stop_graces
+from supervisor.core.timing import stop_graces
 
 _SECRET_ENV_RE = re.compile(r"pass|secret|token|credential|private|key", re.IGNORECASE)
 

@@ -1,4 +1,4 @@
-"""The `fencing` block (database fencing, `supervisor.lease.dbfence`) and the rule for
+"""The `fencing` block (database fencing, `supervisor.lease.fence`) and the rule for
 role names (`ROLE_NAME`, also for `database.ownerRole`)."""
 
 from __future__ import annotations

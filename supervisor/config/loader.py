@@ -30,7 +30,7 @@ from supervisor.config.model import (
     ReadinessConfig,
     RestartConfig,
 )
-from supervisor.timing import MIN_RENEWAL_WINDOW
+from supervisor.core.timing import MIN_RENEWAL_WINDOW
 
 _TOP_KEYS = ("enterpriseConfiguration", "mutualExclusionConfiguration", "database", "node",
              "restart", "health", "logging", "hooks", "fencing")

@@ -93,7 +93,7 @@ class HooksConfig:
 
 @dataclass(frozen=True)
 class FencingConfig:
-    """Database fencing (`supervisor.lease.dbfence`): this host's node role, locked out
+    """Database fencing (`supervisor.lease.fence`): this host's node role, locked out
     by the other host's acquisitions and unlocked by this host's. Off without a role."""
 
     node_role: str | None = None

@@ -1,14 +1,22 @@
 """The pure decision core: `step(state, event, now) -> (state, actions)`.
 
-No I/O and no clock reads happen here: `now` is the caller's `supervisor.clock.now()`
-and every effect is returned as an action for the daemon to carry out. The
-daemon promises that every lease action it is given produces exactly one result
-event (success or `LeaseCallFailed`) within the action's `timeout`, and that
-every `StartNode` is followed by `NodeStarted` and/or `NodeExited`.
+Owns: the states and their transitions (`transitions`: one table, one function that
+refuses what it does not allow), what the core remembers (`state`), the rules
+(`standby`, `holder`, `lifecycle`, on the working copy of `base`, dispatched by
+`step`), the messages in and out (`messages`), the timing rule (`timing`), the lease
+row as values and its observation (`row`, `observation`) and the identity values
+(`identity`).
 
-Timing (design.md, supervisor/timing.py): let `t` be when the last successful
-renewal (or the acquisition) was *sent*. Nobody else may take the lease before
-`t + W`, so
+May import: the stdlib and `supervisor.config` (values) only; nothing here touches the
+OS. No I/O and no clock reads: `now` is the caller's `supervisor.clock.now()` and every
+effect is returned as an action for the daemon to carry out. The daemon promises that
+every lease action it is given produces exactly one result event (success or
+`LeaseCallFailed`) within the action's `timeout`, and that every `StartNode` is
+followed by `NodeStartRefused`, or by `NodeStarted` and/or `NodeExited`.
+
+Timing (docs/design.md, "The timing rule"; `timing`): let `t` be when the last
+successful renewal (or the acquisition) was *sent*. Nobody else may take the lease
+before `t + W`, so
 
 - `term_at = t + W - M - G`: SIGTERM the node (graceful stop with the loss grace
   `G = min(S, W - M - U - R)`) and give the lease up;
@@ -25,21 +33,7 @@ that may have lost the last writes), it takes nothing at all, not even a free
 row or its own dead predecessor's, before it has watched that server for W.
 """
 
-from supervisor.core.state import (
-    AfterStop,
-    CoreState,
-    NodePhase,
-    State,
-    Timing,
-    backoff_delay,
-    initial_state,
-    kill_deadline,
-    next_wakeup,
-    takeover_readiness,
-    term_deadline,
-)
-from supervisor.core.step import step
-from supervisor.messages import (
+from supervisor.core.messages import (
     AcquireLease,
     Action,
     Begin,
@@ -70,14 +64,64 @@ from supervisor.messages import (
     StopNode,
     Tick,
 )
+from supervisor.core.state import (
+    AfterStop,
+    CoreState,
+    NodePhase,
+    Timing,
+    backoff_delay,
+    initial_state,
+    kill_deadline,
+    next_wakeup,
+    takeover_readiness,
+    term_deadline,
+)
+from supervisor.core.step import step
+from supervisor.core.transitions import ALLOWED, IllegalTransition, State
 
 __all__ = [
-    "AcquireLease", "Action", "AfterStop", "Begin", "CoreState", "Event", "Exit",
-    "HandoverRequested", "KillNode", "LeaseAcquired", "LeaseCallFailed", "LeaseLost",
-    "LeaseNotAcquired", "LeaseObserved", "LeaseOpKind", "LeaseReleased", "LeaseRenewed", "Log",
-    "NodeExited", "NodePhase", "NodeReady", "NodeStarted", "ObserveLease", "PeerReleased",
+    "ALLOWED",
+    "AcquireLease",
+    "Action",
+    "AfterStop",
+    "Begin",
+    "CoreState",
+    "Event",
+    "Exit",
+    "HandoverRequested",
+    "IllegalTransition",
+    "KillNode",
+    "LeaseAcquired",
+    "LeaseCallFailed",
+    "LeaseLost",
+    "LeaseNotAcquired",
+    "LeaseObserved",
+    "LeaseOpKind",
+    "LeaseReleased",
+    "LeaseRenewed",
+    "Log",
+    "NodeExited",
+    "NodePhase",
+    "NodeReady",
+    "NodeStartRefused",
+    "NodeStarted",
+    "ObserveLease",
+    "PeerReleased",
     "ReleaseLease",
-    "RenewLease", "SeenVersion", "SetNodeDeadline", "ShutdownRequested", "StartNode", "State",
-    "StopNode", "Tick", "Timing", "backoff_delay", "initial_state", "kill_deadline",
-    "next_wakeup", "step", "takeover_readiness", "term_deadline",
+    "RenewLease",
+    "SeenVersion",
+    "SetNodeDeadline",
+    "ShutdownRequested",
+    "StartNode",
+    "State",
+    "StopNode",
+    "Tick",
+    "Timing",
+    "backoff_delay",
+    "initial_state",
+    "kill_deadline",
+    "next_wakeup",
+    "step",
+    "takeover_readiness",
+    "term_deadline",
 ]

@@ -8,15 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from supervisor.core.state import (
-    AfterStop,
-    CoreState,
-    NodePhase,
-    State,
-    Timing,
-    kill_deadline,
-)
-from supervisor.messages import (
+from supervisor.core.messages import (
     Action,
     KillNode,
     LeaseOpKind,
@@ -24,6 +16,14 @@ from supervisor.messages import (
     StartNode,
     StopNode,
 )
+from supervisor.core.state import (
+    AfterStop,
+    CoreState,
+    NodePhase,
+    Timing,
+    kill_deadline,
+)
+from supervisor.core.transitions import State, change
 
 
 class _Base:
@@ -85,11 +85,11 @@ class _Base:
         self.s.stop_sent = False
         self.s.kill_sent = False
         self.s.restart_at = None
-        self.s.state = State.ACTIVE if self.s.lease_enabled else State.DISABLED
+        change(self.s, State.ACTIVE if self.s.lease_enabled else State.DISABLED)
         self.actions.append(StartNode(self.s.epoch, kill_deadline(self.s, self.t)))
 
     def enter_standby(self, observe_at: float | None = None) -> None:
-        self.s.state = State.STANDBY if self.s.lease_enabled else State.DISABLED
+        change(self.s, State.STANDBY if self.s.lease_enabled else State.DISABLED)
         self.s.seen = None
         self.s.seen_since = None
         self.s.next_observe_at = self.now if observe_at is None else observe_at
@@ -97,7 +97,7 @@ class _Base:
     def stop_for(self, after: AfterStop, reason: str) -> None:
         """Begin the orderly way out of holding: stop the node, then release."""
         self.s.after_stop = after
-        self.s.state = State.STOPPING
+        change(self.s, State.STOPPING)
         if self.s.node is not NodePhase.NONE:
             self.stop_node(reason, self.planned_grace())
         else:
@@ -118,7 +118,7 @@ class _Base:
         s.after_stop = "standby"
 
     def enter_cooldown(self, duration: float) -> None:
-        self.s.state = State.COOLDOWN
+        change(self.s, State.COOLDOWN)
         self.s.cooldown_until = self.now + duration
         self.log("cooldown_started", seconds=round(duration, 3))
 

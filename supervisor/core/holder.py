@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from supervisor.core.base import _Base
-from supervisor.core.state import (
-    NodePhase,
-    State,
-    kill_deadline,
-)
-from supervisor.messages import (
+from supervisor.core.messages import (
     LeaseOpKind,
     LeaseRenewed,
     SetNodeDeadline,
 )
+from supervisor.core.state import (
+    NodePhase,
+    kill_deadline,
+)
+from supervisor.core.transitions import State, change
 
 
 class HolderRules(_Base):
@@ -73,7 +73,8 @@ class HolderRules(_Base):
         s.epoch = None
         s.renewed_sent_at = None
         s.next_renew_at = None
-        s.state = State.STOPPING if s.node is not NodePhase.NONE else s.state
+        if s.node is not NodePhase.NONE:
+            change(s, State.STOPPING)
         if s.node is not NodePhase.NONE:
             s.after_stop = "exit" if s.shutting_down else "standby"
             self.kill_node("lease_lost")

@@ -4,12 +4,12 @@ crash loop, shutdown of the supervisor."""
 from __future__ import annotations
 
 from supervisor.core.base import _Base
+from supervisor.core.messages import NodeExited
 from supervisor.core.state import (
     NodePhase,
-    State,
     backoff_delay,
 )
-from supervisor.messages import NodeExited
+from supervisor.core.transitions import State, change
 
 
 class NodeRules(_Base):
@@ -52,10 +52,25 @@ class NodeRules(_Base):
         if s.node is NodePhase.NONE:
             return
         expected = s.stop_sent and not s.kill_is_crash
-        runtime = ev.runtime
         self.log("node_exited", "info" if expected else "error", pid=s.node_pid,
-                 exit_code=ev.returncode, signal=ev.signal, runtime=round(runtime, 3),
+                 exit_code=ev.returncode, signal=ev.signal, runtime=round(ev.runtime, 3),
                  killed_by=ev.killed_by, expected=expected, epoch=s.epoch)
+        self.run_over(expected, ev.runtime)
+
+    def on_node_start_refused(self, reason: str) -> None:
+        """A check before the start failed: no node ran (a failed start, unless a stop
+        was asked for meanwhile)."""
+        s = self.s
+        if s.node is NodePhase.NONE:
+            return
+        expected = s.stop_sent and not s.kill_is_crash
+        self.log("node_start_refused", "info" if expected else "error", reason=reason,
+                 expected=expected, epoch=s.epoch)
+        self.run_over(expected, 0.0)
+
+    def run_over(self, expected: bool, runtime: float) -> None:
+        """The node's run is over (its last process gone, or it never started)."""
+        s = self.s
         s.node = NodePhase.NONE
         s.node_pid = None
         s.stop_sent = False
@@ -65,7 +80,7 @@ class NodeRules(_Base):
         s.ready_deadline = None
         if s.shutting_down:
             s.after_stop = "exit"
-            s.state = State.STOPPING
+            change(s, State.STOPPING)
             self.give_up_lease()
             return
         if expected:
@@ -80,7 +95,7 @@ class NodeRules(_Base):
         if s.paused and s.lease_enabled:
             # maintenance: leave it down; `resume` restarts it
             s.restart_when_resumed = True
-            s.state = State.BACKOFF
+            change(s, State.BACKOFF)
             self.log("node_not_restarted_while_paused", "warning", epoch=s.epoch)
             return
         if runtime >= self.t.reset_after:
@@ -95,7 +110,7 @@ class NodeRules(_Base):
             s.consecutive_crashes = 0
             if s.lease_enabled:
                 s.after_stop = "cooldown_crash"
-                s.state = State.STOPPING
+                change(s, State.STOPPING)
                 self.give_up_lease()
                 if s.release_epoch is None:
                     self.after_release()
@@ -104,7 +119,7 @@ class NodeRules(_Base):
             return
         delay = backoff_delay(s.consecutive_crashes, self.t)
         s.restart_at = self.now + delay
-        s.state = State.BACKOFF
+        change(s, State.BACKOFF)
         self.log("node_restart_scheduled", delay=round(delay, 3), crashes=s.consecutive_crashes,
                  epoch=s.epoch)
 
@@ -119,8 +134,8 @@ class NodeRules(_Base):
         s.cooldown_until = None
         s.after_stop = "exit"
         if s.node is not NodePhase.NONE:
-            s.state = State.STOPPING
+            change(s, State.STOPPING)
             self.stop_node("shutdown", self.planned_grace())
         else:
-            s.state = State.STOPPING
+            change(s, State.STOPPING)
             self.give_up_lease()

@@ -1,19 +1,19 @@
 """Rules of a standby: reading the row, the W stopwatch, server and machine identity,
-taking the lease (design.md, "The lease")."""
+taking the lease (docs/design.md, "The lease")."""
 
 from __future__ import annotations
 
 from supervisor.core.base import _Base
-from supervisor.core.state import (
-    State,
-    takeover_readiness,
-    term_deadline,
-)
-from supervisor.messages import (
+from supervisor.core.messages import (
     AcquireLease,
     LeaseObserved,
     ReleaseLease,
 )
+from supervisor.core.state import (
+    takeover_readiness,
+    term_deadline,
+)
+from supervisor.core.transitions import State, change
 
 
 class StandbyRules(_Base):
@@ -165,7 +165,7 @@ class StandbyRules(_Base):
         s.standby_view = None
         if s.shutting_down:
             self.s.after_stop = "exit"
-            self.s.state = State.STOPPING
+            change(self.s, State.STOPPING)
             self.give_up_lease()
             return
         term_at = term_deadline(s, self.t)
@@ -174,7 +174,7 @@ class StandbyRules(_Base):
             self.log("lease_acquired_too_late", "warning", epoch=epoch,
                      late_by=round(self.now - term_at, 3))
             s.after_stop = "standby"
-            s.state = State.STOPPING
+            change(s, State.STOPPING)
             self.give_up_lease()
             return
         self.start_node()

@@ -1,7 +1,7 @@
 """The core's state and timing: values and pure functions of them, no I/O, no clock.
 
 `CoreState` is everything the core remembers; `Timing` every interval it needs.
-The deadline functions implement the timing rule (supervisor/timing.py).
+The deadline functions implement the timing rule (supervisor/core/timing.py).
 """
 
 from __future__ import annotations
@@ -11,18 +11,9 @@ from enum import StrEnum
 from typing import Literal
 
 from supervisor.config import Config
-from supervisor.messages import LeaseOpKind, SeenVersion
-from supervisor.timing import stop_graces
-
-
-class State(StrEnum):
-    STANDBY = "standby"
-    ACTIVE = "active"
-    BACKOFF = "backoff"
-    STOPPING = "stopping"
-    COOLDOWN = "cooldown"
-    DISABLED = "disabled"
-    EXITED = "exited"
+from supervisor.core.messages import LeaseOpKind, SeenVersion
+from supervisor.core.timing import stop_graces
+from supervisor.core.transitions import State
 
 
 class NodePhase(StrEnum):

@@ -6,16 +6,7 @@ import dataclasses
 
 from supervisor.core.holder import HolderRules
 from supervisor.core.lifecycle import NodeRules
-from supervisor.core.standby import StandbyRules
-from supervisor.core.state import (
-    CoreState,
-    NodePhase,
-    State,
-    Timing,
-    kill_deadline,
-    term_deadline,
-)
-from supervisor.messages import (
+from supervisor.core.messages import (
     Action,
     Begin,
     Event,
@@ -33,6 +24,7 @@ from supervisor.messages import (
     NodeExited,
     NodeReady,
     NodeStarted,
+    NodeStartRefused,
     ObserveLease,
     PeerReleased,
     ReleaseLease,
@@ -41,6 +33,15 @@ from supervisor.messages import (
     ShutdownRequested,
     Tick,
 )
+from supervisor.core.standby import StandbyRules
+from supervisor.core.state import (
+    CoreState,
+    NodePhase,
+    Timing,
+    kill_deadline,
+    term_deadline,
+)
+from supervisor.core.transitions import State, change
 
 
 def step(
@@ -114,6 +115,8 @@ class _Step(StandbyRules, HolderRules, NodeRules):
                 s.fencing_problem = problem
             case NodeExited():
                 self.on_node_exited(event)
+            case NodeStartRefused(reason=reason):
+                self.on_node_start_refused(reason)
             case ShutdownRequested(signal=signal):
                 self.on_shutdown(signal)
             case HandoverRequested():
@@ -133,7 +136,7 @@ class _Step(StandbyRules, HolderRules, NodeRules):
                     self.kill_node("renewal_deadline")
                     if not s.shutting_down:
                         s.after_stop = "standby"
-                    s.state = State.STOPPING
+                    change(s, State.STOPPING)
                 self.give_up_lease()
                 if s.node is NodePhase.NONE and not s.shutting_down:
                     s.restart_at = None
@@ -143,7 +146,7 @@ class _Step(StandbyRules, HolderRules, NodeRules):
                 self.log("lease_renewal_overdue", "error", epoch=s.epoch,
                          time_left=round(kill_at - now, 3))
                 s.after_stop = "exit" if s.shutting_down else "standby"
-                s.state = State.STOPPING
+                change(s, State.STOPPING)
                 self.stop_node("renewal_overdue", kill_at - now)
                 self.give_up_lease()
         # A renewal keeps trying (hedged) until the kill deadline; say so early.
@@ -189,6 +192,6 @@ class _Step(StandbyRules, HolderRules, NodeRules):
         # 4. Leaving.
         if (s.shutting_down and s.node is NodePhase.NONE and s.epoch is None
                 and s.release_epoch is None and s.lease_op is None):
-            s.state = State.EXITED
+            change(s, State.EXITED)
             self.log("supervisor_exiting", code=0)
             self.actions.append(Exit(0))

@@ -1,26 +1,28 @@
-"""The lease in PostgreSQL (design.md, "The lease").
+"""The lease in PostgreSQL (docs/design.md, "The lease").
 
-- `model`: what the store returns (`LeaseSnapshot`, `LeaseVersion`, errors);
-- `sql`: the table's DDL and statements;
-- `bounded`: database calls under a timeout the supervisor owns;
-- `members`: who contends for the lease (an aid to operators);
-- `store`: `PostgresLeaseStore`, the operations and their contracts.
+Owns: the port the daemon uses (`port.LeaseStore`, its contract) and its adapter
+(`store.PostgresLeaseStore`: the lease statements on a connection of their own,
+everything else on a side connection; `channel`, `bounded`), the listener (`listener`:
+LISTEN, the history and member rows), the SQL (`sql`, `schema`), the member registry
+(`members`), Corda's lock row (`cordarow`), the database fence (`fence`, `fence_sql`,
+`fence_check`, `ownership`), one-shot reads for the operator (`oneshot`) and the
+start-up errors an operator can act on (`startup`).
+
+May import: the stdlib, psycopg, `supervisor.config` and `supervisor.core` (values:
+the row, identities). Never `node`, `observe`, `daemon` or `cli`.
 """
 
-from supervisor.identity import Identity, ProcessRef
-from supervisor.lease.members import MEMBER_FRESH, MEMBER_INTERVAL, Member, MemberRow
-from supervisor.lease.model import (
+from supervisor.core.identity import Identity, ProcessRef
+from supervisor.core.row import (
     LeaseSnapshot,
     LeaseUnavailable,
     LeaseVersion,
     RenewResult,
 )
-from supervisor.lease.store import (
-    NOTIFY_CHANNEL_DEFAULT,
-    PostgresLeaseStore,
-    read_snapshot,
-    read_state,
-)
+from supervisor.lease.members import MEMBER_FRESH, MEMBER_INTERVAL, Member, MemberRow
+from supervisor.lease.oneshot import read_snapshot, read_state
+from supervisor.lease.port import LeaseStore
+from supervisor.lease.store import NOTIFY_CHANNEL_DEFAULT, PostgresLeaseStore
 
 __all__ = [
     "MEMBER_FRESH",
@@ -28,6 +30,7 @@ __all__ = [
     "NOTIFY_CHANNEL_DEFAULT",
     "Identity",
     "LeaseSnapshot",
+    "LeaseStore",
     "LeaseUnavailable",
     "LeaseVersion",
     "Member",

@@ -21,7 +21,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 
 from supervisor.config import DatabaseConfig
-from supervisor.lease.model import LeaseUnavailable
+from supervisor.core.row import LeaseUnavailable
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[TupleRow]
@@ -52,7 +52,7 @@ def connect_kwargs(db: DatabaseConfig, application_name: str) -> dict[str, Any]:
             f"-c lock_timeout={op_ms}",
             f"-c idle_in_transaction_session_timeout={max(op_ms * 2, 1000)}",
             # a lease write is acknowledged only once it is as durable as the
-            # server's replication setup makes it (see README: HA databases)
+            # server's replication setup makes it (docs/design.md, "What the database must give")
             "-c synchronous_commit=on",
         ]
     ).strip()

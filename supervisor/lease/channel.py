@@ -23,8 +23,8 @@ from contextlib import asynccontextmanager
 
 from psycopg.pq import TransactionStatus
 
+from supervisor.core.row import LeaseUnavailable
 from supervisor.lease.bounded import Bounded, Conn
-from supervisor.lease.model import LeaseUnavailable
 
 
 class Channel:

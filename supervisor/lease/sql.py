@@ -20,7 +20,7 @@ from typing import Any
 
 from psycopg import sql
 
-from supervisor.lease.model import LeaseSnapshot
+from supervisor.core.row import LeaseSnapshot
 
 #: Which server answers: changes on a restart (postmaster start time) and on a
 #: failover (another address or port, another start time, and, even behind a
@@ -48,6 +48,12 @@ class LeaseSql:
             sql.Identifier(schema, table) if schema is not None else sql.Identifier(table)
         )
         self.qualified_name = f"{schema}.{table}" if schema is not None else table
+        self._ddl(schema)
+        self._lease_statements()
+        self._history(schema, table)
+
+    def _ddl(self, schema: str | None) -> None:
+        """What `ensure_schema` (and `schema`) create: the schema, the table, its columns."""
         t = self.table
         self.create_schema = (
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
@@ -80,6 +86,10 @@ class LeaseSql:
                WHERE NOT EXISTS (SELECT 1 FROM pg_attribute
                                  WHERE attrelid = to_regclass(%(table)s)
                                    AND attname = c.name AND NOT attisdropped)""")
+
+    def _lease_statements(self) -> None:
+        """The lease statements: observe, acquire, renew, release, handover, pause."""
+        t = self.table
         self.observe = sql.SQL(
             """SELECT l.lease_name IS NOT NULL, l.holder, l.holder_host, l.holder_pid,
                       l.instance, coalesce(l.epoch, 0), l.acquired_at, l.renewed_at,
@@ -94,6 +104,47 @@ class LeaseSql:
                FROM (SELECT clock_timestamp() AS now) n
                LEFT JOIN {} l ON l.lease_name = %(name)s"""
         ).format(t, server=SERVER_ID)
+        self._acquire()
+        self.renew = sql.SQL(
+            """UPDATE {} AS l
+               SET renewed_at = n.now, expires_at = n.now + %(w)s, server_id = {server}
+               FROM (SELECT clock_timestamp() AS now) n
+               WHERE l.lease_name = %(name)s AND l.instance = %(instance)s
+                 AND l.epoch = %(epoch)s AND l.expires_at > n.now
+               RETURNING l.handover_requested_at IS NOT NULL, l.paused_at IS NOT NULL,
+                         l.renewed_at"""
+        ).format(t, server=SERVER_ID)
+        # A release keeps `handover_requested_at`: on a free row it says that the last
+        # holder released it on a handover request (the next acquire clears it).
+        self.release = sql.SQL(
+            """WITH r AS (
+                   UPDATE {} SET holder = NULL, holder_host = NULL, holder_pid = NULL,
+                                 holder_machine = NULL, holder_started = NULL,
+                                 instance = NULL,
+                                 expires_at = clock_timestamp(), server_id = {server}
+                   WHERE lease_name = %(name)s AND instance = %(instance)s
+                     AND epoch = %(epoch)s
+                   RETURNING lease_name)
+               SELECT pg_notify(%(channel)s, r.lease_name) FROM r"""
+        ).format(t, server=SERVER_ID)
+        self.request_handover = sql.SQL(
+            """UPDATE {} SET handover_requested_at =
+                   coalesce(handover_requested_at, clock_timestamp()),
+                   handover_to = %(to)s
+               WHERE lease_name = %(name)s AND holder IS NOT NULL"""
+        ).format(t)
+        # pause / resume: a row is created if needed, so a pair can be paused before it runs
+        self.set_paused = sql.SQL(
+            """INSERT INTO {} AS l (lease_name, epoch, paused_at)
+               VALUES (%(name)s, 0, CASE WHEN %(paused)s THEN clock_timestamp() END)
+               ON CONFLICT (lease_name) DO UPDATE SET paused_at =
+                   CASE WHEN %(paused)s THEN coalesce(l.paused_at, clock_timestamp()) END
+               RETURNING l.holder"""
+        ).format(t)
+
+    def _acquire(self) -> None:
+        """The acquisition: one atomic INSERT ... ON CONFLICT ... DO UPDATE ... WHERE."""
+        t = self.table
         # New rows start at epoch 1. Nothing happens unless the expected server
         # answers. The update path runs only when the row is still exactly
         # `expected` AND (free OR expired by the DB clock OR held by our own dead
@@ -139,42 +190,9 @@ class LeaseSql:
                           AND l.holder_started IS NOT DISTINCT FROM %(dead_started)s::bigint))
                RETURNING l.epoch"""
         ).format(t, server=SERVER_ID)
-        self.renew = sql.SQL(
-            """UPDATE {} AS l
-               SET renewed_at = n.now, expires_at = n.now + %(w)s, server_id = {server}
-               FROM (SELECT clock_timestamp() AS now) n
-               WHERE l.lease_name = %(name)s AND l.instance = %(instance)s
-                 AND l.epoch = %(epoch)s AND l.expires_at > n.now
-               RETURNING l.handover_requested_at IS NOT NULL, l.paused_at IS NOT NULL,
-                         l.renewed_at"""
-        ).format(t, server=SERVER_ID)
-        # A release keeps `handover_requested_at`: on a free row it says that the last
-        # holder released it on a handover request (the next acquire clears it).
-        self.release = sql.SQL(
-            """WITH r AS (
-                   UPDATE {} SET holder = NULL, holder_host = NULL, holder_pid = NULL,
-                                 holder_machine = NULL, holder_started = NULL,
-                                 instance = NULL,
-                                 expires_at = clock_timestamp(), server_id = {server}
-                   WHERE lease_name = %(name)s AND instance = %(instance)s
-                     AND epoch = %(epoch)s
-                   RETURNING lease_name)
-               SELECT pg_notify(%(channel)s, r.lease_name) FROM r"""
-        ).format(t, server=SERVER_ID)
-        self.request_handover = sql.SQL(
-            """UPDATE {} SET handover_requested_at =
-                   coalesce(handover_requested_at, clock_timestamp()),
-                   handover_to = %(to)s
-               WHERE lease_name = %(name)s AND holder IS NOT NULL"""
-        ).format(t)
-        # pause / resume: a row is created if needed, so a pair can be paused before it runs
-        self.set_paused = sql.SQL(
-            """INSERT INTO {} AS l (lease_name, epoch, paused_at)
-               VALUES (%(name)s, 0, CASE WHEN %(paused)s THEN clock_timestamp() END)
-               ON CONFLICT (lease_name) DO UPDATE SET paused_at =
-                   CASE WHEN %(paused)s THEN coalesce(l.paused_at, clock_timestamp()) END
-               RETURNING l.holder"""
-        ).format(t)
+
+    def _history(self, schema: str | None, table: str) -> None:
+        """The history table (`<table>_history`) and its statements."""
         history = (sql.Identifier(schema, f"{table}_history"[:63]) if schema is not None
                    else sql.Identifier(f"{table}_history"[:63]))
         self.history_table = history

@@ -1,4 +1,4 @@
-"""The lease store: one row per lease name in a PostgreSQL table (design.md, "The lease").
+"""The lease store: one row per lease name in a PostgreSQL table (docs/design.md, "The lease").
 
 Contract, for every `PostgresLeaseStore` operation:
 
@@ -20,7 +20,7 @@ Contract, for every `PostgresLeaseStore` operation:
   time, never inside a transaction block; a lease statement whose connection is not
   idle afterwards has failed (`LeaseUnavailable`), so a renewal the caller acts on
   is a committed one. Everything else (`ensure_schema`, `history`, `members`,
-  `prepare_corda_guard`, `call`: transactions included) runs on a second
+  `prepare_corda_row`, `call`: transactions included) runs on a second
   connection, one operation at a time. LISTEN, the member registry and the history
   writes use a third (`listen`).
 
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -41,19 +40,22 @@ import psycopg
 from psycopg import sql
 
 from supervisor.config import DatabaseConfig
-from supervisor.identity import Identity, ProcessRef
-from supervisor.lease import members as member_rows
-from supervisor.lease.bounded import Bounded, Conn, connect_kwargs, scrub
-from supervisor.lease.channel import Channel
-from supervisor.lease.cordaguard import CORDA_TABLE, look, make_takeable
-from supervisor.lease.members import MEMBER_INTERVAL, Member, MemberRow, MemberSql
-from supervisor.lease.model import (
+from supervisor.core.identity import Identity, ProcessRef
+from supervisor.core.row import (
     LeaseSnapshot,
     LeaseUnavailable,
     LeaseVersion,
     RenewResult,
 )
-from supervisor.lease.sql import ADDED_COLUMNS, LeaseSql, schema_lock_key, snapshot_from_row
+from supervisor.lease import fence as database_fence
+from supervisor.lease import members as member_rows
+from supervisor.lease.bounded import Bounded, Conn, connect_kwargs, scrub
+from supervisor.lease.channel import Channel
+from supervisor.lease.cordarow import CORDA_TABLE, look, make_takeable
+from supervisor.lease.listener import Listener
+from supervisor.lease.members import Member, MemberRow, MemberSql
+from supervisor.lease.schema import create_missing
+from supervisor.lease.sql import LeaseSql, snapshot_from_row
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +63,6 @@ T = TypeVar("T")
 
 NOTIFY_CHANNEL_DEFAULT = "corda_ha_lease"
 
-_MEMBER_POLL = 0.2  # how often the LISTEN loop looks for a member change to publish
-_HISTORY_QUEUE_MAX = 100  # history writes kept while the LISTEN connection is down
-_LISTEN_BACKOFF_INITIAL = 0.1
-_LISTEN_BACKOFF_MAX = 2.0
 
 
 class PostgresLeaseStore:
@@ -84,6 +82,7 @@ class PostgresLeaseStore:
         self.wait_interval = wait_interval
         self._w = timedelta(seconds=wait_interval)
         self._sql = LeaseSql(db.schema, db.table)
+        self._fence_sql = database_fence.FenceSql(db.schema, db.table)
         self.notify_channel = db.table
         self._kwargs = connect_kwargs(db, f"corda-ha-supervisor/{identity.machine_name}")
         self._bounded = Bounded()
@@ -93,13 +92,9 @@ class PostgresLeaseStore:
         self._lease = Channel("lease", self._open, self._bounded, single_statements=True)
         self._side = Channel("side", self._open, self._bounded, single_statements=False)
         self._closed = False
-        self.listen_health_interval = MEMBER_INTERVAL  # how often LISTEN is checked
         self._members = MemberSql(db.schema, db.table)
-        # what this supervisor says about itself; refreshed with each listen health check
-        self.member_info: Callable[[], Member] | None = None
-        self._members_broken = False
-        self._member_dirty = True
-        self._history_queue: list[tuple[sql.Composed, dict[str, Any]]] = []
+        self._listener = Listener(db, self.lease_name, self.notify_channel, self._open,
+                                  self._bounded, self._count, self._members)
         # statements sent per operation ("observe", "renew", ...), for metrics
         self.statements: dict[str, int] = {}
 
@@ -124,31 +119,7 @@ class PostgresLeaseStore:
         """
 
         async def op(conn: Conn) -> None:
-            async with conn.transaction():
-                lock_key = schema_lock_key(self._sql.qualified_name)
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
-                if self._sql.create_schema is not None:
-                    cur = await conn.execute(
-                        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self._db.schema,)
-                    )
-                    if await cur.fetchone() is None:
-                        await conn.execute(self._sql.create_schema)
-                cur = await conn.execute(
-                    "SELECT to_regclass(%s)",
-                    (self._sql.table.as_string(conn),),
-                )
-                row = await cur.fetchone()
-                await self._ensure_members_table(conn)
-                await self._ensure_history_table(conn)
-                if row is None or row[0] is None:
-                    await conn.execute(self._sql.create_table)
-                    return
-                cur = await conn.execute(self._sql.missing_columns, {
-                    "names": [name for name, _ in ADDED_COLUMNS],
-                    "table": self._sql.table.as_string(conn)})
-                missing = await cur.fetchone()
-                if missing is not None and missing[0]:
-                    await conn.execute(self._sql.add_columns)
+            await create_missing(conn, self._sql, self._members, self._db.schema)
 
         await self._run("ensure_schema", op, timeout, self._side)
 
@@ -259,121 +230,35 @@ class PostgresLeaseStore:
         return await self._run("request_handover", op, timeout, self._lease)
 
     async def listen(self, on_release: Callable[[], None]) -> None:
-        """Call `on_release()` for every release of this lease, until cancelled.
-
-        Uses its own connection (LISTEN). `on_release()` is also called each time
-        LISTEN is (re)established, because a release may have been missed while
-        not listening: treat it as "look at the lease now". The connection is
-        checked every `listen_health_interval` s (the check refreshes this supervisor's
-        member row, also within `_MEMBER_POLL` of `member_changed()`); when it fails, it is reopened
-        with backoff (0.1 s doubling to 2 s). Never raises except CancelledError;
-        exceptions from `on_release` are logged and ignored.
-        """
-        backoff = _LISTEN_BACKOFF_INITIAL
-        while True:
-            connected: list[bool] = []
-            try:
-                await self._listen_once(on_release, connected)
-            except asyncio.CancelledError:
-                raise
-            except (psycopg.Error, OSError, LeaseUnavailable) as e:
-                log.debug("lease listener: %s; reconnecting in %.1f s",
-                          scrub(str(e), self._db.password), backoff)
-            except Exception:  # never let the listener die
-                log.exception("lease listener failed; reconnecting in %.1f s", backoff)
-            if connected:
-                backoff = _LISTEN_BACKOFF_INITIAL  # it had worked: retry soon
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _LISTEN_BACKOFF_MAX)
-
-    async def _listen_once(self, on_release: Callable[[], None], connected: list[bool]) -> None:
-        """One LISTEN connection, until it fails (raises). Always closes it."""
-        op_timeout = self._db.operation_timeout
-        holder: list[Conn] = []
-
-        def forget() -> Conn | None:
-            return holder.pop() if holder else None
-
-        async def setup() -> Conn:
-            conn = await self._open()
-            holder.append(conn)
-            await conn.execute(
-                sql.SQL("LISTEN {}").format(sql.Identifier(self.notify_channel))
-            )
-            return conn
-
-        try:
-            conn = await self._bounded.run(
-                setup(), self._db.connect_timeout + op_timeout, "listen", forget
-            )
-            connected.append(True)
-            self._call(on_release)
-            loop = asyncio.get_running_loop()
-            checked = -math.inf
-            while True:
-                now = loop.time()
-                if self._member_dirty or now - checked >= self.listen_health_interval:
-                    self._member_dirty = False
-                    checked = now
-                    await self._bounded.run(
-                        self._health_check(conn), op_timeout, "listen health check", forget
-                    )
-                # notifies() waits on an idle connection, so cancelling it
-                # returns at once; notifications that arrive during the health
-                # check are kept by psycopg for the next round.
-                async for n in conn.notifies(timeout=_MEMBER_POLL):
-                    if n.payload == self.lease_name:
-                        self._call(on_release)
-        finally:
-            # after an abandoned call `holder` is empty: the reaper closes it
-            self._bounded.close_in_background(forget())
+        """Call `on_release()` for every release of this lease, until cancelled; write the
+        queued history and this member's row meanwhile (see `supervisor.lease.listener`:
+        a connection of its own). Never raises except CancelledError."""
+        await self._listener.run(on_release)
 
     def member_changed(self) -> None:
-        """This supervisor's member row is out of date: refresh it soon (within
-        `_MEMBER_POLL`), not only at the next health check."""
-        self._member_dirty = True
+        """This supervisor's member row is out of date: refresh it soon."""
+        self._listener.member_changed()
+
+    @property
+    def member_info(self) -> Callable[[], Member] | None:
+        """What this supervisor registers about itself (None: nothing yet)."""
+        return self._listener.member_info
+
+    @member_info.setter
+    def member_info(self, info: Callable[[], Member] | None) -> None:
+        self._listener.member_info = info
+
+    @property
+    def listen_health_interval(self) -> float:
+        """How often the LISTEN connection is checked (and this member refreshed)."""
+        return self._listener.health_interval
+
+    @listen_health_interval.setter
+    def listen_health_interval(self, seconds: float) -> None:
+        self._listener.health_interval = seconds
 
     def _count(self, what: str) -> None:
         self.statements[what] = self.statements.get(what, 0) + 1
-
-    async def _health_check(self, conn: Conn) -> None:
-        """`SELECT 1`, or this supervisor's member refresh (once it has one). A missing
-        member table or privilege is logged once, then the plain check is used."""
-        self._count("listen_health_check")
-        while self._history_queue:
-            statement, params = self._history_queue[0]
-            try:
-                await conn.execute(statement, params)
-            except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege):
-                log.warning("history not written (no table or privilege): see "
-                            "`corda-ha-supervisor schema`")
-            self._history_queue.pop(0)
-        info = self.member_info
-        if info is None or self._members_broken:
-            await conn.execute("SELECT 1")
-            return
-        try:
-            await member_rows.refresh(conn, self._members, self.lease_name, info())
-        except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege,
-                psycopg.errors.InvalidSchemaName) as e:
-            self._members_broken = True
-            log.warning("member registry unavailable (%s); `status` will not list this "
-                        "supervisor; see `corda-ha-supervisor schema`",
-                        scrub(str(e).strip(), self._db.password))
-
-    async def _ensure_history_table(self, conn: Conn) -> None:
-        cur = await conn.execute("SELECT to_regclass(%s)",
-                                 (self._sql.history_table.as_string(conn),))
-        row = await cur.fetchone()
-        if row is None or row[0] is None:
-            await conn.execute(self._sql.create_history)
-
-    async def _ensure_members_table(self, conn: Conn) -> None:
-        cur = await conn.execute("SELECT to_regclass(%s)",
-                                 (self._members.table.as_string(conn),))
-        row = await cur.fetchone()
-        if row is None or row[0] is None:
-            await conn.execute(self._members.create_table)
 
     async def set_paused(self, paused: bool, timeout: float) -> str | None:
         """Pause (the holder leaves its node alone, standbys take nothing) or resume the
@@ -392,19 +277,14 @@ class PostgresLeaseStore:
         history is written on the LISTEN connection, never on the lease's own: an
         aid to operators must not slow a renewal."""
         me = self.identity
-        self._queue_history(self._sql.record_acquired, {
+        self._listener.queue(self._sql.record_acquired, {
             "name": self.lease_name, "epoch": epoch, "holder": me.machine_name,
             "host": me.host, "how": how, "previous": previous})
 
     def record_ended(self, epoch: int, reason: str) -> None:
         """Queue: this lease's epoch ended (released, lost)."""
-        self._queue_history(self._sql.record_ended,
-                            {"name": self.lease_name, "epoch": epoch, "reason": reason})
-
-    def _queue_history(self, statement: sql.Composed, params: dict[str, Any]) -> None:
-        self._history_queue.append((statement, params))
-        del self._history_queue[:-_HISTORY_QUEUE_MAX]
-        self._member_dirty = True  # wake the LISTEN loop within _MEMBER_POLL
+        self._listener.queue(self._sql.record_ended,
+                             {"name": self.lease_name, "epoch": epoch, "reason": reason})
 
     async def history(self, limit: int, timeout: float) -> list[dict[str, Any]]:
         """The last `limit` acquisitions, newest first (an empty list without the table)."""
@@ -422,7 +302,7 @@ class PostgresLeaseStore:
 
         return await self._run("history", op, timeout, self._side)
 
-    async def prepare_corda_guard(self, epoch: int, timeout: float) -> str:
+    async def prepare_corda_row(self, epoch: int, timeout: float) -> str:
         """Make Corda's own guard row takeable for our node (see `cordaguard`: only once
         the database fence of `epoch` completed); what was found or done, "absent" when
         Corda's table does not exist here. Bounded by `timeout`; raises
@@ -438,7 +318,7 @@ class PostgresLeaseStore:
             except psycopg.errors.UndefinedTable:
                 return "absent"
 
-        return await self._run("corda_guard", op, timeout, self._side)
+        return await self._run("corda_lock_row", op, timeout, self._side)
 
     async def look_at_corda_row(self, timeout: float) -> tuple[str, str | None, float | None]:
         """Corda's own guard row, changing nothing (see `cordaguard.look`): ("absent",
@@ -451,11 +331,27 @@ class PostgresLeaseStore:
             except psycopg.errors.UndefinedTable:
                 return "absent", None, None
 
-        return await self._run("corda_guard", op, timeout, self._side)
+        return await self._run("corda_lock_row", op, timeout, self._side)
 
     def _corda_table(self) -> sql.Identifier:
         return (sql.Identifier(self._db.schema, CORDA_TABLE) if self._db.schema
                 else sql.Identifier(CORDA_TABLE))
+
+    async def confirm_fencing(self, role: str, machine: str, timeout: float) -> str | None:
+        """None when the database fence can work for node role `role` on `machine` (its
+        binding confirmed, nothing the fence reads alterable by us), else why not (see
+        `supervisor.lease.fence.check`). Raises `LeaseUnavailable` only when the database
+        cannot be reached."""
+        return await database_fence.check(self.call, self._fence_sql, lease=self.lease_name,
+                                          role=role, machine=machine, timeout=timeout)
+
+    async def fence(self, epoch: int, role: str, machine: str,
+                    timeout: float) -> database_fence.FenceResult:
+        """The database fence of `epoch` (see `supervisor.lease.fence.fence_database`);
+        each call bounded by `timeout`. Raises `FenceFailed`."""
+        return await database_fence.fence_database(
+            self.call, self._fence_sql, lease=self.lease_name, epoch=epoch,
+            instance=self.identity.instance, role=role, machine=machine, timeout=timeout)
 
     async def call(self, what: str, op: Callable[[Conn], Awaitable[T]], timeout: float) -> T:
         """Run `op` on the side connection (never on the lease statements' own), bounded
@@ -483,13 +379,6 @@ class PostgresLeaseStore:
         await self._bounded.drain(2.0)
 
     # -- internals -------------------------------------------------------------------------
-
-    @staticmethod
-    def _call(cb: Callable[[], None]) -> None:
-        try:
-            cb()
-        except Exception:
-            log.exception("lease listener callback failed")
 
     async def _open(self) -> Conn:
         return await psycopg.AsyncConnection.connect(self._db.conninfo, **self._kwargs)
@@ -610,40 +499,3 @@ class PostgresLeaseStore:
         sqlstate = e.sqlstate if isinstance(e, psycopg.Error) else None
         text = scrub(str(e), self._db.password).strip()
         return LeaseUnavailable(f"{what}: {type(e).__name__}: {text}", sqlstate=sqlstate)
-
-
-async def read_state(db: DatabaseConfig, wait_interval: float,
-                     timeout: float) -> tuple[LeaseSnapshot | None, list[MemberRow]]:
-    """One-shot read for `status` and `handover`: the lease row (None when there is no
-    table or row) and the members. Creates nothing. Raises `LeaseUnavailable`."""
-    store = PostgresLeaseStore(db, Identity.for_this_process("status"), wait_interval)
-    try:
-        try:
-            snap: LeaseSnapshot | None = await store.observe(timeout)
-        except LeaseUnavailable as e:
-            if e.sqlstate in ("42P01", "3F000"):  # undefined table / schema
-                return None, []
-            raise
-        assert snap is not None
-        return (snap if snap.exists else None), await store.members(timeout)
-    finally:
-        await store.close()
-
-
-async def read_snapshot(db: DatabaseConfig, wait_interval: float,
-                        timeout: float) -> LeaseSnapshot | None:
-    """One-shot read for `status`: the lease row, or None when there is no table or row.
-
-    Raises `LeaseUnavailable` when the database cannot be read within `timeout`.
-    """
-    store = PostgresLeaseStore(db, Identity.for_this_process("status"), wait_interval)
-    try:
-        try:
-            snap = await store.observe(timeout)
-        except LeaseUnavailable as e:
-            if e.sqlstate in ("42P01", "3F000"):  # undefined table / schema
-                return None
-            raise
-        return snap if snap.exists else None
-    finally:
-        await store.close()

@@ -1,4 +1,4 @@
-"""Chaos suite (issues 3, 6): randomised fault episodes over real supervisors.
+"""Chaos suite: randomised fault episodes over real supervisors.
 
 - `hb_node.py`: the stand-in Corda node, run as a plain script; it records when
   it ran (JSON lines, optionally the table `chaos_heartbeat`).

@@ -39,7 +39,7 @@ class HolderLost:
     the host's node alive at `at` must also be dead before `t + W` (exact, an
     invariant) and by `t + W - M` plus a load-derived allowance (an
     expectation). Hosts in `exempt` share the host's machine identity: they may
-    take a dead process's lease back at once (design.md, "The lease").
+    take a dead process's lease back at once (docs/design.md, "The lease").
     """
 
     host: str
@@ -137,7 +137,7 @@ def role(p: psutil.Process) -> str:
         cmd = " ".join(p.cmdline())
     except psutil.Error:
         return "?"
-    if "supervisor.guard" in cmd:
+    if "supervisor.node.guard" in cmd:
         return "guard"
     if "hb_node" in cmd:
         return "wrapper" if cmd.startswith("/bin/sh") else "node"

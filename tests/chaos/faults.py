@@ -94,7 +94,7 @@ def side_stall(ch: ChaosCluster, rng: random.Random, active: Host) -> Injected:
         conn.rollback()
     t1 = _now()
     # how often a side transaction hit the lock, and the renewals made meanwhile
-    stalled = sum(len(ch.events_since(h, marks[h.name], "corda_guard_not_prepared"))
+    stalled = sum(len(ch.events_since(h, marks[h.name], "corda_lock_row_not_prepared"))
                   for h in ch.hosts)
     renewed = sum(1 for h in ch.hosts for e in ch.events_since(h, marks[h.name],
                                                                "lease_renewed")

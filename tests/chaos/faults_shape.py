@@ -1,4 +1,4 @@
-"""Chaos faults in the shapes real pairs have (issue 6): wrapper scripts, cloned
+"""Chaos faults in the shapes real pairs have: wrapper scripts, cloned
 host names, a stalled guard, a lossy database failover, a stalled log sink.
 
 Same contract as tests/chaos/faults.py (see tests/chaos/episode.py). Each fault

@@ -6,7 +6,7 @@
   updateInterval/waitInterval ratio (20000/40000) scaled down, with a stop timeout
   far longer than the time a lost lease leaves (a JVM-sized S).
 
-Derived, exactly as the supervisor derives them (supervisor/timing.py `stop_graces`,
+Derived, exactly as the supervisor derives them (supervisor/core/timing.py `stop_graces`,
 supervisor/core `Timing.from_config`; tests/chaos/test_profile.py checks they agree):
 M = min(2 s, W/10); R = min(operationTimeout, (W - M - U)/2);
 G = min(S, W - M - U - R). A node whose lease is being lost gets SIGTERM at
@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from supervisor.timing import StopGraces, stop_graces
+from supervisor.core.timing import StopGraces, stop_graces
 
 RECONNECT = 0.1  # a fresh connection plus one renewal statement, on an idle machine
 

@@ -1,4 +1,4 @@
-"""The chaos runner: randomised fault episodes over real supervisors (issues 3, 6).
+"""The chaos runner: randomised fault episodes over real supervisors.
 
 Setup (`ChaosCluster`)
 ----------------------

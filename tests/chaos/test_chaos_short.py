@@ -1,4 +1,5 @@
-"""The short chaos run, part of the normal suite (issues 3, 6, 10).
+"""The short chaos run, part of the normal suite: every fault type once, the invariants
+checked after each episode.
 
 A fixed seed (`SEED`, printed; `CHAOS_SEED=<seed>` runs another one), so a
 failure in CI replays: the whole run as it is, or one episode on a fresh cluster

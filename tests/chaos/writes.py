@@ -22,9 +22,9 @@ from typing import Literal
 
 import psycopg
 
+from supervisor.cli.schema import schema_script
 from supervisor.config import load_config
-from supervisor.lease.dbfence import roles_ddl
-from supervisor.operator import schema_script
+from supervisor.lease.fence import roles_ddl
 from tests.chaos.db import ChaosDb, HostLink
 from tests.db_writer import create_table
 

@@ -21,12 +21,14 @@ HOLDER = "supervisor/core/holder.py"
 STANDBY = "supervisor/core/standby.py"
 LIFECYCLE = "supervisor/core/lifecycle.py"
 CONFIG = "supervisor/config/loader.py"
-DAEMON = "supervisor/daemon.py"
-GUARD = "supervisor/guard.py"
-NODE = "supervisor/node.py"
+DAEMON = "supervisor/daemon/loop.py"
+LEASECALLS = "supervisor/daemon/leasecalls.py"
+NODERUN = "supervisor/daemon/noderun.py"
+GUARD = "supervisor/node/guard.py"
+NODE = "supervisor/node/process.py"
 SQL = "supervisor/lease/sql.py"
-OBS = "supervisor/observation.py"
-DBFENCE = "supervisor/lease/dbfence.py"
+OBS = "supervisor/core/observation.py"
+DBFENCE = "supervisor/lease/fence.py"
 FENCE_TESTS = "tests/test_db_fencing.py"
 REFUSED_LOGIN = ('        return (f"the database refused the login of database.user = {user}: '
                  'check the user "\n')
@@ -35,7 +37,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # ------------------------------------------------------------ harness canaries
     Mutant(
         "canary_guard_via_node",
-        "harness: the guard started by supervisor/node.py imports the mutated copy",
+        "harness: the guard started by supervisor/node/process.py imports the mutated copy",
         GUARD,
         '    """Entry point; see the module docstring for the protocol."""\n',
         '    """Entry point; see the module docstring for the protocol."""\n'
@@ -86,7 +88,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "grace_formula_is_s",
         "G = min(S, W - M - U - R), not S",
-        "supervisor/timing.py",
+        "supervisor/core/timing.py",
         "    grace = max(0.0, min(stop_timeout, window - allowance))\n",
         "    grace = stop_timeout\n",
         ("tests/test_core_rules.py::test_stop_graces_at_cordas_documented_timing",),
@@ -111,7 +113,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "t_is_answer_time_in_daemon",
         "t is when the renewal was sent, not when it was answered (daemon)",
-        DAEMON,
+        LEASECALLS,
         "return LeaseRenewed(sent_at=sent_at, handover_requested=",
         "return LeaseRenewed(sent_at=self.clock(), handover_requested=",
         ("tests/test_daemon_inproc.py::test_guard_kills_at_the_deadline_while_the_loop_is_frozen",),
@@ -193,16 +195,16 @@ MUTANTS: tuple[Mutant, ...] = (
         "daemon_drops_deadline_updates",
         "the daemon passes each new deadline to the guard",
         DAEMON,
-        "                self._with_node(lambda p: p.set_deadline(deadline))\n",
-        "                pass\n",
+        '                self.node.command(lambda p: p.set_deadline(deadline))\n',
+        '                pass\n',
         ("tests/test_daemon_inproc.py::test_guard_kills_at_the_deadline_while_the_loop_is_frozen",),
     ),
     Mutant(
         "guard_started_without_deadline",
         "the node is guarded by t + W - M from its first instant",
-        DAEMON,
-        "kill_deadline=action.kill_deadline, on_output=self._node_output,",
-        "kill_deadline=None, on_output=self._node_output,",
+        NODERUN,
+        'kill_deadline=action.kill_deadline, on_output=self._output,',
+        'kill_deadline=None, on_output=self._output,',
         ("tests/test_daemon_inproc.py::test_guard_kills_at_the_deadline_while_the_loop_is_frozen",),
     ),
     Mutant(
@@ -225,8 +227,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "guard_ignores_deadline_updates",
         "the guard applies `deadline <t>` commands",
         GUARD,
-        '            if words[0] == "deadline" and len(words) == 2:\n',
-        '            if words[0] == "deadline" and len(words) == 99:\n',
+        "            self.deadline = cmd.value\n",
+        "            pass\n",
         ("tests/test_guard.py::test_deadline_extension_and_clearing",),
     ),
     Mutant(
@@ -241,8 +243,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "guard_later_stop_lengthens",
         "a later `stop` can only shorten the guard's kill timer",
         GUARD,
-        "                    if self.stop_kill_at is None or at < self.stop_kill_at:\n",
-        "                    if True:\n",
+        "                if self.stop_kill_at is None or at < self.stop_kill_at:\n",
+        "                if True:\n",
         ("tests/test_guard_more.py::test_a_later_stop_never_lengthens_the_grace",),
     ),
     Mutant(
@@ -316,7 +318,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "stale_node_not_swept",
         "a node left over from an earlier run (found by its environment marker) is killed",
-        "supervisor/fencing.py",
+        "supervisor/node/sweep.py",
         "                try:\n                    os.kill(pid, signal.SIGKILL)\n"
         "                except PermissionError as exc:\n",
         "                try:\n                    pass\n"
@@ -326,7 +328,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "sweep_unbounded",
         "the stale-node sweep is bounded in time; a hung sweep fails the start, not the loop",
-        "supervisor/fencing.py",
+        "supervisor/node/threads.py",
         "        return await asyncio.wait_for(asyncio.shield(done), timeout)\n",
         "        return await asyncio.shield(done)\n",
         ("tests/test_node.py::test_blocked_sweep_fails_the_start_in_time_and_the_loop_runs",),
@@ -334,7 +336,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "cgroup_not_killed",
         "a node run lives in its own cgroup and is killed with cgroup.kill",
-        "supervisor/cgroup.py",
+        "supervisor/node/cgroup.py",
         '        os.write(fd, b"1")\n',
         "        pass\n",
         ("tests/test_cgroup.py::test_create_move_kill_remove",),
@@ -358,16 +360,16 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "epoch_not_given_to_node",
         "the node gets its fencing epoch (CORDA_HA_EPOCH)",
-        NODE,
-        '        env["CORDA_HA_EPOCH"] = str(epoch)\n',
-        "        pass\n",
+        "supervisor/node/launch.py",
+        '    env["CORDA_HA_EPOCH"] = str(epoch)\n',
+        "    pass\n",
         ("tests/test_node.py::test_node_environment",),
     ),
     # ------------------------------------------------------------ the daemon
     Mutant(
         "lease_call_unbounded",
         "every lease call posts a result within its timeout + CALL_GRACE",
-        DAEMON,
+        LEASECALLS,
         "done, _ = await asyncio.wait({task}, timeout=action.timeout + CALL_GRACE)",
         "done, _ = await asyncio.wait({task}, timeout=None)",
         ("tests/test_daemon_inproc.py::test_an_observe_that_never_answers_is_failed_in_time",),
@@ -375,7 +377,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "store_exception_swallows_result",
         "a store raising an unexpected exception still yields LeaseCallFailed",
-        DAEMON,
+        LEASECALLS,
         '        except Exception as e:\n            log.exception("lease_call_error", op=kind)\n',
         "        except ArithmeticError as e:\n"
         '            log.exception("lease_call_error", op=kind)\n',
@@ -384,7 +386,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "start_error_no_exit_event",
         "a node start that raises yields NodeExited",
-        DAEMON,
+        NODERUN,
         '        except Exception as e:\n            log.exception("node_start_error")\n',
         '        except ArithmeticError as e:\n            log.exception("node_start_error")\n',
         ("tests/test_daemon_inproc.py::test_a_start_that_raises_is_a_crash",),
@@ -393,24 +395,24 @@ MUTANTS: tuple[Mutant, ...] = (
         "no_kill_on_exit",
         "the daemon never leaves with its node running (node_killed_on_exit)",
         DAEMON,
-        "            self.node.process.kill()\n",
-        "            pass\n",
+        '            process.kill()\n',
+        '            pass\n',
         ("tests/test_daemon_inproc.py::test_node_killed_when_the_daemon_leaves_with_it_running",),
     ),
     Mutant(
         "commands_lost_while_starting",
         "node commands that arrive while the node starts are applied once it runs",
-        DAEMON,
-        "            self.node.pending.append(command)\n",
-        "            pass\n",
+        NODERUN,
+        '            self.slot.pending.append(command)\n',
+        '            pass\n',
         ("tests/test_daemon_inproc.py::test_shutdown_while_the_node_starts",),
     ),
     Mutant(
         "sigterm_not_a_shutdown",
         "SIGTERM is a planned stop (stop the node, release, exit 0)",
         DAEMON,
-        "loop.add_signal_handler(sig, self.events.put_nowait, ShutdownRequested(sig.name))",
-        "loop.add_signal_handler(sig, lambda: None)",
+        'loop.add_signal_handler(sig, self.post, ShutdownRequested(sig.name))',
+        'loop.add_signal_handler(sig, lambda: None)',
         ("tests/test_daemon_inproc.py::test_second_sigterm_kills_the_node",),
     ),
     # ------------------------------------------------------------ the standby's stopwatch
@@ -524,7 +526,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "acquire_any_server_daemon",
         "an acquire names the server the contender watched (daemon)",
-        DAEMON,
+        LEASECALLS,
         "epoch = await store.acquire(version, takeover=takeover, server=server,",
         "epoch = await store.acquire(version, takeover=takeover, server=None,",
         ("tests/test_daemon_inproc.py::test_acquire_names_the_watched_server",),
@@ -565,7 +567,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "process_alive_ignores_start_time",
         "a process is its pid and its start time (a reused pid is another process)",
-        "supervisor/identity.py",
+        "supervisor/node/machine.py",
         "    if started is not None and start != started:\n",
         "    if False:\n",
         ("tests/test_observation.py",),
@@ -574,8 +576,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "other_identity_reclaimable",
         "a row of another live machine identity is a name conflict, never a takeover",
         OBS,
-        "        if same_machine and pid is not None and not process_alive(",
-        "        if pid is not None and not process_alive(",
+        "        if same_machine and pid is not None and not alive(",
+        "        if pid is not None and not alive(",
         ("tests/test_observation.py",),
     ),
     Mutant(
@@ -598,7 +600,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "log_writes_synchronously",
         "logging never blocks the caller (queue + writer thread)",
-        "supervisor/logs.py",
+        "supervisor/observe/logs.py",
         "    def emit(self, record: logging.LogRecord) -> None:\n",
         "    def emit(self, record: logging.LogRecord) -> None:\n"
         '        self._sink.write(self.format(record) + "\\n")\n'
@@ -608,7 +610,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "password_not_redacted",
         "a password is never logged",
-        "supervisor/logs.py",
+        "supervisor/observe/logs.py",
         '    """Replace passwords inside conninfo strings and URIs with "***"."""\n',
         '    """Replace passwords inside conninfo strings and URIs with "***"."""\n'
         "    return text\n",
@@ -617,7 +619,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "health_ignores_stale_loop",
         "/health fails when the loop is stale",
-        "supervisor/http.py",
+        "supervisor/observe/http.py",
         "        healthy = view.healthy and not stale\n",
         "        healthy = view.healthy\n",
         ("tests/test_http.py::test_a_stale_loop_fails_health_and_liveness",),
@@ -625,7 +627,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "health_without_lease",
         "/health is 200 only on the host that holds the lease and runs the node",
-        "supervisor/http.py",
+        "supervisor/observe/http.py",
         "            return self.lease_held and self.node_running and self.node_ready\n",
         "            return self.node_running and self.node_ready\n",
         ("tests/test_http.py::test_health_matrix",),
@@ -633,7 +635,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "health_ignores_readiness",
         "/health is 200 only once the holder's node is ready (node.readiness)",
-        "supervisor/http.py",
+        "supervisor/observe/http.py",
         "            return self.lease_held and self.node_running and self.node_ready\n",
         "            return self.lease_held and self.node_running\n",
         ("tests/test_http.py::test_health_waits_for_readiness",),
@@ -642,17 +644,17 @@ MUTANTS: tuple[Mutant, ...] = (
         "not_ready_is_no_crash",
         "a node not ready within startTimeout is a failed start (counted as a crash)",
         LIFECYCLE,
-        "        expected = s.stop_sent and not s.kill_is_crash\n",
-        "        expected = s.stop_sent\n",
+        '        expected = s.stop_sent and not s.kill_is_crash\n        self.log("node_exited"',
+        '        expected = s.stop_sent\n        self.log("node_exited"',
         ("tests/test_core_rules.py::test_a_node_that_never_becomes_ready_is_a_failed_start",),
     ),
     Mutant(
-        "corda_guard_without_our_lease",
+        "corda_lock_row_without_our_lease",
         "Corda's own guard row is made takeable only while this process holds the lease",
-        "supervisor/lease/cordaguard.py",
+        "supervisor/lease/cordarow.py",
         '            return "not_holder"\n',
         '            pass  # mutant\n',
-        ("tests/test_corda_guard.py::test_holder_makes_a_fresh_foreign_row_takeable_and_nothing_else",),
+        ("tests/test_corda_lock_row.py::test_holder_makes_a_fresh_foreign_row_takeable_and_nothing_else",),
     ),
     Mutant(
         "standby_ignores_shared_dirs",
@@ -665,9 +667,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "start_without_shared_dirs",
         "no node starts while its shared directories fail their probe",
-        DAEMON,
-        "        if problem is not None:\n            self.node = _NodeSlot()\n",
-        "        if False:\n            self.node = _NodeSlot()\n",
+        NODERUN,
+        '        if problem is not None:\n            self.post(SharedDirsChecked(problem))\n',
+        '        if False:\n            self.post(SharedDirsChecked(problem))\n',
         ("tests/test_shared_dirs.py::test_a_holder_whose_shared_directory_fails_does_not_start_and_gives_the_lease_up",),
     ),
     Mutant(
@@ -718,7 +720,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "handover_without_a_taker",
         "handover refuses (node untouched) when no other member could take over",
-        "supervisor/operator.py",
+        "supervisor/cli/operator.py",
         "        if not candidates and not force:\n",
         "        if False:\n",
         ("tests/test_operator.py::test_status_lists_members_and_handover_refuses_without_a_taker",),
@@ -726,7 +728,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "stalled_holder_shown_live",
         "status calls a holder whose supervisor stopped renewing not live",
-        "supervisor/operator.py",
+        "supervisor/cli/operator.py",
         "    renewing = (unexpired and renewed_ago is not None\n",
         "    renewing = (unexpired or renewed_ago is not None\n",
         ("tests/test_operator.py::test_a_holder_that_stopped_renewing_is_not_live",),
@@ -734,7 +736,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "refused_login_waited_out",
         "a refused database login at start is exit 78, not waited out for ever",
-        "supervisor/startup.py",
+        "supervisor/lease/startup.py",
         REFUSED_LOGIN,
         "        return None  # waited out\n" + REFUSED_LOGIN,
         ("tests/test_startup_errors.py::test_refused_login_exits_78_naming_user_and_password_source",),
@@ -751,7 +753,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "fence_no_terminate",
         "the fence ends the other node role's sessions",
-        "supervisor/lease/dbfence_sql.py",
+        "supervisor/lease/fence_sql.py",
         "            PERFORM pg_terminate_backend(s.pid);\n",
         "            NULL;\n",
         (f"{FENCE_TESTS}::test_the_holder_locks_the_other_role_out_and_ends_its_sessions",),
@@ -759,7 +761,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "fence_no_nologin",
         "the fence locks the other node role out of new logins",
-        "supervisor/lease/dbfence_sql.py",
+        "supervisor/lease/fence_sql.py",
         "            EXECUTE format('ALTER ROLE %I NOLOGIN', r.name);\n",
         "            NULL;\n",
         (f"{FENCE_TESTS}::test_the_holder_locks_the_other_role_out_and_ends_its_sessions",),
@@ -767,7 +769,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "fence_without_the_lease",
         "only the holder of the lease at that epoch may lock roles out",
-        "supervisor/lease/dbfence_sql.py",
+        "supervisor/lease/fence_sql.py",
         "clock_timestamp() FOR SHARE;\n    IF NOT FOUND THEN\n",
         "clock_timestamp() FOR SHARE;\n    IF false THEN\n",
         (f"{FENCE_TESTS}::test_only_the_holder_at_that_epoch_can_fence",),
@@ -775,7 +777,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "fence_outside_the_group",
         "the fence locks out only members of the node group",
-        "supervisor/lease/dbfence_check.py",
+        "supervisor/lease/fence_check.py",
         "        ELSIF NOT pg_has_role(x.oid, group_name, 'MEMBER') THEN\n",
         "        ELSIF false THEN\n",
         (f"{FENCE_TESTS}::test_a_role_outside_the_node_group_is_never_fenced",),
@@ -793,11 +795,10 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "node_starts_unfenced",
         "with fencing.required, a holder whose fence failed does not start its node",
-        DAEMON,
-        "            problem = await self.db_fence.fence(action.epoch)\n"
+        NODERUN,
+        "            problem = await self.fencer.fence(action.epoch)\n"
         "            if problem is not None:\n",
-        "            problem = await self.db_fence.fence(action.epoch)\n"
-        "            if False:\n",
+        "            problem = await self.fencer.fence(action.epoch)\n            if False:\n",
         (f"{FENCE_TESTS}::test_a_holder_whose_fence_fails_does_not_start_its_node[required]",),
     ),
     Mutant(
@@ -813,7 +814,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "fence_ownership_unchecked",
         "fencing refuses to run while the supervisor's role owns (or is a member of the "
         "owner of) a table the fence functions read",
-        "supervisor/lease/dbfence_check.py",
+        "supervisor/lease/fence_check.py",
         "        IF pg_has_role(me, x.relowner, 'MEMBER') THEN\n",
         "        IF false THEN\n",
         ("tests/test_db_attacks.py::test_attack_where_the_supervisor_owns_the_tables"
@@ -822,7 +823,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "fence_access_unchecked",
         "the fence acts only for a lease the access table names for the caller",
-        "supervisor/lease/dbfence_check.py",
+        "supervisor/lease/fence_check.py",
         "    IF NOT EXISTS (SELECT 1 FROM ONLY @ACCESS@ a\n",
         "    IF false AND NOT EXISTS (SELECT 1 FROM ONLY @ACCESS@ a\n",
         ("tests/test_db_attacks.py::test_attack_as_schema_prints_it[other_pairs_row]",),
@@ -830,7 +831,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "fence_other_leases_roles",
         "the fence locks out only roles bound to its own lease",
-        "supervisor/lease/dbfence_sql.py",
+        "supervisor/lease/fence_sql.py",
         "             WHERE b.lease_name = p_lease\n",
         "             WHERE true\n",
         ("tests/test_db_fence_rules.py::"
@@ -849,7 +850,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "fence_one_role_for_both",
         "a role both hosts' nodes use (no other role bound) cannot be fenced: refused",
-        "supervisor/lease/dbfence_check.py",
+        "supervisor/lease/fence_check.py",
         "    IF others = 0 THEN\n",
         "    IF false THEN\n",
         ("tests/test_db_fence_rules.py::test_one_role_on_both_hosts_cannot_be_fenced",),
@@ -857,7 +858,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "fence_admin_option_unchecked",
         "PostgreSQL 16+: the confirm check names the missing ADMIN OPTION",
-        "supervisor/lease/dbfence_check.py",
+        "supervisor/lease/fence_check.py",
         "        ELSIF current_setting('server_version_num')::integer >= 160000 AND NOT "
         "EXISTS (\n",
         "        ELSIF false AND NOT EXISTS (\n",
@@ -867,7 +868,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "fence_end_holds_the_row",
         "the end call holds no lock on the lease row while it waits (renewals go on)",
-        "supervisor/lease/dbfence_sql.py",
+        "supervisor/lease/fence_sql.py",
         "l.expires_at > clock_timestamp();\n",
         "l.expires_at > clock_timestamp() FOR SHARE;\n",
         ("tests/test_db_fence_rules.py::test_a_renewal_is_not_blocked_while_the_end_call_waits",),
@@ -876,7 +877,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "fence_trusts_any_trigger",
         "a trigger on a table the fence functions read is allowed only when a superuser or "
         "the owner role wrote its code (no WHEN clause)",
-        "supervisor/lease/dbfence_check.py",
+        "supervisor/lease/fence_check.py",
         "                    OR NOT (o.rolsuper OR f.proowner = owner_id))\n",
         "                    OR false)\n",
         ("tests/test_db_attacks.py::test_attack_where_the_supervisor_owns_the_tables[trigger]",),
@@ -885,7 +886,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "fenced_without_a_fence",
         "fenced(epoch) is True only once a fence for that epoch completed (it gates "
         "rewriting Corda's lock row)",
-        "supervisor/dbfencing.py",
+        "supervisor/daemon/fencer.py",
         "        return epoch in self._fenced\n",
         "        return True\n",
         ("tests/test_db_fence_rules.py::"
@@ -894,7 +895,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "fence_lock_ends_sessions",
         "NOLOGIN is committed before any session is ended: the lock call ends none",
-        "supervisor/lease/dbfence_sql.py",
+        "supervisor/lease/fence_sql.py",
         "            action := 'locked';\n            UPDATE ONLY",
         "            action := 'locked';\n            PERFORM pg_terminate_backend(a.pid) "
         "FROM pg_stat_activity a WHERE a.usename = r.name;\n            UPDATE ONLY",
@@ -905,7 +906,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "status_open_without_token",
         "with health.tokenFile, /status and /metrics need the bearer token",
-        "supervisor/http.py",
+        "supervisor/observe/http.py",
         "    return hmac.compare_digest(given.strip().encode(), token.encode())\n",
         "    return True\n",
         ("tests/test_http_guard.py::test_authorized",
@@ -914,7 +915,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "slow_client_holds_a_thread",
         "a client that trickles its request is cut off at the request deadline",
-        "supervisor/httpserve.py",
+        "supervisor/observe/server.py",
         "            if remaining <= 0:\n"
         "                raise TimeoutError(\"request not complete in time\")\n"
         "            self._sock.settimeout(remaining)\n",
@@ -924,7 +925,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "tls_failure_waited_out",
         "a TLS verification failure at start is a configuration error (exit 78)",
-        "supervisor/startup.py",
+        "supervisor/lease/startup.py",
         "        if marker in text:\n            return (f\"TLS to the database failed",
         "        if False:\n            return (f\"TLS to the database failed",
         ("tests/test_tls.py::test_tls_failure_at_start_exits_78_naming_it",),
@@ -1038,7 +1039,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "acquisition_timed_at_the_answer",
         "an acquisition's t is when the acquire was sent, in the daemon too (a late answer "
         "must not move the kill deadline past what the row allows)",
-        DAEMON,
+        LEASECALLS,
         "                return LeaseAcquired(epoch=epoch, sent_at=sent_at)\n",
         "                return LeaseAcquired(epoch=epoch, sent_at=self.clock())\n",
         ("tests/test_daemon_inproc.py::test_an_acquisition_counts_from_when_it_was_sent",),
@@ -1067,12 +1068,12 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "corda_row_rewritten_without_a_fence",
         "Corda's lock row is set back only after this acquisition's database fence completed",
-        DAEMON,
-        "            if self.db_fence is None or not self.db_fence.fenced(epoch):\n",
-        "            if False:\n",
-        ("tests/test_corda_guard.py::"
+        NODERUN,
+        '            if self.fencer is None or not self.fencer.fenced(epoch):\n',
+        '            if False:\n',
+        ("tests/test_corda_lock_row.py::"
          "test_without_a_database_fence_cordas_row_is_left_alone",
-         "tests/test_corda_guard.py::"
+         "tests/test_corda_lock_row.py::"
          "test_a_frozen_hosts_node_that_keeps_its_row_fresh_keeps_the_new_node_out"),
     ),
     # ------------------------------------------------------------ deadlines count a suspend
@@ -1106,6 +1107,26 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_node.py::"
          "test_a_suspend_past_the_deadline_kills_the_node_as_this_process_resumes",),
     ),
+    # ------------------------------------------------------------ the one table of states
+    Mutant(
+        "transition_unchecked",
+        "every change of state goes through the table: one it does not allow is refused",
+        "supervisor/core/transitions.py",
+        "    if to is not s.state and to not in ALLOWED[s.state]:\n",
+        "    if False:\n",
+        ("tests/test_core_transitions.py::"
+         "test_a_change_the_table_does_not_allow_is_refused",),
+    ),
+    Mutant(
+        "transition_table_drops_the_crash_loop_cooldown",
+        "the table allows every change the rules make (a crash loop cools down after its "
+        "release)",
+        "supervisor/core/transitions.py",
+        "    State.STOPPING: frozenset({State.STANDBY, State.COOLDOWN, State.EXITED}),\n",
+        "    State.STOPPING: frozenset({State.STANDBY, State.EXITED}),\n",
+        ("tests/test_core.py::"
+         "test_crash_restarts_with_backoff_under_same_epoch_then_crash_loop_releases",),
+    ),
     Mutant(
         "reaper_kills_reused_numbers",
         "harness: a test's teardown never kills a process that reused a number it recorded",
@@ -1128,7 +1149,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "alive_eperm_counted_dead",
         "EPERM from signal 0 is a live process of another user, never a dead one",
-        "supervisor/identity.py",
+        "supervisor/node/machine.py",
         "    except PermissionError:\n        return True\n",
         "    except PermissionError:\n        return False\n",
         ("tests/test_observation.py::"
@@ -1138,7 +1159,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "alive_unreadable_start_time_counted_dead",
         "a process /proc hides or cannot show (hidepid, EACCES) is alive: no reclaim",
-        "supervisor/identity.py",
+        "supervisor/node/machine.py",
         "        return _signal_probe(pid)  # what we cannot see is alive\n",
         "        return False\n",
         ("tests/test_observation.py::test_a_process_proc_does_not_show_is_alive",),
@@ -1148,15 +1169,15 @@ MUTANTS: tuple[Mutant, ...] = (
         "without a cgroup, a node's exit is reported only after the marker sweep killed "
         "what is left of the run",
         NODE,
-        "            await sweep_until_clean(fence.key, marker_sweep(fence.key), "
-        "fence.sweep_timeout)\n",
+        "            await sweep_until_clean(marks.key, marker_sweep(marks.key), "
+        "marks.sweep_timeout)\n",
         "            pass\n",
         ("tests/test_node_sweep.py::test_a_setsid_child_is_dead_before_the_exit_is_reported",),
     ),
     Mutant(
         "exit_reported_with_survivors",
         "a run is over when its last process is gone: survivors of SIGKILL hold the exit",
-        "supervisor/fencing.py",
+        "supervisor/node/sweep.py",
         "            if swept.clean:\n                break\n",
         "            if True:\n                break\n",
         ("tests/test_node_sweep.py::test_a_child_that_survives_sigkill_holds_the_exit",),
@@ -1164,7 +1185,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "cgroup_exit_reported_with_survivors",
         "with a cgroup, a run is over only when its cgroup is empty (killed again and again)",
-        "supervisor/fencing.py",
+        "supervisor/node/sweep.py",
         "        if not _populated(path):\n            break\n",
         "        break\n",
         ("tests/test_node_sweep.py::"
@@ -1174,16 +1195,16 @@ MUTANTS: tuple[Mutant, ...] = (
         "start_ignores_sweep_survivors",
         "a stale-node sweep that is not clean (a survivor, an unreadable process) starts "
         "no node",
-        NODE,
-        "        if not swept.clean:\n            problem = f\"stale-node sweep not clean",
-        "        if False:\n            problem = f\"stale-node sweep not clean",
+        "supervisor/node/launch.py",
+        "    if not swept.clean:\n        problem = f\"stale-node sweep not clean",
+        "    if False:\n        problem = f\"stale-node sweep not clean",
         ("tests/test_node_sweep.py::test_a_sweep_that_is_not_clean_starts_no_node",
          "tests/test_node_sweep.py::test_a_frozen_stale_node_is_a_survivor_and_no_node_starts"),
     ),
     Mutant(
         "unreadable_environment_ignored",
         "a process that may be ours whose environment cannot be read makes the sweep unclean",
-        "supervisor/fencing.py",
+        "supervisor/node/sweep.py",
         "            if exc.errno not in _GONE and _may_be_ours(int(name), proc_root, euid):\n",
         "            if False:\n",
         ("tests/test_node_sweep.py::"
@@ -1192,7 +1213,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "instance_lock_not_taken",
         "the daemon takes its instance lock before anything else; a second run exits 78",
-        "supervisor/run.py",
+        "supervisor/daemon/__main__.py",
         "        problem = take_instance_lock(config)\n",
         "        problem = None\n",
         ("tests/test_instancelock.py::"
@@ -1201,7 +1222,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "instance_lock_not_checked",
         "the instance lock excludes: a writer takes a write lock",
-        "supervisor/instancelock.py",
+        "supervisor/node/instancelock.py",
         "(fcntl.LOCK_EX if writable else fcntl.LOCK_SH)",
         "(fcntl.LOCK_SH)",
         ("tests/test_instancelock.py::test_the_holder_is_named_and_the_lock_ends_with_it",),
@@ -1210,7 +1231,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "instance_lock_file_kept_by_root",
         "a lock file root creates goes to the working directory's owner (the service user "
         "can still write-lock it)",
-        "supervisor/instancelock.py",
+        "supervisor/node/instancelock.py",
         "                os.fchown(fd, owner.st_uid, owner.st_gid)\n",
         "                pass\n",
         ("tests/test_instancelock.py::test_a_file_root_made_is_handed_to_the_directory_owner",),
@@ -1218,7 +1239,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "hook_spawned_on_the_loop",
         "a hook is spawned (fork and exec) off the loop: a hung spawn never delays it",
-        "supervisor/hooks.py",
+        "supervisor/node/hooks.py",
         '        return await in_thread(work, timeout, f"hook-spawn-{name}")\n',
         "        return work()\n",
         ("tests/test_hooks.py::test_a_hook_whose_spawn_hangs_never_delays_the_loop",),
@@ -1226,7 +1247,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "late_hook_left_running",
         "a hook that starts after its spawn was given up on is killed at once",
-        "supervisor/hooks.py",
+        "supervisor/node/hooks.py",
         "        if late:\n            _kill_group(proc)\n",
         "        if False:\n            _kill_group(proc)\n",
         ("tests/test_hooks.py::test_a_hook_whose_spawn_hangs_never_delays_the_loop",),

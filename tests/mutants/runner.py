@@ -8,7 +8,7 @@ Contract:
 - `run_tests(root, tests, timeout)` runs ``python -m pytest -x -q -p
   no:cacheprovider <ids>`` with `root` as working directory and `PYTHONPATH`, so
   the tests import the copy, and so do the processes they start
-  (tests/cluster.py and supervisor/node.py derive `PYTHONPATH` from their own
+  (tests/cluster.py and supervisor/node/process.py derive `PYTHONPATH` from their own
   location; the canary mutants of the catalog check that). The run gets its own
   session and an environment tag; when it ends (or times out, bounded by
   `timeout`) every process still carrying the tag is SIGKILLed.

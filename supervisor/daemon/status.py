@@ -1,0 +1,107 @@
+"""What the daemon publishes about itself: the one-line status for systemd, the status
+view for the HTTP endpoints and metrics, this supervisor's member row (pure functions
+of the core's state and the daemon's facts), and the HTTP endpoint's start."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from supervisor import __version__, core
+from supervisor.config import Config
+from supervisor.core import CoreState, NodePhase, Timing
+from supervisor.core.identity import Identity
+from supervisor.lease import Member
+from supervisor.observe.http import HealthServer, StatusView
+from supervisor.observe.metrics import Metrics
+
+log = structlog.get_logger("supervisor.daemon")
+
+
+def status_line(s: CoreState) -> str:
+    """`state=active epoch=4 node_pid=123`: systemd's STATUS= and the ready message."""
+    parts = [f"state={s.state}"]
+    if s.epoch is not None:
+        parts.append(f"epoch={s.epoch}")
+    if s.node_pid is not None:
+        parts.append(f"node_pid={s.node_pid}")
+    return " ".join(parts)
+
+
+def role(s: CoreState) -> str:
+    """This host's role for the onRoleChange hook: active, standby or stopped."""
+    if s.epoch is not None:
+        return "active"
+    return "standby" if s.state is core.State.STANDBY else "stopped"
+
+
+def status_view(s: CoreState, timing: Timing, identity: Identity, now: float,
+                fencing: dict[str, Any] | None) -> StatusView:
+    """The view `/status`, `/health` and the metrics are made of, as of `now`."""
+    held = s.epoch is not None
+    extra: dict[str, object] = {"restarts": s.restarts, "instance": identity.instance,
+                                "host": identity.host}
+    if s.renewed_sent_at is not None:
+        extra["last_renewal_age"] = round(now - s.renewed_sent_at, 3)
+    kill_at = core.kill_deadline(s, timing)
+    if kill_at is not None:
+        extra["kill_deadline_in"] = round(kill_at - now, 3)
+    if s.lease_enabled:
+        can, why = core.takeover_readiness(s, now)
+        extra["can_take_over"] = can
+        extra["can_take_over_reason"] = why
+        extra["database"] = {
+            "reachable": s.db_ok_at is not None and s.call_failures == 0,
+            "last_error": s.db_error,
+            "failing_for": (None if s.db_error_since is None
+                            else round(now - s.db_error_since, 3)),
+            "failures_in_a_row": s.call_failures,
+            "last_answer_age": None if s.db_ok_at is None else round(now - s.db_ok_at, 3),
+            "server": s.server,
+        }
+        extra["machine_identity"] = identity.machine
+        extra["machine_name_conflict"] = s.name_conflict
+        extra["paused"] = s.paused
+        extra["fencing"] = fencing
+    return StatusView(
+        state=str(s.state), machine_name=identity.machine_name,
+        holder=identity.machine_name if held else s.holder, epoch=s.epoch,
+        node_pid=s.node_pid, lease_held=held, node_running=s.node is NodePhase.RUNNING,
+        node_ready=s.node_ready, lease_enabled=s.lease_enabled, last_loop_turn=now,
+        extra=extra)
+
+
+def member(s: CoreState, identity: Identity, now: float) -> Member:
+    """What this supervisor registers about itself for `status` and `handover`."""
+    can, why = core.takeover_readiness(s, now)
+    return Member(instance=identity.instance, machine_name=identity.machine_name,
+                  machine_identity=identity.machine, host=identity.host, pid=identity.pid,
+                  state=str(s.state), can_take_over=can, reason=why, version=__version__)
+
+
+def start_health(config: Config, metrics: Metrics, loop_turn: float) -> HealthServer | None:
+    """Bind the HTTP endpoint (None when it is off); when it cannot, log why, naming
+    health.port, and return None."""
+    h = config.health
+    if not h.enabled:
+        return None
+    internal = None if h.internal_port is None else (h.internal_host, h.internal_port)
+    server = HealthServer(h.host, h.port, liveness_timeout=max(5.0, 4 * loop_turn),
+                          registry=metrics.registry, token=h.token, internal=internal)
+    try:
+        server.start()
+    except OSError as e:
+        where = f"{h.host}:{h.port}" + ("" if internal is None else
+                                        f" or {h.internal_host}:{h.internal_port}")
+        log.error("health_port_unavailable", host=h.host, port=h.port,
+                  internal_host=h.internal_host if internal else None,
+                  internal_port=h.internal_port, error=e.strerror or str(e),
+                  message=f"cannot listen on {where} ({e.strerror or e}): "
+                          f"choose another health.port / health.host (or "
+                          f"health.internalPort / internalHost) in {config.source}")
+        return None
+    log.info("health_listening", host=h.host, port=server.port,
+             internal_host=h.internal_host if internal else None,
+             internal_port=server.internal_port, token=h.token_file is not None)
+    return server
