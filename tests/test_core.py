@@ -158,7 +158,7 @@ def test_failed_renewals_stop_then_kill_by_the_deadlines() -> None:
     assert d.state.state == State.STOPPING
     # The node ignores SIGTERM: it must be SIGKILLed by t + W - M at the latest.
     acts = d.feed(NodeExited(returncode=None, signal=9, runtime=1.3, killed_by="stop"), W - M)
-    assert d.state.epoch is None
+    assert d.state.lease.epoch is None
     # A release is still owed; the database is down, so it fails, and we contend again.
     (_release,) = of(ReleaseLease, acts)
     acts = d.feed(LeaseCallFailed("release", "timeout"), W)
@@ -175,7 +175,7 @@ def test_kill_at_kill_deadline_even_if_stop_not_finished() -> None:
     acts = d.tick_to(W - M - G)
     (stop,) = of(StopNode, acts)
     assert isinstance(stop, StopNode) and stop.grace == pytest.approx(G)
-    assert d.state.epoch is None  # the lease is given up at the term deadline
+    assert d.state.lease.epoch is None  # the lease is given up at the term deadline
     # the stop's grace ends exactly at the kill deadline: the guard SIGKILLs there
     assert (W - M - G) + stop.grace == pytest.approx(W - M)
     # ... so the core needs nothing more before the node exits (no wake-up, no kill)
@@ -331,8 +331,8 @@ def test_crash_restarts_with_backoff_under_same_epoch_then_crash_loop_releases()
     for i in range(TIMING.max_crashes - 1):
         acts = crash(d, d.now + 0.1)
         assert d.state.state == State.BACKOFF
-        assert d.state.epoch == 4
-        restart_at = d.state.restart_at
+        assert d.state.lease.epoch == 4
+        restart_at = d.state.crashes.restart_at
         assert restart_at is not None
         delays.append(round(restart_at - d.now, 3))
         keep_renewing(d, restart_at)
@@ -357,10 +357,10 @@ def test_crash_restarts_with_backoff_under_same_epoch_then_crash_loop_releases()
 def test_long_run_resets_backoff() -> None:
     d = active_driver()
     crash(d, 0.1)
-    keep_renewing(d, d.state.restart_at or 0)
+    keep_renewing(d, d.state.crashes.restart_at or 0)
     crash(d, d.now + 0.1, runtime=TIMING.reset_after + 1)
-    assert d.state.restart_at is not None
-    assert d.state.restart_at - d.now == pytest.approx(TIMING.initial_delay)
+    assert d.state.crashes.restart_at is not None
+    assert d.state.crashes.restart_at - d.now == pytest.approx(TIMING.initial_delay)
 
 
 def test_handover_stops_releases_and_cools_down() -> None:

@@ -76,7 +76,7 @@ def test_planned_stop_of_a_deaf_node_is_killed_exactly_at_t_w_m() -> None:
     for later in (kill_at + 0.1, kill_at + 1.0):
         assert not of(KillNode, d.tick_to(later))
     acts = d.feed(NodeExited(None, 9, 2.0, "kill"), kill_at + 1.1)
-    assert d.state.epoch is None
+    assert d.state.lease.epoch is None
 
 
 def test_planned_stop_with_failing_renewals_is_killed_exactly_at_t_w_m() -> None:
@@ -158,7 +158,7 @@ def test_no_release_while_the_node_stops() -> None:
     term_at, kill_at = t + W - M - G, t + W - M
     run_until(d, term_at, fail_renewals=True)
     acts = d.tick_to(term_at)
-    assert of(StopNode, acts) and d.state.epoch is None
+    assert of(StopNode, acts) and d.state.lease.epoch is None
     assert not of(ReleaseLease, acts)
     for at in (term_at + 0.1, term_at + 0.3, kill_at - EPS):
         assert not of(ReleaseLease, d.tick_to(at))
@@ -174,14 +174,14 @@ def test_no_restart_after_the_term_deadline() -> None:
     t = U
     renewed_at(d, t)
     d.feed(NodeExited(3, None, 0.5), t + 0.4)  # crash; restart due 1 s later
-    restart_at = d.state.restart_at
+    restart_at = d.state.crashes.restart_at
     term_at, kill_at = t + W - M - G, t + W - M
     assert restart_at is not None and term_at < restart_at < kill_at
     taken = run_until(d, kill_at, fail_renewals=True)
     assert not of(StartNode, taken), "restarted after the term deadline"
     acts = d.tick_to(kill_at)
     assert not of(StartNode, acts)
-    assert d.state.epoch is None and d.state.state is State.STANDBY
+    assert d.state.lease.epoch is None and d.state.state is State.STANDBY
 
 
 def test_a_crash_loop_counts_every_crash_whatever_its_runtime() -> None:
@@ -221,7 +221,7 @@ def test_a_crash_loop_counts_every_crash_whatever_its_runtime() -> None:
         acts = feed(NodeExited(3, None, 2.0))
         if crash < timing.max_crashes:
             assert state.state is State.BACKOFF and "crash_loop" not in events(acts)
-            run_until(state.restart_at or now)
+            run_until(state.crashes.restart_at or now)
             assert state.state is State.ACTIVE, f"restart after crash {crash}"
     assert "crash_loop" in events(acts), "four crashes in a minute are a crash loop"
     run_until(now + 0.1)

@@ -278,7 +278,7 @@ def test_core_against_a_world_of_rows_and_deadlines(
                 at = max(d.now, world.sent_at + op.timeout)
             ev = answer(world, op, 5 if hang else sub, at)
             check_actions(d, world, d.feed(ev, at))
-            if isinstance(ev, LeaseRenewed) and world.node_up and d.state.epoch is not None \
+            if isinstance(ev, LeaseRenewed) and world.node_up and d.state.lease.epoch is not None \
                     and not world.lost:
                 # the other direction: a success moves the guard to exactly t + W - M
                 assert world.last_success_sent is not None

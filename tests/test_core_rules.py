@@ -404,7 +404,7 @@ def test_failing_database_is_logged_at_least_once_a_minute_and_shown() -> None:
     assert len(loud) >= 3
     ok, why = core.takeover_readiness(d.state, t)
     assert not ok and "password authentication failed" in why
-    assert d.state.db_error_since == pytest.approx(times[0])
+    assert d.state.db.error_since == pytest.approx(times[0])
     d.tick_to(t + 1)
     acts = d.feed(held_by_other(V1), t + 1)
     assert "lease_call_recovered" in events(acts)
@@ -514,7 +514,7 @@ def test_a_node_that_never_becomes_ready_is_a_failed_start() -> None:
     feed(d, free_row(), 0.0, READY_T)
     feed(d, LeaseAcquired(epoch=1, sent_at=0.0), 0.01, READY_T)
     feed(d, NodeStarted(pid=5), 0.02, READY_T)
-    assert not d.state.node_ready
+    assert not d.state.node.ready
     t = 0.02
     while t < 3.02 - 1e-9:  # renewals answered; no readiness
         wake = core.next_wakeup(d.state, READY_T)
@@ -529,7 +529,7 @@ def test_a_node_that_never_becomes_ready_is_a_failed_start() -> None:
     assert "node_not_ready" in events(d.log) and of(KillNode, d.log)
     acts = feed(d, NodeExited(None, 9, 3.0, "kill"), 3.1, READY_T)
     assert "node_restart_scheduled" in events(acts)  # counted as a crash, not a stop
-    assert d.state.state is State.BACKOFF and d.state.epoch == 1
+    assert d.state.state is State.BACKOFF and d.state.lease.epoch == 1
 
 
 def test_a_ready_node_is_not_killed_and_the_flag_shows() -> None:
@@ -539,10 +539,10 @@ def test_a_ready_node_is_not_killed_and_the_flag_shows() -> None:
     feed(d, free_row(), 0.0, quick)
     feed(d, LeaseAcquired(epoch=1, sent_at=0.0), 0.01, quick)
     feed(d, NodeStarted(pid=5), 0.02, quick)
-    assert d.state.ready_deadline == pytest.approx(1.02)
+    assert d.state.node.ready_deadline == pytest.approx(1.02)
     acts = feed(d, core.NodeReady(pid=5), 0.5, quick)
-    assert "node_ready" in events(acts) and d.state.node_ready
-    assert d.state.ready_deadline is None
+    assert "node_ready" in events(acts) and d.state.node.ready
+    assert d.state.node.ready_deadline is None
     assert not of(KillNode, feed(d, core.Tick(), 1.5, quick))  # past 1.02, before W - M
 
 
@@ -570,7 +570,7 @@ def test_a_paused_holder_neither_restarts_nor_hands_over_until_resumed() -> None
     assert "pair_paused" in events(acts) and not of(StopNode, acts)
     acts = feed(d, NodeExited(3, None, 1.0), CU + 0.2, CORDA)
     assert "node_not_restarted_while_paused" in events(acts)
-    assert d.state.epoch == 1 and d.state.restart_at is None
+    assert d.state.lease.epoch == 1 and d.state.crashes.restart_at is None
     feed(d, core.Tick(), 2 * CU, CORDA)
     acts = feed(d, LeaseRenewed(sent_at=2 * CU, handover_requested=False, paused=False),
                 2 * CU + 0.1, CORDA)

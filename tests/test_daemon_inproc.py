@@ -241,8 +241,8 @@ class Run:
     async def node_up(self, timeout: float = 10.0) -> int:
         """The node's pid, once it has printed its start line (its signal handlers are
         installed by then: a SIGTERM before that would kill even --ignore-sigterm)."""
-        await self.until(lambda: self.daemon.state.node_pid is not None, timeout, "node")
-        pid = self.daemon.state.node_pid
+        await self.until(lambda: self.daemon.state.node.pid is not None, timeout, "node")
+        pid = self.daemon.state.node.pid
         assert pid is not None
         self.track()
         await self.until(lambda: any(str(e.get("line", "")).startswith(f"node started pid={pid}")
@@ -420,7 +420,7 @@ def test_unexpected_store_exceptions_are_failed_calls(
             assert "RuntimeError: store bug 1" in reasons[0]
             assert any("ValueError: renew bug" in e["reason"]
                        for e in r.events("lease_renewal_failed"))
-            assert pid_alive(pid) and r.daemon.state.node_pid == pid  # one failure: no stop
+            assert pid_alive(pid) and r.daemon.state.node.pid == pid  # one failure: no stop
             r.daemon.events.put_nowait(ShutdownRequested("SIGTERM"))
             assert await r.exit_code(10) == 0
         finally:
@@ -456,7 +456,7 @@ def test_an_acquisition_counts_from_when_it_was_sent(
         r = await started(make_config(tmp_path), reaper, logs,
                           lambda r: r.store.hooks.__setitem__("acquire", slow))
         try:
-            await r.until(lambda: r.daemon.state.epoch is not None, 10, "the acquisition")
+            await r.until(lambda: r.daemon.state.lease.epoch is not None, 10, "the acquisition")
             deadline = core.kill_deadline(r.daemon.state, r.daemon.timing)  # before renewals
             ((called, _),) = r.store.calls["acquire"]
             assert deadline is not None and deadline <= called + W - M, (deadline, called)
@@ -595,7 +595,7 @@ def test_shutdown_while_the_node_starts(
         r = await started(make_config(tmp_path), reaper, logs)
         try:
             await r.until(lambda: r.daemon.node.starting, 10, "a node start")
-            assert r.daemon.node.process is None and r.daemon.state.node_pid is None
+            assert r.daemon.node.process is None and r.daemon.state.node.pid is None
             r.daemon.events.put_nowait(ShutdownRequested("SIGTERM"))
             await r.until(lambda: r.daemon.node.process is not None
                           or r.daemon.exit_code is not None, 10, "the node handle")
@@ -697,8 +697,8 @@ def test_guard_kills_at_the_deadline_while_the_loop_is_frozen(
 
         r = await started(make_config(tmp_path), reaper, logs, setup)
         try:
-            await r.until(lambda: r.daemon.state.node_pid is not None, 10, "node")
-            pid = r.daemon.state.node_pid
+            await r.until(lambda: r.daemon.state.node.pid is not None, 10, "node")
+            pid = r.daemon.state.node.pid
             assert pid is not None
             r.track()
             watch = DeathWatch(pid)

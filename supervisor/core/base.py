@@ -43,35 +43,35 @@ class _Base:
         return self.t.operation_timeout
 
     def begin_op(self, kind: LeaseOpKind, action: Action) -> None:
-        self.s.lease_op = kind
-        self.s.lease_op_since = self.now
-        self.s.renewal_slow_logged = False
+        self.s.lease.op = kind
+        self.s.lease.op_since = self.now
+        self.s.lease.slow_logged = False
         self.actions.append(action)
 
     def give_up_lease(self) -> None:
         """Stop renewing; owe a release if the row may still name us."""
-        if self.s.epoch is not None:
-            self.s.release_epoch = self.s.epoch
-        self.s.epoch = None
-        self.s.renewed_sent_at = None
-        self.s.next_renew_at = None
+        if self.s.lease.epoch is not None:
+            self.s.lease.release_epoch = self.s.lease.epoch
+        self.s.lease.epoch = None
+        self.s.lease.renewed_sent_at = None
+        self.s.lease.next_renew_at = None
 
     def stop_node(self, reason: str, grace: float) -> None:
-        if self.s.node is NodePhase.NONE or self.s.stop_sent:
+        if self.s.node.phase is NodePhase.NONE or self.s.node.stop_sent:
             return
         grace = max(0.0, grace)
-        self.s.stop_sent = True
-        self.s.node = NodePhase.STOPPING
-        self.log("node_stopping", reason=reason, grace=round(grace, 3), pid=self.s.node_pid)
+        self.s.node.stop_sent = True
+        self.s.node.phase = NodePhase.STOPPING
+        self.log("node_stopping", reason=reason, grace=round(grace, 3), pid=self.s.node.pid)
         self.actions.append(StopNode(grace, planned=reason in ("shutdown", "handover")))
 
     def kill_node(self, reason: str) -> None:
-        if self.s.node is NodePhase.NONE or self.s.kill_sent:
+        if self.s.node.phase is NodePhase.NONE or self.s.node.kill_sent:
             return
-        self.s.kill_sent = True
-        self.s.stop_sent = True
-        self.s.node = NodePhase.STOPPING
-        self.log("node_killed", "warning", reason=reason, pid=self.s.node_pid)
+        self.s.node.kill_sent = True
+        self.s.node.stop_sent = True
+        self.s.node.phase = NodePhase.STOPPING
+        self.log("node_killed", "warning", reason=reason, pid=self.s.node.pid)
         self.actions.append(KillNode())
 
     def planned_grace(self) -> float:
@@ -80,32 +80,32 @@ class _Base:
         return self.t.stop_timeout
 
     def start_node(self) -> None:
-        self.s.node = NodePhase.STARTING
-        self.s.node_pid = None
-        self.s.stop_sent = False
-        self.s.kill_sent = False
-        self.s.restart_at = None
+        self.s.node.phase = NodePhase.STARTING
+        self.s.node.pid = None
+        self.s.node.stop_sent = False
+        self.s.node.kill_sent = False
+        self.s.crashes.restart_at = None
         change(self.s, State.ACTIVE if self.s.lease_enabled else State.DISABLED)
-        self.actions.append(StartNode(self.s.epoch, kill_deadline(self.s, self.t)))
+        self.actions.append(StartNode(self.s.lease.epoch, kill_deadline(self.s, self.t)))
 
     def enter_standby(self, observe_at: float | None = None) -> None:
         change(self.s, State.STANDBY if self.s.lease_enabled else State.DISABLED)
-        self.s.seen = None
-        self.s.seen_since = None
-        self.s.next_observe_at = self.now if observe_at is None else observe_at
+        self.s.lease.seen = None
+        self.s.lease.seen_since = None
+        self.s.lease.next_observe_at = self.now if observe_at is None else observe_at
 
     def stop_for(self, after: AfterStop, reason: str) -> None:
         """Begin the orderly way out of holding: stop the node, then release."""
         self.s.after_stop = after
         change(self.s, State.STOPPING)
-        if self.s.node is not NodePhase.NONE:
+        if self.s.node.phase is not NodePhase.NONE:
             self.stop_node(reason, self.planned_grace())
         else:
             self.give_up_lease()
 
     def after_release(self) -> None:
         s = self.s
-        if s.node is not NodePhase.NONE or s.epoch is not None:
+        if s.node.phase is not NodePhase.NONE or s.lease.epoch is not None:
             return
         if s.shutting_down or s.after_stop == "exit":
             return  # reconcile exits
@@ -125,36 +125,36 @@ class _Base:
     def database_answered(self) -> None:
         """A lease call got an answer from the database (whatever it said)."""
         s = self.s
-        if s.call_failures:
-            since = s.db_error_since if s.db_error_since is not None else self.now
-            self.log("lease_call_recovered", failures_in_a_row=s.call_failures,
+        if s.db.failures:
+            since = s.db.error_since if s.db.error_since is not None else self.now
+            self.log("lease_call_recovered", failures_in_a_row=s.db.failures,
                      failed_for=round(self.now - since, 3))
-        s.call_failures = 0
-        s.db_error = None
-        s.db_error_since = None
-        s.db_error_logged_at = None
-        s.db_ok_at = self.now
+        s.db.failures = 0
+        s.db.error = None
+        s.db.error_since = None
+        s.db.error_logged_at = None
+        s.db.ok_at = self.now
 
     def note_failure(self, reason: str) -> None:
         """Count a failed lease call (for status and the recovery log line)."""
         s = self.s
-        s.call_failures += 1
-        s.db_error = reason
-        if s.db_error_since is None:
-            s.db_error_since = self.now
+        s.db.failures += 1
+        s.db.error = reason
+        if s.db.error_since is None:
+            s.db.error_since = self.now
 
     def database_failed(self, op: LeaseOpKind, reason: str) -> None:
         """Record a failed standby call; log the first one and then at least every
         `error_repeat` seconds while the failures last."""
         s = self.s
         self.note_failure(reason)
-        last = s.db_error_logged_at
+        last = s.db.error_logged_at
         if last is None or self.now - last >= self.t.error_repeat:
-            s.db_error_logged_at = self.now
-            failing_for = self.now - (s.db_error_since or self.now)
+            s.db.error_logged_at = self.now
+            failing_for = self.now - (s.db.error_since or self.now)
             self.log("lease_call_failed", "warning" if last is None else "error", op=op,
-                     reason=reason, failures_in_a_row=s.call_failures,
+                     reason=reason, failures_in_a_row=s.db.failures,
                      failing_for=round(failing_for, 3))
         else:
             self.log("lease_call_failed", "debug", op=op, reason=reason,
-                     failures_in_a_row=s.call_failures)
+                     failures_in_a_row=s.db.failures)

@@ -20,24 +20,24 @@ class HolderRules(_Base):
 
     def on_renewed(self, ev: LeaseRenewed) -> None:
         s = self.s
-        s.lease_op = None
+        s.lease.op = None
         self.database_answered()
-        if s.epoch is None:
+        if s.lease.epoch is None:
             return  # we gave the lease up meanwhile; the release is owed separately
-        s.renewed_sent_at = max(s.renewed_sent_at or ev.sent_at, ev.sent_at)
-        s.next_renew_at = s.renewed_sent_at + self.t.update_interval
+        s.lease.renewed_sent_at = max(s.lease.renewed_sent_at or ev.sent_at, ev.sent_at)
+        s.lease.next_renew_at = s.lease.renewed_sent_at + self.t.update_interval
         kill_at = kill_deadline(s, self.t)
         # sent_at is CLOCK_MONOTONIC: comparable across processes of one machine
-        self.log("lease_renewed", "debug", epoch=s.epoch, sent_at=round(ev.sent_at, 6),
+        self.log("lease_renewed", "debug", epoch=s.lease.epoch, sent_at=round(ev.sent_at, 6),
                  answered_after=round(self.now - ev.sent_at, 6),
                  renewed_at=None if ev.renewed_at is None else str(ev.renewed_at))
-        if kill_at is not None and s.node is not NodePhase.NONE:
+        if kill_at is not None and s.node.phase is not NodePhase.NONE:
             self.actions.append(SetNodeDeadline(kill_at))
         if ev.paused != s.paused:
             self.on_paused(ev.paused)
         if ev.handover_requested and s.after_stop != "cooldown_handover" and not s.shutting_down:
             if s.paused:
-                self.log("handover_ignored_while_paused", "warning", epoch=s.epoch)
+                self.log("handover_ignored_while_paused", "warning", epoch=s.lease.epoch)
             else:
                 self.on_handover()
 
@@ -47,47 +47,47 @@ class HolderRules(_Base):
         s = self.s
         s.paused = paused
         if paused:
-            self.log("pair_paused", epoch=s.epoch)
+            self.log("pair_paused", epoch=s.lease.epoch)
         else:
-            self.log("pair_resumed", epoch=s.epoch)
-        if paused or not s.restart_when_resumed:
+            self.log("pair_resumed", epoch=s.lease.epoch)
+        if paused or not s.crashes.restart_when_resumed:
             return
-        s.restart_when_resumed = False
-        if s.node is NodePhase.NONE and s.epoch is not None:
-            s.restart_at = self.now  # the timers restart it (if the lease allows)
+        s.crashes.restart_when_resumed = False
+        if s.node.phase is NodePhase.NONE and s.lease.epoch is not None:
+            s.crashes.restart_at = self.now  # the timers restart it (if the lease allows)
 
     def on_handover(self) -> None:
         s = self.s
-        if s.epoch is None or s.state == State.STOPPING:
+        if s.lease.epoch is None or s.state == State.STOPPING:
             return
-        self.log("handover_requested", epoch=s.epoch)
+        self.log("handover_requested", epoch=s.lease.epoch)
         self.stop_for("cooldown_handover", "handover")
 
     def on_lost(self) -> None:
         s = self.s
-        s.lease_op = None
+        s.lease.op = None
         self.database_answered()
-        if s.epoch is None:
+        if s.lease.epoch is None:
             return
-        self.log("lease_lost", "error", epoch=s.epoch, reason="renewal matched no row")
-        s.epoch = None
-        s.renewed_sent_at = None
-        s.next_renew_at = None
-        if s.node is not NodePhase.NONE:
+        self.log("lease_lost", "error", epoch=s.lease.epoch, reason="renewal matched no row")
+        s.lease.epoch = None
+        s.lease.renewed_sent_at = None
+        s.lease.next_renew_at = None
+        if s.node.phase is not NodePhase.NONE:
             change(s, State.STOPPING)
-        if s.node is not NodePhase.NONE:
+        if s.node.phase is not NodePhase.NONE:
             s.after_stop = "exit" if s.shutting_down else "standby"
             self.kill_node("lease_lost")
         elif not s.shutting_down:
-            self.s.restart_at = None
+            self.s.crashes.restart_at = None
             self.enter_standby()
 
     def on_released(self, released: bool) -> None:
         s = self.s
-        s.lease_op = None
+        s.lease.op = None
         self.database_answered()
-        epoch = s.release_epoch
-        s.release_epoch = None
+        epoch = s.lease.release_epoch
+        s.lease.release_epoch = None
         if released:
             self.log("lease_released", epoch=epoch)
         else:
@@ -96,23 +96,23 @@ class HolderRules(_Base):
 
     def on_call_failed(self, op: LeaseOpKind, reason: str) -> None:
         s = self.s
-        s.lease_op = None
-        if op == "renew" and s.epoch is not None:
+        s.lease.op = None
+        if op == "renew" and s.lease.epoch is not None:
             self.note_failure(reason)
             kill_at = kill_deadline(s, self.t)
             left = None if kill_at is None else round(kill_at - self.now, 3)
-            self.log("lease_renewal_failed", "warning", epoch=s.epoch, reason=reason,
+            self.log("lease_renewal_failed", "warning", epoch=s.lease.epoch, reason=reason,
                      time_left=left)
-            s.next_renew_at = self.now + self.t.renew_retry
+            s.lease.next_renew_at = self.now + self.t.renew_retry
         elif op == "release":
             self.note_failure(reason)
-            epoch = s.release_epoch
-            s.release_epoch = None
+            epoch = s.lease.release_epoch
+            s.lease.release_epoch = None
             self.log("lease_release_failed", "warning", epoch=epoch, reason=reason)
             self.after_release()
         else:
             self.database_failed(op, reason)
             # We lost sight of the row: we can no longer vouch it stayed unchanged.
-            s.seen = None
-            s.seen_since = None
-            s.next_observe_at = self.now + self.t.retry_interval
+            s.lease.seen = None
+            s.lease.seen_since = None
+            s.lease.next_observe_at = self.now + self.t.retry_interval

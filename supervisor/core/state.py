@@ -6,7 +6,7 @@ The deadline functions implement the timing rule (supervisor/core/timing.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Literal
 
@@ -85,55 +85,98 @@ class Timing:
 
 
 @dataclass
-class CoreState:
-    """Everything the core remembers. Treated as a value: `step` never mutates its input."""
+class LeaseView:
+    """The lease as this host knows it: the epoch it holds (and its timing), the one
+    lease call in flight, and what it has seen of the row as a contender."""
 
-    lease_enabled: bool
-    state: State = State.STANDBY
     epoch: int | None = None  # the lease we hold, as far as we know
     renewed_sent_at: float | None = None  # t: send time of the last successful renew/acquire
     next_renew_at: float | None = None
     release_epoch: int | None = None  # a lease given up that we still owe a release for
-    lease_op: LeaseOpKind | None = None
-    lease_op_since: float = 0.0
-    renewal_slow_logged: bool = False
+    op: LeaseOpKind | None = None  # the lease call in flight
+    op_since: float = 0.0
+    slow_logged: bool = False  # a slow renewal was logged once
     next_observe_at: float = 0.0
-    seen: SeenVersion | None = None
-    seen_since: float | None = None
-    node: NodePhase = NodePhase.NONE
-    node_pid: int | None = None
-    node_ready: bool = False  # passed its readiness check (always, without one)
+    seen: SeenVersion | None = None  # the row's version, as last seen ...
+    seen_since: float | None = None  # ... unchanged since then (the W stopwatch)
+    holder: str | None = None  # last holder seen (for status)
+    last_holder: str | None = None  # the last holder seen in a held row
+    handover_seen: bool = False  # ... and whether it had been asked to hand over
+    server: str | None = None  # the database server that answered last
+    server_watch_until: float | None = None  # after a server change: take nothing before
+    acquire_how: str = ""  # why the acquisition in flight may take the row
+    acquire_from: str | None = None  # ... and from whom
+
+
+@dataclass
+class NodeRun:
+    """The current node run."""
+
+    phase: NodePhase = NodePhase.NONE
+    pid: int | None = None
+    ready: bool = False  # passed its readiness check (always, without one)
     ready_deadline: float | None = None  # not ready by then: a failed start
     kill_is_crash: bool = False  # the kill in flight counts as a crash (never became ready)
-    shared_problem: str | None = None  # the node's shared directories failed their probe
-    fencing_problem: str | None = None  # this host cannot fence the other node's database role
-    paused: bool = False  # `pause`: the holder leaves its node alone; standbys take nothing
-    restart_when_resumed: bool = False  # the node crashed while paused
     stop_sent: bool = False
     kill_sent: bool = False
-    after_stop: AfterStop = "standby"
-    crash_times: tuple[float, ...] = ()
-    consecutive_crashes: int = 0
+
+
+@dataclass
+class Crashes:
+    """Crashes and restarts of the node."""
+
+    times: tuple[float, ...] = ()  # within the crash window
+    consecutive: int = 0  # for the backoff (reset after a long run)
     restart_at: float | None = None
+    restarts: int = 0
+    restart_when_resumed: bool = False  # the node crashed while paused
+
+
+@dataclass
+class DatabaseHealth:
+    """How the lease calls have been going."""
+
+    failures: int = 0  # lease calls failed in a row
+    error: str | None = None  # the last failure's reason, while failing
+    error_since: float | None = None
+    error_logged_at: float | None = None
+    ok_at: float | None = None  # when the database last answered
+
+
+@dataclass
+class LoggedOnce:
+    """What was logged already, so a persisting condition is not logged every turn."""
+
+    name_conflict_at: float | None = None
+    standby_view: tuple[object, ...] | None = None  # last logged (holder, epoch, ...)
+
+
+@dataclass
+class CoreState:
+    """Everything the core remembers. Treated as a value: `step` works on a `copy()` and
+    never mutates its input."""
+
+    lease_enabled: bool
+    state: State = State.STANDBY
+    lease: LeaseView = field(default_factory=LeaseView)
+    node: NodeRun = field(default_factory=NodeRun)
+    crashes: Crashes = field(default_factory=Crashes)
+    db: DatabaseHealth = field(default_factory=DatabaseHealth)
+    logged: LoggedOnce = field(default_factory=LoggedOnce)
+    after_stop: AfterStop = "standby"
     cooldown_until: float | None = None
     shutting_down: bool = False
     begun: bool = False
-    holder: str | None = None  # last holder seen (for status)
-    restarts: int = 0
-    call_failures: int = 0  # lease calls failed in a row
-    db_error: str | None = None  # the last failure's reason, while failing
-    db_error_since: float | None = None
-    db_error_logged_at: float | None = None
-    db_ok_at: float | None = None  # when the database last answered
-    server: str | None = None  # the database server that answered last
-    server_watch_until: float | None = None  # after a server change: take nothing before
+    paused: bool = False  # `pause`: the holder leaves its node alone; standbys take nothing
+    shared_problem: str | None = None  # the node's shared directories failed their probe
+    fencing_problem: str | None = None  # this host cannot fence the other node's database role
     name_conflict: str | None = None  # another live identity holds our machineName
-    name_conflict_logged_at: float | None = None
-    standby_view: tuple[object, ...] | None = None  # last logged (holder, epoch, could take over)
-    last_holder: str | None = None  # the last holder seen in a held row
-    handover_seen: bool = False  # ... and whether it had been asked to hand over
-    acquire_how: str = ""  # why the acquisition in flight may take the row
-    acquire_from: str | None = None  # ... and from whom
+
+    def copy(self) -> CoreState:
+        """A copy whose records are copies too (so changing it changes nothing here)."""
+        return replace(self, lease=replace(self.lease), node=replace(self.node),
+                       crashes=replace(self.crashes), db=replace(self.db),
+                       logged=replace(self.logged))
 
 
 def initial_state(lease_enabled: bool) -> CoreState:
@@ -145,9 +188,9 @@ def initial_state(lease_enabled: bool) -> CoreState:
 
 def kill_deadline(state: CoreState, timing: Timing) -> float | None:
     """`t + W - M`, or None when no lease is held."""
-    if state.renewed_sent_at is None or state.epoch is None:
+    if state.lease.renewed_sent_at is None or state.lease.epoch is None:
         return None
-    return state.renewed_sent_at + timing.wait_interval - timing.margin
+    return state.lease.renewed_sent_at + timing.wait_interval - timing.margin
 
 
 def term_deadline(state: CoreState, timing: Timing) -> float | None:
@@ -167,12 +210,12 @@ def takeover_readiness(state: CoreState, now: float) -> tuple[bool, str]:
     """Could this host take the lease over now, if the holder died? (ok, why not)."""
     if not state.lease_enabled:
         return False, "the lease is off"
-    if state.epoch is not None:
+    if state.lease.epoch is not None:
         return False, "this host holds the lease"
     if state.state is not State.STANDBY or state.shutting_down:
         return False, f"state is {state.state}"
-    if state.db_ok_at is None or state.call_failures:
-        return False, f"database unreachable: {state.db_error or 'no answer yet'}"
+    if state.db.ok_at is None or state.db.failures:
+        return False, f"database unreachable: {state.db.error or 'no answer yet'}"
     if state.name_conflict is not None:
         return False, state.name_conflict
     if state.shared_problem is not None:
@@ -181,9 +224,9 @@ def takeover_readiness(state: CoreState, now: float) -> tuple[bool, str]:
         return False, f"database fencing: {state.fencing_problem}"
     if state.paused:
         return False, "the pair is paused (`corda-ha-supervisor resume` ends it)"
-    if state.server_watch_until is not None and now < state.server_watch_until:
+    if state.lease.server_watch_until is not None and now < state.lease.server_watch_until:
         return False, ("a new database server answers: watching it for "
-                       f"{state.server_watch_until - now:.1f} s more")
+                       f"{state.lease.server_watch_until - now:.1f} s more")
     return True, "standby, database reachable"
 
 
@@ -192,19 +235,19 @@ def next_wakeup(state: CoreState, timing: Timing) -> float | None:
     times: list[float] = []
     if state.state == State.EXITED:
         return None
-    if state.epoch is not None:
+    if state.lease.epoch is not None:
         kill_at = kill_deadline(state, timing)
         if kill_at is not None:
             times.append(kill_at)
-            if state.node is not NodePhase.NONE and not state.stop_sent:
+            if state.node.phase is not NodePhase.NONE and not state.node.stop_sent:
                 times.append(kill_at - timing.loss_grace)
-        if state.lease_op is None and state.next_renew_at is not None:
-            times.append(state.next_renew_at)
-        if state.lease_op == "renew" and not state.renewal_slow_logged:
-            times.append(state.lease_op_since + 2 * timing.renew_hedge)
-    if state.lease_op is None and state.lease_enabled and state.state == State.STANDBY:
-        times.append(state.next_observe_at)
-    for t in (state.restart_at, state.cooldown_until, state.ready_deadline):
+        if state.lease.op is None and state.lease.next_renew_at is not None:
+            times.append(state.lease.next_renew_at)
+        if state.lease.op == "renew" and not state.lease.slow_logged:
+            times.append(state.lease.op_since + 2 * timing.renew_hedge)
+    if state.lease.op is None and state.lease_enabled and state.state == State.STANDBY:
+        times.append(state.lease.next_observe_at)
+    for t in (state.crashes.restart_at, state.cooldown_until, state.node.ready_deadline):
         if t is not None:
             times.append(t)
     return min(times) if times else None

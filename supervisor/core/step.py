@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from supervisor.core.holder import HolderRules
 from supervisor.core.lifecycle import NodeRules
 from supervisor.core.messages import (
@@ -48,14 +46,14 @@ def step(
     state: CoreState, event: Event, now: float, timing: Timing
 ) -> tuple[CoreState, list[Action]]:
     """Feed one event; return the new state and the actions to carry out, in order."""
-    s = dataclasses.replace(state)
+    s = state.copy()
     actions: list[Action] = []
     before = state.state
     _Step(s, now, timing, actions).handle(event)
     if s.state != before:
         # after its cause: the events that moved the state are logged first
         actions.append(Log("state_changed", "info", (("from", str(before)), ("to", str(s.state)),
-                                                     ("epoch", s.epoch))))
+                                                     ("epoch", s.lease.epoch))))
     return s, actions
 
 
@@ -79,9 +77,9 @@ class _Step(StandbyRules, HolderRules, NodeRules):
             case LeaseAcquired(epoch=epoch, sent_at=sent_at):
                 self.on_acquired(epoch, sent_at)
             case LeaseNotAcquired():
-                s.lease_op = None
+                s.lease.op = None
                 self.database_answered()
-                s.next_observe_at = self.now + self.t.retry_interval
+                s.lease.next_observe_at = self.now + self.t.retry_interval
             case LeaseRenewed():
                 self.on_renewed(event)
             case LeaseLost():
@@ -92,7 +90,7 @@ class _Step(StandbyRules, HolderRules, NodeRules):
                 self.on_call_failed(op, reason)
             case PeerReleased():
                 if s.state == State.STANDBY:
-                    s.next_observe_at = self.now
+                    s.lease.next_observe_at = self.now
             case NodeStarted(pid=pid):
                 self.on_node_started(pid)
             case NodeReady(pid=pid):
@@ -124,52 +122,63 @@ class _Step(StandbyRules, HolderRules, NodeRules):
         self.reconcile()
 
     def reconcile(self) -> None:
-        s, now, t = self.s, self.now, self.t
-        if s.state == State.EXITED:
+        """After every event: the deadlines first (they never wait for anything), then
+        the timers, then the next lease call, then leaving."""
+        if self.s.state == State.EXITED:
             return
-        # 1. Fencing deadlines come first and never wait for anything.
+        self.deadlines()
+        self.timers()
+        self.next_lease_call()
+        self.leave_when_done()
+
+    def deadlines(self) -> None:
+        s, now, t = self.s, self.now, self.t
         kill_at = kill_deadline(s, t)
         if kill_at is not None:
             if now >= kill_at:
-                self.log("lease_lost", "error", epoch=s.epoch, reason="renewal deadline passed")
-                if s.node is not NodePhase.NONE:
+                self.log("lease_lost", "error", epoch=s.lease.epoch,
+                         reason="renewal deadline passed")
+                if s.node.phase is not NodePhase.NONE:
                     self.kill_node("renewal_deadline")
                     if not s.shutting_down:
                         s.after_stop = "standby"
                     change(s, State.STOPPING)
                 self.give_up_lease()
-                if s.node is NodePhase.NONE and not s.shutting_down:
-                    s.restart_at = None
+                if s.node.phase is NodePhase.NONE and not s.shutting_down:
+                    s.crashes.restart_at = None
                     self.enter_standby()
-            elif (now >= kill_at - t.loss_grace and s.node is not NodePhase.NONE
-                  and not s.stop_sent):
-                self.log("lease_renewal_overdue", "error", epoch=s.epoch,
+            elif (now >= kill_at - t.loss_grace and s.node.phase is not NodePhase.NONE
+                  and not s.node.stop_sent):
+                self.log("lease_renewal_overdue", "error", epoch=s.lease.epoch,
                          time_left=round(kill_at - now, 3))
                 s.after_stop = "exit" if s.shutting_down else "standby"
                 change(s, State.STOPPING)
                 self.stop_node("renewal_overdue", kill_at - now)
                 self.give_up_lease()
         # A renewal keeps trying (hedged) until the kill deadline; say so early.
-        if (s.lease_op == "renew" and s.epoch is not None and not s.renewal_slow_logged
-                and now >= s.lease_op_since + 2 * t.renew_hedge):
-            s.renewal_slow_logged = True
+        if (s.lease.op == "renew" and s.lease.epoch is not None and not s.lease.slow_logged
+                and now >= s.lease.op_since + 2 * t.renew_hedge):
+            s.lease.slow_logged = True
             kill_at = kill_deadline(s, t)
-            self.log("lease_renewal_failed", "warning", epoch=s.epoch,
+            self.log("lease_renewal_failed", "warning", epoch=s.lease.epoch,
                      reason=f"no answer within {2 * t.renew_hedge:g} s; retrying on fresh "
                             "connections",
                      time_left=None if kill_at is None else round(kill_at - now, 3))
-        # 2. Timers.
+
+    def timers(self) -> None:
+        s, now, t = self.s, self.now, self.t
         self.check_readiness()
-        if s.restart_at is not None and now >= s.restart_at and s.node is NodePhase.NONE:
-            s.restart_at = None
+        restart_at = s.crashes.restart_at
+        if restart_at is not None and now >= restart_at and s.node.phase is NodePhase.NONE:
+            s.crashes.restart_at = None
             term_at = term_deadline(s, t)
-            if not s.lease_enabled or (s.epoch is not None and term_at is not None
+            if not s.lease_enabled or (s.lease.epoch is not None and term_at is not None
                                        and now < term_at):
-                s.restarts += 1
-                self.log("node_restarting", restarts=s.restarts, epoch=s.epoch)
+                s.crashes.restarts += 1
+                self.log("node_restarting", restarts=s.crashes.restarts, epoch=s.lease.epoch)
                 self.start_node()
-            elif s.epoch is not None:
-                s.restart_at = now + t.retry_interval  # wait for a renewal first
+            elif s.lease.epoch is not None:
+                s.crashes.restart_at = now + t.retry_interval  # wait for a renewal first
         if s.cooldown_until is not None and now >= s.cooldown_until:
             s.cooldown_until = None
             self.log("cooldown_ended")
@@ -177,21 +186,30 @@ class _Step(StandbyRules, HolderRules, NodeRules):
                 self.enter_standby()
             else:
                 self.start_node()
-        # 3. One lease call at a time.
-        if s.lease_enabled and s.lease_op is None:
-            if s.epoch is not None and s.next_renew_at is not None and now >= s.next_renew_at:
-                # One renewal may keep trying (hedged) up to the kill deadline; the
-                # deadlines above never wait for it.
-                timeout = self.op_timeout() if kill_at is None else max(0.05, kill_at - now)
-                self.begin_op("renew", RenewLease(s.epoch, timeout, self.t.renew_hedge))
-            elif s.release_epoch is not None and s.node is NodePhase.NONE:
-                self.begin_op("release", ReleaseLease(s.release_epoch, self.op_timeout()))
-            elif (s.state == State.STANDBY and not s.shutting_down and s.begun
-                  and now >= s.next_observe_at):
-                self.begin_op("observe", ObserveLease(self.op_timeout()))
-        # 4. Leaving.
-        if (s.shutting_down and s.node is NodePhase.NONE and s.epoch is None
-                and s.release_epoch is None and s.lease_op is None):
+
+    def next_lease_call(self) -> None:
+        """One lease call at a time: a renewal due, else a release owed, else a look."""
+        s, now = self.s, self.now
+        if not s.lease_enabled or s.lease.op is not None:
+            return
+        lease = s.lease
+        renew_at = lease.next_renew_at
+        if lease.epoch is not None and renew_at is not None and now >= renew_at:
+            # One renewal may keep trying (hedged) up to the kill deadline; the
+            # deadlines above never wait for it.
+            kill_at = kill_deadline(s, self.t)
+            timeout = self.op_timeout() if kill_at is None else max(0.05, kill_at - now)
+            self.begin_op("renew", RenewLease(lease.epoch, timeout, self.t.renew_hedge))
+        elif lease.release_epoch is not None and s.node.phase is NodePhase.NONE:
+            self.begin_op("release", ReleaseLease(lease.release_epoch, self.op_timeout()))
+        elif (s.state == State.STANDBY and not s.shutting_down and s.begun
+              and now >= lease.next_observe_at):
+            self.begin_op("observe", ObserveLease(self.op_timeout()))
+
+    def leave_when_done(self) -> None:
+        s = self.s
+        if (s.shutting_down and s.node.phase is NodePhase.NONE and s.lease.epoch is None
+                and s.lease.release_epoch is None and s.lease.op is None):
             change(s, State.EXITED)
             self.log("supervisor_exiting", code=0)
             self.actions.append(Exit(0))

@@ -123,9 +123,10 @@ class LeaseCalls:
 def record_history(store: LeaseStore, old: CoreState, new: CoreState, event: Event) -> None:
     """Queue the lease history's rows for what `event` did (the listener writes them,
     never on the lease's own connection)."""
-    if isinstance(event, LeaseAcquired) and new.epoch == event.epoch:
-        store.record_acquired(event.epoch, new.acquire_how or "unknown", new.acquire_from)
-    elif isinstance(event, LeaseReleased) and event.released and old.release_epoch:
-        store.record_ended(old.release_epoch, "released")
-    elif isinstance(event, LeaseLost) and old.epoch is not None:
-        store.record_ended(old.epoch, "lost")
+    if isinstance(event, LeaseAcquired) and new.lease.epoch == event.epoch:
+        store.record_acquired(event.epoch, new.lease.acquire_how or "unknown",
+                              new.lease.acquire_from)
+    elif isinstance(event, LeaseReleased) and event.released and old.lease.release_epoch:
+        store.record_ended(old.lease.release_epoch, "released")
+    elif isinstance(event, LeaseLost) and old.lease.epoch is not None:
+        store.record_ended(old.lease.epoch, "lost")

@@ -177,7 +177,7 @@ class Daemon:
             self._carry_out(action)
         if self.store is not None:
             record_history(self.store, old, self.state, event)
-        self.hooks.note_role(status.role(self.state), self.state.epoch)
+        self.hooks.note_role(status.role(self.state), self.state.lease.epoch)
         if self.state.state != old.state:
             self.notifier.status(status.status_line(self.state))
         self._after_turn(now)
@@ -213,7 +213,7 @@ class Daemon:
                 self.node.command(lambda p: p.set_deadline(deadline))
             case StopNode(grace=grace, planned=planned):
                 if planned and self.config.hooks.pre_stop:
-                    self._spawn(self.hooks.pre_stop_then_stop(grace, self.state.epoch,
+                    self._spawn(self.hooks.pre_stop_then_stop(grace, self.state.lease.epoch,
                                                               self.node.command))
                 else:
                     self.node.command(lambda p: p.stop(grace))

@@ -22,16 +22,16 @@ log = structlog.get_logger("supervisor.daemon")
 def status_line(s: CoreState) -> str:
     """`state=active epoch=4 node_pid=123`: systemd's STATUS= and the ready message."""
     parts = [f"state={s.state}"]
-    if s.epoch is not None:
-        parts.append(f"epoch={s.epoch}")
-    if s.node_pid is not None:
-        parts.append(f"node_pid={s.node_pid}")
+    if s.lease.epoch is not None:
+        parts.append(f"epoch={s.lease.epoch}")
+    if s.node.pid is not None:
+        parts.append(f"node_pid={s.node.pid}")
     return " ".join(parts)
 
 
 def role(s: CoreState) -> str:
     """This host's role for the onRoleChange hook: active, standby or stopped."""
-    if s.epoch is not None:
+    if s.lease.epoch is not None:
         return "active"
     return "standby" if s.state is core.State.STANDBY else "stopped"
 
@@ -39,11 +39,11 @@ def role(s: CoreState) -> str:
 def status_view(s: CoreState, timing: Timing, identity: Identity, now: float,
                 fencing: dict[str, Any] | None) -> StatusView:
     """The view `/status`, `/health` and the metrics are made of, as of `now`."""
-    held = s.epoch is not None
-    extra: dict[str, object] = {"restarts": s.restarts, "instance": identity.instance,
+    held = s.lease.epoch is not None
+    extra: dict[str, object] = {"restarts": s.crashes.restarts, "instance": identity.instance,
                                 "host": identity.host}
-    if s.renewed_sent_at is not None:
-        extra["last_renewal_age"] = round(now - s.renewed_sent_at, 3)
+    if s.lease.renewed_sent_at is not None:
+        extra["last_renewal_age"] = round(now - s.lease.renewed_sent_at, 3)
     kill_at = core.kill_deadline(s, timing)
     if kill_at is not None:
         extra["kill_deadline_in"] = round(kill_at - now, 3)
@@ -52,13 +52,13 @@ def status_view(s: CoreState, timing: Timing, identity: Identity, now: float,
         extra["can_take_over"] = can
         extra["can_take_over_reason"] = why
         extra["database"] = {
-            "reachable": s.db_ok_at is not None and s.call_failures == 0,
-            "last_error": s.db_error,
-            "failing_for": (None if s.db_error_since is None
-                            else round(now - s.db_error_since, 3)),
-            "failures_in_a_row": s.call_failures,
-            "last_answer_age": None if s.db_ok_at is None else round(now - s.db_ok_at, 3),
-            "server": s.server,
+            "reachable": s.db.ok_at is not None and s.db.failures == 0,
+            "last_error": s.db.error,
+            "failing_for": (None if s.db.error_since is None
+                            else round(now - s.db.error_since, 3)),
+            "failures_in_a_row": s.db.failures,
+            "last_answer_age": None if s.db.ok_at is None else round(now - s.db.ok_at, 3),
+            "server": s.lease.server,
         }
         extra["machine_identity"] = identity.machine
         extra["machine_name_conflict"] = s.name_conflict
@@ -66,9 +66,9 @@ def status_view(s: CoreState, timing: Timing, identity: Identity, now: float,
         extra["fencing"] = fencing
     return StatusView(
         state=str(s.state), machine_name=identity.machine_name,
-        holder=identity.machine_name if held else s.holder, epoch=s.epoch,
-        node_pid=s.node_pid, lease_held=held, node_running=s.node is NodePhase.RUNNING,
-        node_ready=s.node_ready, lease_enabled=s.lease_enabled, last_loop_turn=now,
+        holder=identity.machine_name if held else s.lease.holder, epoch=s.lease.epoch,
+        node_pid=s.node.pid, lease_held=held, node_running=s.node.phase is NodePhase.RUNNING,
+        node_ready=s.node.ready, lease_enabled=s.lease_enabled, last_loop_turn=now,
         extra=extra)
 
 

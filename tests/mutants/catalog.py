@@ -81,8 +81,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "sigterm_at_w_m_s",
         "loss grace G: SIGTERM at t + W - M - G, not t + W - M - S",
         STEP,
-        "            elif (now >= kill_at - t.loss_grace and s.node is not NodePhase.NONE\n",
-        "            elif (now >= kill_at - t.stop_timeout and s.node is not NodePhase.NONE\n",
+        "            elif (now >= kill_at - t.loss_grace and s.node.phase is not NodePhase.NONE\n",
+        "            elif (now >= kill_at - t.stop_timeout and"
+        " s.node.phase is not NodePhase.NONE\n",
         ("tests/test_core_rules.py::test_cordas_ratio_runs_one_node_steadily_for_many_renewals",),
     ),
     Mutant(
@@ -106,8 +107,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "t_is_answer_time_in_core",
         "t is when the renewal was sent, not when it was answered (core)",
         HOLDER,
-        "        s.renewed_sent_at = max(s.renewed_sent_at or ev.sent_at, ev.sent_at)\n",
-        "        s.renewed_sent_at = self.now\n",
+        "        s.lease.renewed_sent_at ="
+        " max(s.lease.renewed_sent_at or ev.sent_at, ev.sent_at)\n",
+        "        s.lease.renewed_sent_at = self.now\n",
         ("tests/test_core_rules.py::test_cordas_ratio_runs_one_node_steadily_for_many_renewals",),
     ),
     Mutant(
@@ -154,8 +156,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "release_before_node_gone",
         "the lease is released only once the node is gone",
         STEP,
-        "            elif s.release_epoch is not None and s.node is NodePhase.NONE:\n",
-        "            elif s.release_epoch is not None:\n",
+        "        elif lease.release_epoch is not None and s.node.phase is NodePhase.NONE:\n",
+        "        elif lease.release_epoch is not None:\n",
         ("tests/test_core_deadlines.py::test_no_release_while_the_node_stops",),
     ),
     Mutant(
@@ -170,8 +172,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "two_lease_calls",
         "one lease call at a time",
         STEP,
-        "        if s.lease_enabled and s.lease_op is None:\n",
-        "        if s.lease_enabled:\n",
+        "        if not s.lease_enabled or s.lease.op is not None:\n",
+        "        if not s.lease_enabled:\n",
         ("tests/test_core_property.py",),
     ),
     Mutant(
@@ -211,8 +213,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "start_without_deadline",
         "StartNode carries the kill deadline",
         BASE,
-        "        self.actions.append(StartNode(self.s.epoch, kill_deadline(self.s, self.t)))\n",
-        "        self.actions.append(StartNode(self.s.epoch, None))\n",
+        "       "
+        " self.actions.append(StartNode(self.s.lease.epoch, kill_deadline(self.s, self.t)))\n",
+        "        self.actions.append(StartNode(self.s.lease.epoch, None))\n",
         ("tests/test_core_property.py",),
     ),
     Mutant(
@@ -428,8 +431,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "stopwatch_survives_version_change",
         "a changed row (renewed, or gone back in time) restarts the stopwatch",
         STANDBY,
-        "        if ev.version != s.seen:\n",
-        "        if s.seen is None:\n",
+        "        if ev.version != s.lease.seen:\n",
+        "        if s.lease.seen is None:\n",
         ("tests/test_core.py::test_row_going_back_in_time_restarts_the_stopwatch",),
     ),
     # ------------------------------------------------------------ the lease statements
@@ -502,9 +505,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "server_change_no_watch",
         "after a server change the standby takes nothing for W",
         STANDBY,
-        "        s.server = ev.server\n        s.server_watch_until = self.now + w\n"
-        "        s.seen = None\n",
-        "        s.server = ev.server\n        s.seen = None\n",
+        "        s.lease.server = ev.server\n        s.lease.server_watch_until = self.now + w\n"
+        "        s.lease.seen = None\n",
+        "        s.lease.server = ev.server\n        s.lease.seen = None\n",
         ("tests/test_core_rules.py::test_server_change_makes_the_standby_wait_w_even_for_a_free_row",),
     ),
     Mutant(
@@ -519,8 +522,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "acquire_any_server_core",
         "an acquire names the server the contender watched (core)",
         STANDBY,
-        'self.begin_op("acquire", AcquireLease(expected, None, s.server, self.op_timeout()))',
-        'self.begin_op("acquire", AcquireLease(expected, None, None, self.op_timeout()))',
+        'self.begin_op("acquire", AcquireLease(expected, None, s.lease.server,',
+        'self.begin_op("acquire", AcquireLease(expected, None, None,',
         ("tests/test_core_rules.py::test_acquire_names_the_server_it_watched",),
     ),
     Mutant(
@@ -644,8 +647,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "not_ready_is_no_crash",
         "a node not ready within startTimeout is a failed start (counted as a crash)",
         LIFECYCLE,
-        '        expected = s.stop_sent and not s.kill_is_crash\n        self.log("node_exited"',
-        '        expected = s.stop_sent\n        self.log("node_exited"',
+        "        expected = s.node.stop_sent and not"
+        ' s.node.kill_is_crash\n        self.log("node_exited"',
+        '        expected = s.node.stop_sent\n        self.log("node_exited"',
         ("tests/test_core_rules.py::test_a_node_that_never_becomes_ready_is_a_failed_start",),
     ),
     Mutant(
@@ -1059,9 +1063,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "crash_loop_forgets_long_runs",
         "a crash loop counts every crash in the window, whatever the node's runtime",
         LIFECYCLE,
-        "            s.consecutive_crashes = 0\n        s.consecutive_crashes += 1\n",
-        "            s.consecutive_crashes = 0\n            s.crash_times = ()\n"
-        "        s.consecutive_crashes += 1\n",
+        "            s.crashes.consecutive = 0\n        s.crashes.consecutive += 1\n",
+        "            s.crashes.consecutive = 0\n            s.crashes.times = ()\n"
+        "        s.crashes.consecutive += 1\n",
         ("tests/test_core_deadlines.py::"
          "test_a_crash_loop_counts_every_crash_whatever_its_runtime",),
     ),
