@@ -12,7 +12,7 @@ from typing import Literal
 
 from supervisor.config import Config
 from supervisor.core.messages import LeaseOpKind, SeenVersion
-from supervisor.core.timing import stop_graces
+from supervisor.core.timing import pace, stop_graces
 from supervisor.core.transitions import State
 
 
@@ -57,6 +57,7 @@ class Timing:
         u, w = lease.update_interval, lease.wait_interval
         graces = stop_graces(u, w, lease.margin, config.node.stop_timeout,
                              config.database.operation_timeout)
+        paced = pace(u, w, config.database.operation_timeout)
         return cls(
             update_interval=u,
             wait_interval=w,
@@ -64,11 +65,11 @@ class Timing:
             stop_timeout=config.node.stop_timeout,
             loss_grace=graces.loss_grace,
             operation_timeout=config.database.operation_timeout,
-            poll_interval=max(0.05, min(u / 2, w / 4)),
-            retry_interval=max(0.05, min(u / 4, 1.0)),
-            renew_hedge=max(0.02, min(config.database.operation_timeout, u / 8)),
-            renew_retry=max(0.01, min(u / 20, 0.25)),
-            handover_cooldown=2 * w,
+            poll_interval=paced.poll_interval,
+            retry_interval=paced.retry_interval,
+            renew_hedge=paced.renew_hedge,
+            renew_retry=paced.renew_retry,
+            handover_cooldown=paced.handover_cooldown,
             initial_delay=restart.initial_delay,
             multiplier=restart.multiplier,
             max_delay=restart.max_delay,

@@ -39,6 +39,29 @@ class StopGraces:
     kill_after: float  # W - M: SIGKILL this long after the last renewal was sent
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How often the core acts, derived from U, W and the operation timeout (seconds):
+    the one place these formulas live."""
+
+    poll_interval: float  # a standby reads the row: min(U/2, W/4), at least 50 ms
+    retry_interval: float  # pause after a failed call: min(U/4, 1 s), at least 50 ms
+    renew_hedge: float  # a renewal without an answer this long is raced on a fresh
+    #                     connection: min(operationTimeout, U/8), at least 20 ms
+    renew_retry: float  # pause after a failed renewal: min(U/20, 250 ms), at least 10 ms
+    handover_cooldown: float  # a host that handed over sits out 2 W
+
+
+def pace(update_interval: float, wait_interval: float, operation_timeout: float) -> Pace:
+    """See `Pace`."""
+    u, w = update_interval, wait_interval
+    return Pace(poll_interval=max(0.05, min(u / 2, w / 4)),
+                retry_interval=max(0.05, min(u / 4, 1.0)),
+                renew_hedge=max(0.02, min(operation_timeout, u / 8)),
+                renew_retry=max(0.01, min(u / 20, 0.25)),
+                handover_cooldown=2 * w)
+
+
 def stop_graces(update_interval: float, wait_interval: float, margin: float,
                 stop_timeout: float, operation_timeout: float) -> StopGraces:
     """The timing rule's intervals. Never raises; validation is the caller's job
