@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.mutants import generated
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--jobs must be at least 1", file=sys.stderr)
         return 2
     if args.generated:
-        return run_generated(mutants, args)
+        return run_generated(mutants, args, argv)
 
     started = time.monotonic()
     runnable = [m for m in mutants if m.todo is None]
@@ -105,8 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if counts["escaped"] == 0 and counts["error"] == 0 else 1
 
 
-def run_generated(mutants: list[Mutant], args: argparse.Namespace) -> int:
+def run_generated(mutants: list[Mutant], args: argparse.Namespace,
+                  argv: list[str] | None) -> int:
     started = time.monotonic()
+    print(f"python -m tests.mutants {' '.join(sys.argv[1:] if argv is None else argv)}\n"
+          f"on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {generated.machine()}", flush=True)
     results = generated.run(mutants, repo=args.repo, jobs=args.jobs,
                             timeout=min(args.timeout, 120.0), sanity=not args.no_sanity)
     if results is None:

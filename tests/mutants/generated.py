@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import tempfile
 import threading
 import time
@@ -129,13 +130,16 @@ def _in_copy(m: Mutant, root: Path, timeout: float) -> Result:
 
 
 def summary(results: Sequence[Result]) -> tuple[str, dict[str, int]]:
-    """A plain-text table (mutant, killing scenario or reason, outcome, seconds) and the
-    counts: caught, escaped, error, equivalent."""
-    rows = [("mutant", "killed by / why equivalent", "result", "s")]
+    """A plain-text table (mutant, killing scenario, outcome, seconds), the equivalent
+    mutants with their reasons, and the counts: caught, escaped, error, equivalent."""
+    rows = [("mutant", "killed by scenario", "result", "s")]
+    reasons = []
     for r in results:
         equivalent = r.outcome == "todo"
-        why = r.detail.removeprefix("equivalent: ") if equivalent else r.killed_by or "-"
-        rows.append((r.mutant.name, why.removeprefix(CASE_TEST),
+        if equivalent:
+            reasons.append(f"{r.mutant.name}:\n    {r.detail.removeprefix('equivalent: ')}")
+        killer = r.killed_by.removeprefix(CASE_TEST).strip("[]") or "-"
+        rows.append((r.mutant.name, "(equivalent)" if equivalent else killer,
                      "equivalent" if equivalent else r.outcome, f"{r.seconds:.1f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = []
@@ -144,6 +148,14 @@ def summary(results: Sequence[Result]) -> tuple[str, dict[str, int]]:
                                 row[2].ljust(widths[2]), row[3].rjust(widths[3])]).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
+    if reasons:
+        lines += ["", "equivalent mutants, and why no behaviour tells them apart:", *reasons]
     counts = {k: sum(r.outcome == k for r in results) for k in ("caught", "escaped", "error")}
     counts["equivalent"] = sum(r.outcome == "todo" for r in results)
     return "\n".join(lines), counts
+
+
+def machine() -> str:
+    """The machine a run's figures come from, for the record."""
+    return (f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, "
+            f"Python {platform.python_version()}, {platform.platform(terse=True)}")
