@@ -17,6 +17,7 @@ import pytest
 from psycopg import sql
 
 from tests.mutants.generated import mutants as runner_mutants
+from tests.mutants.generated import run as run_generated
 from tests.mutants.generated import scenario_test
 from tests.mutants.runner import REPO
 from tests.mutants.sqlcases import SCENARIOS
@@ -31,7 +32,7 @@ from tests.mutants.sqlgen import (
 from tests.mutants.sqlkills import EQUIVALENT, kills
 from tests.mutants.sqlnodes import COMPARISONS, SqlParseError, Token
 from tests.mutants.sqlparse import parse_statement
-from tests.pgserver import PgServer
+from tests.pgserver import ENV_DSN, PgServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -203,3 +204,16 @@ def test_postgresql_accepts_every_mutant(lease_schema: tuple[psycopg.Connection[
         except psycopg.Error as e:
             refused.append(f"{m.key}: {e.sqlstate} {e}")
     assert not refused, "\n".join(refused)
+
+
+def test_a_generated_mutant_is_caught_by_its_scenario_in_a_scratch_copy(
+        pg_server: PgServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """End to end, as `python -m tests.mutants --generated --only ...` runs it: the unmutated
+    copy passes the scenario, the mutated copy fails it."""
+    monkeypatch.setenv(ENV_DSN, pg_server.dsn)  # restored after: run() sets it too
+    key = "renew: l.expires_at > n.now [op >=]"
+    (mutant,) = [m for m in runner_mutants() if m.name == key]
+    results = run_generated([mutant], timeout=100)
+    assert results is not None, "the unmutated copy failed the scenario"
+    (r,) = results
+    assert (r.outcome, r.killed_by) == ("caught", scenario_test("renew-expires-now")), r.output
