@@ -361,6 +361,30 @@ def kill_deadline_while_the_node_is_down(j: Journey) -> None:
     j.tick(1.8)  # the kill deadline: the lease is given up
 
 
+def handover_stop_outlives_the_kill_deadline(j: Journey) -> None:
+    acquired_and_running(j)
+    j.tick(0.5)
+    j(0.51, LeaseRenewed(sent_at=0.5, handover_requested=True))  # StopNode(S), planned
+    j.tick(1.0)
+    j(1.1, LeaseCallFailed("renew", "timeout"))
+    keep_failing = [1.125, 1.2, 1.5, 2.0]
+    for at in keep_failing:
+        j.tick(at)
+        if j.state.lease_op == "renew":
+            j(at + 0.05, LeaseCallFailed("renew", "timeout"))
+    j.tick(2.3)  # t + W - M: the node still stops: killed, the lease given up
+    j(2.35, NodeExited(returncode=None, signal=9, runtime=2.33, killed_by="kill"))
+    j(2.4, LeaseReleased(released=True))
+
+
+def not_ready_while_it_stops(j: Journey) -> None:
+    acquired_and_running(j)
+    j.tick(0.5)
+    j(0.51, LeaseRenewed(sent_at=0.5, handover_requested=True))  # stops before it is ready
+    keep_renewing(j, 3.1)  # the readiness deadline passes while it stops: no kill for it
+    j(3.2, NodeExited(returncode=0, signal=None, runtime=3.18, killed_by="stop"))
+
+
 def reclaimed_from_our_predecessor(j: Journey) -> None:
     j(0.0, Begin())
     j(0.0, LeaseObserved(version=V1, free=False, expired=False, holder="host-a", mine=False,
@@ -487,6 +511,9 @@ JOURNEYS: dict[str, tuple[Callable[[Journey], None], bool, Timing]] = {
     "kill deadline while the node is down": (kill_deadline_while_the_node_is_down, True,
                                              TIMING),
     "reclaimed from our predecessor": (reclaimed_from_our_predecessor, True, TIMING),
+    "handover stop outlives the kill deadline": (handover_stop_outlives_the_kill_deadline,
+                                                 True, TIMING),
+    "not ready while it stops": (not_ready_while_it_stops, True, READY),
 }
 # once more with every time and interval scaled: values whose every decimal counts
 SCALE = 1.01234567
