@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_generated(mutants: list[Mutant], args: argparse.Namespace,
                   argv: list[str] | None) -> int:
     started = time.monotonic()
-    print(f"python -m tests.mutants {' '.join(sys.argv[1:] if argv is None else argv)}\n"
+    print(f"python -m tests.mutants {shlex.join(sys.argv[1:] if argv is None else argv)}\n"
           f"on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {generated.machine()}", flush=True)
     results = generated.run(mutants, repo=args.repo, jobs=args.jobs,
                             timeout=min(args.timeout, 120.0), sanity=not args.no_sanity)
