@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import sys
 import types
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -174,10 +175,9 @@ def lease_schema(pg_server: PgServer) -> Iterator[tuple[psycopg.Connection[Any],
     from supervisor.lease.members import MemberSql
     from supervisor.lease.sql import LeaseSql
 
-    schema = "gen_mutants_check"
+    schema = f"gen_mutants_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server.dsn, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}").format(
-            s=sql.Identifier(schema)))
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         lease = LeaseSql(schema, "corda_ha_lease")
         for ddl in (lease.create_table, lease.create_history,
                     MemberSql(schema, "corda_ha_lease").create_table):
