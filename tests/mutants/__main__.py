@@ -1,5 +1,9 @@
 """`python -m tests.mutants`: run the safety mutants (see tests/mutants/__init__.py).
 
+`--generated` runs the generated SQL mutants instead (tests/mutants/generated.py): one
+per condition, comparison, time bound and assigned column of the lease store's SQL,
+each against the scenario of tests/test_sql_predicates.py in which it alone decides.
+
 Exit status: 0 every mutant caught; 1 a mutant escaped or could not be run;
 2 the unmutated copy fails the named tests (or bad arguments).
 """
@@ -8,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
+from tests.mutants import generated
 from tests.mutants.catalog import MUTANTS
 from tests.mutants.runner import REPO, Mutant, Result, run_mutant, sanity_run, table
 
@@ -21,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.mutants", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--list", action="store_true", help="list the mutants and exit")
+    p.add_argument("--generated", action="store_true",
+                   help="the generated SQL mutants instead of the catalog's")
     p.add_argument("--only", action="append", metavar="NAME",
                    help="run only this mutant (repeatable)")
     p.add_argument("--jobs", type=int, default=1,
@@ -35,14 +44,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="repository to copy (default: this one)")
     args = p.parse_args(argv)
 
-    mutants: list[Mutant] = list(MUTANTS)
+    every: list[Mutant] = generated.mutants(args.repo) if args.generated else list(MUTANTS)
+    mutants = every
     if args.only:
-        names = {m.name for m in MUTANTS}
+        names = {m.name for m in every}
         unknown = [n for n in args.only if n not in names]
         if unknown:
             print(f"unknown mutant(s): {', '.join(unknown)}", file=sys.stderr)
             return 2
-        mutants = [m for m in MUTANTS if m.name in args.only]
+        mutants = [m for m in every if m.name in args.only]
     if args.list:
         for m in mutants:
             kill = ", ".join(m.tests) if m.todo is None else f"TODO: {m.todo}"
@@ -51,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         print("--jobs must be at least 1", file=sys.stderr)
         return 2
+    if args.generated:
+        return run_generated(mutants, args, argv)
 
     started = time.monotonic()
     runnable = [m for m in mutants if m.todo is None]
@@ -90,6 +102,30 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(took, 1), "counts": counts,
             "mutants": [{"name": r.mutant.name, "rule": r.mutant.rule, "file": r.mutant.file,
                          "tests": list(r.mutant.tests), "outcome": r.outcome,
+                         "killed_by": r.killed_by, "detail": r.detail,
+                         "seconds": round(r.seconds, 1)} for r in results]}, indent=2) + "\n")
+    return 0 if counts["escaped"] == 0 and counts["error"] == 0 else 1
+
+
+def run_generated(mutants: list[Mutant], args: argparse.Namespace,
+                  argv: list[str] | None) -> int:
+    started = time.monotonic()
+    print(f"python -m tests.mutants {shlex.join(sys.argv[1:] if argv is None else argv)}\n"
+          f"on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {generated.machine()}", flush=True)
+    results = generated.run(mutants, repo=args.repo, jobs=args.jobs,
+                            timeout=min(args.timeout, 120.0), sanity=not args.no_sanity)
+    if results is None:
+        return 2
+    text, counts = generated.summary(results)
+    took = time.monotonic() - started
+    print(f"\n{text}\n\n{counts['caught']} caught, {counts['escaped']} escaped, "
+          f"{counts['error']} errors, {counts['equivalent']} equivalent; {took:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "seconds": round(took, 1), "counts": counts,
+            "mutants": [{"name": r.mutant.name, "file": r.mutant.file,
+                         "tests": list(r.mutant.tests),
+                         "outcome": "equivalent" if r.outcome == "todo" else r.outcome,
                          "killed_by": r.killed_by, "detail": r.detail,
                          "seconds": round(r.seconds, 1)} for r in results]}, indent=2) + "\n")
     return 0 if counts["escaped"] == 0 and counts["error"] == 0 else 1
