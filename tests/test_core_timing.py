@@ -11,7 +11,7 @@ import pytest
 
 from supervisor.config import load_config
 from supervisor.core import Timing, backoff_delay
-from supervisor.timing import StopGraces, stop_graces
+from supervisor.core.timing import StopGraces, stop_graces
 from tests.test_core import TIMING
 
 pytestmark = pytest.mark.timeout(30)
@@ -31,14 +31,12 @@ def test_stop_graces_in_each_regime(u: float, w: float, m: float, s: float, op: 
                                     want: StopGraces) -> None:
     got = stop_graces(u, w, m, s, op)
     assert dataclasses.astuple(got) == pytest.approx(dataclasses.astuple(want), abs=1e-12)
-    assert got.shortened == (want.loss_grace < s)
 
 
-def test_shortened_only_when_the_loss_grace_is_below_s() -> None:
-    assert stop_graces(2.0, 4.0, 0.4, 6.0, 0.5).shortened
-    assert not stop_graces(0.5, 2.0, 0.2, 0.5, 1.0).shortened
-    equal = stop_graces(0.5, 2.0, 0.2, 0.65, 0.5)  # G = min(S, 1.3 - 0.5) = S: not shortened
-    assert equal.loss_grace == pytest.approx(0.65) and not equal.shortened
+def test_the_loss_grace_is_s_unless_the_lease_leaves_less() -> None:
+    equal = stop_graces(0.5, 2.0, 0.2, 0.65, 0.5)  # G = min(S, 1.3 - 0.5) = S
+    assert equal.loss_grace == pytest.approx(0.65) == equal.planned_grace
+    assert stop_graces(2.0, 4.0, 0.4, 6.0, 0.5).loss_grace < 6.0
 
 
 def timing(tmp_path: Path, lease: str, more: str = "") -> Timing:

@@ -40,8 +40,8 @@ from supervisor.core import (
     Tick,
     Timing,
 )
-from supervisor.identity import ProcessRef
-from supervisor.messages import Event, FencingChecked, SharedDirsChecked
+from supervisor.core.identity import ProcessRef
+from supervisor.core.messages import Event, FencingChecked, SharedDirsChecked
 from tests.test_core import FREE, SERVER, TIMING, V1, V2, free_row, held_by_other
 
 pytestmark = pytest.mark.timeout(30)
@@ -90,19 +90,20 @@ class Journey:
 
 def status(s: core.CoreState, now: float, timing: Timing) -> str:
     """What the daemon's `status` (and /status, the metrics) shows of the core's state
-    (supervisor/daemon.py `status_view`)."""
+    (supervisor/daemon/status.py `status_view`)."""
     kill_at = core.kill_deadline(s, timing)
     shown: dict[str, object] = dict(
-        state=str(s.state), epoch=s.epoch, holder=s.holder, node_pid=s.node_pid,
-        node_running=s.node is core.NodePhase.RUNNING, node_ready=s.node_ready,
-        restarts=s.restarts, paused=s.paused, name_conflict=s.name_conflict,
-        last_renewal_age=None if s.renewed_sent_at is None else round(now - s.renewed_sent_at, 3),
+        state=str(s.state), epoch=s.lease.epoch, holder=s.lease.holder, node_pid=s.node.pid,
+        node_running=s.node.phase is core.NodePhase.RUNNING, node_ready=s.node.ready,
+        restarts=s.crashes.restarts, paused=s.paused, name_conflict=s.name_conflict,
+        last_renewal_age=(None if s.lease.renewed_sent_at is None
+                          else round(now - s.lease.renewed_sent_at, 3)),
         kill_deadline_in=None if kill_at is None else round(kill_at - now, 3),
-        reachable=s.db_ok_at is not None and s.call_failures == 0, last_error=s.db_error,
-        failing_for=None if s.db_error_since is None else round(now - s.db_error_since, 3),
-        failures_in_a_row=s.call_failures,
-        last_answer_age=None if s.db_ok_at is None else round(now - s.db_ok_at, 3),
-        server=s.server)
+        reachable=s.db.ok_at is not None and s.db.failures == 0, last_error=s.db.error,
+        failing_for=None if s.db.error_since is None else round(now - s.db.error_since, 3),
+        failures_in_a_row=s.db.failures,
+        last_answer_age=None if s.db.ok_at is None else round(now - s.db.ok_at, 3),
+        server=s.lease.server)
     return " ".join(f"{k}={v!r}" for k, v in shown.items())
 
 
@@ -194,8 +195,8 @@ def keep_renewing(j: Journey, until: float) -> None:
     """Answer every renewal that falls due before `until` on time (the pair stays paused
     or not), then tick to it."""
     while True:
-        due = None if j.state.next_renew_at is None else j.state.next_renew_at / j.scale
-        if due is None or due >= until or j.state.lease_op is not None:
+        due = None if j.state.lease.next_renew_at is None else j.state.lease.next_renew_at / j.scale
+        if due is None or due >= until or j.state.lease.op is not None:
             break
         j.tick(due)
         j(due + 0.01, LeaseRenewed(sent_at=due, handover_requested=False,
@@ -208,9 +209,9 @@ def crashes_back_off_then_loop(j: Journey) -> None:
     t = 0.1
     for n in range(4):
         j(t, NodeExited(returncode=1, signal=None, runtime=0.08, killed_by=None))
-        if j.state.restart_at is None:
+        if j.state.crashes.restart_at is None:
             break
-        keep_renewing(j, j.state.restart_at / j.scale)
+        keep_renewing(j, j.state.crashes.restart_at / j.scale)
         t = j.now / j.scale + 0.1
         j(j.now / j.scale + 0.01, NodeStarted(pid=200 + n))
     j(t + 0.1, LeaseReleased(released=True))
@@ -370,7 +371,7 @@ def handover_stop_outlives_the_kill_deadline(j: Journey) -> None:
     keep_failing = [1.125, 1.2, 1.5, 2.0]
     for at in keep_failing:
         j.tick(at)
-        if j.state.lease_op == "renew":
+        if j.state.lease.op == "renew":
             j(at + 0.05, LeaseCallFailed("renew", "timeout"))
     j.tick(2.3)  # t + W - M: the node still stops: killed, the lease given up
     j(2.35, NodeExited(returncode=None, signal=9, runtime=2.33, killed_by="kill"))

@@ -27,7 +27,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from supervisor.config import DatabaseConfig
-from supervisor.identity import Identity, ProcessRef
+from supervisor.core.identity import Identity, ProcessRef
 from supervisor.lease import LeaseVersion, PostgresLeaseStore
 from supervisor.lease import members as member_rows
 from tests.mutants.sqlcases import LEASE, MINE, NOBODY, SCENARIOS, Row, Scenario, W
@@ -191,7 +191,7 @@ async def run_op(store: PostgresLeaseStore, sc: Scenario, world: World) -> Any:
             store.record_acquired(a["epoch"], "released", "node-b")
         else:
             store.record_ended(a["epoch"], "released")
-        (statement, params), = store._history_queue  # what the LISTEN connection runs
+        (statement, params), = store._listener._history  # what the listener runs
         conn = await store._open()
         try:
             await conn.execute(statement, params)
