@@ -32,12 +32,12 @@ from typing import Any
 
 import psutil
 
-from tests import jvmnode
-from tests.cluster import cluster
-from tests.cordapair import CordaHost, add_corda_host
-from tests.haproxy import ask
-from tests.pgserver import PgServer, free_port
-from tests.proc import reaping
+from tests.harness import jvmnode
+from tests.harness.cluster import cluster
+from tests.harness.cordapair import CordaHost, add_corda_host
+from tests.harness.haproxy import ask
+from tests.harness.pgserver import PgServer, free_port
+from tests.harness.proc import reaping
 
 W = 2.0
 

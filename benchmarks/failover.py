@@ -33,9 +33,9 @@ from pathlib import Path
 
 import psutil
 
-from tests.cluster import cluster, start_pair
-from tests.pgserver import PgServer
-from tests.proc import pid_alive, wait_until
+from tests.harness.cluster import cluster, start_pair
+from tests.harness.pgserver import PgServer
+from tests.harness.proc import pid_alive, wait_until
 
 PROFILES = {
     "lab": {"update_ms": 500, "wait_ms": 2000, "stop_ms": 500},

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import settings
 
 from supervisor.config import DatabaseConfig
-from tests.cluster import Cluster, cluster
-from tests.pgserver import PgServer, PgServerError
+from tests.harness.cluster import Cluster, cluster
+from tests.harness.pgserver import PgServer, PgServerError
 
 # Hypothesis is derandomised by default, so a CI failure replays exactly: every run
 # tries the same examples. HYPOTHESIS_PROFILE=explore draws new random examples (use
@@ -38,7 +38,7 @@ def one_clock() -> None:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
-    """A PostgreSQL server for the whole session (see tests/pgserver.py)."""
+    """A PostgreSQL server for the whole session (see tests/harness/pgserver.py)."""
     try:
         server = PgServer.from_environment()
     except PgServerError as e:
@@ -74,8 +74,8 @@ def db_config(pg_dsn: str, lease_name: str) -> DatabaseConfig:
         connect_timeout=2,
         operation_timeout=1,
     )
-from tests.cgroups import cgroup_parent  # noqa: F401,E402
-from tests.proc import reaper  # noqa: F401,E402
+from tests.harness.cgroups import cgroup_parent  # noqa: F401,E402
+from tests.harness.proc import reaper  # noqa: F401,E402
 
 
 @pytest.fixture

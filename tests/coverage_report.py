@@ -12,7 +12,7 @@ figure. Data goes to `.coverage-data/` (`coverage.json` there has every detail;
 ``coverage report -m --data-file .coverage-data/.coverage`` lists missed lines).
 
 Processes that end by SIGKILL write no data: the end-to-end harness is told to
-stop its supervisors with SIGTERM at teardown (tests/cluster.py,
+stop its supervisors with SIGTERM at teardown (tests/harness/cluster.py,
 `GRACEFUL_TEARDOWN_ENV`), and a test that SIGKILLs a supervisor on purpose loses
 that process's share. Exit status: pytest's.
 """
@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.cluster import GRACEFUL_TEARDOWN_ENV
+from tests.harness.cluster import GRACEFUL_TEARDOWN_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / ".coverage-data"

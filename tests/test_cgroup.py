@@ -12,8 +12,8 @@ import pytest
 from supervisor.node import cgroup as cgroups
 from supervisor.node.sweep import RunMarks, node_key, sweep_stale_nodes
 from supervisor.node.sweep import cgroup_parent as resolve_parent
-from tests.cgroups import setsid_tree, spawn_in
-from tests.proc import Reaper, pid_alive, wait_until
+from tests.harness.cgroups import setsid_tree, spawn_in
+from tests.harness.proc import Reaper, pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 

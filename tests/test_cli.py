@@ -22,10 +22,10 @@ import pytest
 
 from supervisor import __version__
 from supervisor.cli import command as cli
-from tests.cluster import REPO, STOP_MS, Cluster, W, Watcher, run_cli, start_pair
-from tests.loadprobe import measure
-from tests.pgserver import free_port
-from tests.proc import pid_alive, wait_until
+from tests.harness.cluster import REPO, STOP_MS, Cluster, W, Watcher, run_cli, start_pair
+from tests.harness.loadprobe import measure
+from tests.harness.pgserver import free_port
+from tests.harness.proc import pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -210,7 +210,7 @@ def test_status_with_silent_database_exits_69_within_connect_timeout(
 
 def test_status_with_wrong_password_exits_69_without_echoing_it(
         tmp_path: Path, pg_server: object) -> None:
-    from tests.pgserver import PgServer
+    from tests.harness.pgserver import PgServer
     assert isinstance(pg_server, PgServer)
     wrong = "wr0ng-" + PASSWORD
     conf = write_conf(tmp_path / "wrongpw.conf",

@@ -20,12 +20,17 @@ import psutil
 import psycopg
 import pytest
 
-from tests import jvmnode
-from tests.cluster import Cluster
-from tests.cordapair import CordaHost, add_corda_host, assert_corda_row_prepared, never_waited
-from tests.fencedb import FenceDb, set_up
-from tests.pgserver import PgServer
-from tests.proc import pid_alive, wait_until
+from tests.harness import jvmnode
+from tests.harness.cluster import Cluster
+from tests.harness.cordapair import (
+    CordaHost,
+    add_corda_host,
+    assert_corda_row_prepared,
+    never_waited,
+)
+from tests.harness.fencedb import FenceDb, set_up
+from tests.harness.pgserver import PgServer
+from tests.harness.proc import pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -17,16 +17,16 @@ import pytest
 from supervisor.config import DatabaseConfig
 from supervisor.lease import PostgresLeaseStore
 from supervisor.node.machine import this_process
-from tests import jvmnode
-from tests.cluster import Cluster
-from tests.cordapair import add_corda_host
-from tests.pgserver import PgServer
-from tests.proc import pid_alive, wait_until
+from tests.harness import jvmnode
+from tests.harness.cluster import Cluster
+from tests.harness.cordapair import add_corda_host
+from tests.harness.pgserver import PgServer
+from tests.harness.proc import pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(150)
 
 W = 5.0
-W_HARNESS = 2.0  # waitInterval of tests/cluster.py's hosts
+W_HARNESS = 2.0  # waitInterval of tests/harness/cluster.py's hosts
 
 
 def corda_row(pg: PgServer, schema: str, machine: str, version: int = 7,

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests import haproxy, jvmnode
-from tests.cluster import Cluster, Watcher, run_cli
-from tests.cordapair import CordaHost, add_corda_host, assert_corda_row_left_to_corda
-from tests.pgserver import PgServer, free_port
-from tests.proc import Reaper, wait_until
+from tests.harness import haproxy, jvmnode
+from tests.harness.cluster import Cluster, Watcher, run_cli
+from tests.harness.cordapair import CordaHost, add_corda_host, assert_corda_row_left_to_corda
+from tests.harness.pgserver import PgServer, free_port
+from tests.harness.proc import Reaper, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 

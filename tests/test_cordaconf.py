@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.config import ConfigError, dump_config, load_config
-from tests.cluster import run_cli
+from tests.harness.cluster import run_cli
 
 NODE_CONF = """\
 myLegalName = "O=PartyA,L=London,C=GB"
@@ -118,7 +118,7 @@ def test_check_config_shows_where_it_came_from_without_the_password(tmp_path: Pa
 def test_the_node_only_example_runs_from_a_node_conf(tmp_path: Path) -> None:
     """config/node-only.conf (a real host's file that names only the node) with a Corda
     node.conf in its working directory is a complete configuration."""
-    from tests.cluster import REPO
+    from tests.harness.cluster import REPO
 
     text = (Path(REPO) / "config" / "node-only.conf").read_text()
     (tmp_path / "node.conf").write_text(NODE_CONF)

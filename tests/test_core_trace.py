@@ -3,7 +3,7 @@
 Every action (lease calls, node commands, and every log event with its level and
 fields), the next wake-up and the takeover readiness after each step of each journey
 below is written out and compared with tests/core_trace.txt. The log events are the
-supervisor's interface to operators and to the renewal audit (tests/renewal_audit.py
+supervisor's interface to operators and to the renewal audit (tests/harness/renewal_audit.py
 reads `lease_acquired` and `lease_renewed`): a change to any of them, or to any
 decision on these journeys, fails here with the diff. After an intended change,
 regenerate with `CORE_TRACE_WRITE=1 python -m pytest tests/test_core_trace.py` and

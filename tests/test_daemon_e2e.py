@@ -1,7 +1,7 @@
 """The daemon end to end: systemd notify, logs, lease off, restart on the same host,
 a shared machineName, a node failing at start. Real PostgreSQL, real processes.
 
-U = 0.5 s, W = 2 s, stopTimeout = 0.5 s (tests/cluster.py).
+U = 0.5 s, W = 2 s, stopTimeout = 0.5 s (tests/harness/cluster.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.cluster import (
+from tests.harness.cluster import (
     Cluster,
     W,
     Watcher,
@@ -34,8 +34,8 @@ from tests.cluster import (
     lease_off,
     run_cli,
 )
-from tests.pgserver import PgServer
-from tests.proc import pid_alive, wait_until
+from tests.harness.pgserver import PgServer
+from tests.harness.proc import pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -4,7 +4,7 @@
 `FakeStore` below keeps one lease row in memory and can be told to answer late,
 never (ignoring cancellation, like a call stuck in libpq), raise an unexpected
 exception, or block the whole event loop (a frozen supervisor). The node is the
-real guard with tests/fake_node.py: the deadlines that matter are the guard's.
+real guard with tests/harness/fake_node.py: the deadlines that matter are the guard's.
 U = 0.5 s, W = 2 s, M = 0.2 s, operationTimeout = 0.4 s.
 
 Paths reached here that no end-to-end test reaches: a lease call that overruns its
@@ -48,11 +48,11 @@ from supervisor.lease import (
 from supervisor.lease.fence import FenceFailed, FenceResult
 from supervisor.node.machine import this_process
 from supervisor.observe.sdnotify import SystemdNotifier
-from tests.proc import Reaper, pid_alive
+from tests.harness.paths import FAKE_NODE
+from tests.harness.proc import Reaper, pid_alive
 
 pytestmark = pytest.mark.timeout(60)
 
-FAKE_NODE = str(Path(__file__).resolve().parent / "fake_node.py")
 U, W, M, OP = 0.5, 2.0, 0.2, 0.4
 T = TypeVar("T")
 Hook = Callable[[int], Awaitable[None]]

@@ -2,7 +2,7 @@
 
 Two pairs keep their leases in one table (pair 1: hosts a, b, role `sup_*`; pair 2: hosts
 c, d, role `sup2_*`, its nodes connected), set up exactly as `schema` prints it
-(tests/fencedb.py). Pair 1's supervisor role holds its own lease and attacks: a
+(tests/harness/fencedb.py). Pair 1's supervisor role holds its own lease and attacks: a
 row-level security policy on the lease table that calls its own function, a view in
 place of the table, a trigger, functions that shadow every name the definer functions
 call (in every schema the role can create in, pg_temp included), a column retyped to
@@ -32,8 +32,8 @@ import psycopg
 import pytest
 
 from supervisor.lease.fence_sql import NOT_HOLDER, REFUSED, FenceSql
-from tests.fencedb import FenceDb, set_up
-from tests.pgserver import PgServer
+from tests.harness.fencedb import FenceDb, set_up
+from tests.harness.pgserver import PgServer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -2,7 +2,7 @@
 nobody takes the lease before watching it for W.
 
 The lease lives on a PostgreSQL primary with an asynchronous streaming replica
-(`pg_basebackup -R`, tests/pgserver.py `create_replica`) that streams through a
+(`pg_basebackup -R`, tests/harness/pgserver.py `create_replica`) that streams through a
 `FaultProxy`, so the test can make it miss writes on purpose. Each supervisor
 reaches the database through one libpq multi-host URL
 (`postgresql://127.0.0.1:P,127.0.0.1:R/postgres?target_session_attrs=read-write`),
@@ -56,11 +56,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests import renewal_audit
-from tests.cluster import Cluster, Host, Watcher, cluster, run_cli
-from tests.faultproxy import FaultProxy
-from tests.pgserver import ENV_DSN, PgServer, find_bindir
-from tests.proc import pid_alive, wait_until
+from tests.harness import renewal_audit
+from tests.harness.cluster import Cluster, Host, Watcher, cluster, run_cli
+from tests.harness.faultproxy import FaultProxy
+from tests.harness.pgserver import ENV_DSN, PgServer, find_bindir
+from tests.harness.proc import pid_alive, wait_until
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.db_failover]
 

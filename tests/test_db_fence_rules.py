@@ -34,11 +34,11 @@ import pytest
 from supervisor.daemon.fencer import DatabaseFencer
 from supervisor.demo.postgres import embedded_bindir
 from supervisor.lease import fence
-from tests import loadprobe
-from tests.cluster import Cluster
-from tests.fencedb import FenceDb, FenceHost, set_up
-from tests.pgserver import PgServer, PgServerError
-from tests.proc import wait_until
+from tests.harness import loadprobe
+from tests.harness.cluster import Cluster
+from tests.harness.fencedb import FenceDb, FenceHost, set_up
+from tests.harness.pgserver import PgServer, PgServerError
+from tests.harness.proc import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 T = TypeVar("T")

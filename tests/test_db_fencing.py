@@ -21,13 +21,13 @@ import pytest
 
 from supervisor.lease import fence
 from supervisor.lease.fence_sql import CONFIRM_ARGS, LOCK_ARGS
-from tests.cluster import Cluster, http_get, run_cli
-from tests.cluster import Host as Host_
-from tests.db_writer import late_writes
-from tests.fencedb import FenceDb, set_up
-from tests.fencedb import FenceHost as Host
-from tests.pgserver import PgServer
-from tests.proc import pid_alive, wait_until
+from tests.harness.cluster import Cluster, http_get, run_cli
+from tests.harness.cluster import Host as Host_
+from tests.harness.db_writer import late_writes
+from tests.harness.fencedb import FenceDb, set_up
+from tests.harness.fencedb import FenceHost as Host
+from tests.harness.pgserver import PgServer
+from tests.harness.proc import pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -33,7 +33,7 @@ import pytest
 
 from supervisor.demo.children import MARKER_VAR
 from supervisor.demo.postgres import embedded_bindir, system_bindir
-from tests.proc import kill_group_leftovers, kill_session
+from tests.harness.proc import kill_group_leftovers, kill_session
 
 REPO = str(Path(__file__).resolve().parent.parent)
 DURATION = 30  # the tour takes about 16 s on an idle 2-core machine

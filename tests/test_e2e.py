@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import STOP_MS, Cluster, W, Watcher, http_get, start_pair
-from tests.loadprobe import measure
-from tests.proc import pid_alive, wait_until
+from tests.harness.cluster import STOP_MS, Cluster, W, Watcher, http_get, start_pair
+from tests.harness.loadprobe import measure
+from tests.harness.proc import pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -170,7 +170,7 @@ def test_bad_config_exits_78_naming_the_key(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.cluster import REPO
+    from tests.harness.cluster import REPO
 
     conf = tmp_path / "bad.conf"
     conf.write_text("""

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faultproxy import FaultProxy
+from tests.harness.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -26,11 +26,11 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.cluster import Cluster, Host, W, Watcher, http_get
-from tests.faultproxy import FaultProxy
-from tests.loadprobe import measure
-from tests.pgserver import PgServer
-from tests.proc import pid_alive, wait_until
+from tests.harness.cluster import Cluster, Host, W, Watcher, http_get
+from tests.harness.faultproxy import FaultProxy
+from tests.harness.loadprobe import measure
+from tests.harness.pgserver import PgServer
+from tests.harness.proc import pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -31,7 +31,7 @@ import psutil
 import pytest
 
 from supervisor.node import cgroup as cgroups
-from tests.cluster import (
+from tests.harness.cluster import (
     FAKE_NODE,
     Cluster,
     EditedHost,
@@ -41,9 +41,9 @@ from tests.cluster import (
     host_node_key,
     http_get,
 )
-from tests.faultproxy import FaultProxy
-from tests.pgserver import PgServer
-from tests.proc import pid_alive, wait_until
+from tests.harness.faultproxy import FaultProxy
+from tests.harness.pgserver import PgServer
+from tests.harness.proc import pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

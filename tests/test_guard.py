@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from supervisor.node import cgroup as cgroups
-from tests.cgroups import wait_record
-from tests.proc import Reaper, pid_alive, wait_until
+from tests.harness.cgroups import wait_record
+from tests.harness.paths import FAKE_NODE
+from tests.harness.proc import Reaper, pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKE_NODE = str(Path(__file__).resolve().parent / "fake_node.py")
 
 
 class GuardHarness:

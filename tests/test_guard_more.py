@@ -18,12 +18,12 @@ import pytest
 
 from supervisor import clock
 from tests.chaos.db import find_faketime
-from tests.proc import Reaper, pid_alive, wait_until
+from tests.harness.paths import FAKE_NODE
+from tests.harness.proc import Reaper, pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKE_NODE = str(Path(__file__).resolve().parent / "fake_node.py")
 
 # The real guard, with one command that raises inside its run loop (a stand-in for
 # any unexpected error there): everything else is supervisor.node.guard unchanged.

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests import haproxy, jvmnode
-from tests.haproxy import Backend, HaProxy, HealthServer, NameServer
-from tests.jvmnode import REGISTERED, NodeConf
-from tests.loadprobe import measure
-from tests.pgserver import free_port
-from tests.proc import Reaper, wait_until
+from tests.harness import haproxy, jvmnode
+from tests.harness.haproxy import Backend, HaProxy, HealthServer, NameServer
+from tests.harness.jvmnode import REGISTERED, NodeConf
+from tests.harness.loadprobe import measure
+from tests.harness.pgserver import free_port
+from tests.harness.proc import Reaper, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

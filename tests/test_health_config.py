@@ -12,8 +12,8 @@ import pytest
 from supervisor.cli.operator import status_url
 from supervisor.config import Config, ConfigError, config_from_json, dump_config, load_config
 from supervisor.config.model import config_to_json
-from tests.cluster import Cluster, http_get, run_cli
-from tests.pgserver import free_port
+from tests.harness.cluster import Cluster, http_get, run_cli
+from tests.harness.pgserver import free_port
 from tests.test_config import BASE
 
 pytestmark = pytest.mark.timeout(60)

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from supervisor.node.hooks import run_hook, spawn_hook
-from tests.cluster import Cluster, Watcher
-from tests.faultproxy import FaultProxy
-from tests.loadprobe import measure
-from tests.pgserver import PgServer
-from tests.proc import Reaper, group_alive, pid_alive, wait_until
+from tests.harness.cluster import Cluster, Watcher
+from tests.harness.faultproxy import FaultProxy
+from tests.harness.loadprobe import measure
+from tests.harness.pgserver import PgServer
+from tests.harness.proc import Reaper, group_alive, pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

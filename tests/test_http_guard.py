@@ -17,7 +17,7 @@ import pytest
 from supervisor.observe.http import HealthServer, StatusView, authorized
 from supervisor.observe.metrics import Metrics
 from supervisor.observe.server import Limits
-from tests.proc import wait_until
+from tests.harness.proc import wait_until
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -26,9 +26,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.cluster import Cluster, Host, Watcher, cluster
-from tests.pgserver import PgServer
-from tests.users import User, second_user
+from tests.harness.cluster import Cluster, Host, Watcher, cluster
+from tests.harness.pgserver import PgServer
+from tests.harness.users import User, second_user
 
 pytestmark = pytest.mark.timeout(120)
 

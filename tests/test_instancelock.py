@@ -28,9 +28,9 @@ import pytest
 
 from supervisor.node import instancelock
 from supervisor.node.instancelock import InstanceLockError, acquire, lock_path
-from tests.cluster import REPO, Cluster, Watcher, run_cli
-from tests.proc import Reaper, pid_alive, wait_until
-from tests.users import User, run_as, second_user
+from tests.harness.cluster import REPO, Cluster, Watcher, run_cli
+from tests.harness.proc import Reaper, pid_alive, wait_until
+from tests.harness.users import User, run_as, second_user
 
 pytestmark = pytest.mark.timeout(60)
 

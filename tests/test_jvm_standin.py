@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 from pyhocon import ConfigFactory
 
-from tests import jvmnode
-from tests.cluster import FAKE_NODE
-from tests.faultproxy import FaultProxy
-from tests.haproxy import ask
-from tests.jvmnode import FAILED_MASTER, REGISTERED, NodeConf, StandIn
-from tests.nodescan import scan_nodes
-from tests.pgserver import PgServer, free_port
-from tests.proc import Reaper, wait_until
+from tests.harness import jvmnode
+from tests.harness.cluster import FAKE_NODE
+from tests.harness.faultproxy import FaultProxy
+from tests.harness.haproxy import ask
+from tests.harness.jvmnode import FAILED_MASTER, REGISTERED, NodeConf, StandIn
+from tests.harness.nodescan import scan_nodes
+from tests.harness.pgserver import PgServer, free_port
+from tests.harness.proc import Reaper, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -1,4 +1,4 @@
-"""The lease store against a real PostgreSQL (tests/pgserver.py); no mocks."""
+"""The lease store against a real PostgreSQL (tests/harness/pgserver.py); no mocks."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from supervisor.lease import (
 )
 from supervisor.lease.bounded import Conn
 from supervisor.node.machine import this_process
-from tests.faultproxy import FaultProxy
-from tests.pgserver import PgServer
+from tests.harness.faultproxy import FaultProxy
+from tests.harness.pgserver import PgServer
 
 pytestmark = pytest.mark.timeout(30)
 

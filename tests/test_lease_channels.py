@@ -17,7 +17,7 @@ from supervisor.config import DatabaseConfig
 from supervisor.lease import LeaseUnavailable, PostgresLeaseStore
 from supervisor.lease.bounded import Conn
 from supervisor.node.machine import this_process
-from tests.pgserver import PgServer
+from tests.harness.pgserver import PgServer
 
 pytestmark = pytest.mark.timeout(60)
 

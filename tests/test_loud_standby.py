@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from tests.cluster import Cluster, Host, http_get, run_cli
-from tests.pgserver import PgServer, free_port
-from tests.proc import wait_until
+from tests.harness.cluster import Cluster, Host, http_get, run_cli
+from tests.harness.pgserver import PgServer, free_port
+from tests.harness.proc import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

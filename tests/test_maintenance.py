@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from tests.cluster import Cluster, Watcher, http_get, run_cli, start_pair
-from tests.proc import wait_until
+from tests.harness.cluster import Cluster, Watcher, http_get, run_cli, start_pair
+from tests.harness.proc import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -32,13 +32,13 @@ from supervisor.node.sweep import (
     node_key,
     sweep_stale_nodes,
 )
-from tests.cgroups import wait_record
-from tests.proc import Reaper, group_alive, pid_alive, wait_until
+from tests.harness.cgroups import wait_record
+from tests.harness.paths import FAKE_NODE
+from tests.harness.proc import Reaper, group_alive, pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKE_NODE = str(Path(__file__).resolve().parent / "fake_node.py")
 T = TypeVar("T")
 
 

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import FAKE_NODE, Cluster, EditedHost, Watcher, add_edited, run_cli
-from tests.freezer import frozen
-from tests.proc import pid_alive, wait_until
+from tests.harness.cluster import FAKE_NODE, Cluster, EditedHost, Watcher, add_edited, run_cli
+from tests.harness.freezer import frozen
+from tests.harness.proc import pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -25,11 +25,11 @@ import pytest
 
 from supervisor.config import NodeConfig
 from supervisor.node.process import NodeProcess
-from tests.proc import Reaper, pid_alive
+from tests.harness.paths import FAKE_NODE
+from tests.harness.proc import Reaper, pid_alive
 
 pytestmark = pytest.mark.timeout(60)
 
-FAKE_NODE = str(Path(__file__).resolve().parent / "fake_node.py")
 T = TypeVar("T")
 
 

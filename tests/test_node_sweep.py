@@ -38,14 +38,14 @@ from supervisor.node.sweep import (
     scan_marked,
     sweep_stale_nodes,
 )
-from tests.cgroups import spawn_in
-from tests.freezer import frozen, state
-from tests.proc import Reaper, pid_alive, wait_until
-from tests.users import run_as, second_user
+from tests.harness.cgroups import spawn_in
+from tests.harness.freezer import frozen, state
+from tests.harness.paths import FAKE_NODE
+from tests.harness.proc import Reaper, pid_alive, wait_until
+from tests.harness.users import run_as, second_user
 
 pytestmark = pytest.mark.timeout(60)
 
-FAKE_NODE = str(Path(__file__).resolve().parent / "fake_node.py")
 T = TypeVar("T")
 
 

@@ -20,9 +20,9 @@ from supervisor.config import DatabaseConfig, load_config
 from supervisor.lease import PostgresLeaseStore
 from supervisor.lease.members import Member
 from supervisor.node.machine import this_process
-from tests.cluster import Cluster, http_get, run_cli
-from tests.pgserver import PgServer
-from tests.proc import wait_until
+from tests.harness.cluster import Cluster, http_get, run_cli
+from tests.harness.pgserver import PgServer
+from tests.harness.proc import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

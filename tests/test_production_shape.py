@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from tests.cluster import Cluster, Host, Watcher, http_get
-from tests.loadprobe import measure
-from tests.proc import pid_alive, wait_until
+from tests.harness.cluster import Cluster, Host, Watcher, http_get
+from tests.harness.loadprobe import measure
+from tests.harness.proc import pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

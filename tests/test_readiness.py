@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from tests.cluster import Cluster, Watcher, http_get
-from tests.pgserver import free_port
-from tests.proc import wait_until
+from tests.harness.cluster import Cluster, Watcher, http_get
+from tests.harness.pgserver import free_port
+from tests.harness.proc import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -1,4 +1,4 @@
-"""The renewal-durability invariant's own checks (tests/renewal_audit.py): a write that
+"""The renewal-durability invariant's own checks (tests/harness/renewal_audit.py): a write that
 was committed is found, one that was rolled back or never made is reported, and a lease
 table created later, by any role, is audited from its first write."""
 
@@ -13,8 +13,8 @@ import pytest
 
 from supervisor.config import DatabaseConfig
 from supervisor.lease.sql import LeaseSql
-from tests.pgserver import PgServer
-from tests.renewal_audit import acquire_and_renew, violations
+from tests.harness.pgserver import PgServer
+from tests.harness.renewal_audit import acquire_and_renew, violations
 
 pytestmark = pytest.mark.timeout(60)
 

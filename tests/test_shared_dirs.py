@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from supervisor.node import shareddirs
-from tests.cluster import Cluster, Watcher, http_get
-from tests.proc import wait_until
+from tests.harness.cluster import Cluster, Watcher, http_get
+from tests.harness.proc import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

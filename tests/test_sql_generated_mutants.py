@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.harness.pgserver import ENV_DSN, PgServer
 from tests.mutants.generated import mutants as runner_mutants
 from tests.mutants.generated import run as run_generated
 from tests.mutants.generated import scenario_test
@@ -33,7 +34,6 @@ from tests.mutants.sqlgen import (
 from tests.mutants.sqlkills import EQUIVALENT, kills
 from tests.mutants.sqlnodes import COMPARISONS, SqlParseError, Token
 from tests.mutants.sqlparse import parse_statement
-from tests.pgserver import ENV_DSN, PgServer
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -30,8 +30,8 @@ from supervisor.config import DatabaseConfig
 from supervisor.core.identity import Identity, ProcessRef
 from supervisor.lease import LeaseVersion, PostgresLeaseStore
 from supervisor.lease import members as member_rows
+from tests.harness.pgserver import PgServer
 from tests.mutants.sqlcases import LEASE, MINE, NOBODY, SCENARIOS, Row, Scenario, W
-from tests.pgserver import PgServer
 
 pytestmark = pytest.mark.timeout(60)
 

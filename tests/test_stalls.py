@@ -24,8 +24,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.cluster import Cluster, Host, W, Watcher, start_pair
-from tests.proc import wait_until
+from tests.harness.cluster import Cluster, Host, W, Watcher, start_pair
+from tests.harness.proc import wait_until
 
 pytestmark = pytest.mark.timeout(150)
 

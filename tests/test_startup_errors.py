@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import REPO, run_cli
-from tests.pgserver import PgServer, free_port
-from tests.proc import Reaper
+from tests.harness.cluster import REPO, run_cli
+from tests.harness.pgserver import PgServer, free_port
+from tests.harness.proc import Reaper
 
 pytestmark = pytest.mark.timeout(60)
 

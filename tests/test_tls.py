@@ -28,9 +28,9 @@ import pytest
 from supervisor.config import load_config
 from supervisor.lease import LeaseUnavailable
 from supervisor.lease.startup import database_config_problem
-from tests.cluster import REPO, cluster, run_cli
-from tests.pgserver import ENV_DSN, PgServer, find_bindir
-from tests.proc import Reaper, wait_until
+from tests.harness.cluster import REPO, cluster, run_cli
+from tests.harness.pgserver import ENV_DSN, PgServer, find_bindir
+from tests.harness.proc import Reaper, wait_until
 from tests.test_startup_errors import SECRET, assert_clean, run, write
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import FAKE_NODE, Host, Watcher
-from tests.proc import Reaper, wait_until
+from tests.harness.cluster import FAKE_NODE, Host, Watcher
+from tests.harness.proc import Reaper, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -5,7 +5,7 @@
   `FAKETIME_NO_CACHE=1`; the monotonic clock is left alone). Primary and
   replica share the timestamp file: they keep one clock.
 - With `replica=True` (and `pg_basebackup` installed) the primary has an
-  asynchronous streaming replica (tests/pgserver.py `create_replica`) that
+  asynchronous streaming replica (tests/harness/pgserver.py `create_replica`) that
   streams through a `FaultProxy` (`replication`), so a fault can make it miss
   writes. Without it, `replica` is None and faults that need one are skipped.
 - The servers sit in two *slots* (0 and 1). Each host reaches the database
@@ -26,8 +26,8 @@ import shutil
 import tempfile
 import time
 
-from tests.faultproxy import FaultProxy, Mode
-from tests.pgserver import PgServer, PgServerError, find_bindir
+from tests.harness.faultproxy import FaultProxy, Mode
+from tests.harness.pgserver import PgServer, PgServerError, find_bindir
 
 FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
                  "/usr/lib/faketime/libfaketime.so.1",

@@ -1,7 +1,7 @@
 """The renewal-durability invariant in the chaos suite: every lease write a supervisor
 acted on was committed, whatever the fault.
 
-The chaos database audits every write of its lease table (tests/renewal_audit.py: a
+The chaos database audits every write of its lease table (tests/harness/renewal_audit.py: a
 trigger in the writing transaction, so the audit holds exactly the committed writes).
 After each episode, `Durability.check` reads the primary's audit and compares it with
 what each supervisor logged: `lease_acquired` (the epoch) and `lease_renewed` (the
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tests.renewal_audit import AUDIT, acted_on, committed_writes
+from tests.harness.renewal_audit import AUDIT, acted_on, committed_writes
 
 #: Per host, per epoch: the send times (monotonic) of the committed acquisition and
 #: renewals of that epoch.

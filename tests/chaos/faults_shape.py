@@ -53,8 +53,8 @@ from tests.chaos.episode import (
     sleep_until,
 )
 from tests.chaos.episode import now as _now
-from tests.cluster import Host, run_cli
-from tests.proc import pid_alive
+from tests.harness.cluster import Host, run_cli
+from tests.harness.proc import pid_alive
 
 if TYPE_CHECKING:
     from tests.chaos.runner import ChaosCluster

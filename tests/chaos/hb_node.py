@@ -249,7 +249,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chatter-bytes", type=int, default=4000,
                    help="line size of the chatter that SIGUSR1 toggles")
     p.add_argument("--write", help="also write all the time as a node would "
-                   "(tests/db_writer.py), to this database")
+                   "(tests/harness/db_writer.py), to this database")
     p.add_argument("--write-table", default="chaos_writes")
     p.add_argument("--write-log", default=os.devnull, help="every write attempt")
     args = p.parse_args(argv)
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
             os.path.abspath(__file__)))))
-        from tests import db_writer
+        from tests.harness import db_writer
         db_writer.start(args.write, args.write_table, args.write_log)
     print(f"hb_node started pid={pid} host={args.host} epoch={epoch}", flush=True)
     started = time.monotonic()

@@ -6,7 +6,7 @@ stretches follow the measured load: how long the cluster may be without a node
 be, and below which length a short cut-off must keep the node.
 
 `LoadMonitor` measures continuously while the run lasts, like
-tests/loadprobe.py `measure()` but over time:
+tests/harness/loadprobe.py `measure()` but over time:
 
 - scheduling delay: a sampler process (its own interpreter, so the runner's
   threads do not disturb it) sleeps 2 ms again and again and reports, every

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tests.chaos import checker
 from tests.chaos.checker import Record
-from tests.proc import pid_alive
+from tests.harness.proc import pid_alive
 
 FRESH = 0.25  # a node is running when its last record is younger than this
 OWN_NS: int | None

@@ -5,7 +5,7 @@ Setup (`ChaosCluster`)
 - Its own database (tests/chaos/db.py `ChaosDb`): a PostgreSQL primary with a
   streaming replica, under libfaketime when installed; each host reaches it
   through its own proxies (one per server) and a multi-host URL.
-- Two or three hosts (tests/cluster.py `Host`s: real `python -m supervisor run`
+- Two or three hosts (tests/harness/cluster.py `Host`s: real `python -m supervisor run`
   processes) with the intervals of one timing profile (tests/chaos/profile.py:
   `lab` or `corda`). The node is tests/chaos/hb_node.py, which records its
   heartbeats in `<host root>/records/<pid>.jsonl` (the records of a partitioned
@@ -59,7 +59,7 @@ from tests.chaos.profile import Profile
 from tests.chaos.records import RecordTail
 from tests.chaos.report import RunReport
 from tests.chaos.writes import ChaosWrites, Writes
-from tests.cluster import Cluster, Host, add_edited
+from tests.harness.cluster import Cluster, Host, add_edited
 
 HB_NODE = str(Path(__file__).with_name("hb_node.py"))
 SETTLE = 1.0  # stable = exactly one running node for this long
@@ -149,7 +149,7 @@ class Systemd:
 
 
 def edit_config(text: str, command: list[str], profile: Profile) -> str:
-    """A tests/cluster.py host config with the node `command` and the profile's
+    """A tests/harness/cluster.py host config with the node `command` and the profile's
     operationTimeout (the Host writes U, W and stopTimeout itself)."""
     out = []
     replaced = False

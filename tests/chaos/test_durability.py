@@ -14,8 +14,8 @@ from supervisor.config import DatabaseConfig
 from tests.chaos.analysis import uncovered
 from tests.chaos.checker import NodeRun, RunKey
 from tests.chaos.durability import Durability, unseen_windows
-from tests.pgserver import PgServer
-from tests.renewal_audit import acquire_and_renew
+from tests.harness.pgserver import PgServer
+from tests.harness.renewal_audit import acquire_and_renew
 
 pytestmark = pytest.mark.timeout(60)
 

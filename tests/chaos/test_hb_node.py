@@ -20,8 +20,8 @@ import psycopg
 import pytest
 
 from tests.chaos.checker import Record, build_runs, load, load_jsonl
-from tests.pgserver import PgServer
-from tests.proc import Reaper, wait_until
+from tests.harness.pgserver import PgServer
+from tests.harness.proc import Reaper, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

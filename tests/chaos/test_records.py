@@ -18,7 +18,7 @@ import pytest
 from tests.chaos.checker import load_jsonl
 from tests.chaos.load import LoadMonitor
 from tests.chaos.records import OWN_NS, RecordTail
-from tests.proc import Reaper, pid_alive, wait_until
+from tests.harness.proc import Reaper, pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,6 +1,6 @@
 """The chaos nodes' database writes and database fencing.
 
-Every node writes all the time as its host's own node role (tests/db_writer.py, like
+Every node writes all the time as its host's own node role (tests/harness/db_writer.py, like
 a Corda node's connection pool: reconnect and retry at once), straight to the
 database through a link of proxies no fault touches. After each episode the runner
 counts *late writes*: rows of an epoch committed after the first row of a later
@@ -26,7 +26,7 @@ from supervisor.cli.schema import schema_script
 from supervisor.config import load_config
 from supervisor.lease.fence import roles_ddl
 from tests.chaos.db import ChaosDb, HostLink
-from tests.db_writer import create_table
+from tests.harness.db_writer import create_table
 
 #: "off": nodes do not write; "fenced" / "unfenced": they write, with / without fencing.
 Writes = Literal["off", "fenced", "unfenced"]

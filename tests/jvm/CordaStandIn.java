@@ -35,7 +35,7 @@
 //   --boot-delay MS           time from the guard to the ports opening (default 0)
 //   --stop-delay MS           pretend shutdown work in the hook (default 0)
 //   --db-timeout MS           connect and socket timeout of the database (default 5000)
-// Test plumbing, like tests/fake_node.py:
+// Test plumbing, like tests/harness/fake_node.py:
 //   --record DIR   write DIR/<pid>.json: pid, pgid, epoch (from CORDA_HA_EPOCH),
 //                  machine_name (CORDA_HA_MACHINE_NAME), notify_socket, start (monotonic
 //                  seconds, comparable with Python's time.monotonic()), master and

@@ -46,7 +46,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "canary_supervisor_via_cli",
-        "harness: `python -m supervisor` started by tests/cluster.py imports the mutated copy",
+        "harness: `python -m supervisor` started by tests/harness/cluster.py imports the "
+        "mutated copy",
         "supervisor/__main__.py",
         "    raise SystemExit(main())\n",
         '    raise SystemExit("mutant canary")\n',
@@ -55,7 +56,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "watcher_blind",
         "harness: the overlap watcher reports two live nodes at once",
-        "tests/watcher_proc.py",
+        "tests/harness/watcher_proc.py",
         "        if sum(len(v) for v in alive.values()) > 1:\n",
         "        if sum(len(v) for v in alive.values()) > 2:\n",
         ("tests/test_watcher.py::test_a_10ms_overlap_is_seen_by_sampling",),
@@ -1003,7 +1004,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "renewal_audit_blind",
         "harness: the renewal-durability check reports a logged write the audit lacks",
-        "tests/renewal_audit.py",
+        "tests/harness/renewal_audit.py",
         "            if (instance, epoch, at) not in committed]\n",
         "            if False]\n",
         ("tests/test_renewal_audit.py::"
@@ -1012,7 +1013,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "renewal_audit_misses_new_tables",
         "harness: a lease table created after the audit was installed is audited too",
-        "tests/renewal_audit.py",
+        "tests/harness/renewal_audit.py",
         "CREATE EVENT TRIGGER {audit}_new_tables ON ddl_command_end WHEN TAG IN ('CREATE TABLE')\n"
         "    EXECUTE FUNCTION public.{audit}_new_tables();\n",
         "",
@@ -1134,7 +1135,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "reaper_kills_reused_numbers",
         "harness: a test's teardown never kills a process that reused a number it recorded",
-        "tests/proc.py",
+        "tests/harness/proc.py",
         "        return (leader is not None and not _exited(leader)) or not pid_alive(pgid)\n",
         "        return True\n",
         ("tests/test_proc.py::"
@@ -1143,7 +1144,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "stale_sweep_signals_a_reused_postmaster_pid",
         "harness: the stale-cluster sweep signals no process that got a dead postmaster's number",
-        "tests/pgserver.py",
+        "tests/harness/pgserver.py",
         "        if not _postmaster_runs_in(stale.datadir):\n",
         "        if False:\n",
         ("tests/test_proc.py::"

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tests.harness.pgserver import ENV_DSN, PgServer
 from tests.mutants.runner import (
     REPO,
     Mutant,
@@ -33,7 +34,6 @@ from tests.mutants.runner import (
 )
 from tests.mutants.sqlgen import as_runner_mutant, generate
 from tests.mutants.sqlkills import EQUIVALENT, kills
-from tests.pgserver import ENV_DSN, PgServer
 
 CASE_TEST = "tests/test_sql_predicates.py::test_scenario"
 

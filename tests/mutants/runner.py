@@ -8,8 +8,8 @@ Contract:
 - `run_tests(root, tests, timeout)` runs ``python -m pytest -x -q -p
   no:cacheprovider <ids>`` with `root` as working directory and `PYTHONPATH`, so
   the tests import the copy, and so do the processes they start
-  (tests/cluster.py and supervisor/node/process.py derive `PYTHONPATH` from their own
-  location; the canary mutants of the catalog check that). The run gets its own
+  (tests/harness/paths.py and supervisor/node/process.py derive `PYTHONPATH` from their
+  own location; the canary mutants of the catalog check that). The run gets its own
   session and an environment tag; when it ends (or times out, bounded by
   `timeout`) every process still carrying the tag is SIGKILLed.
 - `run_mutant` = fresh copy + apply + run_tests; the copy is removed after.
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from tests.proc import kill_session
+from tests.harness.proc import kill_session
 
 REPO = Path(__file__).resolve().parent.parent.parent
 TAG_ENV = "CORDA_HA_MUTANT_RUN"

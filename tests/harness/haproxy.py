@@ -43,8 +43,8 @@ from typing import Any
 
 import pytest
 
-from tests.pgserver import free_port
-from tests.proc import Reaper, kill_session, wait_until
+from tests.harness.pgserver import free_port
+from tests.harness.proc import Reaper, kill_session, wait_until
 
 
 def missing() -> str | None:

@@ -20,8 +20,8 @@ from supervisor.config import Config, load_config
 from supervisor.lease import PostgresLeaseStore, fence
 from supervisor.lease.fence import roles_ddl
 from supervisor.node.machine import this_process
-from tests.db_writer import create_table
-from tests.pgserver import PgServer
+from tests.harness.db_writer import create_table
+from tests.harness.pgserver import PgServer
 
 
 @dataclass

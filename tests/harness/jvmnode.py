@@ -40,9 +40,10 @@ from typing import Any
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from tests.proc import Reaper
+from tests.harness.paths import JVM_SOURCE
+from tests.harness.proc import Reaper
 
-SOURCE = Path(__file__).with_name("jvm") / "CordaStandIn.java"
+SOURCE = JVM_SOURCE
 MAIN_CLASS = "CordaStandIn"
 JDBC_JAR = Path(os.environ.get("CORDA_HA_JDBC_JAR", "/usr/share/java/postgresql.jar"))
 CACHE_ENV = "CORDA_HA_JVM_CACHE"

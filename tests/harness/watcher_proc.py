@@ -1,4 +1,4 @@
-"""The overlap watcher's sampling process: `python -m tests.watcher_proc INTERVAL`.
+"""The overlap watcher's sampling process: `python -m tests.harness.watcher_proc INTERVAL`.
 
 Runs apart from the test process (no GIL shared with the test's threads) and, where
 allowed (root), under SCHED_FIFO, so that it samples on time on a loaded machine.
@@ -17,7 +17,7 @@ import select
 import sys
 import time
 
-from tests.nodescan import scan_nodes
+from tests.harness.nodescan import scan_nodes
 
 
 def main() -> int:

@@ -30,7 +30,7 @@ Options:
                       parent only forwards SIGTERM to it, waits for it and exits
                       with its status
   --write DSN         write to the database all the time, reconnecting at once when the
-                      connection breaks (tests/db_writer.py); with --write-table T
+                      connection breaks (tests/harness/db_writer.py); with --write-table T
                       (default corda_writes) and --write-log FILE (every attempt)
 """
 
@@ -143,8 +143,9 @@ def main() -> int:
     if args.record:
         write_record(args.record, record)
     if args.write:
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        from tests import db_writer
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))))  # the repository root
+        from tests.harness import db_writer
         db_writer.start(args.write, args.write_table, args.write_log)
 
     print(f"node started pid={os.getpid()} epoch={epoch}", flush=True)

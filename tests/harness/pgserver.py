@@ -58,7 +58,7 @@ import psutil
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests import renewal_audit
+from tests.harness import renewal_audit
 
 ENV_DSN = "CORDA_HA_TEST_DSN"
 ENV_BINDIR = "CORDA_HA_PG_BINDIR"
@@ -358,7 +358,7 @@ class PgServer:
         self._basedir = None
 
     def audit_renewals(self) -> None:
-        """Audit every lease write in this database (tests/renewal_audit.py)."""
+        """Audit every lease write in this database (tests/harness/renewal_audit.py)."""
         with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
             renewal_audit.install(conn)
 

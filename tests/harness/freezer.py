@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.proc import wait_until
+from tests.harness.proc import wait_until
 
 FREEZER = Path("/sys/fs/cgroup/freezer")
 

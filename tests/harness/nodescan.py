@@ -3,7 +3,7 @@ sampling process imports it).
 
 A stand-in node is a process whose command line runs `fake_node.py`, or a `java`
 whose command line names the JVM stand-in's main class (`CordaStandIn`, exactly, see
-tests/jvmnode.py), and names a host's record directory (`--record DIR`). It counts
+tests/harness/jvmnode.py), and names a host's record directory (`--record DIR`). It counts
 from the moment it exists (exec), wherever it sits in the process tree and whatever
 pid it thinks it has (another PID namespace). The `--setsid-child` launcher only
 starts the node; it does not count. Zombies have an empty command line and do not count either.

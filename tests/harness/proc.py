@@ -1,7 +1,7 @@
 """Process helpers for tests: reaping, polling, liveness.
 
 Use the `reaper` fixture (expose it from conftest.py with
-``from tests.proc import reaper``) to register every process or process group a
+``from tests.harness.proc import reaper``) to register every process or process group a
 test starts; at teardown, even when the test failed, each one is SIGKILLed and
 waited for.
 """

@@ -150,11 +150,11 @@ def violations(dsns: Iterable[str], lease_name: str,
     for dsn in dsns:
         found = committed_writes(dsn, lease_name)
         if found is None:
-            return [f"no audit table {AUDIT}: run tests.renewal_audit.install on {dsn}"]
+            return [f"no audit table {AUDIT}: run tests.harness.renewal_audit.install on {dsn}"]
         committed |= found
     if not committed:
         return [f"no audited write of lease {lease_name!r} at all: its lease table has no "
-                f"audit trigger (install tests.renewal_audit on it)"]
+                f"audit trigger (install tests.harness.renewal_audit on it)"]
     return [f"{host}: {'acquisition' if at is None else f'renewal at {at}'} of epoch {epoch} "
             f"(instance {instance}) was acted on but never committed"
             for host, instance, epoch, at, _ in acted

@@ -35,13 +35,12 @@ import psutil
 
 from supervisor.node import cgroup as cgroups
 from supervisor.node.sweep import node_key
-from tests import renewal_audit
-from tests.nodescan import scan_nodes
-from tests.proc import wait_until
+from tests.harness import paths, renewal_audit
+from tests.harness.nodescan import scan_nodes
+from tests.harness.paths import FAKE_NODE
+from tests.harness.proc import wait_until
 
-FAKE_NODE = str(Path(__file__).with_name("fake_node.py"))
-
-REPO = str(Path(__file__).resolve().parent.parent)
+REPO = str(paths.REPO)
 
 U_MS, W_MS, STOP_MS = 500, 2000, 500
 
@@ -323,7 +322,7 @@ class Watcher:
 
     Two independent checks:
 
-    - a sampling process (tests/watcher_proc.py: its own process, SCHED_FIFO where
+    - a sampling process (tests/harness/watcher_proc.py: its own process, SCHED_FIFO where
       allowed) scans /proc every `interval` s and reports any sample with more than
       one live node, counting a node from its exec. It holds itself to its interval:
       two samples further apart than `max_gap` fail the test, since an overlap could
@@ -350,7 +349,7 @@ class Watcher:
 
     def __enter__(self) -> Watcher:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.watcher_proc", str(self.interval)], cwd=REPO,
+            [sys.executable, "-m", "tests.harness.watcher_proc", str(self.interval)], cwd=REPO,
             env=dict(os.environ, PYTHONPATH=REPO), stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, start_new_session=True)
         self._send()
@@ -433,7 +432,7 @@ class Cluster:
         self.dsn = dsn
         self.lease_name = lease_name
         self.hosts: list[Host] = []
-        # where the lease writes are audited (tests/renewal_audit.py): every server
+        # where the lease writes are audited (tests/harness/renewal_audit.py): every server
         # that may have answered the lease statements; None: the owner checks it
         # itself (the chaos suite, episode by episode)
         self.audit_dsns: list[str] | None = [dsn]
@@ -507,7 +506,7 @@ class Cluster:
 
     def assert_renewals_committed(self) -> None:
         """The invariant of every end-to-end run: each acquisition and renewal a
-        supervisor acted on was committed (tests/renewal_audit.py)."""
+        supervisor acted on was committed (tests/harness/renewal_audit.py)."""
         if self.audit_dsns is None:
             return
         lost: list[str] = []

@@ -14,9 +14,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests import jvmnode
-from tests.cluster import Cluster, Host
-from tests.pgserver import free_port
+from tests.harness import jvmnode
+from tests.harness.cluster import Cluster, Host
+from tests.harness.pgserver import free_port
 
 REGISTERED = "started up and registered"
 

@@ -1,6 +1,6 @@
 """cgroup v2 helpers for tests: a private parent cgroup, processes started inside one.
 
-Expose the fixture from a test module with ``from tests.cgroups import cgroup_parent``.
+Expose the fixture from a test module with ``from tests.harness.cgroups import cgroup_parent``.
 The parent is removed at teardown, with everything in it killed first, even when
 the test failed. Tests that need it are skipped where no cgroup v2 is writable.
 """
@@ -19,9 +19,8 @@ from typing import Any
 import pytest
 
 from supervisor.node import cgroup as cgroups
-from tests.proc import Reaper, wait_until
-
-FAKE_NODE = str(Path(__file__).with_name("fake_node.py"))
+from tests.harness.paths import FAKE_NODE
+from tests.harness.proc import Reaper, wait_until
 
 
 def destroy(path: str, timeout: float = 5.0) -> None:
