@@ -30,7 +30,8 @@ from typing import Any
 import psutil
 
 from benchmarks.failover import PROFILES, measure
-from tests.harness.cluster import cluster, http_get, start_pair
+from tests.harness.cluster import cluster, start_pair
+from tests.harness.host import http_get
 from tests.harness.pgserver import PgServer
 
 _STATEMENT = re.compile(rb'^corda_ha_db_statements_total\{op="[^"]+"\} ([0-9.e+]+)$', re.M)

@@ -22,10 +22,15 @@ import pytest
 
 from supervisor import __version__
 from supervisor.cli import command as cli
-from tests.harness.cluster import REPO, STOP_MS, Cluster, W, Watcher, run_cli, start_pair
+from tests.harness.cli import run_cli
+from tests.harness.cluster import Cluster, start_pair
+from tests.harness.config import Raw, Value, lease, ms, seconds, supervisor_config, write_config
+from tests.harness.host import STOP_MS, W
 from tests.harness.loadprobe import measure
+from tests.harness.paths import REPO
 from tests.harness.pgserver import free_port
 from tests.harness.proc import pid_alive, wait_until
+from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -33,26 +38,11 @@ PASSWORD = "s3cret-Passw0rd"
 CONNECT_TIMEOUT = 2.0  # what Host.write_config sets (database.connectTimeout)
 
 
-def write_conf(path: Path, database: str, *, extra: str = "", lease: str = "") -> Path:
-    """A minimal valid config (lease on, U = 0.5 s, W = 2 s) with the given database block."""
-    path.write_text(f"""
-mutualExclusionConfiguration {{
-  on = true
-  machineName = "cli"
-  updateInterval = 500
-  waitInterval = 2000
-  {lease}
-}}
-database {{
-  {database}
-}}
-node {{
-  command = ["/bin/true"]
-  stopTimeout = 500ms
-}}
-{extra}
-""")
-    return path
+def write_conf(path: Path, **database: Value) -> Path:
+    """A minimal valid config (lease on, U = 0.5 s, W = 2 s) with the given database
+    settings."""
+    return write_config(path, lease=lease("cli"), database=database,
+                        node={"command": ["/bin/true"], "stopTimeout": ms(500)})
 
 
 def log_seconds(event: dict[str, object]) -> float:
@@ -74,7 +64,7 @@ def timed_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[in
 def no_health(conf: Path) -> Path:
     """The same config without the health endpoint (`status` then asks no local supervisor:
     only the database bound is timed)."""
-    conf.write_text(conf.read_text() + "\nhealth { enabled = false }\n")
+    conf.write_text(conf.read_text() + supervisor_config(health={"enabled": False}))
     return conf
 
 
@@ -82,7 +72,7 @@ class Streamed:
     """`python -m supervisor ARGS` with unbuffered stdout; when each line arrived."""
 
     def __init__(self, *args: str) -> None:
-        env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
         env.pop("NOTIFY_SOCKET", None)
         self.proc = subprocess.Popen([sys.executable, "-m", "supervisor", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -167,14 +157,14 @@ def test_status_after_graceful_stop_exits_3(pair: Cluster) -> None:
 def test_status_with_unreachable_database_exits_69_quickly(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     port = free_port()  # nothing listens there
-    variants = {
-        "password key": f'url = "postgresql://127.0.0.1:{port}/db"\n'
-                        f'  user = "corda"\n  password = "{PASSWORD}"',
-        "password in url": f'url = "postgresql://corda:{PASSWORD}@127.0.0.1:{port}/db"',
+    variants: dict[str, dict[str, Value]] = {
+        "password key": {"url": f"postgresql://127.0.0.1:{port}/db", "user": "corda",
+                         "password": PASSWORD},
+        "password in url": {"url": f"postgresql://corda:{PASSWORD}@127.0.0.1:{port}/db"},
     }
     for name, db in variants.items():
-        conf = write_conf(tmp_path / "unreachable.conf",
-                          db + f"\n  connectTimeout = {int(CONNECT_TIMEOUT)}s")
+        conf = write_conf(tmp_path / "unreachable.conf", **db,
+                          connectTimeout=seconds(CONNECT_TIMEOUT))
         r = run_cli("status", "--config", str(conf), timeout=30)
         print(f"status, closed port ({name}): exit {r.returncode}: {r.stderr.strip()}")
         assert r.returncode == 69, (r.stdout, r.stderr)
@@ -196,8 +186,8 @@ def test_status_with_silent_database_exits_69_within_connect_timeout(
         silent.listen(16)  # the kernel completes handshakes; nobody ever reads or writes
         port = silent.getsockname()[1]
         conf = write_conf(tmp_path / "silent.conf",
-                          f'url = "postgresql://corda:{PASSWORD}@127.0.0.1:{port}/db"\n'
-                          f"  connectTimeout = {int(CONNECT_TIMEOUT)}s")
+                          url=f"postgresql://corda:{PASSWORD}@127.0.0.1:{port}/db",
+                          connectTimeout=seconds(CONNECT_TIMEOUT))
         r = run_cli("status", "--config", str(conf), timeout=30)
         code, took, out = timed_in_process(capsys, "status", "--config", str(no_health(conf)))
     print(f"status, silent server: exit {r.returncode}: {r.stderr.strip()}; in process: "
@@ -214,9 +204,8 @@ def test_status_with_wrong_password_exits_69_without_echoing_it(
     assert isinstance(pg_server, PgServer)
     wrong = "wr0ng-" + PASSWORD
     conf = write_conf(tmp_path / "wrongpw.conf",
-                      f'url = "postgresql://127.0.0.1:{pg_server.port}/postgres"\n'
-                      f'  user = "{PgServer.password_user}"\n  password = "{wrong}"\n'
-                      "  connectTimeout = 2s")
+                      url=f"postgresql://127.0.0.1:{pg_server.port}/postgres",
+                      user=PgServer.password_user, password=wrong, connectTimeout=seconds(2))
     r = run_cli("status", "--config", str(conf), timeout=30)
     print(f"status, wrong password: exit {r.returncode}: {r.stderr.strip()}")
     assert r.returncode == 69, (r.stdout, r.stderr)
@@ -328,23 +317,24 @@ def test_handover_with_single_host_times_out_and_holder_comes_back(pair: Cluster
                                      "env"])
 def test_check_config_redacts_the_password(tmp_path: Path, variant: str) -> None:
     env: dict[str, str] = {}
+    db: dict[str, Value]
     if variant == "password":
-        db = f'url = "postgresql://db.example:5432/corda"\n  user = "corda"\n' \
-             f'  password = "{PASSWORD}"'
+        db = {"url": "postgresql://db.example:5432/corda", "user": "corda",
+              "password": PASSWORD}
     elif variant == "url-userinfo":
-        db = f'url = "postgresql://corda:{PASSWORD}@db.example:5432/corda"'
+        db = {"url": f"postgresql://corda:{PASSWORD}@db.example:5432/corda"}
     elif variant == "jdbc-query":
-        db = (f'url = "jdbc:postgresql://db.example:5432/corda?user=corda&password={PASSWORD}'
-              '&sslmode=require"')
+        db = {"url": f"jdbc:postgresql://db.example:5432/corda?user=corda&password={PASSWORD}"
+                     "&sslmode=require"}
     elif variant == "password-file":
         pw = tmp_path / "pw"
         pw.write_text(PASSWORD + "\n")
-        db = f'url = "postgresql://db.example/corda"\n  user = "corda"\n  passwordFile = "{pw}"'
+        db = {"url": "postgresql://db.example/corda", "user": "corda", "passwordFile": str(pw)}
     else:
         env = {"CORDA_TEST_DB_PASSWORD": PASSWORD}
-        db = 'url = "postgresql://db.example/corda"\n  user = "corda"\n' \
-             "  password = ${?CORDA_TEST_DB_PASSWORD}"
-    conf = write_conf(tmp_path / "ok.conf", db)
+        db = {"url": "postgresql://db.example/corda", "user": "corda",
+              "password": Raw("${?CORDA_TEST_DB_PASSWORD}")}
+    conf = write_conf(tmp_path / "ok.conf", **db)
     r = run_cli("check-config", "--config", str(conf), env=env)
     print(r.stdout, r.stderr)
     assert r.returncode == 0, r.stderr
@@ -362,18 +352,17 @@ def test_check_config_redacts_the_password(tmp_path: Path, variant: str) -> None
 def test_check_config_bad_file_exits_78_naming_file_and_key(tmp_path: Path, case: str) -> None:
     conf = tmp_path / "bad.conf"
     if case == "unknown-key":
-        write_conf(conf, f'url = "postgresql://h/db"\n  password = "{PASSWORD}"\n'
-                         '  leaseNmae = "x"')
+        write_conf(conf, url="postgresql://h/db", password=PASSWORD, leaseNmae="x")
         key = "leaseNmae"
     elif case == "wrong-type":
-        write_conf(conf, 'url = "postgresql://h/db"',
-                   extra="health { enabled = true, host = \"127.0.0.1\", port = \"eighty\" }")
+        write_conf(conf, url="postgresql://h/db")
+        conf.write_text(conf.read_text() + supervisor_config(
+            health={"enabled": True, "host": "127.0.0.1", "port": "eighty"}))
         key = "port"
     elif case == "wait-not-above-update":
-        conf.write_text('mutualExclusionConfiguration { on = true, machineName = x,\n'
-                        '  updateInterval = 2000, waitInterval = 2000 }\n'
-                        f'database {{ url = "postgresql://h/db", password = "{PASSWORD}" }}\n'
-                        'node { command = ["true"] }\n')
+        write_config(conf, lease=lease("x", 2000, 2000),
+                     database={"url": "postgresql://h/db", "password": PASSWORD},
+                     node={"command": ["true"]})
         key = "waitInterval"
     else:
         key = "cannot read"  # no key to name: the reason instead
@@ -414,7 +403,7 @@ def test_version() -> None:
 
 
 def test_status_on_a_lease_off_config_exits_78(tmp_path: Path) -> None:
-    conf = write_conf(tmp_path / "off.conf", 'url = "postgresql://h/db"')
+    conf = write_conf(tmp_path / "off.conf", url="postgresql://h/db")
     conf.write_text(conf.read_text().replace("on = true", "on = false"))
     for command in ("status", "handover"):
         r = run_cli(command, "--config", str(conf))

@@ -18,7 +18,6 @@ from pyhocon import ConfigFactory
 
 from supervisor.config import (
     EX_CONFIG,
-    Config,
     ConfigError,
     config_from_json,
     config_to_json,
@@ -27,44 +26,13 @@ from supervisor.config import (
     parse_duration,
     redacted_dict,
 )
-
-REPO = Path(__file__).resolve().parent.parent
-
-BASE = """\
-mutualExclusionConfiguration {
-  on = true
-  machineName = "host-a"
-  updateInterval = 500
-  waitInterval = 2000
-}
-database { url = "postgresql://localhost/corda" }
-node { command = ["/bin/true"], stopTimeout = 1s }
-"""
-
-
-def write(tmp_path: Path, text: str, name: str = "supervisor.conf") -> str:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return str(path)
-
-
-def load(tmp_path: Path, text: str, environ: dict[str, str] | None = None,
-         hostname: str | None = "test-host") -> Config:
-    """Load `text` hermetically: the environment is `environ` (default empty)."""
-    return load_config(write(tmp_path, text), hostname=hostname,
-                       environ={} if environ is None else environ)
-
-
-def error(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> ConfigError:
-    with pytest.raises(ConfigError) as info:
-        load(tmp_path, text, environ)
-    return info.value
-
+from tests.harness.config import BASE, config_error, load_text, write_text
+from tests.harness.paths import REPO
 
 # --------------------------------------------------------------------------- basics
 
 def test_base_config_defaults(tmp_path: Path) -> None:
-    config = load(tmp_path, BASE)
+    config = load_text(tmp_path, BASE)
     assert config.lease.enabled is True
     assert config.lease.machine_name == "host-a"
     assert config.lease.update_interval == 0.5
@@ -95,7 +63,7 @@ def test_ex_config_is_78() -> None:
 
 
 def test_everything_set(tmp_path: Path) -> None:
-    config = load(tmp_path, """
+    config = load_text(tmp_path, """
 enterpriseConfiguration {
   mutualExclusionConfiguration {
     on = true, machineName = "m1", updateInterval = 1s, waitInterval = 10s, fencingMargin = 500ms
@@ -131,7 +99,7 @@ logging { format = JSON, level = debug }
 
 
 def test_relative_working_directory_is_made_absolute(tmp_path: Path) -> None:
-    config = load(tmp_path, BASE + 'node.workingDirectory = "some/dir"\n')
+    config = load_text(tmp_path, BASE + 'node.workingDirectory = "some/dir"\n')
     assert config.node.working_directory == os.path.join(os.getcwd(), "some", "dir")
     assert any("workingDirectory" in w for w in config.warnings)
 
@@ -161,20 +129,20 @@ def test_relative_working_directory_is_made_absolute(tmp_path: Path) -> None:
     ('"250000000 ns"', 0.25),
 ])
 def test_duration_forms_in_hocon(tmp_path: Path, text: str, seconds: float) -> None:
-    config = load(tmp_path, BASE + f"node.stopTimeout = {text}\n")
+    config = load_text(tmp_path, BASE + f"node.stopTimeout = {text}\n")
     assert config.node.stop_timeout == pytest.approx(seconds, rel=1e-12)
 
 
 @pytest.mark.parametrize(("value", "seconds"), [("45s", 45.0), ("45000", 45.0), ("1.25 s", 1.25)])
 def test_duration_from_environment(tmp_path: Path, value: str, seconds: float) -> None:
     text = BASE + "node.stopTimeout = 1s\nnode.stopTimeout = ${?STOP_TIMEOUT}\n"
-    config = load(tmp_path, text, environ={"STOP_TIMEOUT": value})
+    config = load_text(tmp_path, text, environ={"STOP_TIMEOUT": value})
     assert config.node.stop_timeout == seconds
-    assert load(tmp_path, text).node.stop_timeout == 1.0  # absent: earlier value stays
+    assert load_text(tmp_path, text).node.stop_timeout == 1.0  # absent: earlier value stays
 
 
 def test_intervals_as_corda_milliseconds_and_hocon_durations(tmp_path: Path) -> None:
-    config = load(tmp_path, BASE + """
+    config = load_text(tmp_path, BASE + """
 mutualExclusionConfiguration { updateInterval = 20000, waitInterval = "40s" }
 node.stopTimeout = 10s
 """)
@@ -291,7 +259,7 @@ def test_parse_duration_fractional_seconds(d: object) -> None:
     ("restart.resetAfter", "-1s"),
 ])
 def test_zero_or_negative_durations_rejected(tmp_path: Path, key: str, value: str) -> None:
-    err = error(tmp_path, BASE + f"{key} = {value}\n")
+    err = config_error(tmp_path, BASE + f"{key} = {value}\n")
     assert err.key == key
 
 
@@ -299,36 +267,36 @@ def test_zero_or_negative_durations_rejected(tmp_path: Path, key: str, value: st
 
 def test_hostname_resolves_without_environment(tmp_path: Path) -> None:
     text = BASE + "mutualExclusionConfiguration.machineName = ${HOSTNAME}\n"
-    assert load(tmp_path, text, environ={}, hostname="box-1").lease.machine_name == "box-1"
-    assert load(tmp_path, text, environ={"PATH": "/bin"}, hostname=None).lease.machine_name == (
-        socket.gethostname())
+    assert load_text(tmp_path, text, environ={}, hostname="box-1").lease.machine_name == "box-1"
+    config = load_text(tmp_path, text, environ={"PATH": "/bin"}, hostname=None)
+    assert config.lease.machine_name == socket.gethostname()
 
 
 def test_environment_hostname_wins(tmp_path: Path) -> None:
     text = BASE + "mutualExclusionConfiguration.machineName = ${HOSTNAME}\n"
-    config = load(tmp_path, text, environ={"HOSTNAME": "from-env"}, hostname="box-1")
+    config = load_text(tmp_path, text, environ={"HOSTNAME": "from-env"}, hostname="box-1")
     assert config.lease.machine_name == "from-env"
 
 
 def test_machine_name_defaults_to_hostname(tmp_path: Path) -> None:
     text = BASE.replace('  machineName = "host-a"\n', "")
-    assert load(tmp_path, text, hostname="box-2").lease.machine_name == "box-2"
+    assert load_text(tmp_path, text, hostname="box-2").lease.machine_name == "box-2"
 
 
 def test_optional_substitution_reads_only_given_environ(tmp_path: Path) -> None:
     # PATH is in os.environ; with an explicit environ it must not leak in.
     text = BASE + "database.user = ${?PATH}\n"
     assert "PATH" in os.environ
-    assert load(tmp_path, text, environ={}).database.user is None
-    assert load(tmp_path, text, environ={"PATH": "u1"}).database.user == "u1"
+    assert load_text(tmp_path, text, environ={}).database.user is None
+    assert load_text(tmp_path, text, environ={"PATH": "u1"}).database.user == "u1"
     # environ=None means os.environ
-    config = load_config(write(tmp_path, text), hostname="h")
+    config = load_config(write_text(tmp_path, text), hostname="h")
     assert config.database.user == os.environ["PATH"]
 
 
 def test_required_substitution_missing_names_line(tmp_path: Path) -> None:
     text = BASE + "database.password = ${NO_SUCH_VARIABLE_XYZ}\n"
-    err = error(tmp_path, text)
+    err = config_error(tmp_path, text)
     assert err.line == BASE.count("\n") + 1
     assert "NO_SUCH_VARIABLE_XYZ" in str(err) and "${?VAR}" in str(err)
     assert str(err).startswith(f"{tmp_path / 'supervisor.conf'}:{err.line}: ")
@@ -339,7 +307,7 @@ def test_required_substitution_missing_names_line(tmp_path: Path) -> None:
 ])
 def test_boolean_strings_from_environment(tmp_path: Path, value: str, enabled: bool) -> None:
     text = BASE + "mutualExclusionConfiguration.on = ${?HA_ON}\n"
-    assert load(tmp_path, text, environ={"HA_ON": value}).lease.enabled is enabled
+    assert load_text(tmp_path, text, environ={"HA_ON": value}).lease.enabled is enabled
 
 
 # --------------------------------------------------------------------------- layouts
@@ -353,7 +321,7 @@ enterpriseConfiguration {
 database { url = "postgresql://db/corda" }
 node { command = ["/bin/true"], stopTimeout = 10s }
 """
-    config = load(tmp_path, text, hostname="hx")
+    config = load_text(tmp_path, text, hostname="hx")
     assert (config.lease.machine_name, config.lease.update_interval,
             config.lease.wait_interval) == ("hx", 20.0, 40.0)
 
@@ -364,32 +332,32 @@ enterpriseConfiguration {
   mutualExclusionConfiguration { on = true, updateInterval = 1000, waitInterval = 3000 }
 }
 """
-    err = error(tmp_path, text)
+    err = config_error(tmp_path, text)
     assert err.key == "mutualExclusionConfiguration"
     assert "both" in str(err)
 
 
 def test_missing_lease_block_is_an_error(tmp_path: Path) -> None:
     text = 'database { url = "postgresql://db/x" }\nnode { command = ["/bin/true"] }\n'
-    err = error(tmp_path, text)
+    err = config_error(tmp_path, text)
     assert err.key == "mutualExclusionConfiguration" and "on = false" in str(err)
 
 
 def test_enterprise_configuration_other_keys_rejected(tmp_path: Path) -> None:
-    err = error(tmp_path, BASE + "enterpriseConfiguration { tuning { x = 1 } }\n")
+    err = config_error(tmp_path, BASE + "enterpriseConfiguration { tuning { x = 1 } }\n")
     assert err.key == "enterpriseConfiguration.tuning"
 
 
 def test_intervals_required_when_on(tmp_path: Path) -> None:
     text = BASE.replace("  updateInterval = 500\n", "")
-    err = error(tmp_path, text)
+    err = config_error(tmp_path, text)
     assert err.key == "mutualExclusionConfiguration.updateInterval"
     assert "required" in str(err)
 
 
 def test_disabled_needs_no_database(tmp_path: Path) -> None:
     text = 'mutualExclusionConfiguration { on = false }\nnode { command = ["/bin/true"] }\n'
-    config = load(tmp_path, text)
+    config = load_text(tmp_path, text)
     assert config.lease.enabled is False
     assert config.database.conninfo == "" and config.database.password is None
     assert config.database.table == "corda_ha_lease"
@@ -398,7 +366,7 @@ def test_disabled_needs_no_database(tmp_path: Path) -> None:
 def test_disabled_still_validates_database_block(tmp_path: Path) -> None:
     text = ('mutualExclusionConfiguration { on = false }\nnode { command = ["/bin/true"] }\n'
             "database { tabel = x }\n")
-    err = error(tmp_path, text)
+    err = config_error(tmp_path, text)
     assert err.key == "database.tabel" and "'table'" in str(err)
 
 
@@ -406,7 +374,7 @@ def test_disabled_still_validates_database_block(tmp_path: Path) -> None:
 
 def test_unknown_top_level_key_with_suggestion_and_line(tmp_path: Path) -> None:
     text = BASE + "# a comment mentioning databse = 1\nhelth { port = 1 }\n"
-    err = error(tmp_path, text)
+    err = config_error(tmp_path, text)
     assert err.key == "helth"
     assert "did you mean 'health'?" in str(err)
     assert err.line == BASE.count("\n") + 2
@@ -415,20 +383,20 @@ def test_unknown_top_level_key_with_suggestion_and_line(tmp_path: Path) -> None:
 
 def test_unknown_nested_key_with_suggestion_and_line(tmp_path: Path) -> None:
     text = BASE.replace("  waitInterval = 2000\n", "  waitInterval = 2000\n  updateIntervall = 3\n")
-    err = error(tmp_path, text)
+    err = config_error(tmp_path, text)
     assert err.key == "mutualExclusionConfiguration.updateIntervall"
     assert "did you mean 'updateInterval'?" in str(err)
     assert err.line == 6
 
 
 def test_unknown_key_case_suggestion(tmp_path: Path) -> None:
-    err = error(tmp_path, BASE + "node { stoptimeout = 5s }\n")
+    err = config_error(tmp_path, BASE + "node { stoptimeout = 5s }\n")
     assert "did you mean 'stopTimeout'?" in str(err)
     assert err.line == BASE.count("\n") + 1
 
 
 def test_unknown_key_without_close_match(tmp_path: Path) -> None:
-    err = error(tmp_path, BASE + "restart { zzz = 1 }\n")
+    err = config_error(tmp_path, BASE + "restart { zzz = 1 }\n")
     assert err.key == "restart.zzz" and "did you mean" not in str(err)
     assert "allowed here" in str(err)
 
@@ -441,13 +409,13 @@ database {
   user = [1, 2]
 }
 """
-    err = error(tmp_path, text)
+    err = config_error(tmp_path, text)
     assert err.key == "database.user"
     assert err.line == BASE.count("\n") + 4
 
 
 def test_line_for_dotted_key(tmp_path: Path) -> None:
-    err = error(tmp_path, BASE + "health.port = 70000\n")
+    err = config_error(tmp_path, BASE + "health.port = 70000\n")
     assert err.key == "health.port" and err.line == BASE.count("\n") + 1
 
 
@@ -495,7 +463,7 @@ def test_line_for_dotted_key(tmp_path: Path) -> None:
      "expected a boolean"),
 ])
 def test_bad_values(tmp_path: Path, extra: str, key: str, fragment: str) -> None:
-    err = error(tmp_path, BASE + extra + "\n")
+    err = config_error(tmp_path, BASE + extra + "\n")
     assert err.key == key
     assert fragment in str(err)
     assert str(tmp_path / "supervisor.conf") in str(err)
@@ -503,23 +471,24 @@ def test_bad_values(tmp_path: Path, extra: str, key: str, fragment: str) -> None
 
 
 def test_missing_command(tmp_path: Path) -> None:
-    err = error(tmp_path, BASE.replace('command = ["/bin/true"], ', ""))
+    err = config_error(tmp_path, BASE.replace('command = ["/bin/true"], ', ""))
     assert err.key == "node.command" and "required" in str(err)
 
 
 def test_missing_node_block(tmp_path: Path) -> None:
-    err = error(tmp_path, BASE.replace('node { command = ["/bin/true"], stopTimeout = 1s }\n', ""))
+    err = config_error(tmp_path, BASE.replace(
+        'node { command = ["/bin/true"], stopTimeout = 1s }\n', ""))
     assert err.key == "node" and err.line is None
 
 
 def test_missing_url_when_on(tmp_path: Path) -> None:
-    err = error(tmp_path, BASE.replace('database { url = "postgresql://localhost/corda" }',
+    err = config_error(tmp_path, BASE.replace('database { url = "postgresql://localhost/corda" }',
                                        "database { user = x }"))
     assert err.key == "database.url"
 
 
 def test_level_and_format_case_insensitive(tmp_path: Path) -> None:
-    config = load(tmp_path, BASE + "logging { level = warn, format = Console }\n")
+    config = load_text(tmp_path, BASE + "logging { level = warn, format = Console }\n")
     assert (config.logging.level, config.logging.format) == ("WARNING", "console")
 
 
@@ -527,14 +496,14 @@ def test_level_and_format_case_insensitive(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("wait", ["500", "400", "0.5s"])
 def test_wait_must_exceed_update(tmp_path: Path, wait: str) -> None:
-    err = error(tmp_path, BASE + f"mutualExclusionConfiguration.waitInterval = {wait}\n")
+    err = config_error(tmp_path, BASE + f"mutualExclusionConfiguration.waitInterval = {wait}\n")
     assert err.key == "mutualExclusionConfiguration.waitInterval"
     assert "greater than updateInterval" in str(err)
     assert err.line == BASE.count("\n") + 1
 
 
 def test_wait_must_exceed_update_line_in_block(tmp_path: Path) -> None:
-    err = error(tmp_path, BASE.replace("waitInterval = 2000", "waitInterval = 400"))
+    err = config_error(tmp_path, BASE.replace("waitInterval = 2000", "waitInterval = 400"))
     assert err.line == 5
     assert str(err).startswith(f"{tmp_path / 'supervisor.conf'}:5: "
                                "mutualExclusionConfiguration.waitInterval: ")
@@ -544,7 +513,7 @@ def test_large_stop_timeout_is_accepted_and_its_graces_explained(tmp_path: Path)
     """Corda's 20000/40000 with a 60 s stopTimeout is a valid configuration (a planned
     stop may take longer than a lost lease leaves): no warning, and check-config says
     what each kind of stop gives the node."""
-    config = load(tmp_path, BASE.replace("updateInterval = 500", "updateInterval = 20000")
+    config = load_text(tmp_path, BASE.replace("updateInterval = 500", "updateInterval = 20000")
                   .replace("waitInterval = 2000", "waitInterval = 40000")
                   + "node.stopTimeout = 60s\n")
     assert config.warnings == ()
@@ -556,7 +525,7 @@ def test_large_stop_timeout_is_accepted_and_its_graces_explained(tmp_path: Path)
 
 
 def test_no_timing_warning_when_disabled(tmp_path: Path) -> None:
-    config = load(tmp_path, BASE + "mutualExclusionConfiguration.on = false\n"
+    config = load_text(tmp_path, BASE + "mutualExclusionConfiguration.on = false\n"
                                    "node.stopTimeout = 60s\n")
     assert config.warnings == ()
     assert redacted_dict(config)["timing"] is None
@@ -567,26 +536,26 @@ def test_no_timing_warning_when_disabled(tmp_path: Path) -> None:
     "updateInterval = 1000, waitInterval = 1150",
 ])
 def test_no_room_for_one_renewal_is_refused(tmp_path: Path, block: str) -> None:
-    err = error(tmp_path, BASE.replace("updateInterval = 500\n  waitInterval = 2000",
+    err = config_error(tmp_path, BASE.replace("updateInterval = 500\n  waitInterval = 2000",
                                        block.replace(", ", "\n  ")))
     assert err.key == "mutualExclusionConfiguration.waitInterval"
     assert "leaves no time for a renewal" in str(err)
 
 
 def test_margin_must_be_below_slack(tmp_path: Path) -> None:
-    err = error(tmp_path, BASE + "mutualExclusionConfiguration.fencingMargin = 1.5s\n")
+    err = config_error(tmp_path, BASE + "mutualExclusionConfiguration.fencingMargin = 1.5s\n")
     assert err.key == "mutualExclusionConfiguration.fencingMargin"
 
 
 def test_default_margin_capped_at_two_seconds(tmp_path: Path) -> None:
-    config = load(tmp_path, BASE + "mutualExclusionConfiguration { updateInterval = 20s, "
+    config = load_text(tmp_path, BASE + "mutualExclusionConfiguration { updateInterval = 20s, "
                                    "waitInterval = 60s }\n")
     assert config.lease.margin == 2.0
     assert config.database.operation_timeout == 5.0
 
 
 def test_operation_timeout_longer_than_update_warns(tmp_path: Path) -> None:
-    config = load(tmp_path, BASE + "database.operationTimeout = 2s\n")
+    config = load_text(tmp_path, BASE + "database.operationTimeout = 2s\n")
     assert any("operationTimeout" in w for w in config.warnings)
 
 
@@ -613,7 +582,7 @@ def test_operation_timeout_longer_than_update_warns(tmp_path: Path) -> None:
 ])
 def test_urls(tmp_path: Path, url: str, conninfo: str, user: str | None, password: str | None,
               schema: str | None) -> None:
-    config = load(tmp_path, BASE + f"database.url = {json.dumps(url)}\n")
+    config = load_text(tmp_path, BASE + f"database.url = {json.dumps(url)}\n")
     assert config.database.conninfo == conninfo
     assert config.database.user == user
     assert config.database.password == password
@@ -623,7 +592,7 @@ def test_urls(tmp_path: Path, url: str, conninfo: str, user: str | None, passwor
 
 def test_jdbc_only_parameters_dropped_with_warning(tmp_path: Path) -> None:
     url = "jdbc:postgresql://db/corda?prepareThreshold=0&sslmode=require&loginTimeout=5"
-    config = load(tmp_path, BASE + f'database.url = "{url}"\n')
+    config = load_text(tmp_path, BASE + f'database.url = "{url}"\n')
     assert config.database.conninfo == "postgresql://db/corda?sslmode=require"
     text = " ".join(config.warnings)
     assert "prepareThreshold" in text and "loginTimeout" in text
@@ -631,7 +600,7 @@ def test_jdbc_only_parameters_dropped_with_warning(tmp_path: Path) -> None:
 
 def test_explicit_schema_user_password_win_over_url(tmp_path: Path) -> None:
     url = "jdbc:postgresql://db/corda?currentSchema=a&user=u1&password=p1"
-    config = load(tmp_path, BASE + f'database {{ url = "{url}", schema = b, user = u2, '
+    config = load_text(tmp_path, BASE + f'database {{ url = "{url}", schema = b, user = u2, '
                                    "password = p2 }\n")
     assert (config.database.schema, config.database.user, config.database.password) == (
         "b", "u2", "p2")
@@ -647,7 +616,7 @@ def test_explicit_schema_user_password_win_over_url(tmp_path: Path) -> None:
     ("   ", "must not be empty"),
 ])
 def test_bad_urls(tmp_path: Path, url: str, fragment: str) -> None:
-    err = error(tmp_path, BASE + f"database.url = {json.dumps(url)}\n")
+    err = config_error(tmp_path, BASE + f"database.url = {json.dumps(url)}\n")
     assert err.key == "database.url"
     assert fragment in str(err)
     assert "hunter2" not in str(err)
@@ -658,12 +627,12 @@ def test_bad_urls(tmp_path: Path, url: str, fragment: str) -> None:
 def test_password_file(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("file-secret\n")
-    config = load(tmp_path, BASE + f'database.passwordFile = "{secret}"\n')
+    config = load_text(tmp_path, BASE + f'database.passwordFile = "{secret}"\n')
     assert config.database.password == "file-secret"
 
 
 def test_password_file_missing(tmp_path: Path) -> None:
-    err = error(tmp_path, BASE + f'database.passwordFile = "{tmp_path / "nope"}"\n')
+    err = config_error(tmp_path, BASE + f'database.passwordFile = "{tmp_path / "nope"}"\n')
     assert err.key == "database.passwordFile"
     assert "cannot read" in str(err)
     assert err.line == BASE.count("\n") + 1
@@ -671,22 +640,22 @@ def test_password_file_missing(tmp_path: Path) -> None:
 
 def test_password_file_empty(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("\n")
-    err = error(tmp_path, BASE + f'database.passwordFile = "{tmp_path / "pw"}"\n')
+    err = config_error(tmp_path, BASE + f'database.passwordFile = "{tmp_path / "pw"}"\n')
     assert err.key == "database.passwordFile" and "empty" in str(err)
 
 
 def test_password_and_password_file(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("x")
-    err = error(tmp_path, BASE + f'database {{ password = y, passwordFile = "{tmp_path / "pw"}" '
-                                 "}\n")
+    err = config_error(tmp_path, BASE + 'database { password = y, '
+                       f'passwordFile = "{tmp_path / "pw"}" }}\n')
     assert "not both" in str(err)
 
 
 def test_password_from_environment(tmp_path: Path) -> None:
     text = BASE + "database.password = ${?CORDA_HA_DB_PASSWORD}\n"
-    config = load(tmp_path, text, environ={"CORDA_HA_DB_PASSWORD": "env-secret"})
+    config = load_text(tmp_path, text, environ={"CORDA_HA_DB_PASSWORD": "env-secret"})
     assert config.database.password == "env-secret"
-    assert load(tmp_path, text).database.password is None
+    assert load_text(tmp_path, text).database.password is None
 
 
 def test_password_never_shown(tmp_path: Path) -> None:
@@ -697,7 +666,7 @@ def test_password_never_shown(tmp_path: Path) -> None:
         BASE + f'database.url = "jdbc:postgresql://db/corda?password={secret}&foo=1"\n',
         BASE + f'database.url = "host=db password={secret}"\n',
     ):
-        config = load(tmp_path, text, environ={"PW": secret})
+        config = load_text(tmp_path, text, environ={"PW": secret})
         assert config.database.password == secret
         for shown in (repr(config), str(config), repr(config.database), dump_config(config),
                       json.dumps(redacted_dict(config)), " ".join(config.warnings)):
@@ -706,7 +675,7 @@ def test_password_never_shown(tmp_path: Path) -> None:
 
 
 def test_redacted_dict_shape(tmp_path: Path) -> None:
-    config = load(tmp_path, BASE + "node.environment { API_TOKEN = t0k, JAVA_OPTS = x }\n")
+    config = load_text(tmp_path, BASE + "node.environment { API_TOKEN = t0k, JAVA_OPTS = x }\n")
     data = json.loads(dump_config(config))
     assert data == redacted_dict(config)
     assert set(data) == {"source", "mutualExclusionConfiguration", "database", "node",
@@ -725,14 +694,14 @@ def test_redacted_dict_shape(tmp_path: Path) -> None:
 
 def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     text = BASE + "node {\n  stopTimeout = 5s\n"  # unclosed brace
-    err = error(tmp_path, text)
+    err = config_error(tmp_path, text)
     assert err.path == str(tmp_path / "supervisor.conf")
     assert err.line is not None and err.line >= BASE.count("\n") + 1
     assert str(err).startswith(f"{err.path}:{err.line}: syntax error")
 
 
 def test_syntax_error_line_exact(tmp_path: Path) -> None:
-    err = error(tmp_path, "a = 1\nb = }\n")
+    err = config_error(tmp_path, "a = 1\nb = }\n")
     assert err.line == 2
 
 
@@ -750,11 +719,11 @@ def test_not_utf8(tmp_path: Path) -> None:
 
 
 def test_top_level_list(tmp_path: Path) -> None:
-    assert "object" in str(error(tmp_path, "[1, 2]\n"))
+    assert "object" in str(config_error(tmp_path, "[1, 2]\n"))
 
 
 def test_bad_include(tmp_path: Path) -> None:
-    err = error(tmp_path, 'include required(file("/nonexistent/x.conf"))\n' + BASE)
+    err = config_error(tmp_path, 'include required(file("/nonexistent/x.conf"))\n' + BASE)
     assert err.path == str(tmp_path / "supervisor.conf")
 
 
@@ -763,7 +732,7 @@ def test_bad_include(tmp_path: Path) -> None:
 def test_only_config_error_escapes(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
     directory = tmp_path_factory.mktemp("fuzz")
     with contextlib.suppress(ConfigError):
-        load_config(write(directory, text), environ={}, hostname="h")
+        load_config(write_text(directory, text), environ={}, hostname="h")
 
 
 # --------------------------------------------------------------------------- examples
@@ -807,7 +776,7 @@ def test_two_host_examples_differ_only_in_machine_name_and_health_port() -> None
     ('node.cgroup = "/sys/fs/cgroup/corda/"', "/sys/fs/cgroup/corda"),
 ])
 def test_node_cgroup(tmp_path: Path, text: str, value: str) -> None:
-    config = load(tmp_path, BASE + text + "\n")
+    config = load_text(tmp_path, BASE + text + "\n")
     assert config.node.cgroup == value
     assert redacted_dict(config)["node"]["cgroup"] == value
     if value.startswith("/"):
@@ -818,8 +787,8 @@ def test_node_cgroup(tmp_path: Path, text: str, value: str) -> None:
 
 def test_owner_role_default_override_and_dump(tmp_path: Path) -> None:
     """database.ownerRole: the role `schema` makes the owner of the lease tables."""
-    assert load(tmp_path, BASE).database.owner_role == "corda_ha_owner"
-    config = load(tmp_path, BASE + "database.ownerRole = ha_owner\n")
+    assert load_text(tmp_path, BASE).database.owner_role == "corda_ha_owner"
+    config = load_text(tmp_path, BASE + "database.ownerRole = ha_owner\n")
     assert config.database.owner_role == "ha_owner"
     assert redacted_dict(config)["database"]["ownerRole"] == "ha_owner"
     assert config_from_json(config_to_json(config)).database.owner_role == "ha_owner"
@@ -831,5 +800,5 @@ def test_owner_role_default_override_and_dump(tmp_path: Path) -> None:
     ("database.ownerRole = corda_ha\n", "the supervisor's own login"),  # schema's default
 ])
 def test_owner_role_errors_name_the_key(tmp_path: Path, extra: str, words: str) -> None:
-    err = error(tmp_path, BASE + extra)
+    err = config_error(tmp_path, BASE + extra)
     assert err.key == "database.ownerRole" and words in str(err)

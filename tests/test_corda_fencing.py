@@ -22,6 +22,7 @@ import pytest
 
 from tests.harness import jvmnode
 from tests.harness.cluster import Cluster
+from tests.harness.config import supervisor_config
 from tests.harness.cordapair import (
     CordaHost,
     add_corda_host,
@@ -61,11 +62,13 @@ def fenced_corda_host(pair: Cluster, fdb: FenceDb, name: str,
     update_ms, wait_ms, stop_ms = timing
     return add_corda_host(pair, name, fdb.schema, node_dsn=fdb.dsn(fdb.node_role(name)),
                           update_ms=update_ms, wait_ms=wait_ms, stop_ms=stop_ms,
-                          extra_conf=f"""
-database {{ url = "postgresql://{fdb.server.host}:{fdb.server.port}/postgres",
-            user = {fdb.supervisor}, table = {fdb.table}, schema = {fdb.schema} }}
-fencing {{ nodeGroup = {fdb.group}, fencerRole = {fdb.fencer}, required = true }}
-""")
+                          extra_conf=supervisor_config(
+                              database={"url": f"postgresql://{fdb.server.host}:"
+                                               f"{fdb.server.port}/postgres",
+                                        "user": fdb.supervisor, "table": fdb.table,
+                                        "schema": fdb.schema},
+                              fencing={"nodeGroup": fdb.group, "fencerRole": fdb.fencer,
+                                       "required": True}))
 
 
 @pytest.mark.parametrize("timing", TIMINGS.values(), ids=TIMINGS.keys())

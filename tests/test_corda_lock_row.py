@@ -6,7 +6,6 @@ Corda's shape."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import uuid
@@ -18,7 +17,9 @@ from supervisor.config import DatabaseConfig
 from supervisor.lease import PostgresLeaseStore
 from supervisor.node.machine import this_process
 from tests.harness import jvmnode
+from tests.harness.aio import run
 from tests.harness.cluster import Cluster
+from tests.harness.config import supervisor_config
 from tests.harness.cordapair import add_corda_host
 from tests.harness.pgserver import PgServer
 from tests.harness.proc import pid_alive, wait_until
@@ -53,10 +54,6 @@ def age_and_version(pg: PgServer, schema: str) -> tuple[float, int]:
 @pytest.fixture
 def schema() -> str:
     return f"cg_{uuid.uuid4().hex[:10]}"
-
-
-def run(coro: object) -> object:
-    return asyncio.run(coro)  # type: ignore[arg-type]
 
 
 def test_holder_makes_a_fresh_foreign_row_takeable_and_nothing_else(
@@ -139,7 +136,7 @@ def test_a_frozen_hosts_node_that_keeps_its_row_fresh_keeps_the_new_node_out(
     jvmnode.require()
     schema = f"cg_{uuid.uuid4().hex[:10]}"
     pg_server.execute(f'CREATE SCHEMA "{schema}"')
-    patient = "restart.maxCrashes = 20"  # b's refused starts are no crash loop here
+    patient = supervisor_config(restart={"maxCrashes": 20})  # b's refused starts: no loop
     a = add_corda_host(pair, "a", schema, extra_conf=patient)
     b = add_corda_host(pair, "b", schema, extra_conf=patient)
     row = f'SELECT machine_name FROM "{schema}".node_mutual_exclusion'

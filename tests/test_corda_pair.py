@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.harness import haproxy, jvmnode
-from tests.harness.cluster import Cluster, Watcher, run_cli
+from tests.harness.cli import run_cli
+from tests.harness.cluster import Cluster
+from tests.harness.config import supervisor_config
 from tests.harness.cordapair import CordaHost, add_corda_host, assert_corda_row_left_to_corda
 from tests.harness.pgserver import PgServer, free_port
 from tests.harness.proc import Reaper, wait_until
+from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -37,7 +40,8 @@ def test_failover_and_handover_behind_haproxy_with_cordas_guard_on(
     with Watcher(pair.hosts) as watch:
         # fixed health ports: haproxy checks a's port also after a's supervisor restarts
         a_health = free_port()
-        a = add_corda_host(pair, "a", schema, extra_conf=f"health.port = {a_health}")
+        fixed_port = supervisor_config(health={"port": a_health})
+        a = add_corda_host(pair, "a", schema, extra_conf=fixed_port)
         b = add_corda_host(pair, "b", schema)
         watch.hosts = pair.hosts
         a.start()
@@ -60,7 +64,7 @@ def test_failover_and_handover_behind_haproxy_with_cordas_guard_on(
             assert_corda_row_left_to_corda(b)
 
             # a comes back as the standby; a handover moves the traffic back, no W wait
-            a2 = add_corda_host(pair, "a", schema, extra_conf=f"health.port = {a_health}")
+            a2 = add_corda_host(pair, "a", schema, extra_conf=fixed_port)
             assert a.node_conf is not None and a2.node_conf is not None
             a2.node_conf.p2p_port, a2.node_conf.rpc_port = a.node_conf.p2p_port, \
                 a.node_conf.rpc_port

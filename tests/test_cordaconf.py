@@ -10,43 +10,12 @@ from pathlib import Path
 import pytest
 
 from supervisor.config import ConfigError, dump_config, load_config
-from tests.harness.cluster import run_cli
-
-NODE_CONF = """\
-myLegalName = "O=PartyA,L=London,C=GB"
-p2pAddress = "localhost:10002"
-enterpriseConfiguration = {
-    mutualExclusionConfiguration = {
-        on = true
-        machineName = ${HOSTNAME}
-        updateInterval = 20000
-        waitInterval = 40000
-    }
-}
-dataSourceProperties = {
-    dataSourceClassName = "org.postgresql.ds.PGSimpleDataSource"
-    "dataSource.url" = "jdbc:postgresql://db.example.com:5432/corda?currentSchema=party_a"
-    "dataSource.user" = "corda_node"
-    "dataSource.password" = "n0de-Secret"
-}
-"""
-
-ONLY_NODE = """\
-node { command = ["/bin/true"], workingDirectory = "%s" }
-health { host = "0.0.0.0", port = 8080, internalPort = 8081 }
-logging { format = json }
-"""
-
-
-def setup(tmp_path: Path, node_conf: str = NODE_CONF, extra: str = "") -> Path:
-    (tmp_path / "node.conf").write_text(node_conf)
-    path = tmp_path / "supervisor.conf"
-    path.write_text(ONLY_NODE % tmp_path + extra)
-    return path
+from tests.harness.cli import run_cli
+from tests.harness.config import NODE_CONF, ONLY_NODE, node_conf_setup
 
 
 def test_a_file_naming_only_the_node_runs_from_node_conf(tmp_path: Path) -> None:
-    config = load_config(str(setup(tmp_path)), hostname="host-a", environ={})
+    config = load_config(str(node_conf_setup(tmp_path)), hostname="host-a", environ={})
     assert config.lease.enabled and config.lease.machine_name == "host-a"
     assert (config.lease.update_interval, config.lease.wait_interval) == (20.0, 40.0)
     db = config.database
@@ -71,7 +40,7 @@ def test_nested_datasource_keys_and_an_explicit_path(tmp_path: Path) -> None:
 
 
 def test_own_settings_win_with_a_warning_when_they_differ(tmp_path: Path) -> None:
-    path = setup(tmp_path, extra="""
+    path = node_conf_setup(tmp_path, extra="""
 mutualExclusionConfiguration { on = true, machineName = host-a, updateInterval = 10000,
                                 waitInterval = 40000 }
 database { url = "postgresql://other-db/corda", user = "corda_node" }
@@ -85,7 +54,8 @@ database { url = "postgresql://other-db/corda", user = "corda_node" }
 
 
 def test_an_error_in_node_conf_names_node_conf_its_key_and_line(tmp_path: Path) -> None:
-    path = setup(tmp_path, NODE_CONF.replace("waitInterval = 40000", "waitInterval = 10000"))
+    path = node_conf_setup(tmp_path, NODE_CONF.replace("waitInterval = 40000",
+                                                       "waitInterval = 10000"))
     with pytest.raises(ConfigError) as info:
         load_config(str(path), hostname="h", environ={})
     err = info.value
@@ -94,7 +64,7 @@ def test_an_error_in_node_conf_names_node_conf_its_key_and_line(tmp_path: Path) 
     assert err.line == 8
     bad_url = NODE_CONF.replace("jdbc:postgresql://", "jdbc:oracle://")
     with pytest.raises(ConfigError) as info:
-        load_config(str(setup(tmp_path, bad_url)), hostname="h", environ={})
+        load_config(str(node_conf_setup(tmp_path, bad_url)), hostname="h", environ={})
     assert info.value.path == str(tmp_path / "node.conf")
     assert info.value.key == "dataSourceProperties.dataSource.url" and info.value.line == 13
 
@@ -107,7 +77,7 @@ def test_without_node_conf_the_lease_is_still_required(tmp_path: Path) -> None:
 
 
 def test_check_config_shows_where_it_came_from_without_the_password(tmp_path: Path) -> None:
-    out = run_cli("check-config", "--offline", "--config", str(setup(tmp_path)))
+    out = run_cli("check-config", "--offline", "--config", str(node_conf_setup(tmp_path)))
     assert out.returncode == 0, out
     data = json.loads(out.stdout)
     assert data["node"]["cordaConfig"] == str(tmp_path / "node.conf")
@@ -118,9 +88,9 @@ def test_check_config_shows_where_it_came_from_without_the_password(tmp_path: Pa
 def test_the_node_only_example_runs_from_a_node_conf(tmp_path: Path) -> None:
     """config/node-only.conf (a real host's file that names only the node) with a Corda
     node.conf in its working directory is a complete configuration."""
-    from tests.harness.cluster import REPO
+    from tests.harness.paths import REPO
 
-    text = (Path(REPO) / "config" / "node-only.conf").read_text()
+    text = (REPO / "config" / "node-only.conf").read_text()
     (tmp_path / "node.conf").write_text(NODE_CONF)
     path = tmp_path / "supervisor.conf"
     path.write_text(text.replace('"/opt/corda"', f'"{tmp_path}"').replace(

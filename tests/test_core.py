@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
@@ -13,7 +13,6 @@ from supervisor.core import (
     AcquireLease,
     Action,
     Begin,
-    CoreState,
     Event,
     Exit,
     KillNode,
@@ -24,94 +23,36 @@ from supervisor.core import (
     LeaseObserved,
     LeaseReleased,
     LeaseRenewed,
-    Log,
     NodeExited,
     NodeStarted,
     ObserveLease,
     PeerReleased,
     ReleaseLease,
     RenewLease,
-    SeenVersion,
     SetNodeDeadline,
     ShutdownRequested,
     StartNode,
     State,
     StopNode,
     Tick,
-    Timing,
 )
 from supervisor.core.identity import ProcessRef
-
-U, W, M, S = 0.5, 2.0, 0.2, 0.5
-G = 0.5  # loss grace: min(S, W - M - U - R), R = min(0.4, (W - M - U) / 2) = 0.4
-
-TIMING = Timing(
-    update_interval=U, wait_interval=W, margin=M, stop_timeout=S, loss_grace=G,
-    operation_timeout=0.4,
-    poll_interval=0.25, retry_interval=0.1, renew_hedge=0.0625, renew_retry=0.025,
-    handover_cooldown=4.0, initial_delay=1.0,
-    multiplier=2.0, max_delay=8.0, reset_after=30.0, max_crashes=4, crash_window=60.0,
-    crash_cooldown=20.0,
+from tests.harness.coredriver import (
+    SERVER,
+    TIMING,
+    V1,
+    V2,
+    Driver,
+    G,
+    M,
+    S,
+    U,
+    W,
+    active_driver,
+    free_row,
+    held_by_other,
+    of,
 )
-
-V1 = SeenVersion(epoch=1, instance="other", renewed_at="t1")
-V2 = SeenVersion(epoch=1, instance="other", renewed_at="t2")
-FREE = SeenVersion(epoch=3, instance=None, renewed_at="t0")
-SERVER = "10.0.0.1:5432 up since 1000"
-
-
-def held_by_other(version: SeenVersion = V1, expired: bool = False) -> LeaseObserved:
-    return LeaseObserved(version=version, free=False, expired=expired, holder="host-b",
-                         mine=False, server=SERVER, row_server=SERVER)
-
-
-def free_row(server: str | None = None) -> LeaseObserved:
-    return LeaseObserved(version=FREE, free=True, expired=False, holder=None, mine=False,
-                         server=server or SERVER, row_server=server or SERVER)
-
-
-@dataclass
-class Driver:
-    """Feeds events at fake times and keeps every action for inspection."""
-
-    state: CoreState
-    now: float = 0.0
-    log: list[Action] = field(default_factory=list)
-
-    def feed(self, event: Event, at: float | None = None) -> list[Action]:
-        if at is not None:
-            assert at >= self.now
-            self.now = at
-        self.state, actions = core.step(self.state, event, self.now, TIMING)
-        self.log.extend(actions)
-        return actions
-
-    def tick_to(self, at: float) -> list[Action]:
-        return self.feed(Tick(), at)
-
-    def events(self, actions: list[Action]) -> list[str]:
-        return [a.event for a in actions if isinstance(a, Log)]
-
-
-def of(kind: type, actions: list[Action]) -> list[Action]:
-    return [a for a in actions if isinstance(a, kind)]
-
-
-def active_driver() -> Driver:
-    """A supervisor that acquired a free lease at t=0 (sent at 0) and started its node."""
-    d = Driver(core.initial_state(lease_enabled=True))
-    acts = d.feed(Begin())
-    assert of(ObserveLease, acts)
-    acts = d.feed(free_row(), 0.0)
-    assert of(AcquireLease, acts)
-    acts = d.feed(LeaseAcquired(epoch=4, sent_at=0.0), 0.01)
-    (start,) = of(StartNode, acts)
-    assert isinstance(start, StartNode)
-    assert start.epoch == 4
-    assert start.kill_deadline == pytest.approx(W - M)
-    d.feed(NodeStarted(pid=100), 0.02)
-    assert d.state.state == State.ACTIVE
-    return d
 
 
 def test_deadline_arithmetic() -> None:

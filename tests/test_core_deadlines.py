@@ -23,7 +23,7 @@ from supervisor.core import (
     State,
     StopNode,
 )
-from tests.test_core import TIMING, Driver, M, S, U, W, active_driver, of
+from tests.harness.coredriver import TIMING, Driver, M, S, U, W, active_driver, events, of
 
 G = TIMING.loss_grace
 EPS = 1e-6
@@ -226,7 +226,3 @@ def test_a_crash_loop_counts_every_crash_whatever_its_runtime() -> None:
     assert "crash_loop" in events(acts), "four crashes in a minute are a crash loop"
     run_until(now + 0.1)
     assert any(isinstance(a, ReleaseLease) and a.epoch == 7 for a in log)
-
-
-def events(actions: list[Action]) -> list[str]:
-    return [a.event for a in actions if isinstance(a, core.Log)]

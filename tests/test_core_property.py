@@ -55,7 +55,7 @@ from supervisor.core import (
     StopNode,
     Tick,
 )
-from tests.test_core import TIMING, Driver, M, W
+from tests.harness.coredriver import TIMING, Driver, M, W
 
 G = TIMING.loss_grace
 TOL = 1e-9

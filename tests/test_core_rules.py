@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from pathlib import Path
 
 import pytest
 
@@ -36,7 +37,21 @@ from supervisor.core import (
 from supervisor.core.identity import ProcessRef
 from supervisor.core.messages import FencingChecked
 from supervisor.core.timing import MIN_RENEWAL_WINDOW, stop_graces
-from tests.test_core import FREE, SERVER, TIMING, V1, V2, Driver, W, held_by_other, of
+from tests.harness.config import lease, seconds, write_config
+from tests.harness.coredriver import (
+    FREE,
+    SERVER,
+    TIMING,
+    V1,
+    V2,
+    Driver,
+    W,
+    events,
+    feed,
+    free_row,
+    held_by_other,
+    of,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -51,17 +66,6 @@ CORDA = dataclasses.replace(
 OTHER_SERVER = "10.0.0.2:5432 up since 2000"
 
 
-def feed(d: Driver, event: core.Event, at: float, timing: Timing) -> list[Action]:
-    d.now = max(d.now, at)
-    d.state, actions = core.step(d.state, event, d.now, timing)
-    d.log.extend(actions)
-    return actions
-
-
-def events(actions: list[Action]) -> list[str]:
-    return [a.event for a in actions if isinstance(a, Log)]
-
-
 def corda_active() -> Driver:
     d = Driver(core.initial_state(lease_enabled=True))
     feed(d, Begin(), 0.0, CORDA)
@@ -71,11 +75,6 @@ def corda_active() -> Driver:
     assert isinstance(start, StartNode) and start.kill_deadline == pytest.approx(CW - CM)
     feed(d, NodeStarted(pid=10), 0.1, CORDA)
     return d
-
-
-def free_row(server: str = SERVER, row_server: str | None = None) -> LeaseObserved:
-    return LeaseObserved(version=FREE, free=True, expired=False, holder=None, mine=False,
-                         server=server, row_server=row_server or server)
 
 
 # ------------------------------------------------------------------ the timing rule
@@ -213,20 +212,13 @@ def test_handover_keeps_full_s() -> None:
     assert isinstance(stop, StopNode) and stop.grace == pytest.approx(CS)
 
 
-def test_timing_from_config_uses_the_rule() -> None:
+def test_timing_from_config_uses_the_rule(tmp_path: Path) -> None:
     from supervisor.config import load_config
 
-    text = ('mutualExclusionConfiguration { on = true, machineName = a, updateInterval = 20000'
-            ', waitInterval = 40000 }\ndatabase { url = "postgresql://h/db" }\n'
-            'node { command = ["/bin/true"], stopTimeout = 60s }\n')
-    import os
-    import tempfile
-    with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
-        f.write(text)
-    try:
-        t = Timing.from_config(load_config(f.name))
-    finally:
-        os.unlink(f.name)
+    path = write_config(tmp_path / "supervisor.conf", lease=lease("a", 20000, 40000),
+                        database={"url": "postgresql://h/db"},
+                        node={"command": ["/bin/true"], "stopTimeout": seconds(60)})
+    t = Timing.from_config(load_config(str(path)))
     assert t.stop_timeout == 60.0
     assert t.loss_grace == pytest.approx(13.0)
 

@@ -12,7 +12,8 @@ import pytest
 from supervisor.config import load_config
 from supervisor.core import Timing, backoff_delay
 from supervisor.core.timing import StopGraces, stop_graces
-from tests.test_core import TIMING
+from tests.harness.config import Value, lease, ms, seconds, supervisor_config, write_config
+from tests.harness.coredriver import TIMING
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -39,19 +40,23 @@ def test_the_loss_grace_is_s_unless_the_lease_leaves_less() -> None:
     assert stop_graces(2.0, 4.0, 0.4, 6.0, 0.5).loss_grace < 6.0
 
 
-def timing(tmp_path: Path, lease: str, more: str = "") -> Timing:
-    path = tmp_path / "supervisor.conf"
-    path.write_text("mutualExclusionConfiguration { on = true, machineName = a, " + lease
-                    + ' }\ndatabase { url = "postgresql://h/db", operationTimeout = 1s }\n'
-                    + 'node { command = ["/bin/true"], stopTimeout = 3s }\n' + more)
+def timing(tmp_path: Path, update_ms: int, wait_ms: int, *, extra: str = "",
+           **lease_more: Value) -> Timing:
+    """The timing of a config with these intervals (operationTimeout 1 s, S = 3 s)."""
+    path = write_config(tmp_path / "supervisor.conf",
+                        lease=lease("a", update_ms, wait_ms, **lease_more),
+                        database={"url": "postgresql://h/db", "operationTimeout": seconds(1)},
+                        node={"command": ["/bin/true"], "stopTimeout": seconds(3)},
+                        extra=extra)
     return Timing.from_config(load_config(str(path), hostname="h", environ={}))
 
 
 def test_timing_from_a_configuration_with_everything_set(tmp_path: Path) -> None:
-    t = timing(tmp_path, "updateInterval = 2000, waitInterval = 10000, fencingMargin = 500ms",
-               "restart { initialDelay = 2s, multiplier = 3, maxDelay = 50s, resetAfter = 40s, "
-               "maxCrashes = 7, window = 90s, cooldown = 25s }\n"
-               "node { readiness { port = 10002, startTimeout = 70s } }\n")
+    t = timing(tmp_path, 2000, 10000, fencingMargin=ms(500), extra=supervisor_config(
+        restart={"initialDelay": seconds(2), "multiplier": 3, "maxDelay": seconds(50),
+                 "resetAfter": seconds(40), "maxCrashes": 7, "window": seconds(90),
+                 "cooldown": seconds(25)},
+        node={"readiness": {"port": 10002, "startTimeout": seconds(70)}}))
     g = stop_graces(2.0, 10.0, 0.5, 3.0, 1.0)
     assert t == Timing(
         update_interval=2.0, wait_interval=10.0, margin=0.5, stop_timeout=3.0,
@@ -66,7 +71,7 @@ def test_timing_from_a_configuration_with_everything_set(tmp_path: Path) -> None
 
 
 def test_timing_clamps_from_above(tmp_path: Path) -> None:
-    t = timing(tmp_path, "updateInterval = 9000, waitInterval = 12000")
+    t = timing(tmp_path, 9000, 12000)
     assert t.poll_interval == 3.0  # W / 4, below U / 2
     assert t.retry_interval == 1.0  # 1 s, below U / 4
     assert t.renew_hedge == 1.0  # the operation timeout, below U / 8
@@ -77,7 +82,7 @@ def test_timing_clamps_from_above(tmp_path: Path) -> None:
 
 
 def test_timing_clamps_from_below(tmp_path: Path) -> None:
-    t = timing(tmp_path, "updateInterval = 100, waitInterval = 400")  # U: 100 ms at least
+    t = timing(tmp_path, 100, 400)  # U: 100 ms at least
     assert t.poll_interval == 0.05  # U / 2
     assert t.retry_interval == 0.05  # not below 50 ms (U / 4 = 25 ms)
     assert t.renew_hedge == 0.02  # not below 20 ms (U / 8 = 12.5 ms)

@@ -42,7 +42,7 @@ from supervisor.core import (
 )
 from supervisor.core.identity import ProcessRef
 from supervisor.core.messages import Event, FencingChecked, SharedDirsChecked
-from tests.test_core import FREE, SERVER, TIMING, V1, V2, free_row, held_by_other
+from tests.harness.coredriver import FREE, SERVER, TIMING, V1, V2, free_row, held_by_other
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -25,17 +25,13 @@ from typing import Any
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.harness.cluster import (
-    Cluster,
-    W,
-    Watcher,
-    add_edited,
-    http_get,
-    lease_off,
-    run_cli,
-)
+from tests.harness.cli import run_cli
+from tests.harness.cluster import Cluster, add_edited
+from tests.harness.config import supervisor_config
+from tests.harness.host import W, http_get, lease_off
 from tests.harness.pgserver import PgServer
 from tests.harness.proc import pid_alive, wait_until
+from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -185,13 +181,8 @@ def password_dsn(pg_server: PgServer) -> str:
 def test_logs_events_and_no_password(pair: Cluster, pg_server: PgServer) -> None:
     secret = PgServer.password
     schema = f"pw_{uuid.uuid4().hex[:12]}"  # PostgreSQL 15+: the role cannot create in public
-    a = pair.add("a", dsn=password_dsn(pg_server), extra_conf=f"""
-database {{
-  user = "{PgServer.password_user}"
-  password = "{secret}"
-  schema = "{schema}"
-}}
-""")
+    a = pair.add("a", dsn=password_dsn(pg_server), extra_conf=supervisor_config(
+        database={"user": PgServer.password_user, "password": secret, "schema": schema}))
     a.start()
     acquired = a.wait_event("lease_acquired", 15)
     started = a.wait_event("node_started", 5)

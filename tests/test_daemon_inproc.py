@@ -24,10 +24,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import psutil
 import pytest
@@ -48,18 +48,14 @@ from supervisor.lease import (
 from supervisor.lease.fence import FenceFailed, FenceResult
 from supervisor.node.machine import this_process
 from supervisor.observe.sdnotify import SystemdNotifier
+from tests.harness.aio import run
 from tests.harness.paths import FAKE_NODE
 from tests.harness.proc import Reaper, pid_alive
 
 pytestmark = pytest.mark.timeout(60)
 
 U, W, M, OP = 0.5, 2.0, 0.2, 0.4
-T = TypeVar("T")
 Hook = Callable[[int], Awaitable[None]]
-
-
-def run(coro: Coroutine[Any, Any, T], timeout: float = 50.0) -> T:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def make_config(tmp_path: Path, *node_args: str, stop: str = "500ms") -> Config:
@@ -352,7 +348,7 @@ def test_an_observe_that_never_answers_is_failed_in_time(
             assert r.store.holder is None  # released
         finally:
             await r.close()
-    run(body())
+    run(body(), timeout=50)
 
 
 def test_a_renewal_that_never_answers_keeps_the_deadlines(
@@ -389,7 +385,7 @@ def test_a_renewal_that_never_answers_keeps_the_deadlines(
             assert await r.exit_code(10) == 0
         finally:
             await r.close()
-    run(body())
+    run(body(), timeout=50)
 
 
 def test_unexpected_store_exceptions_are_failed_calls(
@@ -425,7 +421,7 @@ def test_unexpected_store_exceptions_are_failed_calls(
             assert await r.exit_code(10) == 0
         finally:
             await r.close()
-    run(body())
+    run(body(), timeout=50)
 
 
 def test_acquire_names_the_watched_server(
@@ -441,7 +437,7 @@ def test_acquire_names_the_watched_server(
             assert await r.exit_code(10) == 0
         finally:
             await r.close()
-    run(body())
+    run(body(), timeout=50)
 
 
 def test_an_acquisition_counts_from_when_it_was_sent(
@@ -467,7 +463,7 @@ def test_an_acquisition_counts_from_when_it_was_sent(
             assert await r.exit_code(10) == 0
         finally:
             await r.close()
-    run(body())
+    run(body(), timeout=50)
 
 
 def test_a_suspend_longer_than_the_lease_ends_the_run_at_once(
@@ -502,7 +498,7 @@ def test_a_suspend_longer_than_the_lease_ends_the_run_at_once(
             os.kill(process.guard_pid, signal.SIGCONT)
         finally:
             await r.close()
-    run(body())
+    run(body(), timeout=50)
 
 
 # ------------------------------------------------------------------ the node
@@ -532,7 +528,7 @@ def test_a_start_that_raises_is_a_crash(
             assert await r.exit_code(10) == 0
         finally:
             await r.close()
-    run(body())
+    run(body(), timeout=50)
 
 
 def test_a_node_that_cannot_be_executed_is_a_crash(
@@ -552,7 +548,7 @@ def test_a_node_that_cannot_be_executed_is_a_crash(
             assert await r.exit_code(10) == 0
         finally:
             await r.close()
-    run(body())
+    run(body(), timeout=50)
 
 
 def test_node_killed_when_the_daemon_leaves_with_it_running(
@@ -583,7 +579,7 @@ def test_node_killed_when_the_daemon_leaves_with_it_running(
             assert r.store.closed
         finally:
             await r.close()
-    run(body())
+    run(body(), timeout=50)
 
 
 def test_shutdown_while_the_node_starts(
@@ -609,7 +605,7 @@ def test_shutdown_while_the_node_starts(
             assert pid is not None and not pid_alive(pid)
         finally:
             await r.close()
-    run(body())
+    run(body(), timeout=50)
 
 
 def test_second_sigterm_kills_the_node(
@@ -635,7 +631,7 @@ def test_second_sigterm_kills_the_node(
             assert not pid_alive(pid)
         finally:
             await r.close()
-    run(body())
+    run(body(), timeout=50)
 
 
 def test_the_deadline_passes_during_a_planned_stop(
@@ -667,7 +663,7 @@ def test_the_deadline_passes_during_a_planned_stop(
             assert any(e["reason"] == "renewal_deadline" for e in r.events("node_killed"))
         finally:
             await r.close()
-    run(body())
+    run(body(), timeout=50)
 
 
 @pytest.mark.parametrize("freeze_at", [1, 3], ids=["first_renewal", "third_renewal"])
@@ -720,4 +716,4 @@ def test_guard_kills_at_the_deadline_while_the_loop_is_frozen(
             assert await r.exit_code(10) == 0
         finally:
             await r.close()
-    run(body())
+    run(body(), timeout=50)

@@ -57,10 +57,13 @@ import psycopg
 import pytest
 
 from tests.harness import renewal_audit
-from tests.harness.cluster import Cluster, Host, Watcher, cluster, run_cli
+from tests.harness.cli import run_cli
+from tests.harness.cluster import Cluster, cluster
 from tests.harness.faultproxy import FaultProxy
+from tests.harness.host import Host
 from tests.harness.pgserver import ENV_DSN, PgServer, find_bindir
 from tests.harness.proc import pid_alive, wait_until
+from tests.harness.watcher import Watcher
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.db_failover]
 

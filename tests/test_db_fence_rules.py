@@ -26,7 +26,7 @@ import signal
 import time
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 import pytest
@@ -35,17 +35,14 @@ from supervisor.daemon.fencer import DatabaseFencer
 from supervisor.demo.postgres import embedded_bindir
 from supervisor.lease import fence
 from tests.harness import loadprobe
+from tests.harness.aio import run
 from tests.harness.cluster import Cluster
+from tests.harness.config import supervisor_config
 from tests.harness.fencedb import FenceDb, FenceHost, set_up
 from tests.harness.pgserver import PgServer, PgServerError
 from tests.harness.proc import wait_until
 
 pytestmark = pytest.mark.timeout(60)
-T = TypeVar("T")
-
-
-def run(coro: Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -302,9 +299,10 @@ def test_one_role_on_both_hosts_cannot_be_fenced(
         run(a.store.close())
         run(b.store.close())
     # the real daemon: a standby that can only find its own role takes nothing
-    host = pair.add("a", dsn=fdb.dsn(fdb.supervisor), extra_conf=(
-        f"database {{ table = {fdb.table} }}\nfencing {{ nodeRole = {role_a}, "
-        f"nodeGroup = {fdb.group}, fencerRole = {fdb.fencer}, required = true }}"))
+    host = pair.add("a", dsn=fdb.dsn(fdb.supervisor), extra_conf=supervisor_config(
+        database={"table": fdb.table},
+        fencing={"nodeRole": role_a, "nodeGroup": fdb.group, "fencerRole": fdb.fencer,
+                 "required": True}))
     host.start()
     failed = host.wait_event("fencing_unavailable", 15)
     assert "no other node role is bound" in failed["problem"]

@@ -6,7 +6,6 @@ role. The attacks from that role are in tests/test_db_attacks.py."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import signal
@@ -21,11 +20,15 @@ import pytest
 
 from supervisor.lease import fence
 from supervisor.lease.fence_sql import CONFIRM_ARGS, LOCK_ARGS
-from tests.harness.cluster import Cluster, http_get, run_cli
-from tests.harness.cluster import Host as Host_
+from tests.harness.aio import run
+from tests.harness.cli import run_cli
+from tests.harness.cluster import Cluster
+from tests.harness.config import supervisor_config
 from tests.harness.db_writer import late_writes
 from tests.harness.fencedb import FenceDb, set_up
 from tests.harness.fencedb import FenceHost as Host
+from tests.harness.host import Host as Host_
+from tests.harness.host import http_get
 from tests.harness.pgserver import PgServer
 from tests.harness.proc import pid_alive, wait_until
 
@@ -41,10 +44,6 @@ def fdb(pg_server: PgServer, tmp_path: Path, lease_name: str) -> Iterator[FenceD
         yield db
     finally:
         db.drop()
-
-
-def run(coro: object) -> object:
-    return asyncio.run(coro)  # type: ignore[arg-type]
 
 
 def test_the_holder_locks_the_other_role_out_and_ends_its_sessions(
@@ -172,14 +171,13 @@ def add_writer(pair: Cluster, fdb: FenceDb, name: str, tmp_path: Path, *,
                fencing: bool, required: bool = True) -> tuple[Host_, Path]:
     """A supervisor of `name` (least-privilege role) whose node writes as its own role."""
     log = tmp_path / f"{name}.writes"
-    block = (f"fencing {{ nodeRole = {fdb.node_role(name)}, nodeGroup = {fdb.group}, "
-             f"fencerRole = {fdb.fencer}, required = {'true' if required else 'false'} }}"
-             ) if fencing else ""
+    conf = supervisor_config(
+        database={"table": fdb.table, "ownerRole": fdb.owner},
+        fencing={"nodeRole": fdb.node_role(name), "nodeGroup": fdb.group,
+                 "fencerRole": fdb.fencer, "required": required} if fencing else None)
     host = pair.add(name, ["--write", fdb.dsn(fdb.node_role(name)), "--write-table",
                            fdb.writes, "--write-log", str(log)],
-                    dsn=fdb.dsn(fdb.supervisor),
-                    extra_conf=f"database {{ table = {fdb.table}, ownerRole = {fdb.owner} }}"
-                               f"\n{block}")
+                    dsn=fdb.dsn(fdb.supervisor), extra_conf=conf)
     return host, log
 
 
@@ -338,7 +336,7 @@ def test_the_least_privilege_role_runs_the_whole_path(
 
 def test_check_config_fails_when_fencing_cannot_work(fdb: FenceDb, tmp_path: Path) -> None:
     path = tmp_path / "a.conf"
-    path.write_text(fdb.conf("a") + 'node { command = ["/bin/true"] }\n')
+    path.write_text(fdb.conf("a") + supervisor_config(node={"command": ["/bin/true"]}))
     fdb.server.execute(f"REVOKE {fdb.group} FROM {fdb.node_role('a')}")
     out = run_cli("check-config", "--config", str(path))
     assert out.returncode == 78, out

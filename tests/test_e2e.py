@@ -15,9 +15,12 @@ from typing import Any
 
 import pytest
 
-from tests.harness.cluster import STOP_MS, Cluster, W, Watcher, http_get, start_pair
+from tests.harness.cluster import Cluster, start_pair
+from tests.harness.config import lease, write_config
+from tests.harness.host import STOP_MS, W, http_get
 from tests.harness.loadprobe import measure
 from tests.harness.proc import pid_alive, wait_until
+from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -170,15 +173,10 @@ def test_bad_config_exits_78_naming_the_key(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.harness.cluster import REPO
+    from tests.harness.paths import REPO
 
-    conf = tmp_path / "bad.conf"
-    conf.write_text("""
-mutualExclusionConfiguration { on = true, machineName = x, updateInterval = 500,
-  waitInterval = 2000, updateIntervall = 3 }
-database { url = "postgresql://localhost/x" }
-node { command = ["true"] }
-""")
+    conf = write_config(tmp_path / "bad.conf", lease=lease("x", updateIntervall=3),
+                        database={"url": "postgresql://localhost/x"}, node={"command": ["true"]})
     r = subprocess.run([sys.executable, "-m", "supervisor", "run", "--config", str(conf)],
                        capture_output=True, text=True, timeout=30, cwd=REPO)
     assert r.returncode == 78

@@ -26,11 +26,13 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.harness.cluster import Cluster, Host, W, Watcher, http_get
+from tests.harness.cluster import Cluster
 from tests.harness.faultproxy import FaultProxy
+from tests.harness.host import Host, W, http_get
 from tests.harness.loadprobe import measure
 from tests.harness.pgserver import PgServer
 from tests.harness.proc import pid_alive, wait_until
+from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -31,19 +31,13 @@ import psutil
 import pytest
 
 from supervisor.node import cgroup as cgroups
-from tests.harness.cluster import (
-    FAKE_NODE,
-    Cluster,
-    EditedHost,
-    Host,
-    Watcher,
-    add_edited,
-    host_node_key,
-    http_get,
-)
+from tests.harness.cluster import Cluster, add_edited, host_node_key
 from tests.harness.faultproxy import FaultProxy
+from tests.harness.host import EditedHost, Host, http_get
+from tests.harness.paths import FAKE_NODE
 from tests.harness.pgserver import PgServer
 from tests.harness.proc import pid_alive, wait_until
+from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.config import Config, ConfigError, load_config
-from tests.test_cordaconf import setup
+from tests.harness.config import node_conf_setup
 
 BASE = """
 mutualExclusionConfiguration { on = true, machineName = a, updateInterval = 500,
@@ -57,7 +57,8 @@ def test_errors_name_file_line_and_key(tmp_path: Path, extra: str, key: str,
 
 
 def test_node_role_defaults_to_node_conf_datasource_user(tmp_path: Path) -> None:
-    path = setup(tmp_path, extra='database { url = "postgresql://db/corda", user = corda_ha }\n'
+    path = node_conf_setup(tmp_path,
+                           extra='database { url = "postgresql://db/corda", user = corda_ha }\n'
                                  "fencing { required = false }\n")
     config = load_config(str(path), hostname="host-a", environ={})
     assert config.fencing.node_role == "corda_node" and not config.fencing.required
@@ -66,7 +67,7 @@ def test_node_role_defaults_to_node_conf_datasource_user(tmp_path: Path) -> None
 def test_node_conf_as_the_supervisors_login_cannot_fence(tmp_path: Path) -> None:
     """Without a database block of its own the supervisor logs in as the node: the other
     host's fence would lock the supervisor out too."""
-    path = setup(tmp_path, extra="fencing { }\n")
+    path = node_conf_setup(tmp_path, extra="fencing { }\n")
     with pytest.raises(ConfigError, match=r"fencing\.nodeRole: is database\.user"):
         load_config(str(path), hostname="host-a", environ={})
 

@@ -12,9 +12,11 @@ import pytest
 from supervisor.cli.operator import status_url
 from supervisor.config import Config, ConfigError, config_from_json, dump_config, load_config
 from supervisor.config.model import config_to_json
-from tests.harness.cluster import Cluster, http_get, run_cli
+from tests.harness.cli import run_cli
+from tests.harness.cluster import Cluster
+from tests.harness.config import BASE, supervisor_config
+from tests.harness.host import http_get
 from tests.harness.pgserver import free_port
-from tests.test_config import BASE
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -147,7 +149,8 @@ def test_a_real_supervisor_wants_the_token_for_status_but_not_for_health(
         pair: Cluster, tmp_path: Path) -> None:
     path = token_file(tmp_path)
     port = free_port()
-    a = pair.add("a", extra_conf=f'health.port = {port}\nhealth.tokenFile = "{path}"\n')
+    a = pair.add("a", extra_conf=supervisor_config(
+        health={"port": port, "tokenFile": str(path)}))
     a.start()
     a.wait_node_up(15)
     assert a.health_port() == port
@@ -167,7 +170,8 @@ def test_a_real_supervisor_wants_the_token_for_status_but_not_for_health(
 
 def test_a_real_supervisor_serves_status_on_the_internal_address(pair: Cluster) -> None:
     port, internal = free_port(), free_port()
-    a = pair.add("a", extra_conf=f"health.port = {port}\nhealth.internalPort = {internal}\n")
+    a = pair.add("a", extra_conf=supervisor_config(
+        health={"port": port, "internalPort": internal}))
     a.start()
     a.wait_node_up(15)
     listening = a.wait_event("health_listening", 5)

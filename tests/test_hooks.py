@@ -9,7 +9,6 @@ on is killed at once."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import subprocess
 import threading
@@ -20,20 +19,22 @@ from pathlib import Path
 import pytest
 
 from supervisor.node.hooks import run_hook, spawn_hook
-from tests.harness.cluster import Cluster, Watcher
+from tests.harness.cluster import Cluster
+from tests.harness.config import Raw, supervisor_config
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.loadprobe import measure
 from tests.harness.pgserver import PgServer
 from tests.harness.proc import Reaper, group_alive, pid_alive, wait_until
+from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(90)
 
 
 def hooks(path: Path, pre_stop: str = "echo prestop >> {f}", timeout: str = "5s") -> str:
     role = f'echo "$CORDA_HA_ROLE $CORDA_HA_EPOCH $CORDA_HA_MACHINE_NAME" >> {path}'
-    return (f"hooks {{ onRoleChange = {json.dumps(['sh', '-c', role])}, "
-            f"preStop = {json.dumps(['sh', '-c', pre_stop.format(f=path)])}, "
-            f"timeout = {timeout} }}")
+    return supervisor_config(hooks={"onRoleChange": ["sh", "-c", role],
+                                    "preStop": ["sh", "-c", pre_stop.format(f=path)],
+                                    "timeout": Raw(timeout)})
 
 
 def lines(path: Path) -> list[str]:

@@ -26,9 +26,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.harness.cluster import Cluster, Host, Watcher, cluster
+from tests.harness.cluster import Cluster, cluster
+from tests.harness.host import Host
 from tests.harness.pgserver import PgServer
 from tests.harness.users import User, second_user
+from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -28,9 +28,12 @@ import pytest
 
 from supervisor.node import instancelock
 from supervisor.node.instancelock import InstanceLockError, acquire, lock_path
-from tests.harness.cluster import REPO, Cluster, Watcher, run_cli
+from tests.harness.cli import run_cli
+from tests.harness.cluster import Cluster
+from tests.harness.paths import REPO
 from tests.harness.proc import Reaper, pid_alive, wait_until
 from tests.harness.users import User, run_as, second_user
+from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,7 +65,7 @@ def shared_dir(other_user: User) -> Iterator[Path]:
 
 def hold_in_subprocess(reaper: Reaper, directory: Path, key: str) -> subprocess.Popen[str]:
     proc = reaper.popen([sys.executable, "-c", HOLD, str(directory), key], text=True,
-                        stdout=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=REPO))
+                        stdout=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "locked"
     return proc

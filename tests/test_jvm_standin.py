@@ -20,11 +20,11 @@ import pytest
 from pyhocon import ConfigFactory
 
 from tests.harness import jvmnode
-from tests.harness.cluster import FAKE_NODE
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.haproxy import ask
 from tests.harness.jvmnode import FAILED_MASTER, REGISTERED, NodeConf, StandIn
 from tests.harness.nodescan import scan_nodes
+from tests.harness.paths import FAKE_NODE
 from tests.harness.pgserver import PgServer, free_port
 from tests.harness.proc import Reaper, wait_until
 

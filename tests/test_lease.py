@@ -7,7 +7,6 @@ import dataclasses
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
 
 import psycopg
 import pytest
@@ -24,20 +23,13 @@ from supervisor.lease import (
 )
 from supervisor.lease.bounded import Conn
 from supervisor.node.machine import this_process
+from tests.harness.aio import run
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.pgserver import PgServer
 
 pytestmark = pytest.mark.timeout(30)
 
-T = TypeVar("T")
 TO = 5.0  # generous per-call timeout where timing is not the point
-
-
-def run(coro: Awaitable[T]) -> T:
-    async def main() -> T:
-        return await coro
-
-    return asyncio.run(main())
 
 
 def store(db: DatabaseConfig, machine: str = "node-a", w: float = 5.0, *,

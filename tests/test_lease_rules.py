@@ -10,7 +10,8 @@ from datetime import timedelta
 import pytest
 
 from supervisor.config import DatabaseConfig
-from tests.test_lease import TO, closing, run, store
+from tests.harness.aio import run
+from tests.test_lease import TO, closing, store
 
 pytestmark = pytest.mark.timeout(30)
 

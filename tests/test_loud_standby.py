@@ -8,7 +8,10 @@ import re
 
 import pytest
 
-from tests.harness.cluster import Cluster, Host, http_get, run_cli
+from tests.harness.cli import run_cli
+from tests.harness.cluster import Cluster
+from tests.harness.config import supervisor_config
+from tests.harness.host import Host, http_get
 from tests.harness.pgserver import PgServer, free_port
 from tests.harness.proc import wait_until
 
@@ -25,7 +28,7 @@ def test_standby_whose_database_login_breaks_is_loud(pair: Cluster, pg_server: P
         pytest.skip("external database (CORDA_HA_TEST_DSN): cannot create roles")
     # fixed health ports: the `status` command finds this host's supervisor through them
     a = pair.add("a")
-    healthy = pair.add("healthy", extra_conf=f"health.port = {free_port()}")
+    healthy = pair.add("healthy", extra_conf=supervisor_config(health={"port": free_port()}))
     a.start()
     a.wait_node_up(15)
     healthy.start()
@@ -35,7 +38,7 @@ def test_standby_whose_database_login_breaks_is_loud(pair: Cluster, pg_server: P
     pg_server.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON corda_ha_lease_member TO {role}")
     dsn = (f"postgresql://{role}:{pg_server.password}@{pg_server.host}:{pg_server.port}/"
            "postgres")
-    broken = pair.add("broken", dsn=dsn, extra_conf=f"health.port = {free_port()}")
+    broken = pair.add("broken", dsn=dsn, extra_conf=supervisor_config(health={"port": free_port()}))
     broken.start()
     broken.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")
     try:

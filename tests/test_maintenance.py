@@ -10,8 +10,11 @@ import time
 
 import pytest
 
-from tests.harness.cluster import Cluster, Watcher, http_get, run_cli, start_pair
+from tests.harness.cli import run_cli
+from tests.harness.cluster import Cluster, start_pair
+from tests.harness.host import http_get
 from tests.harness.proc import wait_until
+from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,9 +11,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 import pytest
@@ -32,6 +31,7 @@ from supervisor.node.sweep import (
     node_key,
     sweep_stale_nodes,
 )
+from tests.harness.aio import run
 from tests.harness.cgroups import wait_record
 from tests.harness.paths import FAKE_NODE
 from tests.harness.proc import Reaper, group_alive, pid_alive, wait_until
@@ -39,12 +39,6 @@ from tests.harness.proc import Reaper, group_alive, pid_alive, wait_until
 pytestmark = pytest.mark.timeout(30)
 
 ROOT = Path(__file__).resolve().parent.parent
-T = TypeVar("T")
-
-
-def run(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
-    """Run one async test body with a bound."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def config(cwd: Path, *args: str, environment: dict[str, str] | None = None) -> NodeConfig:
@@ -120,7 +114,7 @@ def test_start_and_stop_gracefully(reaper: Reaper, tmp_path: Path) -> None:
         proc.kill()  # no-ops after the exit
         proc.set_deadline(0.0)
         assert not pid_alive(proc.guard_pid or -1)
-    run(body())
+    run(body(), timeout=20)
 
 
 def test_stop_ignoring_sigterm_is_killed_after_grace(reaper: Reaper, tmp_path: Path) -> None:
@@ -132,7 +126,7 @@ def test_stop_ignoring_sigterm_is_killed_after_grace(reaper: Reaper, tmp_path: P
         took = time.monotonic() - t0
         assert ex.signal == signal.SIGKILL and ex.killed_by == "stop"
         assert 0.5 <= took < 1.0, took
-    run(body())
+    run(body(), timeout=20)
 
 
 def test_kill_takes_down_the_group(reaper: Reaper, tmp_path: Path) -> None:
@@ -147,7 +141,7 @@ def test_kill_takes_down_the_group(reaper: Reaper, tmp_path: Path) -> None:
         assert ex.signal == signal.SIGKILL and ex.killed_by == "kill"
         wait_until(lambda: not group_alive(proc.pid or -1), 1.0, message="node group to die")
         assert not pid_alive(child)
-    run(body())
+    run(body(), timeout=20)
 
 
 def test_deadline_fires_on_time_and_can_be_extended(reaper: Reaper, tmp_path: Path) -> None:
@@ -160,7 +154,7 @@ def test_deadline_fires_on_time_and_can_be_extended(reaper: Reaper, tmp_path: Pa
         print(f"deadline exit observed {late * 1000:.1f} ms after the deadline")
         assert ex.signal == signal.SIGKILL and ex.killed_by == "deadline"
         assert 0 <= late < 0.3, late
-    run(body())
+    run(body(), timeout=20)
 
 
 def test_deadline_already_passed_does_not_start(reaper: Reaper, tmp_path: Path) -> None:
@@ -170,7 +164,7 @@ def test_deadline_already_passed_does_not_start(reaper: Reaper, tmp_path: Path) 
         ex = await asyncio.wait_for(proc.wait(), 5)
         assert ex.returncode == 127 and ex.spawn_error and "deadline" in ex.spawn_error
         assert out.lines == []
-    run(body())
+    run(body(), timeout=20)
 
 
 def test_crash_reported_with_returncode(reaper: Reaper, tmp_path: Path) -> None:
@@ -180,7 +174,7 @@ def test_crash_reported_with_returncode(reaper: Reaper, tmp_path: Path) -> None:
         assert ex.returncode == 3 and ex.signal is None and ex.killed_by is None
         assert ex.runtime >= 0.1
         assert "node crashing" in out.of("stderr")
-    run(body())
+    run(body(), timeout=20)
 
 
 def test_spawn_failure(reaper: Reaper, tmp_path: Path) -> None:
@@ -193,7 +187,7 @@ def test_spawn_failure(reaper: Reaper, tmp_path: Path) -> None:
         assert ex.pid is None and ex.returncode == 127 and ex.killed_by is None
         assert ex.spawn_error is not None and "no-such-corda" in ex.spawn_error
         proc.stop(1.0)  # harmless
-    run(body())
+    run(body(), timeout=20)
 
 
 def test_node_environment(reaper: Reaper, tmp_path: Path,
@@ -216,7 +210,7 @@ def test_node_environment(reaper: Reaper, tmp_path: Path,
         assert names["PATH"] == os.environ["PATH"]
         proc.kill()
         await proc.wait()
-    run(body())
+    run(body(), timeout=20)
 
     env = node_environment(config(tmp_path), epoch=None, machine_name="m2",
                            base={"CORDA_HA_EPOCH": "5", "WATCHDOG_PID": "1", "A": "b"})
@@ -241,7 +235,7 @@ def test_output_relayed_line_by_line(reaper: Reaper, tmp_path: Path) -> None:
         assert all(len(c) <= MAX_LINE_BYTES for c in chunks) and len(chunks) > 1
         assert "bad \ufffd\ufffd bytes" in stdout
         assert stdout[-2:] == ["node stopping", "node stopped"]
-    run(body())
+    run(body(), timeout=20)
 
 
 def test_output_relay_does_not_block_the_loop(reaper: Reaper, tmp_path: Path) -> None:
@@ -264,7 +258,7 @@ def test_output_relay_does_not_block_the_loop(reaper: Reaper, tmp_path: Path) ->
         ticking = False
         await task
         assert worst < 0.2, worst
-    run(body())
+    run(body(), timeout=20)
 
 
 def test_guard_sigkilled_while_frozen_writes_do_not_block(reaper: Reaper,
@@ -283,7 +277,7 @@ def test_guard_sigkilled_while_frozen_writes_do_not_block(reaper: Reaper,
         assert ex.pid == proc.pid
         assert not pid_alive(proc.pid)
         proc.stop(1.0)  # harmless after the guard is gone
-    run(body())
+    run(body(), timeout=20)
 
 
 def test_stale_node_sweep_by_environment_marker(reaper: Reaper, tmp_path: Path) -> None:
@@ -324,7 +318,7 @@ def test_start_sweeps_a_stale_node_first(reaper: Reaper, tmp_path: Path) -> None
         assert f"{NODE_KEY_ENV}={key}".encode() in environ
         proc.kill()
         await proc.wait()
-    run(body())
+    run(body(), timeout=20)
 
 
 def test_cancelled_start_leaves_nothing_running(reaper: Reaper, tmp_path: Path) -> None:
@@ -356,7 +350,7 @@ def test_cancelled_start_leaves_nothing_running(reaper: Reaper, tmp_path: Path) 
                 reaper.track_group(pid)
             await asyncio.to_thread(wait_until, lambda cwd=cwd: not nodes_in(cwd), 2.0,
                                     0.01, f"no node left in {cwd}")
-    run(body())
+    run(body(), timeout=20)
 
 
 # A minimal supervisor-like parent: starts the node through NodeProcess and waits.
@@ -468,7 +462,7 @@ def test_frozen_guard_supervisor_kills_at_the_deadline(reaper: Reaper, tmp_path:
         assert 0 <= late < 0.25, late
         assert ex.killed_by == "deadline" and ex.signal == signal.SIGKILL
         assert not pid_alive(guard)
-    run(body())
+    run(body(), timeout=20)
 
 
 def test_frozen_guard_kill_is_immediate(reaper: Reaper, tmp_path: Path) -> None:
@@ -487,7 +481,7 @@ def test_frozen_guard_kill_is_immediate(reaper: Reaper, tmp_path: Path) -> None:
         assert dead_at - t0 < 0.4  # without the fix: never (the guard is frozen)
         assert ex.killed_by == "kill" and ex.signal == signal.SIGKILL
         assert not pid_alive(child) and not pid_alive(guard)
-    run(body())
+    run(body(), timeout=20)
 
 
 def test_unacknowledged_command_means_guard_stalled(reaper: Reaper, tmp_path: Path) -> None:
@@ -508,7 +502,7 @@ def test_unacknowledged_command_means_guard_stalled(reaper: Reaper, tmp_path: Pa
         assert ex.killed_by == "guard_stalled" and ex.signal == signal.SIGKILL
         assert 0.3 <= took < 1.5, took
         assert not pid_alive(proc.pid) and not pid_alive(guard)
-    run(body())
+    run(body(), timeout=20)
 
 
 def test_frozen_together_is_not_a_stalled_guard(reaper: Reaper, tmp_path: Path) -> None:
@@ -525,7 +519,7 @@ def test_frozen_together_is_not_a_stalled_guard(reaper: Reaper, tmp_path: Path) 
         assert proc.running, await proc.wait()
         proc.kill()
         assert (await proc.wait()).killed_by == "kill"
-    run(body())
+    run(body(), timeout=20)
 
 
 def test_blocked_sweep_fails_the_start_in_time_and_the_loop_runs(reaper: Reaper,
@@ -583,7 +577,7 @@ def test_blocked_sweep_fails_the_start_in_time_and_the_loop_runs(reaper: Reaper,
         proc3.kill()
         await proc3.wait()
     try:
-        run(body())
+        run(body(), timeout=20)
     finally:
         release.set()
 
@@ -605,7 +599,7 @@ def test_guard_killed_supervisor_kills_the_run_cgroup(reaper: Reaper, tmp_path: 
         assert ex.killed_by == "guard_gone"
         assert not pid_alive(worker)
         assert not os.path.exists(proc.cgroup)
-    run(body())
+    run(body(), timeout=20)
 
 
 def test_after_a_graceful_stop_no_descendant_survives(reaper: Reaper, tmp_path: Path,
@@ -630,7 +624,7 @@ def test_after_a_graceful_stop_no_descendant_survives(reaper: Reaper, tmp_path: 
         assert ex.returncode == 0 and ex.killed_by == "stop"
         assert not pid_alive(helper)
         assert not os.path.exists(proc.cgroup)
-    run(body())
+    run(body(), timeout=20)
 
 
 def test_a_suspend_past_the_deadline_kills_the_node_as_this_process_resumes(
@@ -653,4 +647,4 @@ def test_a_suspend_past_the_deadline_kills_the_node_as_this_process_resumes(
         ex = await asyncio.wait_for(proc.wait(), 5)
         assert ex.killed_by == "deadline", ex
         assert dead_at - resumed < clock.MAX_WAIT + 0.25, dead_at - resumed
-    run(body())
+    run(body(), timeout=20)

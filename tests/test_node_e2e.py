@@ -25,9 +25,13 @@ from typing import Any
 
 import pytest
 
-from tests.harness.cluster import FAKE_NODE, Cluster, EditedHost, Watcher, add_edited, run_cli
+from tests.harness.cli import run_cli
+from tests.harness.cluster import Cluster, add_edited
 from tests.harness.freezer import frozen
+from tests.harness.host import EditedHost
+from tests.harness.paths import FAKE_NODE
 from tests.harness.proc import pid_alive, wait_until
+from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,25 +16,18 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
 
 import psutil
 import pytest
 
 from supervisor.config import NodeConfig
 from supervisor.node.process import NodeProcess
+from tests.harness.aio import run
 from tests.harness.paths import FAKE_NODE
 from tests.harness.proc import Reaper, pid_alive
 
 pytestmark = pytest.mark.timeout(60)
-
-T = TypeVar("T")
-
-
-def run(coro: Coroutine[Any, Any, T], timeout: float = 45.0) -> T:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def config(cwd: Path, *args: str) -> NodeConfig:
@@ -98,7 +91,7 @@ def test_guard_sigkilled_the_whole_node_group_dies(reaper: Reaper, tmp_path: Pat
         assert ex.killed_by == "guard_gone" and ex.signal == signal.SIGKILL
         left = await gone({proc.pid, child}, 2.0)
         assert not left, f"node group members survived their guard: {left}"
-    run(body())
+    run(body(), timeout=45)
 
 
 def test_cancelled_start_leaves_no_guard_and_no_node(reaper: Reaper, tmp_path: Path) -> None:
@@ -137,4 +130,4 @@ def test_cancelled_start_leaves_no_guard_and_no_node(reaper: Reaper, tmp_path: P
                 reaper.track_group(pid)
             assert not nodes, f"delay {delay}: node(s) {nodes} outlived the cancelled start"
         assert cancelled >= 3, "the start finished before most cancellations: no test"
-    run(body())
+    run(body(), timeout=45)

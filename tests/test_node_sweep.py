@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -38,6 +38,7 @@ from supervisor.node.sweep import (
     scan_marked,
     sweep_stale_nodes,
 )
+from tests.harness.aio import run
 from tests.harness.cgroups import spawn_in
 from tests.harness.freezer import frozen, state
 from tests.harness.paths import FAKE_NODE
@@ -45,12 +46,6 @@ from tests.harness.proc import Reaper, pid_alive, wait_until
 from tests.harness.users import run_as, second_user
 
 pytestmark = pytest.mark.timeout(60)
-
-T = TypeVar("T")
-
-
-def run(coro: Coroutine[Any, Any, T], timeout: float = 40.0) -> T:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def fake_entry(root: Path, pid: int, *, environ: bytes | None = None, state: str = "S",
@@ -173,7 +168,7 @@ def test_a_sweep_that_is_not_clean_starts_no_node(reaper: Reaper, tmp_path: Path
         assert proc.guard_pid is None and proc.pid is None
         assert ex.returncode == 127 and ex.spawn_error is not None
         assert swept.problem() in ex.spawn_error, ex.spawn_error
-    run(body())
+    run(body(), timeout=40)
 
 
 def test_a_frozen_stale_node_is_a_survivor_and_no_node_starts(reaper: Reaper,
@@ -202,7 +197,7 @@ def test_a_frozen_stale_node_is_a_survivor_and_no_node_starts(reaper: Reaper,
             assert proc.pid is not None and not pid_alive(stale)
             proc.kill()
             await proc.wait()
-    run(body())
+    run(body(), timeout=40)
 
 
 def test_a_stale_cgroup_that_does_not_empty_makes_the_sweep_unclean(
@@ -262,7 +257,7 @@ def test_a_setsid_child_is_dead_before_the_exit_is_reported(reaper: Reaper,
         assert ex.killed_by == "stop"
         assert not pid_alive(child), "the setsid child outlived the reported exit"
         print(f"no cgroup: exit reported {took * 1000:.0f} ms after the stop, child dead")
-    run(body())
+    run(body(), timeout=40)
 
 
 async def _exit_waits_for_a_frozen_child(proc: NodeProcess, child: int) -> None:
@@ -294,7 +289,7 @@ def test_a_child_that_survives_sigkill_holds_the_exit(reaper: Reaper, tmp_path: 
     async def body() -> None:
         proc = await _start(reaper, tmp_path, command, marks)
         await _exit_waits_for_a_frozen_child(proc, await child_of(reaper, pidfile))
-    run(body())
+    run(body(), timeout=40)
 
 
 def test_with_a_cgroup_a_child_that_survives_sigkill_holds_the_exit(
@@ -312,4 +307,4 @@ def test_with_a_cgroup_a_child_that_survives_sigkill_holds_the_exit(
         assert proc.cgroup is not None and child in cgroups.procs(proc.cgroup)
         await _exit_waits_for_a_frozen_child(proc, child)
         assert not os.path.exists(proc.cgroup)
-    run(body())
+    run(body(), timeout=40)

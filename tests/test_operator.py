@@ -20,24 +20,24 @@ from supervisor.config import DatabaseConfig, load_config
 from supervisor.lease import PostgresLeaseStore
 from supervisor.lease.members import Member
 from supervisor.node.machine import this_process
-from tests.harness.cluster import Cluster, http_get, run_cli
+from tests.harness.cli import run_cli
+from tests.harness.cluster import Cluster
+from tests.harness.config import lease, seconds, write_config
+from tests.harness.host import http_get
 from tests.harness.pgserver import PgServer
 from tests.harness.proc import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
 
-def conf(tmp_path: Path, url: str, *, schema: str, user: str, extra: str = "") -> Path:
-    path = tmp_path / "op.conf"
-    path.write_text(f"""
-mutualExclusionConfiguration {{ on = true, machineName = op, updateInterval = 500,
-                                waitInterval = 2000 }}
-database {{ url = "{url}", schema = "{schema}", user = "{user}", password = "pw-{user}",
-            operationTimeout = 1s, connectTimeout = 2s }}
-node {{ command = ["/bin/true"] }}
-{extra}
-""")
-    return path
+def conf(tmp_path: Path, url: str, *, schema: str, user: str, owner: str | None = None
+         ) -> Path:
+    return write_config(
+        tmp_path / "op.conf", lease=lease("op"),
+        database={"url": url, "schema": schema, "user": user, "password": f"pw-{user}",
+                  "operationTimeout": seconds(1), "connectTimeout": seconds(2),
+                  "ownerRole": owner},
+        node={"command": ["/bin/true"]})
 
 
 def test_schema_gives_a_least_privilege_role_that_runs_the_protocol(
@@ -48,7 +48,7 @@ def test_schema_gives_a_least_privilege_role_that_runs_the_protocol(
     role, schema, owner = f"sup_{suffix}", f"ha_{suffix}", f"owner_{suffix}"
     pg_server.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'")
     path = conf(tmp_path, pg_server.dsn_via(pg_server.host, pg_server.port).replace(
-        "postgres@", ""), schema=schema, user=role, extra=f"database.ownerRole = {owner}")
+        "postgres@", ""), schema=schema, user=role, owner=owner)
     out = run_cli("schema", "--config", str(path))
     assert out.returncode == 0, out
     script = out.stdout
@@ -188,7 +188,7 @@ def test_schema_for_a_missing_pause_row(tmp_path: Path, pg_server: PgServer) -> 
     role, schema = f"sup_{suffix}", f"ha_{suffix}"
     pg_server.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'")
     path = conf(tmp_path, pg_server.dsn_via(pg_server.host, pg_server.port).replace(
-        "postgres@", ""), schema=schema, user=role, extra=f"database.ownerRole = o_{suffix}")
+        "postgres@", ""), schema=schema, user=role, owner=f"o_{suffix}")
     with psycopg.connect(pg_server.dsn, autocommit=True) as dba:
         dba.execute(schema_script(load_config(str(path))).encode())
     out = run_cli("pause", "--config", str(path))

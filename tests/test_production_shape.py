@@ -15,9 +15,11 @@ import time
 
 import pytest
 
-from tests.harness.cluster import Cluster, Host, Watcher, http_get
+from tests.harness.cluster import Cluster
+from tests.harness.host import Host, http_get
 from tests.harness.loadprobe import measure
 from tests.harness.proc import pid_alive, wait_until
+from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(120)
 

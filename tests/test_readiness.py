@@ -10,13 +10,17 @@ import time
 
 import pytest
 
-from tests.harness.cluster import Cluster, Watcher, http_get
+from tests.harness.cluster import Cluster
+from tests.harness.config import seconds, supervisor_config
+from tests.harness.host import http_get
 from tests.harness.pgserver import free_port
 from tests.harness.proc import wait_until
+from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(90)
 
-REGISTERED = 'readiness { logPattern = "started up and registered", startTimeout = 10s }'
+REGISTERED = supervisor_config(node={"readiness": {"logPattern": "started up and registered",
+                                                  "startTimeout": seconds(10)}})
 
 
 def health(port: int) -> int:
@@ -25,7 +29,7 @@ def health(port: int) -> int:
 
 def test_health_waits_for_the_registered_line(pair: Cluster) -> None:
     with Watcher(pair.hosts) as watch:
-        a = pair.add("a", ["--ready-after", "1.5"], extra_conf=f"node.{REGISTERED}")
+        a = pair.add("a", ["--ready-after", "1.5"], extra_conf=REGISTERED)
         watch.hosts = pair.hosts
         a.start()
         pid = a.wait_node_up(15)
@@ -47,7 +51,8 @@ def test_readiness_by_port(pair: Cluster) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", free_port()))
     node_port = listener.getsockname()[1]
-    a = pair.add("a", extra_conf=f"node.readiness {{ port = {node_port}, startTimeout = 20s }}")
+    a = pair.add("a", extra_conf=supervisor_config(
+        node={"readiness": {"port": node_port, "startTimeout": seconds(20)}}))
     a.start()
     a.wait_node_up(15)
     port = a.health_port()
@@ -62,7 +67,8 @@ def test_readiness_by_port(pair: Cluster) -> None:
 
 
 def test_never_ready_is_a_failed_start_and_the_lease_moves(pair: Cluster) -> None:
-    never = 'node.readiness { logPattern = "never printed", startTimeout = 1s }'
+    never = supervisor_config(node={"readiness": {"logPattern": "never printed",
+                                                  "startTimeout": seconds(1)}})
     with Watcher(pair.hosts) as watch:
         a = pair.add("a", extra_conf=never)
         b = pair.add("b")

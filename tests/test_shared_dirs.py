@@ -15,8 +15,11 @@ from pathlib import Path
 import pytest
 
 from supervisor.node import shareddirs
-from tests.harness.cluster import Cluster, Watcher, http_get
+from tests.harness.cluster import Cluster
+from tests.harness.config import seconds, supervisor_config
+from tests.harness.host import http_get
 from tests.harness.proc import wait_until
+from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -60,7 +63,8 @@ def test_a_hung_probe_is_bounded_and_the_next_fails_at_once() -> None:
 
 
 def shared(path: Path) -> str:
-    return f'node.sharedDirectories = ["{path}"]\nnode.sharedProbeTimeout = 2s\n'
+    return supervisor_config(node={"sharedDirectories": [str(path)],
+                                   "sharedProbeTimeout": seconds(2)})
 
 
 def test_a_standby_without_its_shared_directory_never_takes_the_lease(

@@ -24,8 +24,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.harness.cluster import Cluster, Host, W, Watcher, start_pair
+from tests.harness.cluster import Cluster, start_pair
+from tests.harness.host import Host, W
 from tests.harness.proc import wait_until
+from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -13,41 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.cluster import REPO, run_cli
+from tests.harness.cli import SECRET, assert_clean, run_cli, run_to_exit
+from tests.harness.config import Value, ms, startup_config, supervisor_config
+from tests.harness.paths import REPO
 from tests.harness.pgserver import PgServer, free_port
 from tests.harness.proc import Reaper
 
 pytestmark = pytest.mark.timeout(60)
-
-SECRET = "Wr0ng-pass-x7"
-
-
-def write(tmp_path: Path, url: str, *, extra: str = "", node: str = '["/bin/sleep", "1000"]',
-          lease: str = "updateInterval = 500, waitInterval = 2000") -> Path:
-    path = tmp_path / f"s-{uuid.uuid4().hex[:6]}.conf"
-    path.write_text(f"""
-mutualExclusionConfiguration {{ on = true, machineName = s, {lease} }}
-database {{ url = "{url}", connectTimeout = 2s, operationTimeout = 1s,
-            leaseName = "{uuid.uuid4().hex}" }}
-node {{ command = {node}, workingDirectory = "{tmp_path}" }}
-health {{ host = "127.0.0.1", port = 0 }}
-logging {{ format = json }}
-{extra}
-""")
-    return path
-
-
-def run(reaper: Reaper, path: Path, timeout: float = 30) -> tuple[int, str]:
-    proc = reaper.popen([sys.executable, "-m", "supervisor", "run", "--config", str(path)],
-                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
-    out, _ = proc.communicate(timeout=timeout)
-    return proc.returncode, out
-
-
-def assert_clean(out: str) -> None:
-    assert "Traceback" not in out, out
-    assert SECRET not in out
-
 
 def test_busy_health_port_exits_78_naming_health_port(tmp_path: Path, pg_server: PgServer,
                                                       reaper: Reaper) -> None:
@@ -55,8 +27,9 @@ def test_busy_health_port_exits_78_naming_health_port(tmp_path: Path, pg_server:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        path = write(tmp_path, pg_server.dsn, extra=f"health.port = {port}")
-        code, out = run(reaper, path)
+        path = startup_config(tmp_path, pg_server.dsn,
+                              extra=supervisor_config(health={"port": port}))
+        code, out = run_to_exit(reaper, path)
     assert code == 78, out
     assert "health_port_unavailable" in out and "health.port" in out and str(port) in out
     assert_clean(out)
@@ -65,9 +38,9 @@ def test_busy_health_port_exits_78_naming_health_port(tmp_path: Path, pg_server:
 def test_refused_login_exits_78_naming_user_and_password_source(
         tmp_path: Path, pg_server: PgServer, reaper: Reaper) -> None:
     url = f"postgresql://{pg_server.host}:{pg_server.port}/postgres"
-    path = write(tmp_path, url, extra=f'database {{ user = "{pg_server.password_user}", '
-                                      f'password = "{SECRET}" }}')
-    code, out = run(reaper, path)
+    path = startup_config(tmp_path, url, extra=supervisor_config(
+        database={"user": pg_server.password_user, "password": SECRET}))
+    code, out = run_to_exit(reaper, path)
     assert code == 78, out
     assert "database_config_error" in out
     assert f"database.user = {pg_server.password_user}" in out and "database.password" in out
@@ -81,15 +54,15 @@ def test_missing_privilege_exits_78_pointing_at_schema(tmp_path: Path, pg_server
     role = f"nopriv_{uuid.uuid4().hex[:8]}"
     pg_server.execute(f"CREATE ROLE {role} LOGIN")
     url = f"postgresql://{role}@{pg_server.host}:{pg_server.port}/postgres"
-    path = write(tmp_path, url, extra=f'database.schema = "s_{role}"')
-    code, out = run(reaper, path)
+    path = startup_config(tmp_path, url, extra=supervisor_config(database={"schema": f"s_{role}"}))
+    code, out = run_to_exit(reaper, path)
     assert code == 78, out
     assert "lacks a privilege" in out and "corda-ha-supervisor schema --config" in out
     assert_clean(out)
 
 
 def test_unreachable_database_at_start_is_waited_out(tmp_path: Path, reaper: Reaper) -> None:
-    path = write(tmp_path, f"postgresql://127.0.0.1:{free_port()}/postgres")
+    path = startup_config(tmp_path, f"postgresql://127.0.0.1:{free_port()}/postgres")
     proc = reaper.popen([sys.executable, "-m", "supervisor", "run", "--config", str(path)],
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     assert proc.stdout is not None
@@ -104,28 +77,29 @@ def test_unreachable_database_at_start_is_waited_out(tmp_path: Path, reaper: Rea
 
 def test_missing_node_program_or_directory_exits_78(tmp_path: Path, pg_server: PgServer,
                                                    reaper: Reaper) -> None:
-    path = write(tmp_path, pg_server.dsn, node='["/opt/nowhere/bin/java", "-jar", "corda.jar"]')
+    path = startup_config(tmp_path, pg_server.dsn,
+                          node=("/opt/nowhere/bin/java", "-jar", "corda.jar"))
     out = run_cli("check-config", "--config", str(path))
     assert out.returncode == 78, out
     assert "node.command" in out.stderr and "/opt/nowhere/bin/java" in out.stderr
     assert f"{path}:" in out.stderr  # file (and line) named
     assert run_cli("check-config", "--offline", "--config", str(path)).returncode == 0
-    code, text = run(reaper, path)
+    code, text = run_to_exit(reaper, path)
     assert code == 78 and "node.command" in text
     gone = tmp_path / "gone"
-    path = write(tmp_path, pg_server.dsn).with_name("w.conf")
-    path.write_text(write(tmp_path, pg_server.dsn).read_text().replace(
+    path = startup_config(tmp_path, pg_server.dsn).with_name("w.conf")
+    path.write_text(startup_config(tmp_path, pg_server.dsn).read_text().replace(
         f'workingDirectory = "{tmp_path}"', f'workingDirectory = "{gone}"'))
     out = run_cli("check-config", "--config", str(path))
     assert out.returncode == 78 and "node.workingDirectory" in out.stderr
 
 
-@pytest.mark.parametrize(("lease", "hint"), [
-    ("updateInterval = 2, waitInterval = 40000", "bare integer is milliseconds"),
-    ("updateInterval = 50ms, waitInterval = 40000", "at least 100 ms"),
+@pytest.mark.parametrize(("update", "hint"), [
+    (2, "bare integer is milliseconds"),
+    (ms(50), "at least 100 ms"),
 ])
-def test_tiny_intervals_exit_78_with_a_hint(tmp_path: Path, lease: str, hint: str) -> None:
-    path = write(tmp_path, "postgresql://db/x", lease=lease)
+def test_tiny_intervals_exit_78_with_a_hint(tmp_path: Path, update: Value, hint: str) -> None:
+    path = startup_config(tmp_path, "postgresql://db/x", intervals=(update, 40000))
     out = run_cli("check-config", "--offline", "--config", str(path))
     assert out.returncode == 78, out
     assert "mutualExclusionConfiguration.updateInterval" in out.stderr and hint in out.stderr

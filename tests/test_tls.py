@@ -28,10 +28,12 @@ import pytest
 from supervisor.config import load_config
 from supervisor.lease import LeaseUnavailable
 from supervisor.lease.startup import database_config_problem
-from tests.harness.cluster import REPO, cluster, run_cli
+from tests.harness.cli import SECRET, assert_clean, run_cli, run_to_exit
+from tests.harness.cluster import cluster
+from tests.harness.config import startup_config, supervisor_config
+from tests.harness.paths import REPO
 from tests.harness.pgserver import ENV_DSN, PgServer, find_bindir
 from tests.harness.proc import Reaper, wait_until
-from tests.test_startup_errors import SECRET, assert_clean, run, write
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -145,8 +147,8 @@ def test_tls_failure_at_start_exits_78_naming_it(tmp_path: Path, tls_db: TlsDb, 
                                          user=user),
            "plain connection": f"postgresql://{user}@127.0.0.1:{tls_db.server.port}/postgres"
                                "?sslmode=disable"}[case]
-    path = write(tmp_path, url, extra=f'database.password = "{SECRET}"')
-    code, out = run(reaper, path)
+    path = startup_config(tmp_path, url, extra=supervisor_config(database={"password": SECRET}))
+    code, out = run_to_exit(reaper, path)
     assert code == 78, out
     message = config_error(out)
     for text in expected:
@@ -161,12 +163,12 @@ def test_tls_failure_at_start_exits_78_naming_it(tmp_path: Path, tls_db: TlsDb, 
 def test_missing_ca_file_is_named_by_check_config_and_at_start(tmp_path: Path, tls_db: TlsDb,
                                                                reaper: Reaper) -> None:
     missing = tmp_path / "no-such-ca.crt"
-    path = write(tmp_path, tls_db.url(ca=missing))
+    path = startup_config(tmp_path, tls_db.url(ca=missing))
     out = run_cli("check-config", "--config", str(path))
     assert out.returncode == 78, out
     assert "database.url" in out.stderr and f"sslrootcert '{missing}'" in out.stderr, out.stderr
     assert f"{path}:" in out.stderr  # file (and line) named
-    code, text = run(reaper, path)
+    code, text = run_to_exit(reaper, path)
     assert code == 78 and str(missing) in text, text
     assert_clean(text)
 
@@ -202,7 +204,8 @@ def tls_then_hang_up() -> Iterator[int]:
 def test_tls_dropped_mid_handshake_is_waited_out(tmp_path: Path, tls_db: TlsDb,
                                                 reaper: Reaper) -> None:
     with tls_then_hang_up() as port:
-        path = write(tmp_path, tls_db.url().replace(f":{tls_db.server.port}/", f":{port}/"))
+        path = startup_config(tmp_path,
+                              tls_db.url().replace(f":{tls_db.server.port}/", f":{port}/"))
         proc = reaper.popen([sys.executable, "-m", "supervisor", "run", "--config", str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=REPO)
@@ -229,7 +232,7 @@ def test_tls_dropped_mid_handshake_is_waited_out(tmp_path: Path, tls_db: TlsDb,
 ])
 def test_transient_tls_errors_are_not_configuration_problems(tmp_path: Path,
                                                              libpq_text: str) -> None:
-    config = load_config(write(tmp_path, "postgresql://db/x?sslmode=verify-full"))
+    config = load_config(startup_config(tmp_path, "postgresql://db/x?sslmode=verify-full"))
     error = LeaseUnavailable(f"ensure_schema: cannot connect: OperationalError: connection "
                              f'to server at "10.0.0.5", port 5432 failed: {libpq_text}')
     assert database_config_problem(error, config) is None

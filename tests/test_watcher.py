@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.cluster import FAKE_NODE, Host, Watcher
+from tests.harness.host import Host
+from tests.harness.paths import FAKE_NODE
 from tests.harness.proc import Reaper, wait_until
+from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(30)
 

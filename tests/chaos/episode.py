@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from tests.harness.cluster import Host
+from tests.harness.host import Host
 
 if TYPE_CHECKING:
     from tests.chaos.runner import ChaosCluster

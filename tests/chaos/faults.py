@@ -32,7 +32,7 @@ from tests.chaos.episode import (
 )
 from tests.chaos.episode import now as _now
 from tests.chaos.profile import Profile
-from tests.harness.cluster import Host
+from tests.harness.host import Host
 
 if TYPE_CHECKING:
     from tests.chaos.runner import ChaosCluster

@@ -53,7 +53,8 @@ from tests.chaos.episode import (
     sleep_until,
 )
 from tests.chaos.episode import now as _now
-from tests.harness.cluster import Host, run_cli
+from tests.harness.cli import run_cli
+from tests.harness.host import Host
 from tests.harness.proc import pid_alive
 
 if TYPE_CHECKING:

@@ -59,7 +59,8 @@ from tests.chaos.profile import Profile
 from tests.chaos.records import RecordTail
 from tests.chaos.report import RunReport
 from tests.chaos.writes import ChaosWrites, Writes
-from tests.harness.cluster import Cluster, Host, add_edited
+from tests.harness.cluster import Cluster, add_edited
+from tests.harness.host import Host
 
 HB_NODE = str(Path(__file__).with_name("hb_node.py"))
 SETTLE = 1.0  # stable = exactly one running node for this long

@@ -10,7 +10,7 @@ from supervisor.config import load_config
 from supervisor.core import Timing
 from tests.chaos.profile import PROFILES, Profile, profile
 from tests.chaos.runner import edit_config
-from tests.harness.cluster import Host
+from tests.harness.host import Host
 
 
 def supervisor_timing(p: Profile, root: Path) -> Timing:

@@ -9,13 +9,14 @@ never meet another test's.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from tests.harness import jvmnode
-from tests.harness.cluster import Cluster, Host
+from tests.harness.cluster import Cluster
+from tests.harness.config import LAB_HEALTH, LAB_LOGGING, LAB_RESTART, ms, seconds, write_config
+from tests.harness.host import Host
 from tests.harness.pgserver import free_port
 
 REGISTERED = "started up and registered"
@@ -36,20 +37,16 @@ class CordaHost(Host):
         self.node_conf.write(self.root / "node.conf")
         command = jvmnode.command("--record", str(self.records), "--lock", str(self.lock_path),
                                   "--boot-delay", str(self.boot_ms), *self.extra_node_args)
-        self.config_path.write_text(f"""
-node {{
-  command = {json.dumps(command)}
-  workingDirectory = "{self.root}"
-  stopTimeout = {self.stop_ms}ms
-  readiness {{ logPattern = "{REGISTERED}", startTimeout = {self.ready_timeout_s}s }}
-}}
-restart {{ initialDelay = 200ms, multiplier = 2, maxDelay = 1s, resetAfter = 30s,
-          maxCrashes = 3, window = 30s, cooldown = 30s }}
-health {{ enabled = true, host = "127.0.0.1", port = 0 }}
-logging {{ format = json, level = DEBUG }}
-{self.extra_conf}
-""")
-
+        write_config(
+            self.config_path,
+            node={"command": command, "workingDirectory": str(self.root),
+                  "stopTimeout": ms(self.stop_ms),
+                  "readiness": {"logPattern": REGISTERED,
+                                "startTimeout": seconds(self.ready_timeout_s)}},
+            restart=LAB_RESTART,
+            health=LAB_HEALTH,
+            logging=LAB_LOGGING,
+            extra=self.extra_conf)
 
 def never_waited(host: CordaHost) -> None:
     """The node never hit Corda's guard: no "failed to become the master node"."""

@@ -20,6 +20,7 @@ from supervisor.config import Config, load_config
 from supervisor.lease import PostgresLeaseStore, fence
 from supervisor.lease.fence import roles_ddl
 from supervisor.node.machine import this_process
+from tests.harness.config import lease, seconds, supervisor_config
 from tests.harness.db_writer import create_table
 from tests.harness.pgserver import PgServer
 
@@ -48,25 +49,21 @@ class FenceDb:
              wait: int = 2000, update: int = 500, node_role: str | None = None) -> str:
         """A complete supervisor config text for `host` (node command left to the caller:
         `node { command = ... }` is appended by the caller or the harness)."""
-        where = f", schema = {self.schema}" if self.schema else ""
-        role = node_role or self.node_role(host)
-        block = (f"fencing {{ nodeRole = {role}, required = "
-                 f"{'true' if required else 'false'}, nodeGroup = {self.group}, "
-                 f"fencerRole = {self.fencer} }}") if fencing else ""
-        return f"""
-mutualExclusionConfiguration {{ on = true, machineName = {host}, updateInterval = {update},
-                                waitInterval = {wait} }}
-database {{ url = "postgresql://{self.server.host}:{self.server.port}/postgres",
-            user = {self.supervisor}, table = {self.table}{where}, ownerRole = {self.owner},
-            leaseName = "{self.lease_name}", operationTimeout = 1s, connectTimeout = 2s }}
-{block}
-"""
+        return supervisor_config(
+            lease=lease(host, update, wait),
+            database={"url": f"postgresql://{self.server.host}:{self.server.port}/postgres",
+                      "user": self.supervisor, "table": self.table, "schema": self.schema or None,
+                      "ownerRole": self.owner, "leaseName": self.lease_name,
+                      "operationTimeout": seconds(1), "connectTimeout": seconds(2)},
+            fencing={"nodeRole": node_role or self.node_role(host), "required": required,
+                     "nodeGroup": self.group, "fencerRole": self.fencer} if fencing else None)
 
     def load(self, tmp_path: Path, host: str, *, required: bool = True,
              fencing: bool = True, node_role: str | None = None) -> Config:
         path = tmp_path / f"{host}-{self.suffix}-{self.lease_name}.conf"
         path.write_text(self.conf(host, required=required, fencing=fencing,
-                                  node_role=node_role) + 'node { command = ["/bin/true"] }\n')
+                                  node_role=node_role)
+                        + supervisor_config(node={"command": ["/bin/true"]}))
         return load_config(str(path))
 
     def script(self, tmp_path: Path, host: str, *, node_role: str | None = None) -> str:
