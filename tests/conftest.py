@@ -75,7 +75,11 @@ def db_config(pg_dsn: str, lease_name: str) -> DatabaseConfig:
         operation_timeout=1,
     )
 from tests.harness.cgroups import cgroup_parent  # noqa: F401,E402
+from tests.harness.faultproxy import proxies  # noqa: F401,E402
+from tests.harness.fencedb import fdb  # noqa: F401,E402
+from tests.harness.inproc import daemon_logs  # noqa: F401,E402
 from tests.harness.proc import reaper  # noqa: F401,E402
+from tests.harness.users import other_user  # noqa: F401,E402
 
 
 @pytest.fixture

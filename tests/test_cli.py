@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from supervisor.cli import command as cli
 from tests.harness.cli import run_cli
 from tests.harness.cluster import Cluster, start_pair
 from tests.harness.config import Raw, Value, lease, ms, seconds, supervisor_config, write_config
-from tests.harness.host import STOP_MS, W
+from tests.harness.host import STOP_MS, W, log_seconds
 from tests.harness.loadprobe import measure
 from tests.harness.paths import REPO
 from tests.harness.pgserver import free_port
@@ -44,10 +43,6 @@ def write_conf(path: Path, **database: Value) -> Path:
     return write_config(path, lease=lease("cli"), database=database,
                         node={"command": ["/bin/true"], "stopTimeout": ms(500)})
 
-
-def log_seconds(event: dict[str, object]) -> float:
-    """A log event's timestamp (ISO 8601 UTC) as POSIX seconds."""
-    return datetime.fromisoformat(str(event["timestamp"])).timestamp()
 
 
 def timed_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, float, str]:

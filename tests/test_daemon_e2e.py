@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +27,13 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from tests.harness.cli import run_cli
 from tests.harness.cluster import Cluster, add_edited
 from tests.harness.config import supervisor_config
-from tests.harness.host import W, http_get, lease_off
+from tests.harness.host import W, http_get, lease_off, log_seconds
 from tests.harness.pgserver import PgServer
 from tests.harness.proc import pid_alive, wait_until
 from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(90)
 
-
-def log_seconds(event: dict[str, Any]) -> float:
-    """A log event's timestamp (ISO 8601 UTC, written by the supervisor) as POSIX seconds."""
-    return datetime.fromisoformat(str(event["timestamp"])).timestamp()
 
 
 def live_node(host: Any, timeout: float = 3.0) -> int:

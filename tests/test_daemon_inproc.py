@@ -1,10 +1,8 @@
-"""The daemon in the test's own event loop, with a fake lease store.
-
-`supervisor.daemon.Daemon` takes a store (the `LeaseStore` Protocol of daemon.py);
-`FakeStore` below keeps one lease row in memory and can be told to answer late,
-never (ignoring cancellation, like a call stuck in libpq), raise an unexpected
-exception, or block the whole event loop (a frozen supervisor). The node is the
-real guard with tests/harness/fake_node.py: the deadlines that matter are the guard's.
+"""The daemon in the test's own event loop (tests/harness/inproc.py), with the in-memory
+lease store (tests/harness/fakestore.py), which can be told to answer late, never
+(ignoring cancellation, like a call stuck in libpq), raise an unexpected exception, or
+block the whole event loop (a frozen supervisor). The node is the real guard with
+tests/harness/fake_node.py: the deadlines that matter are the guard's.
 U = 0.5 s, W = 2 s, M = 0.2 s, operationTimeout = 0.4 s.
 
 Paths reached here that no end-to-end test reaches: a lease call that overruns its
@@ -17,310 +15,35 @@ daemon's loop is frozen.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import signal
-import sys
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-import psutil
 import pytest
-from structlog.testing import capture_logs
 
 from supervisor import clock, core
-from supervisor.config import Config, load_config
-from supervisor.core.identity import Identity, ProcessRef
 from supervisor.core.messages import ShutdownRequested
-from supervisor.daemon.loop import CALL_GRACE, Daemon
+from supervisor.daemon.loop import CALL_GRACE
 from supervisor.lease import (
-    LeaseSnapshot,
     LeaseUnavailable,
-    LeaseVersion,
-    Member,
-    RenewResult,
 )
-from supervisor.lease.fence import FenceFailed, FenceResult
-from supervisor.node.machine import this_process
-from supervisor.observe.sdnotify import SystemdNotifier
 from tests.harness.aio import run
-from tests.harness.paths import FAKE_NODE
+from tests.harness.fakestore import hang
+from tests.harness.inproc import OP, DeathWatch, M, Run, W, make_config, started
+from tests.harness.nodeproc import our_guards
 from tests.harness.proc import Reaper, pid_alive
 
 pytestmark = pytest.mark.timeout(60)
-
-U, W, M, OP = 0.5, 2.0, 0.2, 0.4
-Hook = Callable[[int], Awaitable[None]]
-
-
-def make_config(tmp_path: Path, *node_args: str, stop: str = "500ms") -> Config:
-    records = tmp_path / "records"
-    records.mkdir(exist_ok=True)
-    command = [sys.executable, FAKE_NODE, "--record", str(records), *node_args]
-    quoted = ", ".join(f'"{a}"' for a in command)
-    path = tmp_path / "supervisor.conf"
-    path.write_text(f"""
-mutualExclusionConfiguration {{
-  on = true
-  machineName = "inproc"
-  updateInterval = {int(U * 1000)}
-  waitInterval = {int(W * 1000)}
-}}
-database {{
-  url = "postgresql://127.0.0.1:9/unused"
-  operationTimeout = {int(OP * 1000)}ms
-}}
-node {{
-  command = [{quoted}]
-  workingDirectory = "{tmp_path}"
-  stopTimeout = {stop}
-}}
-restart {{
-  initialDelay = 200ms
-  multiplier = 2
-  maxDelay = 1s
-  resetAfter = 30s
-  maxCrashes = 3
-  window = 30s
-  cooldown = 30s
-}}
-health {{
-  enabled = false
-}}
-""")
-    config = load_config(str(path))
-    assert config.lease.margin == pytest.approx(M)
-    return config
-
-
-async def hang(release: asyncio.Event) -> None:
-    """Never answer (until the test ends), ignoring cancellation like a stuck C call."""
-    while not release.is_set():
-        try:
-            await release.wait()
-        except asyncio.CancelledError:
-            continue
-
-
-class FakeStore:
-    """One lease row in memory. Each operation first awaits its hook (if any) with the
-    call's number (1-based); a hook may sleep, hang, raise or block the loop."""
-
-    def __init__(self, identity: Identity, server: str = "srv-1") -> None:
-        self.identity = identity
-        self.server = server
-        self.holder: str | None = None
-        self.epoch = 0
-        self.renewed = 0
-        self.calls: dict[str, list[tuple[float, dict[str, Any]]]] = {
-            op: [] for op in ("observe", "acquire", "renew", "release")}
-        self.hooks: dict[str, Hook] = {}
-        self.release_hangs = asyncio.Event()
-        self.closed = False
-
-    async def _enter(self, op: str, **args: Any) -> None:
-        self.calls[op].append((time.monotonic(), args))
-        hook = self.hooks.get(op)
-        if hook is not None:
-            await hook(len(self.calls[op]))
-
-    async def ensure_schema(self, timeout: float) -> None:
-        pass
-
-    async def observe(self, timeout: float) -> LeaseSnapshot:
-        await self._enter("observe", timeout=timeout)
-        held = self.holder is not None
-        return LeaseSnapshot(
-            lease_name="l", exists=self.epoch > 0, holder=self.holder, holder_host=None,
-            holder_pid=None, instance=self.identity.instance if held else None,
-            epoch=self.epoch, acquired_at=None, renewed_at=None, expires_at=None,
-            handover_requested_at=None, db_now=datetime.now(UTC), expired=False,
-            server=self.server, server_uptime=3600.0,
-            row_server=self.server if self.epoch else None)
-
-    async def acquire(self, expected: LeaseVersion | None, *,
-                      takeover: ProcessRef | None = None, server: str | None = None,
-                      timeout: float) -> int | None:
-        await self._enter("acquire", expected=expected, server=server, timeout=timeout)
-        if self.holder is not None or (server is not None and server != self.server):
-            return None
-        self.epoch += 1
-        self.holder = self.identity.machine_name
-        return self.epoch
-
-    async def renew(self, epoch: int, timeout: float, *,
-                    hedge_after: float | None = None) -> RenewResult | None:
-        await self._enter("renew", epoch=epoch, timeout=timeout)
-        if self.holder is None or epoch != self.epoch:
-            return None
-        self.renewed += 1
-        return RenewResult(handover_requested=False)
-
-    async def release(self, epoch: int, timeout: float) -> bool:
-        await self._enter("release", epoch=epoch)
-        if self.holder is None or epoch != self.epoch:
-            return False
-        self.holder = None
-        return True
-
-    async def listen(self, on_release: Callable[[], None]) -> None:
-        await asyncio.Event().wait()
-
-    # the rest of the port (supervisor.lease.port): no history, members, Corda row or
-    # database fence here
-    lease_name = "l"
-    statements: ClassVar[dict[str, int]] = {}
-    member_info: Callable[[], Member] | None = None
-
-    def member_changed(self) -> None:
-        pass
-
-    def record_acquired(self, epoch: int, how: str, previous: str | None) -> None:
-        pass
-
-    def record_ended(self, epoch: int, reason: str) -> None:
-        pass
-
-    async def prepare_corda_row(self, epoch: int, timeout: float) -> str:
-        return "absent"
-
-    async def look_at_corda_row(self, timeout: float) -> tuple[str, str | None, float | None]:
-        return "absent", None, None
-
-    async def confirm_fencing(self, role: str, machine: str, timeout: float) -> str | None:
-        return "no database fence in this fake"
-
-    async def fence(self, epoch: int, role: str, machine: str, timeout: float) -> FenceResult:
-        raise FenceFailed("no database fence in this fake")
-
-    async def close(self) -> None:
-        self.closed = True
-
-
-class Run:
-    """A daemon running as a task of this loop, with its captured log events."""
-
-    def __init__(self, config: Config, reaper: Reaper) -> None:
-        self.reaper = reaper
-        self.identity = this_process(config.lease.machine_name)
-        self.store = FakeStore(self.identity)
-        self.daemon = Daemon(config, store=self.store, identity=self.identity,
-                             notifier=SystemdNotifier(environ={}))
-        self.logs: list[dict[str, Any]] = []
-        self.task: asyncio.Task[int] | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self.daemon.run())
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in self.logs if e.get("event") == name]
-
-    async def until(self, predicate: Callable[[], object], timeout: float, what: str) -> float:
-        """Wait until `predicate()` is true; when it became true (monotonic)."""
-        end = time.monotonic() + timeout
-        while not predicate():
-            assert self.task is not None
-            if self.task.done():
-                self.task.result()  # raises what the daemon raised
-                raise AssertionError(f"the daemon exited while waiting for {what}")
-            if time.monotonic() >= end:
-                names = [e.get("event") for e in self.logs][-40:]
-                raise AssertionError(f"no {what} within {timeout} s; log: {names}")
-            await asyncio.sleep(0.005)
-        return time.monotonic()
-
-    async def node_up(self, timeout: float = 10.0) -> int:
-        """The node's pid, once it has printed its start line (its signal handlers are
-        installed by then: a SIGTERM before that would kill even --ignore-sigterm)."""
-        await self.until(lambda: self.daemon.state.node.pid is not None, timeout, "node")
-        pid = self.daemon.state.node.pid
-        assert pid is not None
-        self.track()
-        await self.until(lambda: any(str(e.get("line", "")).startswith(f"node started pid={pid}")
-                                     for e in self.events("node_output")), timeout,
-                         "the node's start line")
-        return pid
-
-    def track(self) -> None:
-        """Register the current node's and guard's groups for teardown."""
-        process = self.daemon.node.process
-        if process is not None:
-            for pid in (process.pid, process.guard_pid):
-                if pid is not None:
-                    self.reaper.track_group(pid)
-
-    async def exit_code(self, timeout: float) -> int:
-        assert self.task is not None
-        return await asyncio.wait_for(asyncio.shield(self.task), timeout)
-
-    async def close(self) -> None:
-        """Release hung store calls; make sure the daemon task is gone."""
-        self.store.release_hangs.set()
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(self.task, 10)
-
-
-@pytest.fixture
-def logs() -> Iterator[list[dict[str, Any]]]:
-    """Every event the daemon logs (all levels), as dicts."""
-    with capture_logs() as captured:
-        yield captured
-
-
-async def started(config: Config, reaper: Reaper, logs: list[dict[str, Any]],
-                  setup: Callable[[Run], None] = lambda r: None) -> Run:
-    r = Run(config, reaper)
-    r.logs = logs
-    setup(r)
-    r.start()
-    return r
-
-
-def our_guards() -> set[int]:
-    found = set()
-    for child in psutil.Process().children():
-        try:
-            if "supervisor.node.guard" in child.cmdline() and pid_alive(child.pid):
-                found.add(child.pid)
-        except psutil.Error:
-            continue
-    return found
-
-
-class DeathWatch:
-    """A thread (it works while the event loop is blocked) noting when `pid` died."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.died: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not pid_alive(self.pid):
-                self.died = time.monotonic()
-                return
-            time.sleep(0.002)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 # ------------------------------------------------------------------ lease calls
 
 
 def test_an_observe_that_never_answers_is_failed_in_time(
-        reaper: Reaper, tmp_path: Path, logs: list[dict[str, Any]]) -> None:
+        reaper: Reaper, tmp_path: Path, daemon_logs: list[dict[str, Any]]) -> None:
     """The first observe never answers and ignores cancellation: the daemon posts
     LeaseCallFailed after its timeout + CALL_GRACE, observes again and takes the lease."""
 
@@ -331,7 +54,7 @@ def test_an_observe_that_never_answers_is_failed_in_time(
                     await hang(r.store.release_hangs)
             r.store.hooks["observe"] = first_hangs
 
-        r = await started(make_config(tmp_path), reaper, logs, setup)
+        r = await started(make_config(tmp_path), reaper, daemon_logs, setup)
         try:
             await r.until(lambda: r.store.calls["acquire"], 10, "an acquire")
             first = r.store.calls["observe"][0][0]
@@ -352,7 +75,7 @@ def test_an_observe_that_never_answers_is_failed_in_time(
 
 
 def test_a_renewal_that_never_answers_keeps_the_deadlines(
-        reaper: Reaper, tmp_path: Path, logs: list[dict[str, Any]]) -> None:
+        reaper: Reaper, tmp_path: Path, daemon_logs: list[dict[str, Any]]) -> None:
     """Renewal 2 never answers (and ignores cancellation): the node gets SIGTERM at
     t + W - M - G and is gone by t + W - M; the hung call is failed after its own
     bound (up to the kill deadline) + CALL_GRACE."""
@@ -364,7 +87,7 @@ def test_a_renewal_that_never_answers_keeps_the_deadlines(
                     await hang(r.store.release_hangs)
             r.store.hooks["renew"] = renew
 
-        r = await started(make_config(tmp_path), reaper, logs, setup)
+        r = await started(make_config(tmp_path), reaper, daemon_logs, setup)
         try:
             pid = await r.node_up()
             await r.until(lambda: len(r.store.calls["renew"]) >= 2, 5, "the hung renewal")
@@ -389,7 +112,7 @@ def test_a_renewal_that_never_answers_keeps_the_deadlines(
 
 
 def test_unexpected_store_exceptions_are_failed_calls(
-        reaper: Reaper, tmp_path: Path, logs: list[dict[str, Any]]) -> None:
+        reaper: Reaper, tmp_path: Path, daemon_logs: list[dict[str, Any]]) -> None:
     """RuntimeError from observe, ValueError from a renewal: logged with the traceback
     (lease_call_error), treated as failed calls; the daemon carries on."""
 
@@ -405,7 +128,7 @@ def test_unexpected_store_exceptions_are_failed_calls(
             r.store.hooks["observe"] = observe
             r.store.hooks["renew"] = renew
 
-        r = await started(make_config(tmp_path), reaper, logs, setup)
+        r = await started(make_config(tmp_path), reaper, daemon_logs, setup)
         try:
             pid = await r.node_up()
             await r.until(lambda: r.store.renewed >= 2, 5, "two successful renewals")
@@ -425,9 +148,9 @@ def test_unexpected_store_exceptions_are_failed_calls(
 
 
 def test_acquire_names_the_watched_server(
-        reaper: Reaper, tmp_path: Path, logs: list[dict[str, Any]]) -> None:
+        reaper: Reaper, tmp_path: Path, daemon_logs: list[dict[str, Any]]) -> None:
     async def body() -> None:
-        r = await started(make_config(tmp_path), reaper, logs,
+        r = await started(make_config(tmp_path), reaper, daemon_logs,
                           lambda r: setattr(r.store, "server", "10.1.1.1:5432 up since 7"))
         try:
             await r.node_up()
@@ -441,7 +164,7 @@ def test_acquire_names_the_watched_server(
 
 
 def test_an_acquisition_counts_from_when_it_was_sent(
-        reaper: Reaper, tmp_path: Path, logs: list[dict[str, Any]]) -> None:
+        reaper: Reaper, tmp_path: Path, daemon_logs: list[dict[str, Any]]) -> None:
     """An acquire answered 0.3 s late: its t (and so the node's kill deadline) is the
     time the call was sent, not the answer. Taken at the answer, a late answer moved the
     kill deadline past what the row allows (the row's expiry counts from its write)."""
@@ -449,7 +172,7 @@ def test_an_acquisition_counts_from_when_it_was_sent(
         await asyncio.sleep(0.3)
 
     async def body() -> None:
-        r = await started(make_config(tmp_path), reaper, logs,
+        r = await started(make_config(tmp_path), reaper, daemon_logs,
                           lambda r: r.store.hooks.__setitem__("acquire", slow))
         try:
             await r.until(lambda: r.daemon.state.lease.epoch is not None, 10, "the acquisition")
@@ -467,7 +190,7 @@ def test_an_acquisition_counts_from_when_it_was_sent(
 
 
 def test_a_suspend_longer_than_the_lease_ends_the_run_at_once(
-        reaper: Reaper, tmp_path: Path, logs: list[dict[str, Any]],
+        reaper: Reaper, tmp_path: Path, daemon_logs: list[dict[str, Any]],
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The daemon counts time on CLOCK_BOOTTIME (supervisor/clock.py), which runs on
     while the machine is suspended: resumed after 60 s, its kill deadline has passed, so
@@ -476,7 +199,7 @@ def test_a_suspend_longer_than_the_lease_ends_the_run_at_once(
     suspend is played by moving this process's clock forward; the guard is frozen, so
     the daemon's own fence is what must act."""
     async def body() -> None:
-        r = await started(make_config(tmp_path), reaper, logs)
+        r = await started(make_config(tmp_path), reaper, daemon_logs)
         try:
             assert r.daemon.clock is clock.now  # the default: the deadline clock
             pid = await r.node_up()
@@ -505,7 +228,7 @@ def test_a_suspend_longer_than_the_lease_ends_the_run_at_once(
 
 
 def test_a_start_that_raises_is_a_crash(
-        reaper: Reaper, tmp_path: Path, logs: list[dict[str, Any]]) -> None:
+        reaper: Reaper, tmp_path: Path, daemon_logs: list[dict[str, Any]]) -> None:
     """NodeProcess.start raising (here: an environment value the guard spec cannot
     carry) is logged (node_start_error) and reported as a refused start: the core counts
     a crash and schedules a restart; the half-started guard exits."""
@@ -515,7 +238,7 @@ def test_a_start_that_raises_is_a_crash(
 
     async def body() -> None:
         before = our_guards()
-        r = await started(config, reaper, logs)
+        r = await started(config, reaper, daemon_logs)
         try:
             await r.until(lambda: r.events("node_restart_scheduled"), 10, "a restart")
             assert r.events("node_start_error")
@@ -532,13 +255,13 @@ def test_a_start_that_raises_is_a_crash(
 
 
 def test_a_node_that_cannot_be_executed_is_a_crash(
-        reaper: Reaper, tmp_path: Path, logs: list[dict[str, Any]]) -> None:
+        reaper: Reaper, tmp_path: Path, daemon_logs: list[dict[str, Any]]) -> None:
     config = make_config(tmp_path)
     config = dataclasses.replace(config, node=dataclasses.replace(
         config.node, command=(str(tmp_path / "no-such-corda"),)))
 
     async def body() -> None:
-        r = await started(config, reaper, logs)
+        r = await started(config, reaper, daemon_logs)
         try:
             await r.until(lambda: r.events("node_restart_scheduled"), 10, "a restart")
             (spawn,) = r.events("node_spawn_failed")[:1]
@@ -552,13 +275,13 @@ def test_a_node_that_cannot_be_executed_is_a_crash(
 
 
 def test_node_killed_when_the_daemon_leaves_with_it_running(
-        reaper: Reaper, tmp_path: Path, logs: list[dict[str, Any]]) -> None:
+        reaper: Reaper, tmp_path: Path, daemon_logs: list[dict[str, Any]]) -> None:
     """The daemon's run() is cancelled (any way out but the orderly one) while its
-    node runs: it logs node_killed_on_exit and kills the node at once, not only when
+    node runs: it daemon_logs node_killed_on_exit and kills the node at once, not only when
     the guard's deadline (t + W - M, 1.8 s after the renewal just made) passes."""
 
     async def body() -> None:
-        r = await started(make_config(tmp_path), reaper, logs)
+        r = await started(make_config(tmp_path), reaper, daemon_logs)
         try:
             pid = await r.node_up()
             await r.until(lambda: r.store.renewed >= 1, 5, "a renewal")
@@ -583,12 +306,12 @@ def test_node_killed_when_the_daemon_leaves_with_it_running(
 
 
 def test_shutdown_while_the_node_starts(
-        reaper: Reaper, tmp_path: Path, logs: list[dict[str, Any]]) -> None:
+        reaper: Reaper, tmp_path: Path, daemon_logs: list[dict[str, Any]]) -> None:
     """SIGTERM after StartNode, before the guard reported the node started: the stop
     is held until the node runs, then applied; the daemon exits 0 with no node left."""
 
     async def body() -> None:
-        r = await started(make_config(tmp_path), reaper, logs)
+        r = await started(make_config(tmp_path), reaper, daemon_logs)
         try:
             await r.until(lambda: r.daemon.node.starting, 10, "a node start")
             assert r.daemon.node.process is None and r.daemon.state.node.pid is None
@@ -597,7 +320,7 @@ def test_shutdown_while_the_node_starts(
                           or r.daemon.exit_code is not None, 10, "the node handle")
             r.track()
             assert await r.exit_code(8) == 0
-            names = [e["event"] for e in logs]
+            names = [e["event"] for e in daemon_logs]
             assert names.index("shutdown_requested") < names.index("node_started")
             (exited,) = r.events("node_exited")
             assert exited["expected"] is True and exited["killed_by"] == "stop"
@@ -609,12 +332,13 @@ def test_shutdown_while_the_node_starts(
 
 
 def test_second_sigterm_kills_the_node(
-        reaper: Reaper, tmp_path: Path, logs: list[dict[str, Any]]) -> None:
+        reaper: Reaper, tmp_path: Path, daemon_logs: list[dict[str, Any]]) -> None:
     """Real signals: the first SIGTERM stops the node (S = 30 s, the node ignores it),
     the second kills it at once; the daemon exits 0 long before S."""
 
     async def body() -> None:
-        r = await started(make_config(tmp_path, "--ignore-sigterm", stop="30s"), reaper, logs)
+        config = make_config(tmp_path, "--ignore-sigterm", stop="30s")
+        r = await started(config, reaper, daemon_logs)
         try:
             pid = await r.node_up()
             await r.until(lambda: r.store.renewed >= 1, 5, "a renewal")
@@ -635,12 +359,13 @@ def test_second_sigterm_kills_the_node(
 
 
 def test_the_deadline_passes_during_a_planned_stop(
-        reaper: Reaper, tmp_path: Path, logs: list[dict[str, Any]]) -> None:
+        reaper: Reaper, tmp_path: Path, daemon_logs: list[dict[str, Any]]) -> None:
     """SIGTERM of the daemon gives the node S = 30 s, but renewals start failing: the
     node dies at the kill deadline t + W - M (before t + W), not after S."""
 
     async def body() -> None:
-        r = await started(make_config(tmp_path, "--ignore-sigterm", stop="30s"), reaper, logs)
+        config = make_config(tmp_path, "--ignore-sigterm", stop="30s")
+        r = await started(config, reaper, daemon_logs)
         try:
             pid = await r.node_up()
             await r.until(lambda: r.store.renewed >= 1, 5, "a renewal")
@@ -668,7 +393,7 @@ def test_the_deadline_passes_during_a_planned_stop(
 
 @pytest.mark.parametrize("freeze_at", [1, 3], ids=["first_renewal", "third_renewal"])
 def test_guard_kills_at_the_deadline_while_the_loop_is_frozen(
-        reaper: Reaper, tmp_path: Path, logs: list[dict[str, Any]], freeze_at: int) -> None:
+        reaper: Reaper, tmp_path: Path, daemon_logs: list[dict[str, Any]], freeze_at: int) -> None:
     """A store call blocks the whole event loop (a frozen supervisor) at renewal
     `freeze_at`; earlier renewals are answered 0.3 s after they are sent. Only the
     guard can act: the node dies at t + W - M by the deadline it was last given, t
@@ -691,7 +416,7 @@ def test_guard_kills_at_the_deadline_while_the_loop_is_frozen(
                 raise LeaseUnavailable("frozen")
             r.store.hooks["renew"] = renew
 
-        r = await started(make_config(tmp_path), reaper, logs, setup)
+        r = await started(make_config(tmp_path), reaper, daemon_logs, setup)
         try:
             await r.until(lambda: r.daemon.state.node.pid is not None, 10, "node")
             pid = r.daemon.state.node.pid

@@ -45,17 +45,6 @@ from tests.harness.proc import wait_until
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def fdb(pg_server: PgServer, tmp_path: Path, lease_name: str) -> Iterator[FenceDb]:
-    if not pg_server.can_restart:
-        pytest.skip("external database (CORDA_HA_TEST_DSN): cannot create roles")
-    db = set_up(pg_server, tmp_path, lease_name=lease_name)
-    try:
-        yield db
-    finally:
-        db.drop()
-
-
 def hosts(fdb: FenceDb, tmp_path: Path) -> tuple[FenceHost, FenceHost]:
     return FenceHost(fdb.load(tmp_path, "a")), FenceHost(fdb.load(tmp_path, "b"))
 

@@ -10,7 +10,6 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,25 +24,13 @@ from tests.harness.cli import run_cli
 from tests.harness.cluster import Cluster
 from tests.harness.config import supervisor_config
 from tests.harness.db_writer import late_writes
-from tests.harness.fencedb import FenceDb, set_up
+from tests.harness.fencedb import FenceDb
 from tests.harness.fencedb import FenceHost as Host
 from tests.harness.host import Host as Host_
 from tests.harness.host import http_get
-from tests.harness.pgserver import PgServer
 from tests.harness.proc import pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def fdb(pg_server: PgServer, tmp_path: Path, lease_name: str) -> Iterator[FenceDb]:
-    if not pg_server.can_restart:
-        pytest.skip("external database (CORDA_HA_TEST_DSN): cannot create roles")
-    db = set_up(pg_server, tmp_path, lease_name=lease_name)
-    try:
-        yield db
-    finally:
-        db.drop()
 
 
 def test_the_holder_locks_the_other_role_out_and_ends_its_sessions(

@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 import signal
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.harness.cluster import Cluster, start_pair
 from tests.harness.config import lease, write_config
-from tests.harness.host import STOP_MS, W, http_get
+from tests.harness.host import STOP_MS, W, http_get, log_seconds
 from tests.harness.loadprobe import measure
 from tests.harness.proc import pid_alive, wait_until
 from tests.harness.watcher import Watcher
@@ -73,10 +71,6 @@ def test_kill_9_of_active_supervisor_fails_over_within_w_plus_1s(pair: Cluster) 
     assert node_gone < 1.5
     assert failover < W + 1.0
 
-
-def log_seconds(event: dict[str, Any]) -> float:
-    """A log event's timestamp (ISO 8601 UTC, written by the supervisor) as POSIX seconds."""
-    return datetime.fromisoformat(str(event["timestamp"])).timestamp()
 
 
 def test_sigterm_of_active_supervisor_hands_over_within_1s(pair: Cluster) -> None:

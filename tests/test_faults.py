@@ -17,18 +17,15 @@ tests see a database. Tests that cut one host off use a FaultProxy per host
 
 from __future__ import annotations
 
-import json
 import signal
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
-import psutil
 import pytest
 
-from tests.harness.cluster import Cluster
+from tests.harness.cluster import Cluster, start_pair
 from tests.harness.faultproxy import FaultProxy
-from tests.harness.host import Host, W, http_get
+from tests.harness.host import Host, W
 from tests.harness.loadprobe import measure
 from tests.harness.pgserver import PgServer
 from tests.harness.proc import pid_alive, wait_until
@@ -70,23 +67,6 @@ def _ensure_db_up(pg: PgServer) -> None:
     pg.start()
 
 
-@pytest.fixture
-def proxies(pg_server: PgServer) -> Iterator[Callable[[], FaultProxy]]:
-    """Factory of FaultProxy instances in front of the database; all closed after the test."""
-    made: list[FaultProxy] = []
-
-    def make() -> FaultProxy:
-        p = FaultProxy(pg_server.host, pg_server.port)
-        made.append(p)
-        return p
-
-    try:
-        yield make
-    finally:
-        for p in made:
-            p.close()
-
-
 def _start_pair_via(pair: Cluster, pg: PgServer, make_proxy: Callable[[], FaultProxy],
                     a_args: list[str] | None = None, b_args: list[str] | None = None
                     ) -> tuple[Host, Host, FaultProxy, FaultProxy]:
@@ -101,32 +81,7 @@ def _start_pair_via(pair: Cluster, pg: PgServer, make_proxy: Callable[[], FaultP
     return a, b, pa, pb
 
 
-def _start_pair(pair: Cluster, a_args: list[str] | None = None) -> tuple[Host, Host]:
-    a = pair.add("a", a_args)
-    b = pair.add("b")
-    a.start()
-    a.wait_node_up(15)
-    b.start()
-    b.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")
-    return a, b
 
-
-def _status(host: Host) -> tuple[float, dict[str, Any]]:
-    """(our monotonic time of the answer, /status JSON)."""
-    before = time.monotonic()
-    code, body = http_get(host.health_port(), "/status")
-    after = time.monotonic()
-    assert code == 200, body
-    return (before + after) / 2, json.loads(body)
-
-
-def _renewal_sent_at(host: Host) -> float | None:
-    """Monotonic time (shared clock) at which `host` sent its last successful renewal."""
-    at, st = _status(host)
-    age = st.get("last_renewal_age")
-    if age is None:
-        return None
-    return at - float(st["loop_age_seconds"]) - float(age)
 
 
 def _wait_dead_tracking_renewal(host: Host, pid: int, timeout: float,
@@ -143,7 +98,7 @@ def _wait_dead_tracking_renewal(host: Host, pid: int, timeout: float,
         if now >= deadline:
             raise AssertionError(f"{host.name}'s node {pid} still alive after {timeout:.2f}s")
         if now >= next_status:
-            with_renewal = _renewal_sent_at(host)
+            with_renewal = host.renewal_sent_at()
             if with_renewal is not None:
                 last_renewal = max(last_renewal or with_renewal, with_renewal)
             next_status = time.monotonic() + 0.05
@@ -155,9 +110,6 @@ def _wait_dead(pid: int, timeout: float, what: str) -> float:
     return time.monotonic()
 
 
-def _node_record(host: Host, pid: int) -> dict[str, Any]:
-    return host.node_record(pid)
-
 
 def _first_node_start(host: Host) -> tuple[int, float]:
     """(pid, start time) of `host`'s first node (from the stand-in's record, which the
@@ -167,17 +119,6 @@ def _first_node_start(host: Host) -> tuple[int, float]:
     return int(recs[0]["pid"]), float(recs[0]["start"])
 
 
-def _guard_of(host: Host) -> psutil.Process:
-    """The guard process: a child of the host's supervisor running `supervisor.node.guard`."""
-    assert host.proc is not None
-    for child in psutil.Process(host.proc.pid).children():
-        try:
-            if "supervisor.node.guard" in " ".join(child.cmdline()):
-                return child
-        except psutil.Error:
-            continue
-    raise AssertionError(f"{host.name}: no guard process found")
-
 
 # ------------------------------------------------------------------ 1. database down
 
@@ -186,18 +127,18 @@ def test_database_down_for_everyone_longer_than_w(pair: Cluster, pg_server: PgSe
                                                     slack: float) -> None:
     _need_restartable(pg_server)
     with Watcher(pair.hosts) as watch:
-        a, b = _start_pair(pair)
+        a, b = start_pair(pair)
         (node_a,) = a.live_nodes()
         mark_a = a.mark()
         try:
-            t_last = _renewal_sent_at(a)
+            t_last = a.renewal_sent_at()
             t_stop = time.monotonic()
             pg_server.stop("immediate")
             t_stopped = time.monotonic()
             dead_at, t_last = _wait_dead_tracking_renewal(a, node_a, W + 1.0, t_last)
             assert t_last is not None
             # a's node got SIGTERM first (the stand-in records `stop` on a graceful exit)
-            rec = _node_record(a, node_a)
+            rec = a.node_record(node_a)
             stopping = a.wait_event("node_stopping", 1, since=mark_a)
             assert stopping["reason"] == "renewal_overdue", stopping
             assert rec["stop"] is not None, "a's node was not stopped gracefully first"
@@ -243,7 +184,7 @@ def test_fast_database_restart_keeps_one_node(pair: Cluster, pg_server: PgServer
                                                slack: float) -> None:
     _need_restartable(pg_server)
     with Watcher(pair.hosts) as watch:
-        a, b = _start_pair(pair)
+        a, b = start_pair(pair)
         (node_a,) = a.live_nodes()
         try:
             t_begin = time.monotonic()
@@ -290,7 +231,7 @@ def test_short_blackhole_of_active_host_keeps_its_node(
         (node_a,) = a.live_nodes()
         epoch = a.wait_event("lease_acquired", 1)["epoch"]
         mark_a = a.mark()
-        t_last = _renewal_sent_at(a)
+        t_last = a.renewal_sent_at()
         assert t_last is not None
         t0 = t_last + phase
         while t0 < time.monotonic() + 0.02:
@@ -299,7 +240,7 @@ def test_short_blackhole_of_active_host_keeps_its_node(
         t0 = time.monotonic()
         pa.set_mode("blackhole")
         try:
-            t_last = _renewal_sent_at(a)  # the last renewal that got through
+            t_last = a.renewal_sent_at()  # the last renewal that got through
             time.sleep(t0 + duration - time.monotonic())
         finally:
             pa.set_mode("pass")
@@ -310,7 +251,7 @@ def test_short_blackhole_of_active_host_keeps_its_node(
         recovered: list[float] = []
 
         def renewed_after_pass() -> bool:
-            at = _renewal_sent_at(a)
+            at = a.renewal_sent_at()
             if at is not None and at > t_pass:
                 recovered.append(at)
                 return True
@@ -325,7 +266,7 @@ def test_short_blackhole_of_active_host_keeps_its_node(
         assert not a.events("node_stopping") and not a.events("lease_lost")
         assert not b.events("lease_acquired")
         assert a.state() == "active"
-        _, st = _status(a)
+        _, st = a.status()
         assert st["epoch"] == epoch and st["node_pid"] == node_a and st["healthy"]
         a.assert_no_errors(running=True)
         b.assert_no_errors(running=True)
@@ -350,7 +291,7 @@ def test_active_host_cut_off_longer_than_w_fails_over(
         a, b, pa, _pb = _start_pair_via(pair, pg_server, proxies)
         (node_a,) = a.live_nodes()
         mark_a = a.mark()
-        t_last = _renewal_sent_at(a)
+        t_last = a.renewal_sent_at()
         t0 = time.monotonic()
         pa.set_mode(mode)  # type: ignore[arg-type]
         try:
@@ -374,7 +315,7 @@ def test_active_host_cut_off_longer_than_w_fails_over(
         time.sleep(W)
         assert a.live_nodes() == [] and a.state() == "standby"
         assert b.live_nodes() == [b_pid]
-        rec = _node_record(a, node_a)
+        rec = a.node_record(node_a)
         a.assert_no_errors(running=True)
         b.assert_no_errors(running=True)
     watch.assert_never_two()
@@ -396,10 +337,10 @@ def test_active_host_cut_off_longer_than_w_fails_over(
 def test_sigkill_of_the_guard_kills_the_node_and_one_node_runs_again(pair: Cluster,
                                                                      slack: float) -> None:
     with Watcher(pair.hosts) as watch:
-        a, b = _start_pair(pair)
+        a, b = start_pair(pair)
         (node_a,) = a.live_nodes()
         epoch = a.wait_event("lease_acquired", 1)["epoch"]
-        guard = _guard_of(a)
+        guard = a.guard()
         assert node_a in [c.pid for c in guard.children()]
         mark_a = a.mark()
         t0 = time.monotonic()
@@ -412,7 +353,7 @@ def test_sigkill_of_the_guard_kills_the_node_and_one_node_runs_again(pair: Clust
         if winner is a:
             started = a.wait_event("node_started", 1, since=mark_a)
             assert started["epoch"] == epoch, "restarted under a different epoch"
-            assert _guard_of(a).pid != guard.pid
+            assert a.guard().pid != guard.pid
         time.sleep(W)  # stays single
         assert pair.active(0.5) is winner and winner.live_nodes() == [pid]
         a.assert_no_errors(running=True)
@@ -434,7 +375,7 @@ def test_node_ignoring_sigterm_is_killed_by_the_deadline_when_cut_off(
         a, b, pa, _pb = _start_pair_via(pair, pg_server, proxies, a_args=["--ignore-sigterm"])
         (node_a,) = a.live_nodes()
         mark_a = a.mark()
-        t_last = _renewal_sent_at(a)
+        t_last = a.renewal_sent_at()
         t0 = time.monotonic()
         pa.set_mode("blackhole")
         try:
@@ -447,7 +388,7 @@ def test_node_ignoring_sigterm_is_killed_by_the_deadline_when_cut_off(
             stopping = a.wait_event("node_stopping", 1, since=mark_a)
         finally:
             pa.set_mode("pass")
-        rec = _node_record(a, node_a)
+        rec = a.node_record(node_a)
         assert rec["stop"] is None, "the node ignores SIGTERM: it cannot have exited gracefully"
         assert exited["signal"] == signal.SIGKILL, exited
         a.assert_no_errors(running=True)
@@ -471,7 +412,7 @@ def test_node_ignoring_sigterm_is_killed_by_the_deadline_when_cut_off(
 def test_slow_stopping_node_is_killed_after_stop_timeout_on_shutdown(pair: Cluster,
                                                                       slack: float) -> None:
     with Watcher(pair.hosts) as watch:
-        a, b = _start_pair(pair, a_args=["--stop-delay", "5"])
+        a, b = start_pair(pair, a_args=["--stop-delay", "5"])
         (node_a,) = a.live_nodes()
         mark_a = a.mark()
         t0 = time.monotonic()
@@ -482,7 +423,7 @@ def test_slow_stopping_node_is_killed_after_stop_timeout_on_shutdown(pair: Clust
         _, b_start = _first_node_start(b)
         code = a.exit_code(10)
         exited = a.wait_event("node_exited", 1, since=mark_a)
-        rec = _node_record(a, node_a)
+        rec = a.node_record(node_a)
         assert rec["stop"] is None, "the node needed 5 s to stop: it must have been killed"
         assert exited["signal"] == signal.SIGKILL, exited
         assert a.events("lease_released")

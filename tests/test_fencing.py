@@ -23,17 +23,15 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import psutil
 import pytest
 
 from supervisor.node import cgroup as cgroups
 from tests.harness.cluster import Cluster, add_edited, host_node_key
 from tests.harness.faultproxy import FaultProxy
-from tests.harness.host import EditedHost, Host, http_get
+from tests.harness.host import EditedHost, Host
 from tests.harness.paths import FAKE_NODE
 from tests.harness.pgserver import PgServer
 from tests.harness.proc import pid_alive, wait_until
@@ -44,44 +42,6 @@ pytestmark = pytest.mark.timeout(120)
 LATENCY = 0.1  # slack for the kill, the 5 ms polling and the /status round trip
 
 
-@pytest.fixture
-def proxies(pg_server: PgServer) -> Iterator[Callable[[], FaultProxy]]:
-    made: list[FaultProxy] = []
-
-    def make() -> FaultProxy:
-        p = FaultProxy(pg_server.host, pg_server.port)
-        made.append(p)
-        return p
-
-    try:
-        yield make
-    finally:
-        for p in made:
-            p.close()
-
-
-def _renewal_sent_at(host: Host) -> float | None:
-    """Monotonic time (shared clock) at which `host` sent its last successful renewal."""
-    before = time.monotonic()
-    code, body = http_get(host.health_port(), "/status")
-    at = (before + time.monotonic()) / 2
-    assert code == 200, body
-    st: dict[str, Any] = json.loads(body)
-    age = st.get("last_renewal_age")
-    if age is None:
-        return None
-    return at - float(st["loop_age_seconds"]) - float(age)
-
-
-def _guard_of(host: Host) -> psutil.Process:
-    assert host.proc is not None
-    for child in psutil.Process(host.proc.pid).children():
-        try:
-            if "supervisor.node.guard" in " ".join(child.cmdline()):
-                return child
-        except psutil.Error:
-            continue
-    raise AssertionError(f"{host.name}: no guard process found")
 
 
 def _kill_margin(host: Host) -> float:
@@ -104,8 +64,8 @@ def test_frozen_guard_and_cut_off_database(pair: Cluster, pg_server: PgServer,
         b.start()
         b.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")
         (node_a,) = a.live_nodes()
-        guard = _guard_of(a)
-        t_last = _renewal_sent_at(a)
+        guard = a.guard()
+        t_last = a.renewal_sent_at()
         os.kill(guard.pid, signal.SIGSTOP)
         pa.set_mode("blackhole")
         t_cut = time.monotonic()
@@ -117,7 +77,7 @@ def test_frozen_guard_and_cut_off_database(pair: Cluster, pg_server: PgServer,
             now = time.monotonic()
             assert now < deadline, f"a's node {node_a} outlived its deadline (guard frozen)"
             if now >= next_status:
-                seen = _renewal_sent_at(a)
+                seen = a.renewal_sent_at()
                 if seen is not None:
                     t_last = max(t_last or seen, seen)
                 next_status = time.monotonic() + 0.05
@@ -169,7 +129,7 @@ def _restart_after_losing_supervisor_and_guard(pair: Cluster, a: Host, b: Host) 
         b.wait_event("lease_seen", 15, match=lambda e: e["holder"] == "a")
         wait_until(lambda: len(a.live_nodes()) == 1, 10, message="a's worker wrote its record")
         (worker,) = a.live_nodes()
-        guard = _guard_of(a)
+        guard = a.guard()
         (leader,) = [c.pid for c in guard.children()]
         assert worker != leader, "the record must come from the real worker"
         parent = cgroups.own_cgroup_dir()

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.node.hooks import run_hook, spawn_hook
+from tests.harness.aio import run
 from tests.harness.cluster import Cluster
 from tests.harness.config import Raw, supervisor_config
 from tests.harness.faultproxy import FaultProxy
@@ -164,7 +165,7 @@ def test_a_hook_whose_spawn_hangs_never_delays_the_loop(reaper: Reaper) -> None:
         assert late[0].returncode is not None  # reaped, no zombie left
 
     try:
-        asyncio.run(asyncio.wait_for(body(), 20))
+        run(body(), timeout=20)
     finally:
         release.set()
 
@@ -179,7 +180,7 @@ def test_a_hook_runs_off_the_loop_and_reports_its_status(tmp_path: Path) -> None
         assert code == 3
         assert out.read_text() == "active\n"
         assert await run_hook("onRoleChange", ["/nonexistent/hook"], {}, 5.0) is None
-    asyncio.run(asyncio.wait_for(body(), 20))
+    run(body(), timeout=20)
 
 
 def test_a_hook_that_runs_too_long_is_killed_with_its_group(tmp_path: Path,
@@ -197,4 +198,4 @@ def test_a_hook_that_runs_too_long_is_killed_with_its_group(tmp_path: Path,
         pgid = reaper.track_group(int(pidfile.read_text()))
         await asyncio.to_thread(wait_until, lambda: not group_alive(pgid), 5.0, 0.01,
                                 "the hook's group dead")
-    asyncio.run(asyncio.wait_for(body(), 20))
+    run(body(), timeout=20)

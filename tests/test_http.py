@@ -16,6 +16,7 @@ import pytest
 
 from supervisor.observe.http import HealthServer, StatusView
 from supervisor.observe.metrics import Metrics
+from tests.harness.aio import run
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -328,7 +329,7 @@ def test_a_stalled_client_blocks_neither_server_nor_loop(server: HealthServer) -
             assert statuses == [200] * 20
             return turns, worst
 
-        turns, worst = asyncio.run(loop_turns_while_serving())
+        turns, worst = run(loop_turns_while_serving())
         assert turns > 0
         assert worst < 0.5
     finally:

@@ -17,6 +17,7 @@ import pytest
 from supervisor.observe.http import HealthServer, StatusView, authorized
 from supervisor.observe.metrics import Metrics
 from supervisor.observe.server import Limits
+from tests.harness.aio import run
 from tests.harness.proc import wait_until
 
 pytestmark = pytest.mark.timeout(30)
@@ -313,7 +314,7 @@ def test_a_flood_of_connections_costs_bounded_threads_and_never_stalls_the_loop(
             await task
             return statuses, worst
 
-        statuses, worst = asyncio.run(flood())
+        statuses, worst = run(flood())
         counts = {s: statuses.count(s) for s in set(statuses)}
         print(f"flood: answers {counts}; peak handler threads {peak}; worst loop gap "
               f"{worst * 1000:.0f} ms")

@@ -29,7 +29,7 @@ import pytest
 from tests.harness.cluster import Cluster, cluster
 from tests.harness.host import Host
 from tests.harness.pgserver import PgServer
-from tests.harness.users import User, second_user
+from tests.harness.users import User
 from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(120)
@@ -67,10 +67,11 @@ def reach_interpreter(scratch: Path) -> str:
 
 
 @pytest.fixture
-def other_user() -> User:
+def other_user(other_user: User) -> User:
+    """The second user (tests/harness/users.py), where unshare and setpriv exist."""
     if shutil.which("unshare") is None or shutil.which("setpriv") is None:
         pytest.skip("needs unshare and setpriv (util-linux)")
-    return second_user()
+    return other_user
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from tests.harness.cli import run_cli
 from tests.harness.cluster import Cluster
 from tests.harness.paths import REPO
 from tests.harness.proc import Reaper, pid_alive, wait_until
-from tests.harness.users import User, run_as, second_user
+from tests.harness.users import User, run_as
 from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(60)
@@ -42,11 +42,6 @@ HOLD = ("import sys, time\n"
         "acquire(sys.argv[1], sys.argv[2])\n"
         "print('locked', flush=True)\n"
         "time.sleep(600)\n")
-
-
-@pytest.fixture
-def other_user() -> User:
-    return second_user()
 
 
 @pytest.fixture

@@ -17,34 +17,16 @@ from supervisor.lease import (
     LeaseSnapshot,
     LeaseUnavailable,
     LeaseVersion,
-    PostgresLeaseStore,
     RenewResult,
     read_snapshot,
 )
 from supervisor.lease.bounded import Conn
-from supervisor.node.machine import this_process
 from tests.harness.aio import run
 from tests.harness.faultproxy import FaultProxy
+from tests.harness.leasedb import TO, closing, store
 from tests.harness.pgserver import PgServer
 
 pytestmark = pytest.mark.timeout(30)
-
-TO = 5.0  # generous per-call timeout where timing is not the point
-
-
-def store(db: DatabaseConfig, machine: str = "node-a", w: float = 5.0, *,
-          host: str | None = None, pid: int | None = None, identity: str | None = None,
-          started: int | None = None) -> PostgresLeaseStore:
-    ident = this_process(machine)
-    ident = dataclasses.replace(ident, host=host or ident.host, pid=pid or ident.pid,
-                                machine=identity or ident.machine,
-                                started=started or ident.started)
-    return PostgresLeaseStore(db, ident, w)
-
-
-async def closing(stores: list[PostgresLeaseStore]) -> None:
-    await asyncio.gather(*(s.close() for s in stores))
-
 
 @pytest.fixture
 def proxy(pg_server: PgServer) -> Iterator[FaultProxy]:

@@ -17,6 +17,7 @@ from supervisor.config import DatabaseConfig
 from supervisor.lease import LeaseUnavailable, PostgresLeaseStore
 from supervisor.lease.bounded import Conn
 from supervisor.node.machine import this_process
+from tests.harness.aio import run
 from tests.harness.pgserver import PgServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -72,7 +73,7 @@ def test_a_renewal_is_committed_when_a_side_transaction_rolls_back(
         finally:
             await store.close()
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_a_renewal_beside_cordas_row_preparation_is_committed(
@@ -100,7 +101,7 @@ def test_a_renewal_beside_cordas_row_preparation_is_committed(
         finally:
             await store.close()
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_a_lease_statement_never_waits_for_a_side_operation(
@@ -131,7 +132,7 @@ def test_a_lease_statement_never_waits_for_a_side_operation(
         finally:
             await store.close()
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_side_operations_do_not_share_a_connection_either(db_config: DatabaseConfig) -> None:
@@ -170,7 +171,7 @@ def test_side_operations_do_not_share_a_connection_either(db_config: DatabaseCon
         finally:
             await store.close()
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_a_lease_statement_left_inside_a_transaction_has_failed(
@@ -191,4 +192,4 @@ def test_a_lease_statement_left_inside_a_transaction_has_failed(
         finally:
             await store.close()
 
-    asyncio.run(main())
+    run(main())

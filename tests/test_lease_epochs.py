@@ -3,13 +3,12 @@ epoch the same process no longer holds changes nothing. Real PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from supervisor.config import DatabaseConfig
 from supervisor.lease import PostgresLeaseStore
 from supervisor.node.machine import this_process
+from tests.harness.aio import run
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -38,4 +37,4 @@ def test_a_late_release_of_an_old_epoch_frees_nothing(db_config: DatabaseConfig)
         finally:
             await me.close()
 
-    asyncio.run(main())
+    run(main())

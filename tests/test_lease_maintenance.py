@@ -13,6 +13,7 @@ import pytest
 from supervisor.config import DatabaseConfig
 from supervisor.lease import PostgresLeaseStore
 from supervisor.node.machine import this_process
+from tests.harness.aio import run
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -39,7 +40,7 @@ def test_a_paused_lease_cannot_be_acquired(db_config: DatabaseConfig) -> None:
         finally:
             await a.close()
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_handover_to_a_machine_reserves_the_released_lease_for_2w(
@@ -67,7 +68,7 @@ def test_handover_to_a_machine_reserves_the_released_lease_for_2w(
         finally:
             await asyncio.gather(a.close(), b.close(), c.close())
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_a_reservation_lapses_after_2w(db_config: DatabaseConfig) -> None:
@@ -90,7 +91,7 @@ def test_a_reservation_lapses_after_2w(db_config: DatabaseConfig) -> None:
         finally:
             await asyncio.gather(a.close(), b.close())
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_a_release_on_a_handover_request_leaves_the_mark(db_config: DatabaseConfig) -> None:
@@ -113,4 +114,4 @@ def test_a_release_on_a_handover_request_leaves_the_mark(db_config: DatabaseConf
             await a.close()
             await b.close()
 
-    asyncio.run(scenario())
+    run(scenario())

@@ -11,7 +11,7 @@ import pytest
 
 from supervisor.config import DatabaseConfig
 from tests.harness.aio import run
-from tests.test_lease import TO, closing, store
+from tests.harness.leasedb import TO, closing, store
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,4 +1,9 @@
-"""What the stale-node sweep cannot see is alive; a stop ends with the last process.
+"""The stale-node sweep before a start, what it cannot see is alive, and a stop ends with
+the last process.
+
+- Before a node starts, every process that carries the run's environment marker (a
+  node a killed supervisor left) is killed; a sweep that blocks fails the start in
+  time, and the loop runs on meanwhile.
 
 - A sweep that leaves a survivor (a process SIGKILL cannot end yet) or cannot read
   the environment of a process that may be ours is not clean: the node is not
@@ -10,19 +15,24 @@
 - After the node's leader exited, `NodeProcess.wait()` returns only once the last
   process of the run is gone: a `setsid` child is killed first (no cgroup: the
   environment-marker sweep, round after round; a cgroup: killed until empty), and
-  while a child survives SIGKILL the exit is not reported at all.
+  while a child survives SIGKILL the exit is not reported at all. With a cgroup, the
+  supervisor kills the run's cgroup when the guard is killed, and no descendant
+  survives a graceful stop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from supervisor.config import NodeConfig
@@ -41,11 +51,127 @@ from supervisor.node.sweep import (
 from tests.harness.aio import run
 from tests.harness.cgroups import spawn_in
 from tests.harness.freezer import frozen, state
+from tests.harness.nodeproc import (
+    node_config,
+    start,
+    started,
+)
+from tests.harness.noderecords import the_only_record
 from tests.harness.paths import FAKE_NODE
 from tests.harness.proc import Reaper, pid_alive, wait_until
 from tests.harness.users import run_as, second_user
 
 pytestmark = pytest.mark.timeout(60)
+
+
+# ------------------------------------------------------------------ the sweep before a start
+
+
+@pytest.mark.timeout(30)
+def test_stale_node_sweep_by_environment_marker(reaper: Reaper, tmp_path: Path) -> None:
+    """Leftovers are found by CORDA_HA_NODE_KEY, never by their command line: a
+    wrapper's child is found, a look-alike without the marker is not touched."""
+    key, other_key = node_key("l", "m", str(tmp_path)), node_key("l", "m2", str(tmp_path))
+    command = (sys.executable, FAKE_NODE)
+    env = dict(os.environ)
+    stale = reaper.spawn_detached(command, cwd=str(tmp_path), env={**env, NODE_KEY_ENV: key})
+    wrapper = reaper.spawn_detached(
+        ["/bin/sh", "-c", f"{sys.executable} {FAKE_NODE}; exit 0"], cwd=str(tmp_path),
+        env={**env, NODE_KEY_ENV: key})
+    wait_until(lambda: psutil.Process(wrapper).children(), 5, message="wrapper's child")
+    (wrapped,) = [c.pid for c in psutil.Process(wrapper).children()]
+    reaper.track_pid(wrapped)
+    other_node = reaper.spawn_detached(command, cwd=str(tmp_path),
+                                       env={**env, NODE_KEY_ENV: other_key})
+    look_alike = reaper.spawn_detached(command, cwd=str(tmp_path), env=env)
+    swept = sweep_stale_nodes(key, None)
+    print(f"sweep of 3 marked processes took {swept.seconds * 1000:.1f} ms")
+    assert sorted(swept.pids) == sorted([stale, wrapper, wrapped]) and swept.left == ()
+    assert not any(pid_alive(p) for p in (stale, wrapper, wrapped))
+    assert pid_alive(other_node) and pid_alive(look_alike)
+    assert sweep_stale_nodes(key, None).pids == ()
+
+
+@pytest.mark.timeout(30)
+def test_start_sweeps_a_stale_node_first(reaper: Reaper, tmp_path: Path) -> None:
+    cfg = node_config(tmp_path)
+    key = node_key("", "m1", str(tmp_path))  # what start() uses without marks
+    stale = reaper.spawn_detached(cfg.command, cwd=str(tmp_path),
+                                  env={**os.environ, NODE_KEY_ENV: key})
+
+    async def body() -> None:
+        proc, _ = await started(reaper, cfg)
+        assert not pid_alive(stale)
+        assert proc.pid is not None and pid_alive(proc.pid)
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+        assert f"{NODE_KEY_ENV}={key}".encode() in environ
+        proc.kill()
+        await proc.wait()
+    run(body(), timeout=20)
+
+
+@pytest.mark.timeout(30)
+def test_blocked_sweep_fails_the_start_in_time_and_the_loop_runs(reaper: Reaper,
+                                                                 tmp_path: Path) -> None:
+    """A /proc read hung on a stuck mount, played by a sweep that blocks: the start
+    gives up after the limit without starting anything; the loop never stalls; while
+    that sweep is still hung, the next start fails at once."""
+    release = threading.Event()
+    seen_abandoned: list[bool] = []
+    sweep_threads: list[threading.Thread] = []
+
+    def stuck(abandoned: threading.Event) -> Swept:
+        sweep_threads.append(threading.current_thread())
+        release.wait(20)
+        seen_abandoned.append(abandoned.is_set())
+        return Swept()
+
+    async def body() -> None:
+        worst = 0.0
+        ticking = True
+
+        async def ticker() -> None:
+            nonlocal worst
+            while ticking:
+                t = time.monotonic()
+                await asyncio.sleep(0.005)
+                worst = max(worst, time.monotonic() - t)
+
+        task = asyncio.create_task(ticker())
+        marks = RunMarks(key=node_key("", "m1", str(tmp_path)), sweep_timeout=0.5)
+        t0 = time.monotonic()
+        proc, out = await start(reaper, node_config(tmp_path), marks=marks, sweep=stuck)
+        took = time.monotonic() - t0
+        ex = await asyncio.wait_for(proc.wait(), 1)
+        assert proc.pid is None and proc.guard_pid is None and out.lines == []
+        assert ex.returncode == 127 and ex.spawn_error is not None
+        assert "did not finish within 0.5 s" in ex.spawn_error
+        t1 = time.monotonic()
+        proc2, _ = await start(reaper, node_config(tmp_path), marks=marks)  # the real sweep
+        ex2 = await proc2.wait()
+        assert ex2.spawn_error is not None and "still hung" in ex2.spawn_error
+        assert time.monotonic() - t1 < 0.1
+        ticking = False
+        await task
+        print(f"blocked sweep: start failed after {took * 1000:.0f} ms (limit 500); "
+              f"worst loop lag {worst * 1000:.1f} ms")
+        assert 0.5 <= took < 1.0, took
+        assert worst < 0.2, worst
+        release.set()
+        # "Free again" means the hung thread has ended, not merely that it was released.
+        await asyncio.to_thread(sweep_threads[0].join, 5.0)
+        assert not sweep_threads[0].is_alive()
+        assert seen_abandoned == [True]
+        proc3, _ = await started(reaper, node_config(tmp_path), marks=marks)  # free again
+        proc3.kill()
+        await proc3.wait()
+    try:
+        run(body(), timeout=20)
+    finally:
+        release.set()
+
+
+# ------------------------------------------------------------------ a sweep must be clean
 
 
 def fake_entry(root: Path, pid: int, *, environ: bytes | None = None, state: str = "S",
@@ -65,9 +191,6 @@ def fake_entry(root: Path, pid: int, *, environ: bytes | None = None, state: str
 
 def marked(key: str) -> bytes:
     return b"PATH=/bin\0" + f"{NODE_KEY_ENV}={key}".encode() + b"\0"
-
-
-# ------------------------------------------------------------------ a sweep must be clean
 
 
 def test_a_marked_process_that_survives_sigkill_makes_the_sweep_unclean(
@@ -308,3 +431,50 @@ def test_with_a_cgroup_a_child_that_survives_sigkill_holds_the_exit(
         await _exit_waits_for_a_frozen_child(proc, child)
         assert not os.path.exists(proc.cgroup)
     run(body(), timeout=40)
+
+
+@pytest.mark.timeout(30)
+def test_guard_killed_supervisor_kills_the_run_cgroup(reaper: Reaper, tmp_path: Path,
+                                                      cgroup_parent: str) -> None:
+    """The node's worker called setsid: PDEATHSIG and killpg miss it when the guard
+    dies; the supervisor's orphan path kills the run's cgroup and removes it."""
+    async def body() -> None:
+        marks = RunMarks(key=node_key("", "m1", str(tmp_path)), cgroup_parent=cgroup_parent)
+        proc, _ = await start(reaper, node_config(tmp_path, "--setsid-child", "--record",
+                                             str(tmp_path)), marks=marks)
+        assert proc.pid is not None and proc.cgroup is not None
+        worker = reaper.track_pid(int((await asyncio.to_thread(the_only_record, tmp_path))["pid"]))
+        assert sorted(cgroups.procs(proc.cgroup)) == sorted([proc.pid, worker])
+        assert proc.guard_pid is not None
+        os.kill(proc.guard_pid, signal.SIGKILL)
+        ex = await asyncio.wait_for(proc.wait(), 8)
+        assert ex.killed_by == "guard_gone"
+        assert not pid_alive(worker)
+        assert not os.path.exists(proc.cgroup)
+    run(body(), timeout=20)
+
+
+@pytest.mark.timeout(30)
+def test_after_a_graceful_stop_no_descendant_survives(reaper: Reaper, tmp_path: Path,
+                                                      cgroup_parent: str) -> None:
+    """A node that leaves a setsid'ed helper behind on a clean exit: wait() returns
+    only once the run's cgroup is empty and removed."""
+    pidfile = tmp_path / "helper.pid"
+    wrapper = ("/bin/sh", "-c", f"setsid /bin/sh -c 'echo $$ > {pidfile}; exec sleep 1000' & "
+               f"exec {sys.executable} {FAKE_NODE}")
+    cfg = NodeConfig(command=wrapper, working_directory=str(tmp_path), environment={},
+                     stop_timeout=5.0)
+
+    async def body() -> None:
+        marks = RunMarks(key=node_key("", "m1", str(tmp_path)), cgroup_parent=cgroup_parent)
+        proc, _ = await started(reaper, cfg, marks=marks)
+        await asyncio.to_thread(wait_until, lambda: pidfile.exists() and pidfile.read_text(),
+                                5.0)
+        helper = reaper.track_pid(int(pidfile.read_text()))
+        assert proc.cgroup is not None and helper in cgroups.procs(proc.cgroup)
+        proc.stop(5.0)
+        ex = await asyncio.wait_for(proc.wait(), 8)
+        assert ex.returncode == 0 and ex.killed_by == "stop"
+        assert not pid_alive(helper)
+        assert not os.path.exists(proc.cgroup)
+    run(body(), timeout=20)

@@ -25,7 +25,7 @@ from supervisor.core.identity import ProcessRef
 from supervisor.core.observation import observation
 from supervisor.lease import LeaseSnapshot
 from supervisor.node.machine import process_alive, process_start_time, this_process
-from tests.harness.users import User, run_as, second_user
+from tests.harness.users import User, run_as
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -45,12 +45,6 @@ def live() -> Iterator[ProcessRef]:
     finally:
         proc.kill()
         proc.wait()
-
-
-@pytest.fixture
-def other_user() -> User:
-    """An unprivileged user (root only: skipped otherwise)."""
-    return second_user()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ over. Real PostgreSQL, real supervisors."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import signal
@@ -20,6 +19,7 @@ from supervisor.config import DatabaseConfig, load_config
 from supervisor.lease import PostgresLeaseStore
 from supervisor.lease.members import Member
 from supervisor.node.machine import this_process
+from tests.harness.aio import run
 from tests.harness.cli import run_cli
 from tests.harness.cluster import Cluster
 from tests.harness.config import lease, seconds, write_config
@@ -92,7 +92,7 @@ def test_schema_gives_a_least_privilege_role_that_runs_the_protocol(
         finally:
             await store.close()
 
-    asyncio.run(as_the_role())
+    run(as_the_role())
     denied = psycopg.errors.InsufficientPrivilege
     with psycopg.connect(db.conninfo, user=db.user, password=db.password,
                          autocommit=True) as conn:

@@ -4,7 +4,6 @@ host that fails does not start its node, does not take the lease and is not read
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.node import shareddirs
+from tests.harness.aio import run
 from tests.harness.cluster import Cluster
 from tests.harness.config import seconds, supervisor_config
 from tests.harness.host import http_get
@@ -59,7 +59,7 @@ def test_a_hung_probe_is_bounded_and_the_next_fails_at_once() -> None:
         threads[0].join(5)  # leaves no hung probe behind for a later test in this worker
         assert not threads[0].is_alive()
 
-    asyncio.run(main())
+    run(main())
 
 
 def shared(path: Path) -> str:

@@ -14,7 +14,6 @@ scenario that must kill it (`KILLS` in tests/mutants/sqlkills.py).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import uuid
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from supervisor.config import DatabaseConfig
 from supervisor.core.identity import Identity, ProcessRef
 from supervisor.lease import LeaseVersion, PostgresLeaseStore
 from supervisor.lease import members as member_rows
+from tests.harness.aio import run
 from tests.harness.pgserver import PgServer
 from tests.mutants.sqlcases import LEASE, MINE, NOBODY, SCENARIOS, Row, Scenario, W
 
@@ -131,7 +131,7 @@ def test_the_store_reads_the_held_clock(world: World) -> None:
             await store.close()
         assert snap.db_now == T0 and snap.server == world.server
 
-    asyncio.run(main())
+    run(main())
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
@@ -150,7 +150,7 @@ def test_scenario(world: World, name: str) -> None:
         finally:
             await store.close()
 
-    result = asyncio.run(main())
+    result = run(main())
     after = {t: world.rows(t) for t in TABLES}
     expected, answer = expect(sc, world.server)
     assert result == answer, f"{name}: {sc.op} answered {result!r}, expected {answer!r}"

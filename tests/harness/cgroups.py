@@ -1,16 +1,14 @@
 """cgroup v2 helpers for tests: a private parent cgroup, processes started inside one.
 
-Expose the fixture from a test module with ``from tests.harness.cgroups import cgroup_parent``.
+The `cgroup_parent` fixture is registered in tests/conftest.py.
 The parent is removed at teardown, with everything in it killed first, even when
 the test failed. Tests that need it are skipped where no cgroup v2 is writable.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,7 +17,6 @@ from typing import Any
 import pytest
 
 from supervisor.node import cgroup as cgroups
-from tests.harness.paths import FAKE_NODE
 from tests.harness.proc import Reaper, wait_until
 
 
@@ -72,21 +69,3 @@ def setsid_tree(reaper: Reaper, cgroup: str, tmp: Path) -> tuple[int, int]:
                message="grandchild listed in the cgroup")
     assert os.getsid(grandchild) != os.getsid(leader.pid)
     return leader.pid, grandchild
-
-
-def fake_node_command(record: Path, *args: str) -> list[str]:
-    return [sys.executable, FAKE_NODE, "--record", str(record), *args]
-
-
-def wait_record(record: Path, timeout: float = 10.0) -> dict[str, Any]:
-    """The single record a (setsid'ed or wrapped) fake node writes in `record`
-    (written atomically: a file that exists is complete)."""
-    found: list[Path] = []
-
-    def one() -> bool:
-        found[:] = list(record.glob("*.json"))
-        return len(found) == 1
-
-    wait_until(one, timeout, message=f"one record in {record}")
-    data: dict[str, Any] = json.loads(found[0].read_text())
-    return data

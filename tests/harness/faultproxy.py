@@ -17,6 +17,9 @@ Modes (`set_mode`, takes effect before it returns):
 A connection that was blackholed has lost bytes, so it stays blackholed (its
 stream is corrupt) until a peer closes it; switching back to `pass` only
 affects new connections and connections that were never blackholed.
+
+The `proxies` fixture (registered in tests/conftest.py) makes proxies in front of the
+test database and closes them all after the test.
 """
 
 from __future__ import annotations
@@ -26,8 +29,13 @@ import contextlib
 import socket
 import struct
 import threading
-from collections.abc import Coroutine
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import pytest
+
+if TYPE_CHECKING:
+    from tests.harness.pgserver import PgServer
 
 T = TypeVar("T")
 
@@ -196,3 +204,20 @@ class FaultProxy:
                     continue
                 writer.write(data)
                 await writer.drain()
+
+
+@pytest.fixture
+def proxies(pg_server: PgServer) -> Iterator[Callable[[], FaultProxy]]:
+    """Factory of FaultProxy instances in front of the database; all closed after the test."""
+    made: list[FaultProxy] = []
+
+    def make() -> FaultProxy:
+        p = FaultProxy(pg_server.host, pg_server.port)
+        made.append(p)
+        return p
+
+    try:
+        yield make
+    finally:
+        for p in made:
+            p.close()

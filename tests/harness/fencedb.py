@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from supervisor.cli.schema import schema_script
 from supervisor.config import Config, load_config
@@ -159,3 +161,16 @@ def set_up(server: PgServer, tmp_path: Path, *, schema: str | None = None,
         db.install(tmp_path, host)
     create_table(server.dsn, db.writes, db.group)
     return db
+
+
+@pytest.fixture
+def fdb(pg_server: PgServer, tmp_path: Path, lease_name: str) -> Iterator[FenceDb]:
+    """A fencing database for this test's lease (`set_up`), dropped after it; skipped on
+    an external database (roles cannot be created there)."""
+    if not pg_server.can_restart:
+        pytest.skip("external database (CORDA_HA_TEST_DSN): cannot create roles")
+    db = set_up(pg_server, tmp_path, lease_name=lease_name)
+    try:
+        yield db
+    finally:
+        db.drop()

@@ -124,3 +124,9 @@ def run_as(user: User, fn: Callable[[], Any], *, hide_proc: bool = True,
     if "error" in out:
         raise AssertionError(f"run_as({user.name}): {out['error']}")
     return out["result"]
+
+
+@pytest.fixture
+def other_user() -> User:
+    """An unprivileged second user (root only: skipped otherwise)."""
+    return second_user()

@@ -249,7 +249,7 @@ MUTANTS: tuple[Mutant, ...] = (
         GUARD,
         "                if self.stop_kill_at is None or at < self.stop_kill_at:\n",
         "                if True:\n",
-        ("tests/test_guard_more.py::test_a_later_stop_never_lengthens_the_grace",),
+        ("tests/test_guard.py::test_a_later_stop_never_lengthens_the_grace",),
     ),
     Mutant(
         "guard_starts_after_deadline",
@@ -299,7 +299,7 @@ MUTANTS: tuple[Mutant, ...] = (
         GUARD,
         '                self.signal_group(signal.SIGKILL, "guard_error")\n',
         "                pass\n",
-        ("tests/test_guard_more.py::test_an_error_inside_the_guard_kills_the_group",),
+        ("tests/test_guard.py::test_an_error_inside_the_guard_kills_the_group",),
     ),
     # ------------------------------------------------------------ the node handle
     Mutant(
@@ -308,7 +308,7 @@ MUTANTS: tuple[Mutant, ...] = (
         NODE,
         "            os.killpg(self._pgid or self.pid, signal.SIGKILL)\n",
         "            pass\n",
-        ("tests/test_node_more.py::test_guard_sigkilled_the_whole_node_group_dies",),
+        ("tests/test_node.py::test_guard_sigkilled_the_whole_node_group_dies",),
     ),
     Mutant(
         "cancelled_start_keeps_guard",
@@ -317,7 +317,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "            # SIGKILL the node and exit; the supervising task, if any, reaps it.\n"
         "            self._abort(guard)\n",
         "            # SIGKILL the node and exit; the supervising task, if any, reaps it.\n",
-        ("tests/test_node_more.py::test_cancelled_start_leaves_no_guard_and_no_node",),
+        ("tests/test_node.py::test_cancelled_start_leaves_no_guard_and_no_node",),
     ),
     Mutant(
         "stale_node_not_swept",
@@ -327,7 +327,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "                except PermissionError as exc:\n",
         "                try:\n                    pass\n"
         "                except PermissionError as exc:\n",
-        ("tests/test_node.py::test_stale_node_sweep_by_environment_marker",),
+        ("tests/test_node_sweep.py::test_stale_node_sweep_by_environment_marker",),
     ),
     Mutant(
         "sweep_unbounded",
@@ -335,7 +335,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "supervisor/node/threads.py",
         "        return await asyncio.wait_for(asyncio.shield(done), timeout)\n",
         "        return await asyncio.shield(done)\n",
-        ("tests/test_node.py::test_blocked_sweep_fails_the_start_in_time_and_the_loop_runs",),
+        ("tests/test_node_sweep.py::test_blocked_sweep_fails_the_start_in_time_and_the_loop_runs",),
     ),
     Mutant(
         "cgroup_not_killed",
@@ -351,7 +351,7 @@ MUTANTS: tuple[Mutant, ...] = (
         NODE,
         '        self._fence("guard_stalled", kill_guard=True)\n',
         "        pass\n",
-        ("tests/test_node.py::test_unacknowledged_command_means_guard_stalled",),
+        ("tests/test_node_fence.py::test_unacknowledged_command_means_guard_stalled",),
     ),
     Mutant(
         "supervisor_deadline_not_fenced",
@@ -359,7 +359,7 @@ MUTANTS: tuple[Mutant, ...] = (
         NODE,
         '            self._fence("deadline")\n',
         "            pass\n",
-        ("tests/test_node.py::test_frozen_guard_supervisor_kills_at_the_deadline",),
+        ("tests/test_node_fence.py::test_frozen_guard_supervisor_kills_at_the_deadline",),
     ),
     Mutant(
         "epoch_not_given_to_node",
@@ -1021,6 +1021,26 @@ MUTANTS: tuple[Mutant, ...] = (
          "test_a_lease_table_a_least_privilege_role_creates_is_audited",),
     ),
     Mutant(
+        "fakestore_acquire_ignores_the_version",
+        "harness: the in-memory lease store's acquire is a compare-and-set on the version "
+        "the caller watched",
+        "tests/harness/fakestore.py",
+        "            return False  # not the version the caller watched\n",
+        "            pass\n",
+        ("tests/test_fakestore.py::"
+         "test_the_first_acquire_inserts_and_a_held_row_is_taken_only_once_expired",),
+    ),
+    Mutant(
+        "fakestore_acts_for_anyone",
+        "harness: the in-memory lease store renews and releases only for this instance and "
+        "epoch",
+        "tests/harness/fakestore.py",
+        "        return r.instance == self.identity.instance and r.epoch == epoch\n",
+        "        return True\n",
+        ("tests/test_fakestore.py::"
+         "test_renew_and_release_act_only_for_this_instance_and_epoch",),
+    ),
+    Mutant(
         "chaos_durability_blind",
         "harness: the chaos suite reports a write a supervisor acted on that was never "
         "committed",
@@ -1100,7 +1120,7 @@ MUTANTS: tuple[Mutant, ...] = (
         GUARD,
         "_MAX_WAIT_MS = clock.MAX_WAIT * 1000\n",
         "_MAX_WAIT_MS = 60_000.0\n",
-        ("tests/test_guard_more.py::"
+        ("tests/test_guard.py::"
          "test_a_suspend_past_the_deadline_kills_the_node_as_the_guard_resumes",),
     ),
     Mutant(
@@ -1109,7 +1129,7 @@ MUTANTS: tuple[Mutant, ...] = (
         NODE,
         "        delay = min(max(0.0, self._deadline - clock.now()), clock.MAX_WAIT)\n",
         "        delay = max(0.0, self._deadline - clock.now())\n",
-        ("tests/test_node.py::"
+        ("tests/test_node_fence.py::"
          "test_a_suspend_past_the_deadline_kills_the_node_as_this_process_resumes",),
     ),
     # ------------------------------------------------------------ the one table of states
