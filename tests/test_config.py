@@ -1,20 +1,20 @@
-"""Tests of supervisor.config: HOCON -> Config, durations, validation, redaction."""
+"""supervisor.config: a HOCON file -> Config. The defaults, Corda's enterprise layout,
+the environment and HOSTNAME, unknown keys (with a suggestion and the line), bad values,
+parse errors, the example configs, the node's cgroup, the owner role. Durations and the
+timing rule's limits: tests/test_config_timing.py; the database URL and passwords:
+tests/test_config_database.py. The inputs are literal HOCON (tests/harness/config.py's
+BASE): the tests count their lines."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
-from dataclasses import dataclass
-from datetime import timedelta
-from fractions import Fraction
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pyhocon import ConfigFactory
 
 from supervisor.config import (
     EX_CONFIG,
@@ -23,13 +23,13 @@ from supervisor.config import (
     config_to_json,
     dump_config,
     load_config,
-    parse_duration,
     redacted_dict,
 )
 from tests.harness.config import BASE, config_error, load_text, write_text
 from tests.harness.paths import REPO
 
-# --------------------------------------------------------------------------- basics
+# ------------------------------------------------------------------ basics
+
 
 def test_base_config_defaults(tmp_path: Path) -> None:
     config = load_text(tmp_path, BASE)
@@ -104,166 +104,8 @@ def test_relative_working_directory_is_made_absolute(tmp_path: Path) -> None:
     assert any("workingDirectory" in w for w in config.warnings)
 
 
-# --------------------------------------------------------------------------- durations
+# ------------------------------------------------------------------ HOSTNAME / env
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("20000", 20.0),
-    ("20s", 20.0),
-    ('"20s"', 20.0),
-    ("20 seconds", 20.0),
-    ('"20 seconds"', 20.0),
-    ("1500 ms", 1.5),
-    ("1500ms", 1.5),
-    ('"1500 ms"', 1.5),
-    ("1.5s", 1.5),
-    ('"1.5s"', 1.5),
-    ("1.5 seconds", 1.5),
-    ("2m", 120.0),
-    ("2 minutes", 120.0),
-    ('"0.5h"', 1800.0),
-    ("1h", 3600.0),
-    ("1d", 86400.0),
-    ('"2500"', 2.5),
-    ("2500.5", 2.5005),
-    ("250000us", 0.25),
-    ('"250000000 ns"', 0.25),
-])
-def test_duration_forms_in_hocon(tmp_path: Path, text: str, seconds: float) -> None:
-    config = load_text(tmp_path, BASE + f"node.stopTimeout = {text}\n")
-    assert config.node.stop_timeout == pytest.approx(seconds, rel=1e-12)
-
-
-@pytest.mark.parametrize(("value", "seconds"), [("45s", 45.0), ("45000", 45.0), ("1.25 s", 1.25)])
-def test_duration_from_environment(tmp_path: Path, value: str, seconds: float) -> None:
-    text = BASE + "node.stopTimeout = 1s\nnode.stopTimeout = ${?STOP_TIMEOUT}\n"
-    config = load_text(tmp_path, text, environ={"STOP_TIMEOUT": value})
-    assert config.node.stop_timeout == seconds
-    assert load_text(tmp_path, text).node.stop_timeout == 1.0  # absent: earlier value stays
-
-
-def test_intervals_as_corda_milliseconds_and_hocon_durations(tmp_path: Path) -> None:
-    config = load_text(tmp_path, BASE + """
-mutualExclusionConfiguration { updateInterval = 20000, waitInterval = "40s" }
-node.stopTimeout = 10s
-""")
-    assert (config.lease.update_interval, config.lease.wait_interval) == (20.0, 40.0)
-    assert config.lease.margin == 2.0
-
-
-@pytest.mark.parametrize(("value", "seconds"), [
-    (timedelta(seconds=20), 20.0),
-    (timedelta(milliseconds=1500), 1.5),
-    (20000, 20.0),
-    (1.5, 0.0015),
-    (0, 0.0),
-    ("20s", 20.0),
-    (" 20 s ", 20.0),
-    ("1.5s", 1.5),
-    (".5s", 0.5),
-    ("3 millis", 0.003),
-    ("2 hours", 7200.0),
-    ("1 week", 604800.0),
-    ("10 nanos", 1e-8),
-    ("20S", 20.0),
-    ("1500", 1.5),
-])
-def test_parse_duration_accepts(value: object, seconds: float) -> None:
-    assert parse_duration(value, "k") == pytest.approx(seconds, rel=1e-12)
-
-
-@pytest.mark.parametrize("value", [
-    True, "abc", "5 parsecs", "s", "", "1.5.2s", [1], {"a": 1}, None, float("nan"),
-    float("inf"), "-1s", -5, timedelta(seconds=-1),
-])
-def test_parse_duration_rejects(value: object) -> None:
-    with pytest.raises(ConfigError) as info:
-        parse_duration(value, "node.stopTimeout")
-    assert info.value.key == "node.stopTimeout"
-    assert "node.stopTimeout" in str(info.value)
-
-
-@dataclass
-class relativedelta:  # a stand-in named like dateutil's class
-    years: int = 0
-    months: int = 0
-    days: int = 0
-    hours: int = 0
-    minutes: int = 0
-    seconds: int = 0
-    microseconds: int = 0
-    leapdays: int = 0
-    year: int | None = None
-    month: int | None = None
-    day: int | None = None
-    hour: int | None = None
-    minute: int | None = None
-    second: int | None = None
-    microsecond: int | None = None
-    weekday: int | None = None
-
-
-def test_parse_duration_relativedelta_stand_in() -> None:
-    value = relativedelta(days=1, hours=2, minutes=3, seconds=4, microseconds=500000)
-    assert parse_duration(value, "k") == 86400 + 7200 + 180 + 4.5
-    with pytest.raises(ConfigError, match="months"):
-        parse_duration(relativedelta(months=1), "k")
-    with pytest.raises(ConfigError, match="absolute"):
-        parse_duration(relativedelta(year=2024), "k")
-
-
-def test_parse_duration_real_relativedelta() -> None:
-    rd = pytest.importorskip("dateutil.relativedelta")
-    assert parse_duration(rd.relativedelta(seconds=90), "k") == 90.0
-    assert parse_duration(rd.relativedelta(minutes=2, seconds=1), "k") == 121.0
-    with pytest.raises(ConfigError):
-        parse_duration(rd.relativedelta(years=1), "k")
-
-
-@given(st.integers(min_value=0, max_value=10**12))
-def test_parse_duration_milliseconds_round_trip(ms: int) -> None:
-    expected = ms / 1000
-    assert parse_duration(ms, "k") == expected
-    assert parse_duration(str(ms), "k") == expected
-    assert parse_duration(f"{ms}ms", "k") == expected
-    assert parse_duration(f"{ms} milliseconds", "k") == expected
-
-
-_UNITS = (("s", 1), ("ms", Fraction(1, 1000)), ("m", 60), ("h", 3600), (" seconds", 1),
-          (" minutes", 60), (" ms", Fraction(1, 1000)))
-
-
-@settings(max_examples=40)
-@given(st.integers(min_value=0, max_value=10**6))
-def test_parse_duration_agrees_with_pyhocon(n: int) -> None:
-    tree = ConfigFactory.parse_string(
-        "\n".join(f"k{i} = {n}{unit}" for i, (unit, _) in enumerate(_UNITS)))
-    for i, (unit, factor) in enumerate(_UNITS):
-        expected = float(n * Fraction(factor))
-        assert parse_duration(tree[f"k{i}"], "x") == pytest.approx(expected, rel=1e-12)
-        assert parse_duration(f"{n}{unit}", "x") == pytest.approx(expected, rel=1e-12)
-
-
-@given(st.decimals(min_value=0, max_value=10**6, places=3, allow_nan=False))
-def test_parse_duration_fractional_seconds(d: object) -> None:
-    text = f"{d}"
-    assert parse_duration(f"{text}s", "k") == float(Fraction(text))
-    assert parse_duration(f"{text} seconds", "k") == float(Fraction(text))
-
-
-@pytest.mark.parametrize(("key", "value"), [
-    ("mutualExclusionConfiguration.updateInterval", "0"),
-    ("mutualExclusionConfiguration.fencingMargin", "0s"),
-    ("node.stopTimeout", "0"),
-    ("database.connectTimeout", "0s"),
-    ("restart.window", "0"),
-    ("restart.resetAfter", "-1s"),
-])
-def test_zero_or_negative_durations_rejected(tmp_path: Path, key: str, value: str) -> None:
-    err = config_error(tmp_path, BASE + f"{key} = {value}\n")
-    assert err.key == key
-
-
-# --------------------------------------------------------------------------- HOSTNAME / env
 
 def test_hostname_resolves_without_environment(tmp_path: Path) -> None:
     text = BASE + "mutualExclusionConfiguration.machineName = ${HOSTNAME}\n"
@@ -310,7 +152,8 @@ def test_boolean_strings_from_environment(tmp_path: Path, value: str, enabled: b
     assert load_text(tmp_path, text, environ={"HA_ON": value}).lease.enabled is enabled
 
 
-# --------------------------------------------------------------------------- layouts
+# ------------------------------------------------------------------ layouts
+
 
 def test_enterprise_layout(tmp_path: Path) -> None:
     text = """
@@ -370,7 +213,8 @@ def test_disabled_still_validates_database_block(tmp_path: Path) -> None:
     assert err.key == "database.tabel" and "'table'" in str(err)
 
 
-# --------------------------------------------------------------------------- unknown keys
+# ------------------------------------------------------------------ unknown keys
+
 
 def test_unknown_top_level_key_with_suggestion_and_line(tmp_path: Path) -> None:
     text = BASE + "# a comment mentioning databse = 1\nhelth { port = 1 }\n"
@@ -419,7 +263,8 @@ def test_line_for_dotted_key(tmp_path: Path) -> None:
     assert err.key == "health.port" and err.line == BASE.count("\n") + 1
 
 
-# --------------------------------------------------------------------------- types / values
+# ------------------------------------------------------------------ types / values
+
 
 @pytest.mark.parametrize(("extra", "key", "fragment"), [
     ('health.port = "abc"', "health.port", "expected an integer"),
@@ -492,205 +337,8 @@ def test_level_and_format_case_insensitive(tmp_path: Path) -> None:
     assert (config.logging.level, config.logging.format) == ("WARNING", "console")
 
 
-# --------------------------------------------------------------------------- timing rules
+# ------------------------------------------------------------------ parse errors
 
-@pytest.mark.parametrize("wait", ["500", "400", "0.5s"])
-def test_wait_must_exceed_update(tmp_path: Path, wait: str) -> None:
-    err = config_error(tmp_path, BASE + f"mutualExclusionConfiguration.waitInterval = {wait}\n")
-    assert err.key == "mutualExclusionConfiguration.waitInterval"
-    assert "greater than updateInterval" in str(err)
-    assert err.line == BASE.count("\n") + 1
-
-
-def test_wait_must_exceed_update_line_in_block(tmp_path: Path) -> None:
-    err = config_error(tmp_path, BASE.replace("waitInterval = 2000", "waitInterval = 400"))
-    assert err.line == 5
-    assert str(err).startswith(f"{tmp_path / 'supervisor.conf'}:5: "
-                               "mutualExclusionConfiguration.waitInterval: ")
-
-
-def test_large_stop_timeout_is_accepted_and_its_graces_explained(tmp_path: Path) -> None:
-    """Corda's 20000/40000 with a 60 s stopTimeout is a valid configuration (a planned
-    stop may take longer than a lost lease leaves): no warning, and check-config says
-    what each kind of stop gives the node."""
-    config = load_text(tmp_path, BASE.replace("updateInterval = 500", "updateInterval = 20000")
-                  .replace("waitInterval = 2000", "waitInterval = 40000")
-                  + "node.stopTimeout = 60s\n")
-    assert config.warnings == ()
-    timing = redacted_dict(config)["timing"]
-    assert timing["plannedStopGrace"] == 60.0
-    assert timing["leaseLossGrace"] == pytest.approx(13.0)
-    assert timing["sigkillAfterLastRenewal"] == pytest.approx(38.0)
-    assert "13 s before SIGKILL" in timing["explained"]
-
-
-def test_no_timing_warning_when_disabled(tmp_path: Path) -> None:
-    config = load_text(tmp_path, BASE + "mutualExclusionConfiguration.on = false\n"
-                                   "node.stopTimeout = 60s\n")
-    assert config.warnings == ()
-    assert redacted_dict(config)["timing"] is None
-
-
-@pytest.mark.parametrize("block", [
-    "updateInterval = 20000, waitInterval = 21000",  # default M = 2 s eats the window
-    "updateInterval = 1000, waitInterval = 1150",
-])
-def test_no_room_for_one_renewal_is_refused(tmp_path: Path, block: str) -> None:
-    err = config_error(tmp_path, BASE.replace("updateInterval = 500\n  waitInterval = 2000",
-                                       block.replace(", ", "\n  ")))
-    assert err.key == "mutualExclusionConfiguration.waitInterval"
-    assert "leaves no time for a renewal" in str(err)
-
-
-def test_margin_must_be_below_slack(tmp_path: Path) -> None:
-    err = config_error(tmp_path, BASE + "mutualExclusionConfiguration.fencingMargin = 1.5s\n")
-    assert err.key == "mutualExclusionConfiguration.fencingMargin"
-
-
-def test_default_margin_capped_at_two_seconds(tmp_path: Path) -> None:
-    config = load_text(tmp_path, BASE + "mutualExclusionConfiguration { updateInterval = 20s, "
-                                   "waitInterval = 60s }\n")
-    assert config.lease.margin == 2.0
-    assert config.database.operation_timeout == 5.0
-
-
-def test_operation_timeout_longer_than_update_warns(tmp_path: Path) -> None:
-    config = load_text(tmp_path, BASE + "database.operationTimeout = 2s\n")
-    assert any("operationTimeout" in w for w in config.warnings)
-
-
-# --------------------------------------------------------------------------- database URL
-
-@pytest.mark.parametrize(("url", "conninfo", "user", "password", "schema"), [
-    ("jdbc:postgresql://db.example:5432/corda?sslmode=require",
-     "postgresql://db.example:5432/corda?sslmode=require", None, None, None),
-    ("jdbc:postgresql://db:5432/corda?sslmode=require&currentSchema=ha",
-     "postgresql://db:5432/corda?sslmode=require", None, None, "ha"),
-    ("jdbc:postgresql://db/corda?user=corda&password=s%40cret&sslrootcert=/etc/ca.pem",
-     "postgresql://db/corda?sslrootcert=%2Fetc%2Fca.pem", "corda", "s@cret", None),
-    ("jdbc:postgresql:corda", "postgresql://localhost/corda", None, None, None),
-    ("jdbc:postgresql://h1:5432,h2:5432/corda?targetServerType=primary",
-     "postgresql://h1:5432,h2:5432/corda?target_session_attrs=read-write", None, None, None),
-    ("jdbc:postgresql://db/corda?ssl=true&ApplicationName=node1",
-     "postgresql://db/corda?application_name=node1&sslmode=verify-full", None, None, None),
-    ("postgresql://u:p%40ss@db:5432/corda?sslmode=disable",
-     "postgresql://db:5432/corda?sslmode=disable", "u", "p@ss", None),
-    ("postgres://db/corda?password=pw&user=u", "postgresql://db/corda", "u", "pw", None),
-    ("host=db port=5432 dbname=corda user=u password='p w'", "dbname=corda host=db port=5432",
-     "u", "p w", None),  # rebuilt by libpq (its option order) when user/password are removed
-    ("host=db port=5432 dbname=corda", "host=db port=5432 dbname=corda", None, None, None),
-])
-def test_urls(tmp_path: Path, url: str, conninfo: str, user: str | None, password: str | None,
-              schema: str | None) -> None:
-    config = load_text(tmp_path, BASE + f"database.url = {json.dumps(url)}\n")
-    assert config.database.conninfo == conninfo
-    assert config.database.user == user
-    assert config.database.password == password
-    assert config.database.schema == schema
-    assert "password" not in config.database.conninfo
-
-
-def test_jdbc_only_parameters_dropped_with_warning(tmp_path: Path) -> None:
-    url = "jdbc:postgresql://db/corda?prepareThreshold=0&sslmode=require&loginTimeout=5"
-    config = load_text(tmp_path, BASE + f'database.url = "{url}"\n')
-    assert config.database.conninfo == "postgresql://db/corda?sslmode=require"
-    text = " ".join(config.warnings)
-    assert "prepareThreshold" in text and "loginTimeout" in text
-
-
-def test_explicit_schema_user_password_win_over_url(tmp_path: Path) -> None:
-    url = "jdbc:postgresql://db/corda?currentSchema=a&user=u1&password=p1"
-    config = load_text(tmp_path, BASE + f'database {{ url = "{url}", schema = b, user = u2, '
-                                   "password = p2 }\n")
-    assert (config.database.schema, config.database.user, config.database.password) == (
-        "b", "u2", "p2")
-    assert len(config.warnings) == 3
-    assert not any("p1" in w or "p2" in w for w in config.warnings)
-
-
-@pytest.mark.parametrize(("url", "fragment"), [
-    ("jdbc:mysql://db/corda", "PostgreSQL JDBC"),
-    ("mysql://db/corda", "unsupported URL scheme"),
-    ("host=db password=hunter2 bogus", "not a valid libpq"),
-    ("postgresql://db/corda?bogus=1", "not a valid libpq"),
-    ("   ", "must not be empty"),
-])
-def test_bad_urls(tmp_path: Path, url: str, fragment: str) -> None:
-    err = config_error(tmp_path, BASE + f"database.url = {json.dumps(url)}\n")
-    assert err.key == "database.url"
-    assert fragment in str(err)
-    assert "hunter2" not in str(err)
-
-
-# --------------------------------------------------------------------------- passwords
-
-def test_password_file(tmp_path: Path) -> None:
-    secret = tmp_path / "pw"
-    secret.write_text("file-secret\n")
-    config = load_text(tmp_path, BASE + f'database.passwordFile = "{secret}"\n')
-    assert config.database.password == "file-secret"
-
-
-def test_password_file_missing(tmp_path: Path) -> None:
-    err = config_error(tmp_path, BASE + f'database.passwordFile = "{tmp_path / "nope"}"\n')
-    assert err.key == "database.passwordFile"
-    assert "cannot read" in str(err)
-    assert err.line == BASE.count("\n") + 1
-
-
-def test_password_file_empty(tmp_path: Path) -> None:
-    (tmp_path / "pw").write_text("\n")
-    err = config_error(tmp_path, BASE + f'database.passwordFile = "{tmp_path / "pw"}"\n')
-    assert err.key == "database.passwordFile" and "empty" in str(err)
-
-
-def test_password_and_password_file(tmp_path: Path) -> None:
-    (tmp_path / "pw").write_text("x")
-    err = config_error(tmp_path, BASE + 'database { password = y, '
-                       f'passwordFile = "{tmp_path / "pw"}" }}\n')
-    assert "not both" in str(err)
-
-
-def test_password_from_environment(tmp_path: Path) -> None:
-    text = BASE + "database.password = ${?CORDA_HA_DB_PASSWORD}\n"
-    config = load_text(tmp_path, text, environ={"CORDA_HA_DB_PASSWORD": "env-secret"})
-    assert config.database.password == "env-secret"
-    assert load_text(tmp_path, text).database.password is None
-
-
-def test_password_never_shown(tmp_path: Path) -> None:
-    secret = "Sup3r-S3cret-Value"
-    for text in (
-        BASE + "database.password = ${?PW}\n",
-        BASE + f'database.url = "postgresql://u:{secret}@db/corda"\n',
-        BASE + f'database.url = "jdbc:postgresql://db/corda?password={secret}&foo=1"\n',
-        BASE + f'database.url = "host=db password={secret}"\n',
-    ):
-        config = load_text(tmp_path, text, environ={"PW": secret})
-        assert config.database.password == secret
-        for shown in (repr(config), str(config), repr(config.database), dump_config(config),
-                      json.dumps(redacted_dict(config)), " ".join(config.warnings)):
-            assert secret not in shown
-        assert redacted_dict(config)["database"]["password"] == "***"
-
-
-def test_redacted_dict_shape(tmp_path: Path) -> None:
-    config = load_text(tmp_path, BASE + "node.environment { API_TOKEN = t0k, JAVA_OPTS = x }\n")
-    data = json.loads(dump_config(config))
-    assert data == redacted_dict(config)
-    assert set(data) == {"source", "mutualExclusionConfiguration", "database", "node",
-                         "restart", "health", "logging", "hooks", "fencing", "timing", "warnings"}
-    assert data["mutualExclusionConfiguration"] == {
-        "on": True, "machineName": "host-a", "updateInterval": 0.5, "waitInterval": 2.0,
-        "fencingMargin": pytest.approx(0.2)}
-    assert data["database"]["password"] is None
-    assert data["database"]["leaseName"] == "corda-node"
-    assert data["node"]["stopTimeout"] == 1.0
-    assert data["node"]["environment"] == {"API_TOKEN": "***", "JAVA_OPTS": "x"}
-    assert data["restart"]["maxCrashes"] == 5
-
-
-# --------------------------------------------------------------------------- parse errors
 
 def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     text = BASE + "node {\n  stopTimeout = 5s\n"  # unclosed brace
@@ -735,7 +383,8 @@ def test_only_config_error_escapes(tmp_path_factory: pytest.TempPathFactory, tex
         load_config(write_text(directory, text), environ={}, hostname="h")
 
 
-# --------------------------------------------------------------------------- examples
+# ------------------------------------------------------------------ examples
+
 
 @pytest.mark.parametrize("name", ["supervisor.conf", "host-a.conf", "host-b.conf"])
 def test_example_configs_load(name: str) -> None:
@@ -783,7 +432,8 @@ def test_node_cgroup(tmp_path: Path, text: str, value: str) -> None:
         assert any("node.cgroup" in w for w in config.warnings)  # no such directory here
 
 
-# --------------------------------------------------------------------------- ownerRole
+# ------------------------------------------------------------------ ownerRole
+
 
 def test_owner_role_default_override_and_dump(tmp_path: Path) -> None:
     """database.ownerRole: the role `schema` makes the owner of the lease tables."""

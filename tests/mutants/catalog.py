@@ -119,7 +119,7 @@ MUTANTS: tuple[Mutant, ...] = (
         LEASECALLS,
         "return LeaseRenewed(sent_at=sent_at, handover_requested=",
         "return LeaseRenewed(sent_at=self.clock(), handover_requested=",
-        ("tests/test_daemon_inproc.py::test_guard_kills_at_the_deadline_while_the_loop_is_frozen",),
+        ("tests/test_daemon_node.py::test_guard_kills_at_the_deadline_while_the_loop_is_frozen",),
     ),
     Mutant(
         "renewal_not_bounded_by_kill_deadline",
@@ -200,7 +200,7 @@ MUTANTS: tuple[Mutant, ...] = (
         DAEMON,
         '                self.node.command(lambda p: p.set_deadline(deadline))\n',
         '                pass\n',
-        ("tests/test_daemon_inproc.py::test_guard_kills_at_the_deadline_while_the_loop_is_frozen",),
+        ("tests/test_daemon_node.py::test_guard_kills_at_the_deadline_while_the_loop_is_frozen",),
     ),
     Mutant(
         "guard_started_without_deadline",
@@ -208,7 +208,7 @@ MUTANTS: tuple[Mutant, ...] = (
         NODERUN,
         'kill_deadline=action.kill_deadline, on_output=self._output,',
         'kill_deadline=None, on_output=self._output,',
-        ("tests/test_daemon_inproc.py::test_guard_kills_at_the_deadline_while_the_loop_is_frozen",),
+        ("tests/test_daemon_node.py::test_guard_kills_at_the_deadline_while_the_loop_is_frozen",),
     ),
     Mutant(
         "start_without_deadline",
@@ -376,7 +376,7 @@ MUTANTS: tuple[Mutant, ...] = (
         LEASECALLS,
         "done, _ = await asyncio.wait({task}, timeout=action.timeout + CALL_GRACE)",
         "done, _ = await asyncio.wait({task}, timeout=None)",
-        ("tests/test_daemon_inproc.py::test_an_observe_that_never_answers_is_failed_in_time",),
+        ("tests/test_daemon_lease_calls.py::test_an_observe_that_never_answers_is_failed_in_time",),
     ),
     Mutant(
         "store_exception_swallows_result",
@@ -385,7 +385,7 @@ MUTANTS: tuple[Mutant, ...] = (
         '        except Exception as e:\n            log.exception("lease_call_error", op=kind)\n',
         "        except ArithmeticError as e:\n"
         '            log.exception("lease_call_error", op=kind)\n',
-        ("tests/test_daemon_inproc.py::test_unexpected_store_exceptions_are_failed_calls",),
+        ("tests/test_daemon_lease_calls.py::test_unexpected_store_exceptions_are_failed_calls",),
     ),
     Mutant(
         "start_error_no_exit_event",
@@ -393,7 +393,7 @@ MUTANTS: tuple[Mutant, ...] = (
         NODERUN,
         '        except Exception as e:\n            log.exception("node_start_error")\n',
         '        except ArithmeticError as e:\n            log.exception("node_start_error")\n',
-        ("tests/test_daemon_inproc.py::test_a_start_that_raises_is_a_crash",),
+        ("tests/test_daemon_node.py::test_a_start_that_raises_is_a_crash",),
     ),
     Mutant(
         "no_kill_on_exit",
@@ -401,7 +401,7 @@ MUTANTS: tuple[Mutant, ...] = (
         DAEMON,
         '            process.kill()\n',
         '            pass\n',
-        ("tests/test_daemon_inproc.py::test_node_killed_when_the_daemon_leaves_with_it_running",),
+        ("tests/test_daemon_node.py::test_node_killed_when_the_daemon_leaves_with_it_running",),
     ),
     Mutant(
         "commands_lost_while_starting",
@@ -409,7 +409,7 @@ MUTANTS: tuple[Mutant, ...] = (
         NODERUN,
         '            self.slot.pending.append(command)\n',
         '            pass\n',
-        ("tests/test_daemon_inproc.py::test_shutdown_while_the_node_starts",),
+        ("tests/test_daemon_node.py::test_shutdown_while_the_node_starts",),
     ),
     Mutant(
         "sigterm_not_a_shutdown",
@@ -417,7 +417,7 @@ MUTANTS: tuple[Mutant, ...] = (
         DAEMON,
         'loop.add_signal_handler(sig, self.post, ShutdownRequested(sig.name))',
         'loop.add_signal_handler(sig, lambda: None)',
-        ("tests/test_daemon_inproc.py::test_second_sigterm_kills_the_node",),
+        ("tests/test_daemon_node.py::test_second_sigterm_kills_the_node",),
     ),
     # ------------------------------------------------------------ the standby's stopwatch
     Mutant(
@@ -443,7 +443,7 @@ MUTANTS: tuple[Mutant, ...] = (
         SQL,
         "SET renewed_at = n.now, expires_at = n.now + %(w)s, server_id = {server}",
         "SET renewed_at = n.now, server_id = {server}",
-        ("tests/test_lease_rules.py::test_expires_at_follows_every_renewal",),
+        ("tests/test_lease.py::test_expires_at_follows_every_renewal",),
     ),
     Mutant(
         "renew_after_expiry",
@@ -499,7 +499,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "supervisor/lease/bounded.py",
         "done, _ = await asyncio.wait({task}, timeout=max(0.0, timeout))",
         "done, _ = await asyncio.wait({task}, timeout=None)",
-        ("tests/test_lease.py::test_blackholed_database_times_out_then_recovers",),
+        ("tests/test_lease_faults.py::test_blackholed_database_times_out_then_recovers",),
     ),
     # ------------------------------------------------------------ server identity
     Mutant(
@@ -533,7 +533,7 @@ MUTANTS: tuple[Mutant, ...] = (
         LEASECALLS,
         "epoch = await store.acquire(version, takeover=takeover, server=server,",
         "epoch = await store.acquire(version, takeover=takeover, server=None,",
-        ("tests/test_daemon_inproc.py::test_acquire_names_the_watched_server",),
+        ("tests/test_daemon_lease_calls.py::test_acquire_names_the_watched_server",),
     ),
     Mutant(
         "first_read_other_server_trusted",
@@ -942,7 +942,7 @@ MUTANTS: tuple[Mutant, ...] = (
         CONFIG,
         "    if wait <= update:\n",
         "    if False:\n",
-        ("tests/test_config.py::test_wait_must_exceed_update",),
+        ("tests/test_config_timing.py::test_wait_must_exceed_update",),
     ),
     Mutant(
         "no_room_for_a_renewal",
@@ -950,7 +950,7 @@ MUTANTS: tuple[Mutant, ...] = (
         CONFIG,
         "    if window < MIN_RENEWAL_WINDOW:\n",
         "    if False:\n",
-        ("tests/test_config.py::test_no_room_for_one_renewal_is_refused",),
+        ("tests/test_config_timing.py::test_no_room_for_one_renewal_is_refused",),
     ),
     Mutant(
         "no_default_margin",
@@ -968,7 +968,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "                await asyncio.wait_for(conn.lock.acquire(), _CLOSE_WAITS_FOR_USERS)\n"
         "                locked = True\n",
         "                pass\n",
-        ("tests/test_lease.py::"
+        ("tests/test_lease_faults.py::"
          "test_a_failing_call_does_not_break_calls_sharing_its_connection",),
     ),
     # ------------------------------------------------------------ one conversation per concern
@@ -1067,7 +1067,7 @@ MUTANTS: tuple[Mutant, ...] = (
         LEASECALLS,
         "                return LeaseAcquired(epoch=epoch, sent_at=sent_at)\n",
         "                return LeaseAcquired(epoch=epoch, sent_at=self.clock())\n",
-        ("tests/test_daemon_inproc.py::test_an_acquisition_counts_from_when_it_was_sent",),
+        ("tests/test_daemon_lease_calls.py::test_an_acquisition_counts_from_when_it_was_sent",),
     ),
     Mutant(
         "release_without_its_epoch",
@@ -1110,7 +1110,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "clock_now,\n",
         "                 identity: Identity | None = None, clock: Callable[[], float] = "
         "__import__('time').monotonic,\n",
-        ("tests/test_daemon_inproc.py::"
+        ("tests/test_daemon_lease_calls.py::"
          "test_a_suspend_longer_than_the_lease_ends_the_run_at_once",),
     ),
     Mutant(
