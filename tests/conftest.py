@@ -78,6 +78,7 @@ from tests.harness.cgroups import cgroup_parent  # noqa: F401,E402
 from tests.harness.faultproxy import proxies  # noqa: F401,E402
 from tests.harness.fencedb import fdb  # noqa: F401,E402
 from tests.harness.inproc import daemon_logs  # noqa: F401,E402
+from tests.harness.loadprobe import load  # noqa: F401,E402
 from tests.harness.proc import reaper  # noqa: F401,E402
 from tests.harness.users import other_user  # noqa: F401,E402
 

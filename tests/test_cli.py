@@ -21,11 +21,12 @@ import pytest
 
 from supervisor import __version__
 from supervisor.cli import command as cli
+from tests.harness.bounds import GIVE_UP, wait_within, within
 from tests.harness.cli import run_cli
 from tests.harness.cluster import Cluster, start_pair
 from tests.harness.config import Raw, Value, lease, ms, seconds, supervisor_config, write_config
 from tests.harness.host import STOP_MS, W, log_seconds
-from tests.harness.loadprobe import measure
+from tests.harness.loadprobe import LoadWatch
 from tests.harness.paths import REPO
 from tests.harness.pgserver import free_port
 from tests.harness.proc import pid_alive, wait_until
@@ -150,7 +151,7 @@ def test_status_after_graceful_stop_exits_3(pair: Cluster) -> None:
 
 
 def test_status_with_unreachable_database_exits_69_quickly(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], load: LoadWatch) -> None:
     port = free_port()  # nothing listens there
     variants: dict[str, dict[str, Value]] = {
         "password key": {"url": f"postgresql://127.0.0.1:{port}/db", "user": "corda",
@@ -169,11 +170,11 @@ def test_status_with_unreachable_database_exits_69_quickly(
         code, took, out = timed_in_process(capsys, "status", "--config", str(no_health(conf)))
         print(f"  in process: exit {code} after {took:.3f} s")
         assert code == 69 and PASSWORD not in out
-        assert took < CONNECT_TIMEOUT + 1.0
+        assert took < within(CONNECT_TIMEOUT, load, spawns=0, floor=1.0)
 
 
 def test_status_with_silent_database_exits_69_within_connect_timeout(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], load: LoadWatch) -> None:
     """A listener that accepts TCP but never answers: only the client-side bound helps.
     Timed in process, from the command's start: the bound is the connect timeout."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
@@ -190,7 +191,7 @@ def test_status_with_silent_database_exits_69_within_connect_timeout(
     assert r.returncode == 69, (r.stdout, r.stderr)
     assert PASSWORD not in r.stdout + r.stderr
     assert code == 69 and PASSWORD not in out
-    assert CONNECT_TIMEOUT - 0.1 <= took < CONNECT_TIMEOUT + 1.0
+    assert CONNECT_TIMEOUT - 0.1 <= took < within(CONNECT_TIMEOUT, load, spawns=0, floor=1.0)
 
 
 def test_status_with_wrong_password_exits_69_without_echoing_it(
@@ -211,7 +212,7 @@ def test_status_with_wrong_password_exits_69_without_echoing_it(
 # --------------------------------------------------------------------------- handover
 
 
-def test_handover_with_wait_moves_the_lease_to_b(pair: Cluster) -> None:
+def test_handover_with_wait_moves_the_lease_to_b(pair: Cluster, load: LoadWatch) -> None:
     with Watcher(pair.hosts) as watch:
         a, b = start_pair(pair)
         watch.hosts = pair.hosts
@@ -219,7 +220,6 @@ def test_handover_with_wait_moves_the_lease_to_b(pair: Cluster) -> None:
         (node_a,) = a.live_nodes()
         epoch = a.wait_event("lease_acquired", 1)["epoch"]
         mark_a, mark_b = a.mark(), b.mark()
-        load = measure()
         t0 = time.monotonic()
         r = run_cli("handover", "--config", str(a.config_path), "--wait", "10", timeout=30)
         cli_took = time.monotonic() - t0
@@ -229,7 +229,7 @@ def test_handover_with_wait_moves_the_lease_to_b(pair: Cluster) -> None:
         assert re.search(rf"now held by b \(epoch {epoch + 1}\)", r.stdout)
         b_acquired = b.wait_event("lease_acquired", 1, since=mark_b)
         assert b_acquired["epoch"] == epoch + 1
-        wait_until(lambda: b.live_nodes(), 3, message="b's node to run")
+        wait_until(lambda: b.live_nodes(), GIVE_UP, message="b's node to run")
         assert not pid_alive(node_a)
         assert a.live_nodes() == []
         rec = a.node_record(node_a)
@@ -247,7 +247,7 @@ def test_handover_with_wait_moves_the_lease_to_b(pair: Cluster) -> None:
     # supervisors' own log times: a's node stops (it exits at once on SIGTERM), a releases,
     # b is woken by NOTIFY and starts a guard and a node (two interpreters).
     moved = log_seconds(b_started) - log_seconds(noticed)
-    limit = STOP_MS / 1000 + load.allowance(spawns=2)
+    limit = within(STOP_MS / 1000, load, spawns=2)
     print(f"handover: CLI returned after {cli_took:.3f}s (incl. interpreter start); b's node "
           f"started {moved:.3f}s after a noticed the request (limit {limit:.3f}s)")
     assert 0 < moved < limit
@@ -261,7 +261,8 @@ def test_handover_without_holder_exits_3(pair: Cluster) -> None:
     assert "nobody holds the lease" in r.stderr
 
 
-def test_handover_with_single_host_times_out_and_holder_comes_back(pair: Cluster) -> None:
+def test_handover_with_single_host_times_out_and_holder_comes_back(pair: Cluster,
+                                                                   load: LoadWatch) -> None:
     """Documented: the holder stops its node, releases and cools down for 2 W; with no
     other host, `--wait` fails (exit 1), and after the cooldown the holder takes the
     lease again (new epoch, node running again)."""
@@ -283,7 +284,7 @@ def test_handover_with_single_host_times_out_and_holder_comes_back(pair: Cluster
         # timed from the request (printed once the flag is set): --wait 1 plus at most
         # one last observe (operationTimeout 0.4 s) and a poll pause of 0.1 s
         cli_took = exited - cmd.when("handover requested from a")
-        assert 1.0 <= cli_took < 1.0 + 0.5 + 1.0
+        assert 1.0 <= cli_took < within(1.0 + 0.5, load, spawns=0, floor=1.0)
         # a stepped down: node stopped (gracefully), lease released, cooling down for 2 W
         wait_until(lambda: not pid_alive(node_a), 2, message="a's node to stop")
         a.wait_event("handover_requested", 2, since=mark)
@@ -292,17 +293,17 @@ def test_handover_with_single_host_times_out_and_holder_comes_back(pair: Cluster
         assert cooldown["seconds"] == pytest.approx(2 * W)
         assert released["epoch"] == epoch
         # ... and after the cooldown takes the lease back
-        back = a.wait_event("lease_acquired", 2 * W + 3, since=mark)
+        back = a.wait_event("lease_acquired", GIVE_UP, since=mark)
         back_after = log_seconds(back) - log_seconds(released)  # by the supervisor's log times
         assert back["epoch"] == epoch + 1
         a.wait_event("cooldown_ended", 1, since=mark)
-        wait_until(lambda: a.live_nodes(), 3, message="a's node to run again")
+        wait_within(lambda: a.live_nodes(), 0.0, load, floor=3.0, what="a's node to run again")
         assert a.state() == "active"
         gap = time.monotonic() - t0
     watch.assert_never_two()
     print(f"handover --wait 1 alone: exit 1 after {cli_took:.3f}s; a took the lease back "
           f"~{back_after:.3f}s after releasing (cooldown {2 * W:.1f}s); no node for {gap:.3f}s")
-    assert 2 * W - 0.1 <= back_after < 2 * W + 2
+    assert 2 * W - 0.1 <= back_after < within(2 * W, load, floor=2.0)
 
 
 # --------------------------------------------------------------------------- check-config

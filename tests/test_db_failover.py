@@ -57,10 +57,12 @@ import psycopg
 import pytest
 
 from tests.harness import renewal_audit
+from tests.harness.bounds import wait_within
 from tests.harness.cli import run_cli
 from tests.harness.cluster import Cluster, cluster
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.host import Host
+from tests.harness.loadprobe import LoadWatch
 from tests.harness.pgserver import ENV_DSN, PgServer, find_bindir
 from tests.harness.proc import pid_alive, wait_until
 from tests.harness.watcher import Watcher
@@ -188,7 +190,7 @@ def kill_supervisor(host: Host) -> None:
 
 @pytest.mark.parametrize("variant", ["cooldown", "restart_before", "restart_after"])
 def test_lossy_failover_never_runs_two_nodes(tmp_path: Path, lease_name: str, db: FailoverDb,
-                                              variant: str) -> None:
+                                              variant: str, load: LoadWatch) -> None:
     t_start = time.monotonic()
     with cluster(tmp_path, db.primary.dsn, lease_name) as c, Watcher(c.hosts) as watch:
         c.audit_dsns = None  # the old primary is down at teardown: checked below
@@ -216,7 +218,7 @@ def test_lossy_failover_never_runs_two_nodes(tmp_path: Path, lease_name: str, db
         cooldown_end = mono_of(cooldown) + float(cooldown["seconds"])
         b.wait_event("lease_acquired", 5, since=mark_b, match=lambda e: e["epoch"] == epoch + 1)
         b.wait_event("node_started", 5, since=mark_b)
-        wait_until(lambda: b.live_nodes(), 5, message="b's node record")
+        wait_within(lambda: b.live_nodes(), 0.0, load, floor=5.0, what="b's node record")
         (node_b,) = b.live_nodes()
         assert not a.live_nodes()
         on_primary = lease_row(db.primary, lease_name)

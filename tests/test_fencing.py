@@ -29,9 +29,11 @@ from pathlib import Path
 import pytest
 
 from supervisor.node import cgroup as cgroups
+from tests.harness.bounds import GIVE_UP, wait_within, within
 from tests.harness.cluster import Cluster, add_edited, host_node_key
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.host import EditedHost, Host
+from tests.harness.loadprobe import LoadWatch
 from tests.harness.paths import FAKE_NODE
 from tests.harness.pgserver import PgServer
 from tests.harness.proc import pid_alive, wait_until
@@ -54,7 +56,8 @@ def _kill_margin(host: Host) -> float:
 
 
 def test_frozen_guard_and_cut_off_database(pair: Cluster, pg_server: PgServer,
-                                           proxies: Callable[[], FaultProxy]) -> None:
+                                           proxies: Callable[[], FaultProxy],
+                                           load: LoadWatch) -> None:
     pa, pb = proxies(), proxies()
     a = pair.add("a", dsn=pg_server.dsn_via("127.0.0.1", pa.port))
     b = pair.add("b", dsn=pg_server.dsn_via("127.0.0.1", pb.port))
@@ -84,8 +87,11 @@ def test_frozen_guard_and_cut_off_database(pair: Cluster, pg_server: PgServer,
             time.sleep(0.005)
         dead_at = time.monotonic()
         assert t_last is not None
-        wait_until(lambda: not pid_alive(guard.pid), 3.0, message="a's frozen guard killed")
-        b_node = pair.active(a.wait_ms / 1000 + 2.0)
+        wait_within(lambda: not pid_alive(guard.pid), 0.0, load, floor=3.0, spawns=0,
+                    what="a's frozen guard killed")
+        t_wait = time.monotonic()
+        b_node = pair.active(GIVE_UP)
+        assert time.monotonic() - t_wait < within(a.wait_ms / 1000, load, floor=2.0)
         assert b_node is b
         time.sleep(1.0)
         assert pair.live()["a"] == [] and len(pair.live()["b"]) == 1
@@ -121,7 +127,8 @@ def _wrapper_edit(host_root: Path) -> Callable[[str], str]:
     return edit
 
 
-def _restart_after_losing_supervisor_and_guard(pair: Cluster, a: Host, b: Host) -> None:
+def _restart_after_losing_supervisor_and_guard(pair: Cluster, a: Host, b: Host,
+                                               load: LoadWatch) -> None:
     with Watcher(pair.hosts) as watch:
         a.start()
         a.wait_event("node_started", 15)
@@ -160,7 +167,9 @@ def _restart_after_losing_supervisor_and_guard(pair: Cluster, a: Host, b: Host) 
         wait_until(lambda: not any(pid_alive(p) for p in old_run), 1.0,
                    message="every process of the old run dead")
         assert not os.path.exists(old_cgroup)
-        winner = pair.active(a.wait_ms / 1000 + 3.0)
+        t_swept = time.monotonic()
+        winner = pair.active(GIVE_UP)
+        assert time.monotonic() - t_swept < within(a.wait_ms / 1000, load, floor=3.0)
         time.sleep(1.0)
         assert pair.active(0.5) is winner
     watch.assert_never_two()
@@ -170,14 +179,15 @@ def _restart_after_losing_supervisor_and_guard(pair: Cluster, a: Host, b: Host) 
           f"{winner.name} runs the node now")
 
 
-def test_wrapper_script_node_left_by_dead_supervisor_and_guard(pair: Cluster) -> None:
+def test_wrapper_script_node_left_by_dead_supervisor_and_guard(pair: Cluster,
+                                                               load: LoadWatch) -> None:
     root = pair.root / "a"
     a: EditedHost = add_edited(pair, "a", _wrapper_edit(root), wait_ms=4000)
     b = pair.add("b", wait_ms=4000)
-    _restart_after_losing_supervisor_and_guard(pair, a, b)
+    _restart_after_losing_supervisor_and_guard(pair, a, b, load)
 
 
-def test_setsid_node_left_by_dead_supervisor_and_guard(pair: Cluster) -> None:
+def test_setsid_node_left_by_dead_supervisor_and_guard(pair: Cluster, load: LoadWatch) -> None:
     a = pair.add("a", ["--setsid-child"], wait_ms=4000)
     b = pair.add("b", wait_ms=4000)
-    _restart_after_losing_supervisor_and_guard(pair, a, b)
+    _restart_after_losing_supervisor_and_guard(pair, a, b, load)

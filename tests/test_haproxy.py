@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import haproxy, jvmnode
+from tests.harness.bounds import within
 from tests.harness.haproxy import Backend, HaProxy, HealthServer, NameServer
 from tests.harness.jvmnode import REGISTERED, NodeConf
 from tests.harness.loadprobe import measure
@@ -58,8 +59,8 @@ def answers(lb: HaProxy, n: int = 20) -> set[str | None]:
 
 def test_connections_go_only_to_the_healthy_backend_and_follow_a_flip(
         tmp_path: Path, reaper: Reaper, pair: Pair) -> None:
-    slack = measure().allowance(spawns=0)
-    bound = 3 * INTER_MS / 1000 + slack  # one check interval, one check, haproxy's turn
+    # one check interval, one check, haproxy's turn
+    bound = within(3 * INTER_MS / 1000, measure(), spawns=0)
     with HaProxy(tmp_path, pair.backends(), inter_ms=INTER_MS, reaper=reaper) as lb:
         assert lb.server_states() == {"a": "UP", "b": "DOWN"}
         assert answers(lb) == {"a"}, "a DOWN backend got a connection"

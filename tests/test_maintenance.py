@@ -10,10 +10,11 @@ import time
 
 import pytest
 
+from tests.harness.bounds import wait_within
 from tests.harness.cli import run_cli
 from tests.harness.cluster import Cluster, start_pair
 from tests.harness.host import http_get
-from tests.harness.proc import wait_until
+from tests.harness.loadprobe import LoadWatch
 from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(120)
@@ -24,7 +25,8 @@ def cli(host: object, *args: str) -> tuple[int, str]:
     return out.returncode, out.stdout + out.stderr
 
 
-def test_pause_leaves_the_node_alone_and_standbys_take_nothing(pair: Cluster) -> None:
+def test_pause_leaves_the_node_alone_and_standbys_take_nothing(pair: Cluster,
+                                                               load: LoadWatch) -> None:
     with Watcher(pair.hosts) as watch:
         a, b = start_pair(pair)
         watch.hosts = pair.hosts
@@ -46,11 +48,12 @@ def test_pause_leaves_the_node_alone_and_standbys_take_nothing(pair: Cluster) ->
         code, _ = cli(a, "resume")
         assert code == 0
         a.wait_event("pair_resumed", 5)
-        wait_until(lambda: a.live_nodes(), 5, message="a's node restarted on resume")
+        wait_within(lambda: a.live_nodes(), 0.0, load, floor=5.0,
+                    what="a's node restarted on resume")
     watch.assert_never_two()
 
 
-def test_paused_pair_with_a_dead_holder_waits_for_resume(pair: Cluster) -> None:
+def test_paused_pair_with_a_dead_holder_waits_for_resume(pair: Cluster, load: LoadWatch) -> None:
     with Watcher(pair.hosts) as watch:
         a, b = start_pair(pair)
         watch.hosts = pair.hosts
@@ -61,11 +64,11 @@ def test_paused_pair_with_a_dead_holder_waits_for_resume(pair: Cluster) -> None:
         assert not b.events("lease_acquired") and not b.live_nodes()
         assert cli(b, "resume")[0] == 0
         b.wait_event("lease_acquired", 10)
-        wait_until(lambda: b.live_nodes(), 5, message="b's node")
+        wait_within(lambda: b.live_nodes(), 0.0, load, floor=5.0, what="b's node")
     watch.assert_never_two()
 
 
-def test_handover_to_a_named_member_and_history(pair: Cluster) -> None:
+def test_handover_to_a_named_member_and_history(pair: Cluster, load: LoadWatch) -> None:
     with Watcher(pair.hosts) as watch:
         a, b = start_pair(pair)
         c = pair.add("c")
@@ -78,7 +81,7 @@ def test_handover_to_a_named_member_and_history(pair: Cluster) -> None:
         code, out = cli(a, "handover", "--to", "c", "--wait", "15")
         assert code == 0, out
         assert "could take over: c" in out and "now held by c" in out
-        wait_until(lambda: c.live_nodes(), 5, message="c's node")
+        wait_within(lambda: c.live_nodes(), 0.0, load, floor=5.0, what="c's node")
         assert not b.events("lease_acquired")
         code, out = cli(a, "history", "--json")
         assert code == 0, out

@@ -10,9 +10,11 @@ import time
 
 import pytest
 
+from tests.harness.bounds import wait_within
 from tests.harness.cluster import Cluster
 from tests.harness.config import seconds, supervisor_config
 from tests.harness.host import http_get
+from tests.harness.loadprobe import LoadWatch
 from tests.harness.pgserver import free_port
 from tests.harness.proc import wait_until
 from tests.harness.watcher import Watcher
@@ -66,7 +68,7 @@ def test_readiness_by_port(pair: Cluster) -> None:
         listener.close()
 
 
-def test_never_ready_is_a_failed_start_and_the_lease_moves(pair: Cluster) -> None:
+def test_never_ready_is_a_failed_start_and_the_lease_moves(pair: Cluster, load: LoadWatch) -> None:
     never = supervisor_config(node={"readiness": {"logPattern": "never printed",
                                                   "startTimeout": seconds(1)}})
     with Watcher(pair.hosts) as watch:
@@ -79,7 +81,7 @@ def test_never_ready_is_a_failed_start_and_the_lease_moves(pair: Cluster) -> Non
         a.wait_event("node_not_ready", 10)
         a.wait_event("crash_loop", 20)
         b.wait_event("lease_acquired", 10)
-        wait_until(lambda: b.live_nodes(), 5, message="b's node")
+        wait_within(lambda: b.live_nodes(), 0.0, load, floor=5.0, what="b's node")
         exits = a.events("node_exited")
         assert exits and all(e["expected"] is False for e in exits)
     watch.assert_never_two()

@@ -15,10 +15,11 @@ import pytest
 
 from supervisor.node import shareddirs
 from tests.harness.aio import run
+from tests.harness.bounds import wait_within
 from tests.harness.cluster import Cluster
 from tests.harness.config import seconds, supervisor_config
 from tests.harness.host import http_get
-from tests.harness.proc import wait_until
+from tests.harness.loadprobe import LoadWatch
 from tests.harness.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(90)
@@ -68,7 +69,7 @@ def shared(path: Path) -> str:
 
 
 def test_a_standby_without_its_shared_directory_never_takes_the_lease(
-        pair: Cluster, tmp_path: Path) -> None:
+        pair: Cluster, tmp_path: Path, load: LoadWatch) -> None:
     a_dir, b_dir = tmp_path / "shared-a", tmp_path / "shared-b"
     a_dir.mkdir()
     with Watcher(pair.hosts) as watch:
@@ -87,12 +88,12 @@ def test_a_standby_without_its_shared_directory_never_takes_the_lease(
         b_dir.mkdir()
         b.wait_event("shared_dirs_ok", 15)
         b.wait_event("lease_acquired", 10)
-        wait_until(lambda: b.live_nodes(), 5, message="b's node")
+        wait_within(lambda: b.live_nodes(), 0.0, load, floor=5.0, what="b's node")
     watch.assert_never_two()
 
 
 def test_a_holder_whose_shared_directory_fails_does_not_start_and_gives_the_lease_up(
-        pair: Cluster, tmp_path: Path) -> None:
+        pair: Cluster, tmp_path: Path, load: LoadWatch) -> None:
     a_dir, b_dir = tmp_path / "shared-a", tmp_path / "shared-b"
     a_dir.mkdir()
     b_dir.mkdir()
@@ -110,6 +111,6 @@ def test_a_holder_whose_shared_directory_fails_does_not_start_and_gives_the_leas
                                in str(e.get("reason")))
         assert str(a_dir) in refused["reason"]
         a.wait_event("lease_released", 20)
-        wait_until(lambda: b.live_nodes(), 10, message="b's node")
+        wait_within(lambda: b.live_nodes(), 0.0, load, floor=10.0, what="b's node")
         assert len(a.events("node_started")) == 1  # never started again without it
     watch.assert_never_two()

@@ -24,8 +24,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.harness.bounds import wait_within
 from tests.harness.cluster import Cluster, start_pair
 from tests.harness.host import Host, W
+from tests.harness.loadprobe import LoadWatch
 from tests.harness.proc import wait_until
 from tests.harness.watcher import Watcher
 
@@ -46,7 +48,7 @@ def pipe_fill(host: Host) -> tuple[int, int]:
 
 
 def test_a_stalled_stdout_does_not_stop_renewals(pair: Cluster, pg_dsn: str,
-                                                 lease_name: str) -> None:
+                                                 lease_name: str, load: LoadWatch) -> None:
     with Watcher(pair.hosts) as watch, psycopg.connect(pg_dsn, autocommit=True) as db:
         def row() -> tuple[Any, ...]:
             found = db.execute(
@@ -112,7 +114,8 @@ def test_a_stalled_stdout_does_not_stop_renewals(pair: Cluster, pg_dsn: str,
         a.signal(signal.SIGTERM)
         assert a.exit_code(20) == 0
         wait_until(lambda: a.events("supervisor_exiting"), 10, message="a's last line")
-        wait_until(lambda: b.live_nodes(), 10, message="b to take over after a's stop")
+        wait_within(lambda: b.live_nodes(), 0.0, load, floor=10.0,
+                    what="b to take over after a's stop")
     watch.assert_never_two()
     print(f"pipe ({stuck_at} of {capacity} B) full after {filled_after:.2f}s; "
           f"stalled {STALL:.0f}s with {len(renewals)} renewals seen, gaps max "
