@@ -27,7 +27,7 @@ from tests.harness.proc import pid_alive, wait_until
 pytestmark = pytest.mark.timeout(150)
 
 W = 5.0
-W_HARNESS = 2.0  # waitInterval of tests/harness/cluster.py's hosts
+W_HARNESS = 2.0  # waitInterval of tests/harness/host.py's hosts
 
 
 def corda_row(pg: PgServer, schema: str, machine: str, version: int = 7,

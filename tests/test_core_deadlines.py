@@ -1,6 +1,6 @@
 """Exact deadlines of the core: SIGTERM at t + W - M - G, KillNode at t + W - M, not a
 moment earlier, not a moment later, and a wake-up scheduled for each. Pure: a fake
-clock (see tests/test_core.py for the Driver); U = 0.5, W = 2, M = 0.2, S = G = 0.5."""
+clock (see tests/harness/coredriver.py for the Driver); U = 0.5, W = 2, M = 0.2, S = G = 0.5."""
 
 from __future__ import annotations
 

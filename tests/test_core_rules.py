@@ -1,6 +1,6 @@
 """The core's safety rules at production shape: Corda's timing ratio with a JVM-sized
 stopTimeout, server identity, machine identity, and a standby that says when it cannot
-take over. Pure: a fake clock, no I/O (see tests/test_core.py for the Driver)."""
+take over. Pure: a fake clock, no I/O (see tests/harness/coredriver.py for the Driver)."""
 
 from __future__ import annotations
 

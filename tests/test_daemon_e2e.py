@@ -1,7 +1,7 @@
 """The daemon end to end: systemd notify, logs, lease off, restart on the same host,
 a shared machineName, a node failing at start. Real PostgreSQL, real processes.
 
-U = 0.5 s, W = 2 s, stopTimeout = 0.5 s (tests/harness/cluster.py).
+U = 0.5 s, W = 2 s, stopTimeout = 0.5 s (tests/harness/host.py).
 """
 
 from __future__ import annotations

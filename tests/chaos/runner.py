@@ -5,7 +5,7 @@ Setup (`ChaosCluster`)
 - Its own database (tests/chaos/db.py `ChaosDb`): a PostgreSQL primary with a
   streaming replica, under libfaketime when installed; each host reaches it
   through its own proxies (one per server) and a multi-host URL.
-- Two or three hosts (tests/harness/cluster.py `Host`s: real `python -m supervisor run`
+- Two or three hosts (tests/harness/host.py `Host`s: real `python -m supervisor run`
   processes) with the intervals of one timing profile (tests/chaos/profile.py:
   `lab` or `corda`). The node is tests/chaos/hb_node.py, which records its
   heartbeats in `<host root>/records/<pid>.jsonl` (the records of a partitioned
@@ -150,7 +150,7 @@ class Systemd:
 
 
 def edit_config(text: str, command: list[str], profile: Profile) -> str:
-    """A tests/harness/cluster.py host config with the node `command` and the profile's
+    """A tests/harness/host.py host config with the node `command` and the profile's
     operationTimeout (the Host writes U, W and stopTimeout itself)."""
     out = []
     replaced = False

@@ -126,8 +126,8 @@ def main() -> int:
 
     child_pid = None
     if args.spawn_child:
-        child = subprocess.Popen(["sleep", "1000"])
-        child_pid = child.pid
+        sleeper = subprocess.Popen(["sleep", "1000"])
+        child_pid = sleeper.pid
 
     epoch = os.environ.get("CORDA_HA_EPOCH")
     record: dict[str, object] = {

@@ -119,7 +119,7 @@ class Run:
 def daemon_logs() -> Iterator[list[dict[str, Any]]]:
     """Every event the daemon logs (all levels), as dicts."""
     with capture_logs() as captured:
-        yield captured
+        yield captured  # type: ignore[misc]  # structlog's events are plain dicts
 
 
 async def started(config: Config, reaper: Reaper, logs: list[dict[str, Any]],

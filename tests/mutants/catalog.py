@@ -46,7 +46,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "canary_supervisor_via_cli",
-        "harness: `python -m supervisor` started by tests/harness/cluster.py imports the "
+        "harness: `python -m supervisor` started by tests/harness/host.py imports the "
         "mutated copy",
         "supervisor/__main__.py",
         "    raise SystemExit(main())\n",
