@@ -31,13 +31,14 @@ root only).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,7 +48,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from supervisor.lease.cordarow import CORDA_TABLE, look, make_takeable
 from supervisor.lease.fence_sql import FenceSql
+from supervisor.lease.sql import LeaseSql
 from tests.fencedb import FenceDb, set_up
 from tests.pgserver import PgServer
 
@@ -204,8 +207,10 @@ class Observed:
 ROLE_KEYS = ("a", "b", "c", "d", "e", "x", "ghost")
 
 
-def key_of(w: World, role: str) -> str:
+def key_of(w: World, role: str | None) -> str | None:
     """A node role's key ("a", ...), else the name with the world's names as `{key}`."""
+    if role is None:
+        return None
     return next((k for k in ROLE_KEYS if w.names[k] == role), None) or w_unformat(w, role)
 
 
@@ -323,12 +328,15 @@ def connect_sessions(w: World, keys: tuple[str, ...]) -> dict[str, psycopg.Conne
             for k in keys}
 
 
-def run(w: World, sc: Any) -> Observed:
-    """One scenario in a rolled-back transaction (see the module docstring)."""
+def run(w: World, sc: Any, pre: Sequence[str] = ()) -> Observed:
+    """One scenario in a rolled-back transaction (see the module docstring); `pre`:
+    statements run first in it (a mutated function or policy, in process)."""
     sessions = connect_sessions(w, sc.sessions)
     try:
         with psycopg.connect(w.db.dsn, autocommit=True, connect_timeout=10) as conn, \
                 conn.transaction(force_rollback=True):
+            for text in pre:
+                conn.execute(text.encode())
             prepare(conn, w, sc)
             outcome = call(conn, w, sc)
             if isinstance(outcome, str | Failed):
@@ -350,7 +358,7 @@ def unformatted(w: World, outcome: Any) -> Any:
 # ---------------------------------------------------------------- the end call's deadline
 
 
-def run_wait(w: World, sc: Any) -> Observed:
+def run_wait(w: World, sc: Any, pre: Sequence[str] = ()) -> Observed:
     """The end call waits for a session that was signalled but does not exit (its backend
     stopped): it must still be waiting with the clock a microsecond before its deadline
     (`T0 + wait_ms`), and return once the clock reaches it. The outcome: ("returned at
@@ -375,6 +383,8 @@ def run_wait(w: World, sc: Any) -> Observed:
     def the_call() -> None:
         try:
             with conn.transaction(force_rollback=True):
+                for text in pre:
+                    conn.execute(text.encode())
                 prepare(conn, w, sc, clock=False)
                 text, params = statement(w, sc)
                 conn.execute(f"SET SESSION AUTHORIZATION {w.role(sc.caller)}".encode())
@@ -427,3 +437,65 @@ def run_wait(w: World, sc: Any) -> Observed:
         for s in sessions.values():
             s.close()
     return Observed((step, result.get("rows")), {}, {}, [])
+
+
+# ---------------------------------------------------------------- Corda's lock row
+
+CORDA_DDL = """CREATE TABLE {} (mutual_exclusion_id char(1) PRIMARY KEY,
+    machine_name varchar(255) NOT NULL, pid varchar(255) NOT NULL,
+    mutual_exclusion_timestamp timestamp NOT NULL, version bigint)"""
+
+
+def run_corda(server: PgServer, sc: Any, take: Callable[..., Any] = make_takeable,
+              look_at: Callable[..., Any] = look) -> tuple[Any, dict[str, float]]:
+    """A `fencecases.CordaScenario` in a schema of its own (the lease table, Corda's table
+    in Corda's shape, `clock_timestamp()` reading T0 first on the search_path): what
+    `take` (make_takeable) or `look_at` answered, and Corda's rows afterwards (id ->
+    seconds before T0)."""
+    schema = f"crow_{uuid.uuid4().hex[:12]}"
+    s = sql.Identifier(schema)
+    lease = LeaseSql(schema, "corda_ha_lease")
+    corda = sql.Identifier(schema, CORDA_TABLE)
+    naive = T0.replace(tzinfo=None)
+    with psycopg.connect(server.dsn, autocommit=True, connect_timeout=10) as admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(s))
+        try:
+            admin.execute(sql.SQL("CREATE FUNCTION {}.clock_timestamp() RETURNS timestamptz "
+                                  "LANGUAGE sql VOLATILE AS {}").format(
+                s, sql.Literal(f"SELECT timestamptz '{T0.isoformat()}'")))
+            admin.execute(lease.create_table)
+            admin.execute(sql.SQL(CORDA_DDL).format(corda))
+            for r in (*sc.others, *(() if sc.lease is None else (sc.lease,))):
+                r = {k: at(v) if k.endswith("_at") else v for k, v in r.items()}
+                admin.execute(sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                    lease.table, sql.SQL(", ").join(map(sql.Identifier, r)),
+                    sql.SQL(", ").join(sql.Placeholder() * len(r))), list(r.values()))
+            for ident, machine, age, version in sc.rows:
+                admin.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, '4242', %s, %s)")
+                              .format(corda), (ident, machine, naive - timedelta(seconds=age),
+                                               version))
+
+            async def the_call() -> Any:
+                conn = await psycopg.AsyncConnection.connect(
+                    server.dsn, autocommit=True, connect_timeout=10,
+                    options=f"-c search_path={schema},pg_catalog -c TimeZone=UTC")
+                try:
+                    if sc.call == "take":
+                        return await take(conn, lease.table, corda, lease_name=LEASE,
+                                          instance="inst-a", epoch=sc.epoch,
+                                          machine_name="this-host", wait_interval=sc.w)
+                    return await look_at(conn, corda, machine_name="this-host",
+                                         wait_interval=sc.w)
+                finally:
+                    await conn.close()
+
+            try:
+                answer = asyncio.run(the_call())
+            except psycopg.Error as e:
+                answer = Failed(e.sqlstate, e.diag.message_primary or str(e))
+            after = {r[0]: (naive - r[1]).total_seconds() for r in admin.execute(
+                sql.SQL("SELECT mutual_exclusion_id, mutual_exclusion_timestamp FROM {}")
+                .format(corda))}
+        finally:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(s))
+    return answer, after

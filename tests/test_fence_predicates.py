@@ -15,9 +15,7 @@ the scenario that must kill it (`tests/mutants/fencekills.py`).
 
 from __future__ import annotations
 
-import asyncio
 import os
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -25,14 +23,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from supervisor.demo.postgres import embedded_bindir
-from supervisor.lease.cordarow import CORDA_TABLE, look, make_takeable
-from supervisor.lease.sql import LeaseSql
 from tests import fenceworld
 from tests.fenceworld import LEASE, LEASE2, T0, Observed, World
-from tests.mutants.fencecases import CORDA, SCENARIOS, CordaScenario, Scenario, W
+from tests.mutants.fencecases import CORDA, SCENARIOS, Scenario
 from tests.pgserver import PgServer, PgServerError
 
 pytestmark = pytest.mark.timeout(60)
@@ -104,61 +99,15 @@ def test_scenario(name: str, request: pytest.FixtureRequest) -> None:
 
 # ---------------------------------------------------------------- Corda's lock row
 
-CORDA_DDL = """CREATE TABLE {} (mutual_exclusion_id char(1) PRIMARY KEY,
-    machine_name varchar(255) NOT NULL, pid varchar(255) NOT NULL,
-    mutual_exclusion_timestamp timestamp NOT NULL, version bigint)"""
-
 
 @pytest.mark.parametrize("name", list(CORDA))
 def test_corda_row(name: str, pg_server: PgServer) -> None:
     """Corda's row (Corda's own table shape) as the holder of our lease finds it, in a
     schema of its own whose `clock_timestamp()` (first on the search_path) reads T0."""
     sc = CORDA[name]
-    schema = f"crow_{uuid.uuid4().hex[:12]}"
-    s = sql.Identifier(schema)
-    lease = LeaseSql(schema, "corda_ha_lease")
-    corda = sql.Identifier(schema, CORDA_TABLE)
-    naive = T0.replace(tzinfo=None)
-    with psycopg.connect(pg_server.dsn, autocommit=True, connect_timeout=10) as admin:
-        admin.execute(sql.SQL("CREATE SCHEMA {}").format(s))
-        try:
-            admin.execute(sql.SQL("CREATE FUNCTION {}.clock_timestamp() RETURNS timestamptz "
-                                  "LANGUAGE sql VOLATILE AS {}").format(
-                s, sql.Literal(f"SELECT timestamptz '{T0.isoformat()}'")))
-            admin.execute(lease.create_table)
-            admin.execute(sql.SQL(CORDA_DDL).format(corda))
-            for r in (*sc.others, *(() if sc.lease is None else (sc.lease,))):
-                r = {k: T0 + timedelta(seconds=v) if k.endswith("_at") else v
-                     for k, v in r.items()}
-                admin.execute(sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-                    lease.table, sql.SQL(", ").join(map(sql.Identifier, r)),
-                    sql.SQL(", ").join(sql.Placeholder() * len(r))), list(r.values()))
-            for ident, machine, age, version in sc.rows:
-                admin.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, '4242', %s, %s)").format(
-                    corda), (ident, machine, naive - timedelta(seconds=age), version))
-            answer = asyncio.run(corda_call(pg_server.dsn, schema, lease, corda, sc))
-            after = {r[0]: (naive - r[1]).total_seconds() for r in admin.execute(
-                sql.SQL("SELECT mutual_exclusion_id, mutual_exclusion_timestamp FROM {}")
-                .format(corda))}
-        finally:
-            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(s))
+    answer, after = fenceworld.run_corda(pg_server, sc)
     assert answer == sc.expect, f"{name}: {sc.call} answered {answer!r}"
     assert after == {r[0]: r[2] for r in sc.rows} | sc.after, f"{name}: Corda's rows after"
-
-
-async def corda_call(dsn: str, schema: str, lease: LeaseSql, corda: sql.Identifier,
-                     sc: CordaScenario) -> Any:
-    conn = await psycopg.AsyncConnection.connect(
-        dsn, autocommit=True, connect_timeout=10,
-        options=f"-c search_path={schema},pg_catalog -c TimeZone=UTC")
-    try:
-        if sc.call == "take":
-            return await make_takeable(conn, lease.table, corda, lease_name=LEASE,
-                                       instance="inst-a", epoch=sc.epoch,
-                                       machine_name="this-host", wait_interval=W)
-        return await look(conn, corda, machine_name="this-host", wait_interval=W)
-    finally:
-        await conn.close()
 
 
 def test_world_clock_is_held_and_moved_by_its_script(world15: World, tmp_path: Path) -> None:

@@ -239,6 +239,10 @@ CONFIRM: dict[str, Scenario] = {
         None, "ALTER TABLE {history_table} ADD COLUMN node_role text",
         why="an added column of a built-in type is allowed; the binding table's node_role "
             "is of type name"),
+    "column-of-an-initdb-domain": confirm(
+        None, "ALTER TABLE {history_table} ADD COLUMN n information_schema.cardinal_number",
+        why="information_schema's domain: made by initdb, not pinned (its dependency is "
+            "recorded), built in all the same"),
     "default-uses-a-sequence": confirm(
         _dependency(f"default value for column how of table {HISTORY}",
                     "sequence {schema}.seq_t"), "CREATE SEQUENCE {schema}.seq_t",
@@ -543,6 +547,7 @@ class CordaScenario:
     epoch: int = 5
     expect: Any = "made_takeable"
     after: dict[str, float] = field(default_factory=dict)
+    w: float = W  # Corda's waitInterval
     why: str = ""
 
 

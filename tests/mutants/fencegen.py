@@ -34,6 +34,7 @@ as one plain literal, an f-string as one f-string with the same fields.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ class Literal:
     template: str
     fstring: bool
     body_of: str | None  # the module constant whose dollar-quoted body it is
+    function: str | None  # the function (def) it is in
 
 
 @dataclass(frozen=True)
@@ -109,14 +111,16 @@ SOURCES: tuple[Source, ...] = (
     Source("look", CORDAROW, _starts("SELECT machine_name, extract"), parse_sql),
 )
 
-#: string expressions with a condition that are not mutated, and why (by their start)
+#: string expressions with a condition that are not mutated, and why (by their start, or
+#: "def NAME": every one in that function)
+_DBA_SCRIPT = ("a DO block of the DBA's script (whether a role exists, whether a table "
+               "someone else made is in the way): the script itself, not a statement the "
+               "store or a fence function runs")
 EXCLUDED = {
     (FENCE_SQL, "CREATE POLICY {ACCESS_POLICY} ON {binding} FOR SELECT USING ({own_rows})"):
         "its condition is `own_rows` of fence_ddl, mutated as binding_policy",
-    (OWNERSHIP, "DO "):
-        "create_role_if_missing and guard_tables: DO blocks of the DBA's script (whether "
-        "a role exists, whether a table someone else made is in the way); the script "
-        "itself, not a statement the store or a fence function runs",
+    (OWNERSHIP, "def create_role_if_missing"): _DBA_SCRIPT,
+    (OWNERSHIP, "def guard_tables"): _DBA_SCRIPT,
 }
 
 
@@ -138,7 +142,11 @@ def _template(node: ast.expr, source: str) -> tuple[str, bool]:
 
 def literals(file: str, repo: object = REPO) -> list[Literal]:
     """Every maximal string expression of `file` (f-strings whole, concatenations whole)."""
-    source = (repo / file).read_text()  # type: ignore[operator]
+    return list(_literals(file, (repo / file).read_text()))  # type: ignore[operator]
+
+
+@functools.lru_cache(maxsize=16)
+def _literals(file: str, source: str) -> tuple[Literal, ...]:
     tree = ast.parse(source)
     bodies: dict[int, str] = {}
     for node in ast.walk(tree):
@@ -149,6 +157,8 @@ def literals(file: str, repo: object = REPO) -> list[Literal]:
                         and call.func.id == "dollar_quoted" and call.args:
                     bodies[id(call.args[0])] = node.targets[0].id
     inner = {id(v) for n in ast.walk(tree) if isinstance(n, ast.JoinedStr) for v in n.values}
+    within = {id(n): f.name for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)
+              for n in ast.walk(f)}
     found = []
     for node in ast.walk(tree):
         if id(node) in inner:
@@ -159,9 +169,9 @@ def literals(file: str, repo: object = REPO) -> list[Literal]:
             assert segment is not None
             template, fstring = _template(node, source)
             found.append(Literal(file, node.lineno, segment, template, fstring,
-                                 bodies.get(id(node))))
+                                 bodies.get(id(node)), within.get(id(node))))
     found.sort(key=lambda lit: lit.lineno)
-    return found
+    return tuple(found)
 
 
 def with_conditions(repo: object = REPO) -> list[Literal]:
@@ -176,7 +186,8 @@ def source_literal(src: Source, repo: object = REPO) -> Literal:
 
 def excluded(lit: Literal) -> str | None:
     for (file, start), why in EXCLUDED.items():
-        if lit.file == file and lit.template.startswith(start):
+        if lit.file == file and (lit.template.startswith(start)
+                                 or start == f"def {lit.function}"):
             return why
     return None
 
