@@ -407,7 +407,10 @@ def end(**kw: Any) -> Scenario:
 
 ENDS_B: dict[str, Any] = dict(sessions=("a", "b", "c"), expect=[("b", "locked", 1)],
                               ended=("b",))
+#: the holder check before a signal decides: b's session is left
 B_SESSION_LEFT: dict[str, Any] = dict(sessions=("b",), expect=HOLDER_LOST)
+#: no session: only the first holder check decides (the one before a signal never runs)
+FIRST_CHECK: dict[str, Any] = dict(expect=HOLDER_LOST)
 LATER = 2  # the end call's clock reads before its check right before a signal
 
 
@@ -421,13 +424,13 @@ END: dict[str, Scenario] = {
     "end": end(**ENDS_B),
     "end-refused": end(setup=(*LOCKED_B, "REVOKE {group} FROM {b}"), sessions=("b",),
                        expect=OUT_OF_GROUP),
-    "end-twin-lease": end(lease=_held(-5.0), lease2=TWIN, **B_SESSION_LEFT),
-    "end-other-instance": end(lease=row(HOLDER, instance="inst-b"), **B_SESSION_LEFT),
-    "end-old-epoch": end(args={"epoch": 4}, sessions=("b",), expect=Failed(
+    "end-twin-lease": end(lease=_held(-5.0), lease2=TWIN, **FIRST_CHECK),
+    "end-other-instance": end(lease=row(HOLDER, instance="inst-b"), **FIRST_CHECK),
+    "end-old-epoch": end(args={"epoch": 4}, expect=Failed(
         NOT_HOLDER, "not the holder of lease corda-node at epoch 4")),
-    "end-expired": end(lease=_held(-5.0), **B_SESSION_LEFT),
-    "end-expires-now": end(lease=_held(0.0), **B_SESSION_LEFT),
-    "end-expired-0.5s": end(lease=_held(-0.5), **B_SESSION_LEFT),
+    "end-expired": end(lease=_held(-5.0), **FIRST_CHECK),
+    "end-expires-now": end(lease=_held(0.0), **FIRST_CHECK),
+    "end-expired-0.5s": end(lease=_held(-0.5), **FIRST_CHECK),
     "end-expires-in-0.5s": end(lease=_held(0.5), sessions=("b",), expect=[("b", "locked", 1)],
                                ended=("b",)),
     "end-can-log-in": end(setup=(), login={}, bindings={}, sessions=("b",),

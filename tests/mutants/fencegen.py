@@ -248,6 +248,32 @@ def _plpgsql_ops(block: Block) -> Iterator[tuple[str, str, int, int, str]]:
                 yield site, f"item dropped: {norm(text[item.start:item.end])}", s, e, ""
 
 
+def _keep_positional(old: str, new: str, op: str, site: str) -> str:
+    """`new`, still taking every positional `%s` that `old` took (Corda's lock row
+    statements pass their parameters by position): a dropped condition `(TRUE OR %s::text
+    IS NULL)`, a dropped bound `- 0 * %s`, an assigned old value or NULL behind a CASE on
+    the parameter. Otherwise the mutant would only fail on its parameter count."""
+    lost = old.count("%s") - new.count("%s")
+    if lost <= 0:
+        return new
+    dead = " AND ".join(["%s::text IS NULL"] * lost)
+    if new in ("TRUE", "FALSE"):
+        return f"({new} OR {dead})" if new == "TRUE" else f"({new} AND {dead})"
+    if op == "bound dropped":
+        sign = old[len(new):].lstrip()[0]
+        return f"{new} {sign} 0 * %s" if lost == 1 else _refuse(site, op)
+    column = site.removeprefix("SET ")
+    if op == "old":
+        return f"(CASE WHEN {dead} THEN {new} ELSE {new} END)"
+    if op == "null":
+        return f"(CASE WHEN {dead} THEN NULLIF({column}, {column}) END)"
+    return _refuse(site, op)
+
+
+def _refuse(site: str, op: str) -> str:
+    raise ValueError(f"{site} [{op}] drops a positional parameter: no rule keeps it")
+
+
 def generate(repo: object = REPO) -> list[FenceMutant]:
     """Every generated mutant of `SOURCES`, in order; keys unique."""
     out: list[FenceMutant] = []
@@ -259,6 +285,7 @@ def generate(repo: object = REPO) -> list[FenceMutant]:
         found += _plpgsql_ops(block)
         for site, op, s, e, new in found:
             site = block.label(s) + site
+            new = _keep_positional(lit.template[s:e], new, op, site)
             key = f"{src.name}: {site} [{op}]"
             seen[key] = seen.get(key, 0) + 1
             if seen[key] > 1:

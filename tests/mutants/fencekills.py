@@ -60,7 +60,7 @@ CONFIRM: dict[str, dict[str, str]] = {
     "pg_has_role(me, r.oid, 'MEMBER')": _bool(OK, OK),
     "r.rolname <> me": _cond("caller-createrole-acting-as-fencer",
                              "caller-createrole-acting-as-fencer", "="),
-    "FOUND": {"not": OK, "true #2": OK, "not #2": OK, "true #3": "role-not-bound",
+    "FOUND": {"not": "caller-superuser", "true #2": OK, "not #2": OK, "true #3": "role-not-bound",
               "not #3": OK, "branch never": "caller-acts-as-privileged"},
     "x.rolname = me": _cond("caller-acts-as-privileged", "caller-superuser", "<>"),
     "FOUND AND x.rolname = me": {"branch never": "caller-superuser"},
