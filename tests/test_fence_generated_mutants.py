@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests import fenceworld
+from tests import fencecall, fenceworld
 from tests.fenceworld import LEASE, World
 from tests.mutants.fenceapply import apply
 from tests.mutants.fencecases import CORDA, SCENARIOS
@@ -202,7 +202,7 @@ def _accepted(conn: psycopg.Connection[Any], w: World, m: FenceMutant) -> None:
         conn.execute(applied.fence_sql(w.one.schema, w.one.table).read, {"lease": LEASE})
     if m.file.endswith("cordarow.py"):
         table = sql.Identifier(w.one.schema, "node_mutual_exclusion")
-        conn.execute(sql.SQL(fenceworld.CORDA_DDL).format(table))
+        conn.execute(sql.SQL(fencecall.CORDA_DDL).format(table))
         text = sql.SQL(m.mutated).format(table if m.statement != "make_takeable#1"
                                          else w.fence.lease_table)
         spans = [t.start for t in tokenize(m.literal.template) if t.kind == "param"]

@@ -1,8 +1,9 @@
 """Every condition of the database fence's SQL decides a scenario of its own.
 
-Each scenario of `tests/mutants/fencecases.py` runs in the world of `tests/fenceworld.py`
-(two pairs in one lease table, installed exactly as `corda-ha-supervisor schema` prints
-it, the database clock held at T0): the DBA's changes, one call of a fence function as
+Each scenario of `tests/mutants/fencecases.py` runs (`tests/fencecall.py`) in the world of
+`tests/fenceworld.py` (two pairs in one lease table, installed exactly as
+`corda-ha-supervisor schema` prints it, the database clock held at T0): the DBA's
+changes, one call of a fence function as
 the supervisor's least-privilege role (or of `bind` as the DBA), and what it answered
 and left (every node role's LOGIN, every binding row, the sessions it ended, on
 PostgreSQL 16+ which roles the fencer administers), all in a transaction rolled back
@@ -25,8 +26,9 @@ import psycopg
 import pytest
 
 from supervisor.demo.postgres import embedded_bindir
-from tests import fenceworld
-from tests.fenceworld import LEASE, LEASE2, T0, Observed, World
+from tests import fencecall, fenceworld
+from tests.fencecall import Observed
+from tests.fenceworld import LEASE, LEASE2, T0, World
 from tests.mutants.fencecases import CORDA, SCENARIOS, Scenario
 from tests.pgserver import PgServer, PgServerError
 
@@ -91,7 +93,7 @@ def expected(w: World, sc: Scenario) -> Observed:
 def test_scenario(name: str, request: pytest.FixtureRequest) -> None:
     sc = SCENARIOS[name]
     w: World = request.getfixturevalue("world18" if sc.server == 18 else "world15")
-    seen = fenceworld.run_wait(w, sc) if sc.wait else fenceworld.run(w, sc)
+    seen = fencecall.run_wait(w, sc) if sc.wait else fencecall.run(w, sc)
     want = expected(w, sc)
     assert seen.outcome == want.outcome, f"{name}: {sc.call} answered {seen.outcome!r}"
     assert seen == want, f"{name}: what {sc.call} left"
@@ -105,7 +107,7 @@ def test_corda_row(name: str, pg_server: PgServer) -> None:
     """Corda's row (Corda's own table shape) as the holder of our lease finds it, in a
     schema of its own whose `clock_timestamp()` (first on the search_path) reads T0."""
     sc = CORDA[name]
-    answer, after = fenceworld.run_corda(pg_server, sc)
+    answer, after = fencecall.run_corda(pg_server, sc)
     assert answer == sc.expect, f"{name}: {sc.call} answered {answer!r}"
     assert after == {r[0]: r[2] for r in sc.rows} | sc.after, f"{name}: Corda's rows after"
 

