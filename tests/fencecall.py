@@ -202,8 +202,11 @@ def run(w: World, sc: Any, pre: Sequence[str] = ()) -> Observed:
 
 
 def unformatted(w: World, outcome: Any) -> Any:
+    """A problem string or an error with this world's names as `{key}`."""
     if isinstance(outcome, str):
         return w_unformat(w, outcome)
+    if isinstance(outcome, Failed):
+        return Failed(outcome.sqlstate, w_unformat(w, outcome.message))
     return outcome
 
 

@@ -126,3 +126,37 @@ def test_world_clock_is_held_and_moved_by_its_script(world15: World, tmp_path: P
                  for _ in range(4)]
         assert reads == [T0, T0, T0 + timedelta(seconds=1), T0 + timedelta(seconds=1)]
         assert conn.execute("SELECT to_regclass('pg_temp.moved')").fetchone() != (None,)
+
+
+#: scenarios run once more by a real login, and what undoes their committed changes
+REAL_LOGIN = {"ok": (), "another-supervisor": (),
+              "caller-createrole": ("ALTER ROLE {sup} NOCREATEROLE",),
+              "lock": ("ALTER ROLE {b} LOGIN", "UPDATE {binding} SET locked_by_epoch = NULL, "
+                       "locked_at = NULL")}
+
+
+@pytest.mark.parametrize("name", list(REAL_LOGIN))
+def test_a_real_login_gets_what_the_scenario_gets(world15: World, name: str) -> None:
+    """The scenarios call as the supervisor's role by SET SESSION AUTHORIZATION inside the
+    DBA's rolled-back transaction. That role logged in for real, with the scenario's
+    changes committed, gets the same answer and leaves the same state."""
+    w, sc = world15, SCENARIOS[name]
+    in_transaction = fencecall.run(w, sc)
+    try:
+        with psycopg.connect(w.db.dsn, autocommit=True) as admin:
+            with admin.transaction():
+                fencecall.prepare(admin, w, sc)
+            text, params = fencecall.statement(w, sc)
+            with psycopg.connect(w.dsn(w.role(sc.caller)), autocommit=True) as conn:
+                try:
+                    outcome = fencecall.shaped(w, sc, conn.execute(text, params).fetchall())
+                except psycopg.Error as e:
+                    outcome = fencecall.Failed(e.sqlstate, e.diag.message_primary or "")
+            seen = fencecall.observe(admin, w, {}, w.fence)
+            seen.outcome = fencecall.unformatted(w, outcome)
+    finally:
+        with psycopg.connect(w.db.dsn, autocommit=True) as admin:
+            for undo in (*REAL_LOGIN[name], "DELETE FROM {lease_table}",
+                         "DELETE FROM corda_ha_test_clock.script"):
+                admin.execute(w.fmt(undo).encode())
+    assert seen == in_transaction
