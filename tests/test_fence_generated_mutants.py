@@ -7,16 +7,21 @@ them against their scenarios; too slow for every CI run.)"""
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from tests import fencecall, fenceworld
+from supervisor.lease.fence_sql import FenceSql
+from tests import fencecall
+from tests.fencefixtures import (  # noqa: F401 (fixtures)
+    expected,
+    fixture_pg18,
+    fixture_world15,
+    fixture_world18,
+)
 from tests.fenceworld import LEASE, World
 from tests.mutants.fenceapply import apply
 from tests.mutants.fencecases import CORDA, SCENARIOS
@@ -30,7 +35,7 @@ from tests.mutants.fencegen import (
     source_literal,
     with_conditions,
 )
-from tests.mutants.fencekills import EQUIVALENT, OUT_OF_REACH, kills
+from tests.mutants.fencekills import EQUIVALENT, OUT_OF_REACH, invalid, kills
 from tests.mutants.plpgsql import parse_body, parse_sql, tokenize
 from tests.mutants.runner import REPO
 from tests.mutants.sqlnodes import COMPARISONS, SqlParseError, Token
@@ -185,14 +190,6 @@ def test_every_mutant_applies_once_and_changes_only_its_literal() -> None:
 # -- PostgreSQL accepts every mutant (a mutant that is a syntax error proves nothing)
 
 
-@pytest.fixture(scope="module")
-def world(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    if not fenceworld.may_create_roles(pg_server):
-        pytest.skip("external database (CORDA_HA_TEST_DSN): cannot create roles")
-    with fenceworld.world(pg_server, tmp_path_factory.mktemp("fencegen")) as w:
-        yield w
-
-
 def _accepted(conn: psycopg.Connection[Any], w: World, m: FenceMutant) -> None:
     applied = apply(m, w)
     for text in applied.pre:  # a function: CREATE OR REPLACE; policies: DROP, CREATE
@@ -218,16 +215,16 @@ CORDA_PARAMS = {"make_takeable#1": (LEASE, "inst-a", 5),
                 "make_takeable#3": (timedelta(seconds=10), 7), "look": ()}
 
 
-def test_postgresql_accepts_every_mutant(world: World, tmp_path: Path) -> None:
+def test_postgresql_accepts_every_mutant(world15: World) -> None:
     """Each mutated function is created (CREATE OR REPLACE), each mutated policy made,
     each mutated statement run, all in a transaction rolled back; only an error of the
     data (a NOT NULL column given NULL) may stop it, never a syntax or type error."""
     refused = []
-    with psycopg.connect(world.db.dsn, autocommit=True, connect_timeout=10) as conn:
+    with psycopg.connect(world15.db.dsn, autocommit=True, connect_timeout=10) as conn:
         for m in GENERATED:
             try:
                 with conn.transaction(force_rollback=True):
-                    _accepted(conn, world, m)
+                    _accepted(conn, world15, m)
             except psycopg.errors.NotNullViolation:
                 pass
             except psycopg.Error as e:
@@ -237,15 +234,15 @@ def test_postgresql_accepts_every_mutant(world: World, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("statement", ["confirm", "lock", "end", "bind"])
 def test_a_function_applied_in_process_is_the_one_schema_installs(
-        world: World, statement: str) -> None:
+        world15: World, statement: str) -> None:
     """Applied in process, a function body unmutated is exactly the function `schema`
     installed (so a mutant differs from it only by its mutation)."""
     m = BY_SOURCE[statement][0]
     same = FenceMutant(m.key, m.statement, m.site, m.operator, m.file, m.literal,
                        m.literal.template, 0, 0)
-    (ddl,) = apply(same, world).pre
-    fn = world.names[f"{statement}_fn"]
-    with psycopg.connect(world.db.dsn, autocommit=True) as conn, \
+    (ddl,) = apply(same, world15).pre
+    fn = world15.names[f"{statement}_fn"]
+    with psycopg.connect(world15.db.dsn, autocommit=True) as conn, \
             conn.transaction(force_rollback=True):
         def definition() -> str:
             row = conn.execute("SELECT pg_get_functiondef(p.oid) FROM pg_proc p WHERE "
@@ -256,5 +253,40 @@ def test_a_function_applied_in_process_is_the_one_schema_installs(
         installed = definition()
         conn.execute(ddl.encode())
         assert definition() == installed
-        conn.execute(apply(m, world).pre[0].encode())
+        conn.execute(apply(m, world15).pre[0].encode())
         assert definition() != installed
+
+
+@pytest.mark.parametrize("source", [s.name for s in SOURCES])
+def test_every_mutant_is_killed_by_its_scenario_in_process(
+        source: str, request: pytest.FixtureRequest, pg_server: PgServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Applied in process, each mutant fails the scenario `fencekills` names for it, and
+    not because it is SQL that is not valid (the generated run, on scratch copies, is the
+    verdict; this keeps a generator change honest in every CI run). A call that waits is
+    cancelled after 1 s here, not 5."""
+    monkeypatch.setattr(fencecall, "HANG", 1.0)
+    killing = kills()
+    wrong = []
+    for m in BY_SOURCE[source]:
+        name = killing.get(m.key)
+        if name is None:
+            continue  # equivalent or out of reach
+        if name in CORDA:
+            sc = CORDA[name]
+            applied = apply(m, request.getfixturevalue("world15"))
+            outcome, after = fencecall.run_corda(
+                pg_server, sc, take=applied.take or fencecall.make_takeable,
+                look_at=applied.look or fencecall.look)
+            killed = outcome != sc.expect or after != {r[0]: r[2] for r in sc.rows} | sc.after
+        else:
+            scenario = SCENARIOS[name]
+            w = request.getfixturevalue("world18" if scenario.server == 18 else "world15")
+            applied = apply(m, w)
+            monkeypatch.setattr(fencecall, "FenceSql", applied.fence_sql or FenceSql)
+            seen = (fencecall.run_wait if scenario.wait else fencecall.run)(w, scenario,
+                                                                            applied.pre)
+            outcome, killed = seen.outcome, seen != expected(w, scenario)
+        if not killed or invalid(m.key, repr(outcome)):
+            wrong.append(f"{m.key} by {name}: {outcome!r}")
+    assert not wrong, "not killed, or killed by SQL that is not valid:\n" + "\n".join(wrong)

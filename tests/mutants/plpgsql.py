@@ -84,6 +84,7 @@ class Block:
     tokens: list[Token]
     branches: list[Node] = field(default_factory=list)
     labels: list[tuple[int, int, str]] = field(default_factory=list)  # a policy's clauses
+    order_by: list[tuple[int, int]] = field(default_factory=list)  # the spans of ORDER BY keys
 
     def label(self, pos: int) -> str:
         """"USING: " or "WITH CHECK: " for a position in a policy's clause, else ""."""
@@ -97,6 +98,7 @@ class _PlParser(_Parser):
         self.i = 0
         self.branches: list[Node] = []
         self.labels: list[tuple[int, int, str]] = []
+        self.order_by: list[tuple[int, int]] = []
 
     # -- expressions: what the lease store's SQL does not use
     def primary(self) -> Node:
@@ -170,6 +172,7 @@ class _PlParser(_Parser):
             self.take("by")
             while True:
                 st.expressions.append(self.expr())
+                self.order_by.append((st.expressions[-1].start, st.expressions[-1].end))
                 if self.at("asc", "desc"):
                     self.take("asc", "desc")
                 if not self.at(","):
@@ -374,7 +377,7 @@ def parse_body(text: str) -> Block:
     p = _PlParser(text)
     tree = p.body()
     p.done()
-    return Block(text, tree, p.tokens, p.branches)
+    return Block(text, tree, p.tokens, p.branches, order_by=p.order_by)
 
 
 def parse_policy(text: str) -> Block:
@@ -398,4 +401,4 @@ def parse_sql(text: str) -> Block:
     p = _PlParser(text)
     tree = p.statement()
     p.done()
-    return Block(text, tree, p.tokens)
+    return Block(text, tree, p.tokens, order_by=p.order_by)
