@@ -489,7 +489,10 @@ OUT_OF_REACH: dict[str, str] = {
 #: SQLSTATEs of SQL that is not valid (syntax, an unknown name or type, a constant where
 #: PostgreSQL wants an expression): a mutant killed by one of them is no kill but an error
 #: of the generator, unless it is listed in `REFUSED_BY_DESIGN`
-INVALID_SQL = ("42601", "42804", "42883", "42703", "42P01", "42702", "42P18", "42P10")
+INVALID_SQL = {"42601": "SyntaxError", "42804": "DatatypeMismatch",
+               "42883": "UndefinedFunction", "42703": "UndefinedColumn",
+               "42P01": "UndefinedTable", "42702": "AmbiguousColumn",
+               "42P18": "IndeterminateDatatype", "42P10": "InvalidColumnReference"}
 REFUSED_BY_DESIGN: dict[str, str] = {
     "bind: current_setting('server_version_num')::integer >= 160000 [true]":
         "on PostgreSQL 15 the branch runs 16's GRANT ... WITH ADMIN OPTION, INHERIT FALSE, "
@@ -499,9 +502,11 @@ REFUSED_BY_DESIGN: dict[str, str] = {
 
 
 def invalid(key: str, detail: str) -> bool:
-    """Whether a kill's `detail` (why its scenario failed) is SQL that is not valid."""
-    return key not in REFUSED_BY_DESIGN and any(f"sqlstate='{c}'" in detail
-                                                for c in INVALID_SQL)
+    """Whether a kill's `detail` (why its scenario failed: the answer it got, or the error
+    it raised) is SQL that is not valid."""
+    return key not in REFUSED_BY_DESIGN and any(
+        f"sqlstate='{code}'" in detail or f"psycopg.errors.{name}" in detail
+        for code, name in INVALID_SQL.items())
 
 
 def kills() -> dict[str, str]:
