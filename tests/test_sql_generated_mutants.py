@@ -25,6 +25,7 @@ from tests.mutants.runner import REPO
 from tests.mutants.sqlcases import SCENARIOS
 from tests.mutants.sqlgen import (
     EXCLUDED,
+    SOURCES,
     STATEMENTS,
     SqlMutant,
     generate,
@@ -65,7 +66,7 @@ def test_every_generated_mutant_has_its_scenario_or_is_equivalent() -> None:
 
 
 def test_every_runner_mutant_names_its_scenario_test() -> None:
-    every = runner_mutants()
+    every = [m for m in runner_mutants() if m.file in SOURCES]  # the lease store's
     assert [m.name for m in every] == [m.key for m in GENERATED]
     for m in every:
         if m.todo is None:

@@ -1,8 +1,10 @@
 """`python -m tests.mutants`: run the safety mutants (see tests/mutants/__init__.py).
 
 `--generated` runs the generated SQL mutants instead (tests/mutants/generated.py): one
-per condition, comparison, time bound and assigned column of the lease store's SQL,
-each against the scenario of tests/test_sql_predicates.py in which it alone decides.
+per condition, comparison, time bound and assigned column of the lease store's SQL and
+of the database fence's functions, policies and Corda's lock row statements, each
+against the scenario of tests/test_sql_predicates.py or tests/test_fence_predicates.py
+in which it alone decides.
 
 Exit status: 0 every mutant caught; 1 a mutant escaped or could not be run;
 2 the unmutated copy fails the named tests (or bad arguments).
@@ -119,13 +121,15 @@ def run_generated(mutants: list[Mutant], args: argparse.Namespace,
     text, counts = generated.summary(results)
     took = time.monotonic() - started
     print(f"\n{text}\n\n{counts['caught']} caught, {counts['escaped']} escaped, "
-          f"{counts['error']} errors, {counts['equivalent']} equivalent; {took:.0f} s")
+          f"{counts['error']} errors, {counts['equivalent']} equivalent, "
+          f"{counts['out of reach']} out of reach; {took:.0f} s")
     if args.json:
         args.json.write_text(json.dumps({
             "seconds": round(took, 1), "counts": counts,
             "mutants": [{"name": r.mutant.name, "file": r.mutant.file,
                          "tests": list(r.mutant.tests),
-                         "outcome": "equivalent" if r.outcome == "todo" else r.outcome,
+                         "outcome": r.detail.partition(":")[0] if r.outcome == "todo"
+                         else r.outcome,
                          "killed_by": r.killed_by, "detail": r.detail,
                          "seconds": round(r.seconds, 1)} for r in results]}, indent=2) + "\n")
     return 0 if counts["escaped"] == 0 and counts["error"] == 0 else 1

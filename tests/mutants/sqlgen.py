@@ -84,7 +84,8 @@ CLOCK_READS = ("clock_timestamp()", "n.now")
 _FLIPS = {"=": ("<>",), "<>": ("=",), ">": (">=", "<"), ">=": (">", "<"), "<": ("<=", ">"),
           "<=": ("<", ">"), "is null": ("is not null",), "is not null": ("is null",),
           "is distinct from": ("is not distinct from",),
-          "is not distinct from": ("is distinct from",)}
+          "is not distinct from": ("is distinct from",), "in": ("not in",),
+          "not in": ("in",)}
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,8 @@ def _duration(node: Node) -> bool:
             return True
         case BinOp(op="*", left=Leaf(kind="num"), right=Leaf(kind="param")):
             return True
+        case BinOp(op="*", left=Leaf(kind="param" | "name"), right=Interval()):
+            return True  # p_wait_ms * interval '1 millisecond'
     return False
 
 
@@ -278,6 +281,8 @@ def _calls(node: Node, names: tuple[str, ...]) -> Iterator[Call]:
 def _bound_ops(text: str, b: BinOp) -> Iterator[tuple[str, int, int, str]]:
     """(operator, start, end, replacement) for one time bound."""
     r = b.right
+    if isinstance(r, BinOp) and isinstance(r.right, Interval):
+        r = r.right  # n * interval '1 unit': the unit doubled
     if isinstance(r, Leaf):
         yield "bound x2", r.start, r.end, f"2 * {r.text}"
     elif isinstance(r, BinOp):
@@ -345,7 +350,7 @@ def _assignment_ops(text: str, st: Statement) -> Iterator[tuple[str, str, int, i
         v = a.value
         site = _assigned(a)
         is_null = isinstance(v, Leaf) and v.kind == "null"
-        if a.kind == "set":
+        if a.kind in ("set", ":="):
             old = f"{a.target_alias}.{a.column}" if a.target_alias else a.column
             if norm(text[v.start:v.end]) not in (old, a.column):
                 yield site, "old", v.start, v.end, old
@@ -382,7 +387,8 @@ def sites(parsed: Parsed) -> Iterator[tuple[str, str, int, int, str]]:
 
 
 def _assigned(a: Assignment) -> str:
-    return f"{'SET' if a.kind == 'set' else 'VALUES'} {a.column}"
+    label = {"set": "SET", "values": "VALUES"}.get(a.kind, a.kind)  # PL/pgSQL: := DECLARE
+    return f"{label} {a.column}"
 
 
 def generate(repo: Path = REPO) -> list[SqlMutant]:

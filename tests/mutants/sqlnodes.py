@@ -144,6 +144,7 @@ class Assignment:
     column: str
     value: Node
     kind: str  # "set" (an UPDATE's or ON CONFLICT's SET) | "values" (a new row's value)
+    # | ":=" (a PL/pgSQL assignment) | "DECLARE" (a PL/pgSQL variable's default)
     target_alias: str | None  # the written table's alias (for the column's old value)
 
 

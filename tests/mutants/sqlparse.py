@@ -248,8 +248,9 @@ class _Parser:
         if self.at("on"):
             self.take("on")
             self.take("conflict")
-            self.take("(")
-            self.names()
+            if self.at("("):  # a conflict target (the fence's bind has none)
+                self.take("(")
+                self.names()
             self.take("do")
             if self.at("nothing"):
                 self.take("nothing")
