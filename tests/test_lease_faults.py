@@ -243,16 +243,22 @@ def test_server_error_is_lease_unavailable(db_config: DatabaseConfig) -> None:
     run(main())
 
 
-def test_a_failing_call_does_not_break_calls_sharing_its_connection(
+def test_a_failing_call_does_not_break_calls_queued_behind_it(
         db_config: DatabaseConfig) -> None:
-    """One operations connection serves every caller (psycopg runs them one at a time).
-    A call that fails with a server error drops the connection for the calls after it,
-    but the calls already queued on it still run there: a fencing check refused for a
-    missing privilege must not fail the renewal or observation beside it (it once did,
-    every time: "connection socket closed")."""
+    """A channel lends its connection to one operation at a time; the others queue. A
+    call that fails with a server error drops the connection, and the calls queued
+    behind it run on a new one: a fencing check refused for a missing privilege must
+    not fail the side calls after it, nor the renewal and observation on the lease
+    channel (it once did, every time: "connection socket closed")."""
 
     async def refused(conn: Conn) -> None:
         await conn.execute("SELECT 1/0")
+
+    async def answered(conn: Conn) -> int:
+        cur = await conn.execute("SELECT 7")
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
 
     async def main() -> None:
         a = store(db_config)
@@ -260,11 +266,15 @@ def test_a_failing_call_does_not_break_calls_sharing_its_connection(
             await a.ensure_schema(TO)
             assert await a.acquire(None, timeout=TO) == 1
             for _ in range(20):
-                failing, observed, renewed = await asyncio.gather(
-                    a.call("check", refused, TO), a.observe(TO), a.renew(1, TO),
+                failing, *rest = await asyncio.gather(
+                    a.call("check", refused, TO),
+                    *(a.call("queued", answered, TO) for _ in range(3)),
+                    a.observe(TO), a.renew(1, TO),
                     return_exceptions=True)
                 assert isinstance(failing, LeaseUnavailable)
                 assert failing.sqlstate == "22012"
+                *queued, observed, renewed = rest
+                assert queued == [7, 7, 7], queued
                 assert isinstance(observed, LeaseSnapshot), observed
                 assert observed.epoch == 1
                 assert isinstance(renewed, RenewResult), renewed

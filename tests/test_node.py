@@ -296,6 +296,10 @@ def test_cancelled_start_leaves_no_guard_and_no_node(reaper: Reaper, tmp_path: P
 
 @pytest.mark.timeout(60)  # its body is bounded at 45 s
 def test_guard_sigkilled_the_whole_node_group_dies(reaper: Reaper, tmp_path: Path) -> None:
+    """The guard vanishes: the supervisor SIGKILLs the node's whole process group. The
+    grandchild here cleared its environment (a wrapper's `env -i`) and there is no run
+    cgroup, so the sweep's environment marker cannot find it: only its group can."""
+
     async def body() -> None:
         ready = asyncio.Event()
 
@@ -303,17 +307,20 @@ def test_guard_sigkilled_the_whole_node_group_dies(reaper: Reaper, tmp_path: Pat
             if line.startswith("node started"):
                 ready.set()
 
-        proc = await NodeProcess.start(node_config(tmp_path, "--spawn-child", "--record",
-                                              str(tmp_path)),
+        proc = await NodeProcess.start(node_config(tmp_path, "--spawn-child",
+                                                   "--clean-env-child", "--record",
+                                                   str(tmp_path)),
                                        epoch=1, machine_name="m", kill_deadline=None,
                                        on_output=on_output)
         assert proc.pid is not None and proc.guard_pid is not None
+        assert proc.cgroup is None
         reaper.track_group(proc.pid)
         reaper.track_group(proc.guard_pid)
         await asyncio.wait_for(ready.wait(), 10)
         child = json.loads((tmp_path / f"{proc.pid}.json").read_text())["child_pid"]
         reaper.track_pid(child)
         assert pid_alive(child) and os.getpgid(child) == proc.pid
+        assert b"CORDA_HA_NODE_KEY" not in Path(f"/proc/{child}/environ").read_bytes()
         os.kill(proc.guard_pid, signal.SIGKILL)
         ex = await asyncio.wait_for(proc.wait(), 10)
         assert ex.killed_by == "guard_gone" and ex.signal == signal.SIGKILL

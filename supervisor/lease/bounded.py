@@ -31,8 +31,6 @@ Conn = psycopg.AsyncConnection[TupleRow]
 # which makes psycopg close the connection at once.
 _SECOND_CANCEL_AFTER = 0.3
 _REAP_GIVE_UP_AFTER = 3.0
-# A dropped connection is closed once the calls queued on it have run, or after this.
-_CLOSE_WAITS_FOR_USERS = 5.0
 
 
 def scrub(text: str, password: str | None) -> str:
@@ -129,28 +127,18 @@ class Bounded:
             self.close_in_background(conn)
 
     def close_in_background(self, conn: Conn | None) -> None:
-        """Close `conn` in the background, bounded, once the calls already queued on it
-        have run (psycopg runs a connection's calls one at a time under `conn.lock`).
-        A connection dropped after one call's error is thus never closed under the
-        calls sharing it; if they do not finish within `_CLOSE_WAITS_FOR_USERS` (each
-        is bounded by its own timeout, then abandoned), it is closed anyway."""
+        """Close `conn` in the background, bounded. Only its one user (a channel lends a
+        connection to one operation at a time) or the reaper of that user's abandoned
+        operation closes it, so nothing else is running on it."""
         if conn is None or conn.closed:
             return
 
         async def _close() -> None:
-            locked = False
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.lock.acquire(), _CLOSE_WAITS_FOR_USERS)
-                locked = True
-            try:
+                await asyncio.wait_for(conn.close(), 1.0)
+            if not conn.closed:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(conn.close(), 1.0)
-                if not conn.closed:
-                    with contextlib.suppress(Exception):
-                        conn.pgconn.finish()
-            finally:
-                if locked:
-                    conn.lock.release()
+                    conn.pgconn.finish()
 
         self.spawn(_close())
 

@@ -13,6 +13,8 @@ Options:
                       start (time.monotonic()), notify_socket, child_pid, stop
                       (null); rewritten with stop = time.monotonic() on graceful exit
   --spawn-child       start a grandchild `sleep 1000` in the same process group
+  --clean-env-child   the grandchild starts with an empty environment (`env -i`: the
+                      sweep's environment marker cannot find it, only its group can)
   --long-line N       print one stdout line of N bytes ("x" * N) after the start line
   --binary            print a line with undecodable bytes on stdout
   --chatter N         print a stdout line of about N bytes every 5 ms while running
@@ -91,6 +93,7 @@ def main() -> int:
     parser.add_argument("--stop-delay", type=float, default=0.0)
     parser.add_argument("--record")
     parser.add_argument("--spawn-child", action="store_true")
+    parser.add_argument("--clean-env-child", action="store_true")
     parser.add_argument("--long-line", type=int, default=0)
     parser.add_argument("--binary", action="store_true")
     parser.add_argument("--chatter", type=int, default=0)
@@ -126,7 +129,8 @@ def main() -> int:
 
     child_pid = None
     if args.spawn_child:
-        sleeper = subprocess.Popen(["sleep", "1000"])
+        sleeper = subprocess.Popen(["/bin/sleep", "1000"],
+                                   env={} if args.clean_env_child else None)
         child_pid = sleeper.pid
 
     epoch = os.environ.get("CORDA_HA_EPOCH")

@@ -961,15 +961,15 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_config.py::test_base_config_defaults",),
     ),
     Mutant(
-        "connection_closed_under_its_users",
-        "a connection dropped after one call's server error is closed only after the calls "
-        "queued on it (a refused fencing check must not fail the renewal beside it)",
-        "supervisor/lease/bounded.py",
-        "                await asyncio.wait_for(conn.lock.acquire(), _CLOSE_WAITS_FOR_USERS)\n"
-        "                locked = True\n",
-        "                pass\n",
+        "queued_operation_takes_a_dropped_connection",
+        "an operation queued on a channel whose connection was dropped (one call's server "
+        "error) runs on a new connection (a refused fencing check must not fail the "
+        "operations queued behind it)",
+        "supervisor/lease/channel.py",
+        "            if conn is self._conn and not (conn.closed or conn.broken):\n",
+        "            if True:\n",
         ("tests/test_lease_faults.py::"
-         "test_a_failing_call_does_not_break_calls_sharing_its_connection",),
+         "test_a_failing_call_does_not_break_calls_queued_behind_it",),
     ),
     # ------------------------------------------------------------ one conversation per concern
     Mutant(
