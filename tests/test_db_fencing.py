@@ -20,7 +20,7 @@ import pytest
 from supervisor.lease import fence
 from supervisor.lease.fence_sql import CONFIRM_ARGS, LOCK_ARGS
 from tests.harness.aio import run
-from tests.harness.cli import run_cli
+from tests.harness.cli import run_cli, run_to_exit
 from tests.harness.cluster import Cluster
 from tests.harness.config import supervisor_config
 from tests.harness.db_writer import late_writes
@@ -28,7 +28,7 @@ from tests.harness.fencedb import FenceDb
 from tests.harness.fencedb import FenceHost as Host
 from tests.harness.host import Host as Host_
 from tests.harness.host import http_get
-from tests.harness.proc import pid_alive, wait_until
+from tests.harness.proc import Reaper, pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -219,16 +219,31 @@ def test_a_frozen_host_writes_nothing_after_the_new_node(
     wait_until(lambda: not pid_alive(node_a), 10, message="a's old node killed")
 
 
-def test_a_standby_that_cannot_fence_takes_nothing_until_fixed(
-        pair: Cluster, fdb: FenceDb, tmp_path: Path) -> None:
-    """fencing.required: no privilege on the fence functions -> the standby says why (log,
-    /status) and takes no lease, even a free one; once a DBA grants it, it takes over."""
+def test_a_missing_fence_privilege_at_start_exits_78_naming_the_grant(
+        pair: Cluster, fdb: FenceDb, tmp_path: Path, reaper: Reaper) -> None:
+    """fencing.required and no EXECUTE on a fence function: the supervisor does not
+    contend (exit 78), naming the function and the GRANT that fixes it."""
     fn = fence.FenceSql(None, fdb.table).confirm_fn.as_string(None) + CONFIRM_ARGS
     fdb.server.execute(f"REVOKE EXECUTE ON FUNCTION {fn} FROM {fdb.supervisor}")
     b, _ = add_writer(pair, fdb, "b", tmp_path, fencing=True)
+    b.write_config()
+    code, out = run_to_exit(reaper, b.config_path)
+    assert code == 78, out
+    assert "privilege_missing" in out and "lacks EXECUTE on function" in out
+    assert f"GRANT EXECUTE ON FUNCTION {fn} TO".replace('"', '\\"') in out, out
+    assert "node_started" not in out and "lease_acquired" not in out
+
+
+def test_a_standby_that_cannot_fence_takes_nothing_until_fixed(
+        pair: Cluster, fdb: FenceDb, tmp_path: Path) -> None:
+    """fencing.required, every privilege granted, but the confirm check fails (this host's
+    node role left the node group) -> the standby says why (log, /status) and takes no
+    lease, even a free one; once a DBA fixes it, it takes over."""
+    fdb.server.execute(f"REVOKE {fdb.group} FROM {fdb.node_role('b')}")
+    b, _ = add_writer(pair, fdb, "b", tmp_path, fencing=True)
     b.start()
     failed = b.wait_event("fencing_unavailable", 15)
-    assert "missing privilege for fencing" in failed["problem"]
+    assert "not a member of the node group" in failed["problem"]
     def status() -> dict[str, Any]:
         # a load balancer retries a probe; so does this read (once seen under heavy load:
         # a connection reset)
@@ -241,14 +256,15 @@ def test_a_standby_that_cannot_fence_takes_nothing_until_fixed(
         raise AssertionError("unreachable")
 
     wait_until(lambda: str(status().get("can_take_over_reason")).startswith(
-        "database fencing: missing privilege"), 10, message="/status names the fence problem")
+        "database fencing: ") and "node group" in str(status().get("can_take_over_reason")),
+        10, message="/status names the fence problem")
     assert status()["can_take_over"] is False
     assert status()["fencing"]["problem"] == failed["problem"]
     # the lease is free all along (no row yet): b takes nothing for 2 W (an absence:
     # waited for, bounded)
     b.no_event("lease_acquired", 2 * b.wait_ms / 1000)
     assert not b.node_records()
-    fdb.server.execute(f"GRANT EXECUTE ON FUNCTION {fn} TO {fdb.supervisor}")
+    fdb.server.execute(f"GRANT {fdb.group} TO {fdb.node_role('b')}")
     b.wait_event("fencing_ready", 10)
     b.wait_node_up(10)
     assert b.events("database_fenced")
@@ -257,13 +273,21 @@ def test_a_standby_that_cannot_fence_takes_nothing_until_fixed(
 @pytest.mark.parametrize("required", [True, False], ids=["required", "not-required"])
 def test_a_holder_whose_fence_fails_does_not_start_its_node(
         pair: Cluster, fdb: FenceDb, tmp_path: Path, required: bool) -> None:
-    """The fence itself fails at acquisition (the lock function's privilege is gone, the
-    confirm check still works): required -> the node is not started (a failed start);
-    fencing.required = false -> it starts unfenced, with an error logged."""
+    """The fence itself fails at acquisition (the lock function's privilege is lost while
+    the supervisor runs, after its start-up probe; the confirm check still works):
+    required -> the node is not started (a failed start); fencing.required = false -> it
+    starts unfenced, with an error logged. The pair is paused until the privilege is
+    gone, so the standby takes nothing before."""
     fn = fence.FenceSql(None, fdb.table).lock_fn.as_string(None) + LOCK_ARGS
-    fdb.server.execute(f"REVOKE EXECUTE ON FUNCTION {fn} FROM {fdb.supervisor}")
     a, _ = add_writer(pair, fdb, "a", tmp_path, fencing=True, required=required)
+    a.write_config()
+    paused = run_cli("pause", "--config", str(a.config_path))
+    assert paused.returncode == 0, paused
     a.start()
+    a.wait_event("privileges_checked", 15)
+    fdb.server.execute(f"REVOKE EXECUTE ON FUNCTION {fn} FROM {fdb.supervisor}")
+    resumed = run_cli("resume", "--config", str(a.config_path))
+    assert resumed.returncode == 0, resumed
     failed = a.wait_event("database_fence_failed", 15)
     assert "missing privilege for fencing" in failed["error"]
     if required:

@@ -27,10 +27,12 @@ README_MAX_LINES = 300
 #: CI (`.ci/run`) greps README.md for this exact line.
 TEST_COMMAND = "pip install -e '.[test]' && python -m pytest"
 
-# structlog calls (`log.info("event", ...)`, any logger named *log), the core's
+# structlog calls (`log.info("event", ...)`, `log.log(level, "event", ...)`, any logger
+# named *log), the core's
 # `self.log("event")` and `Log("event")`, and an event dict written by hand (logs.py).
-_CALL = re.compile(r'''(?:\b\w*log\.(?:debug|info|warning|error|exception|critical)'''
-                   r'''|\bself\.log|\bLog)\(\s*"([a-z][a-z0-9_]*)"''')
+_CALL = re.compile(r'''(?:\b\w*log\.(?:debug|info|warning|error|exception|critical)\('''
+                   r'''|\b\w*log\.log\([^,()]+(?:\([^()]*\))?[^,()]*,|\bself\.log\(|\bLog\()'''
+                   r'''\s*"([a-z][a-z0-9_]*)"''')
 _DICT = re.compile(r'''"event":\s*"([a-z][a-z0-9_]*)"''')
 # a path in a document: supervisor/..., tests/..., benchmarks/... (not part of a longer
 # path or URL); a pytest node id's `::test` part is not part of the path

@@ -74,6 +74,16 @@ def test_json_lines_with_fields() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", str(rec["timestamp"]))
 
 
+def test_durations_are_rounded_to_the_millisecond() -> None:
+    out = io.StringIO()
+    configure_logging("json", "INFO", out)
+    get_logger("supervisor.core").info("stop_graces", loss_grace=0.1 + 1.6, wait=2,
+                                       gaps=[0.30000000000000004], nested={"age": 1 / 3})
+    [rec] = lines(out)
+    assert (rec["loss_grace"], rec["wait"], rec["gaps"], rec["nested"]) == (
+        1.7, 2, [0.3], {"age": 0.333})
+
+
 def test_bound_fields_and_default_name() -> None:
     out = io.StringIO()
     configure_logging("json", "INFO", out)

@@ -1,21 +1,21 @@
-"""Command line: `run`, `status`, `check-config`, `handover`, `schema`, `demo`.
-
-Exit statuses: 0 ok; 1 failure (e.g. handover timed out); 2 usage; 3 no live
-holder (`status`, `handover`); 4 handover refused (nobody could take over);
-69 database unavailable (EX_UNAVAILABLE); 78 bad configuration (EX_CONFIG).
+"""Command line: `run`, `status`, `check-config`, `handover`, `pause`, `resume`,
+`history`, `schema`, `demo`. Exit statuses: `supervisor.cli.exits` (one cause, one
+status, in every command). The operator's commands read the unit's environment file
+first (`supervisor.cli.envfile`), so they find the credentials the service uses.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
 from supervisor import __version__
-from supervisor.cli import operator, schema
-from supervisor.cli.operator import EX_UNAVAILABLE, EXIT_NO_HOLDER
-from supervisor.config import EX_CONFIG, Config, ConfigError, dump_config, load_config
+from supervisor.cli import envfile, online, operator, schema
+from supervisor.cli.exits import EX_CONFIG, EX_UNAVAILABLE, EXIT_NO_HOLDER, EXIT_PIPE_CLOSED
+from supervisor.config import Config, ConfigError, dump_config, load_config
 from supervisor.config.hostcheck import check_host
 
 DEFAULT_CONFIG = "/etc/corda-ha-supervisor/supervisor.conf"
@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--config", "-c", default=DEFAULT_CONFIG,
                        help=f"HOCON configuration file (default {DEFAULT_CONFIG})")
+        p.add_argument("--env-file", default=None, metavar="FILE",
+                       help="read NAME=value variables (e.g. CORDA_HA_DB_PASSWORD) from FILE "
+                            "before the configuration; default for every command but `run`: "
+                            f"the unit's {envfile.UNIT_ENV_FILE} when readable ('' for none)")
         return p
 
     with_config(sub.add_parser(
@@ -49,9 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     check = with_config(sub.add_parser(
         "check-config", help="validate the configuration and print it (password redacted)",
         description="Also checks that the node's working directory and program exist on "
-                    "this host (unless --offline). Exit 0 when valid, 78 when not."))
+                    "this host (unless --offline); --online also checks the login, the "
+                    "privileges and fencing. Exit 0 when valid, 78 when not, 69 when the "
+                    "database cannot be reached."))
     check.add_argument("--offline", action="store_true",
                        help="skip the checks that need this host to be the node's host")
+    check.add_argument("--online", action="store_true",
+                       help="also log in to the database, probe every privilege the "
+                            "supervisor needs and run the fencing check (exit 78 on a "
+                            "problem, 69 when the database cannot be reached)")
     handover = with_config(sub.add_parser(
         "handover", help="ask the current holder to stop its node and release the lease",
         description="Sets the handover flag on the lease row. The holder stops its node, "
@@ -98,26 +108,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away (`status | head`): nothing more to say, no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_PIPE_CLOSED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         from supervisor.demo.tour import run_demo
         return run_demo(args.duration, args.postgres)
+    command: str = args.command
     try:
+        _read_env_file(args.env_file, command)
         config = load_config(args.config)
     except ConfigError as e:
         print(f"corda-ha-supervisor: configuration error: {e}", file=sys.stderr)
         return EX_CONFIG
-    command: str = args.command
     if command == "check-config":
-        print(dump_config(config))
-        for warning in config.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        problems = [] if args.offline else check_host(config)
-        if not args.offline and config.lease.enabled and config.fencing.enabled:
-            problems += _check_fencing(config)
-        for problem in problems:
-            print(f"corda-ha-supervisor: configuration error: {problem}", file=sys.stderr)
-        return EX_CONFIG if problems else 0
+        return _check_config(config, offline=args.offline, online_check=args.online)
     if command == "run":
         problems = check_host(config)
         for problem in problems:
@@ -142,6 +155,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "history":
         return asyncio.run(operator.history(config, as_json=args.json, limit=args.limit))
     raise AssertionError(command)
+
+
+def _read_env_file(option: str | None, command: str) -> None:
+    """The unit's environment file (or `--env-file`'s) into the environment; says so.
+    `run` reads one only when named (systemd gives the service its environment)."""
+    explicit = option is not None
+    path = option if explicit else (None if command == "run" else envfile.UNIT_ENV_FILE)
+    _, note = envfile.load(path, explicit=explicit)
+    if note is not None:
+        print(f"corda-ha-supervisor: {note}", file=sys.stderr)
+
+
+def _check_config(config: Config, *, offline: bool, online_check: bool) -> int:
+    print(dump_config(config))
+    problems = [] if offline else check_host(config)
+    for warning in config.warnings:
+        if not any(p.key and warning.startswith(f"{p.key} ") for p in problems):
+            print(f"warning: {warning}", file=sys.stderr)
+    if online_check and config.lease.enabled:
+        for problem in problems:
+            print(f"corda-ha-supervisor: configuration error: {problem}", file=sys.stderr)
+        code = asyncio.run(online.check(config))
+        return EX_CONFIG if problems else code
+    if not offline and config.lease.enabled and config.fencing.enabled:
+        problems += _check_fencing(config)
+    for problem in problems:
+        print(f"corda-ha-supervisor: configuration error: {problem}", file=sys.stderr)
+    if not problems and not online_check and config.lease.enabled:
+        print("note: `check-config --online` also checks the login and the privileges "
+              "against the database", file=sys.stderr)
+    return EX_CONFIG if problems else 0
 
 
 def _check_fencing(config: Config) -> list[ConfigError]:

@@ -3,7 +3,8 @@
 
 None of them creates anything in the database (a DBA runs what `schema` prints,
 or the first supervisor start creates it). Every database call is bounded by the
-configuration's timeouts; an unreachable database is exit 69 with a message.
+configuration's timeouts. A database that cannot be reached is exit 69; a refused
+login, a TLS problem or a missing privilege is exit 78 (`supervisor.cli.exits`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,16 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
+from supervisor.cli.exits import (
+    EX_CONFIG,
+    EXIT_FAILED,
+    EXIT_NO_HOLDER,
+    EXIT_REFUSED,
+    fail,
+)
+from supervisor.cli.show import describe, fencing_lines, local_lines, member_lines
 from supervisor.config import Config
 from supervisor.lease import (
     LeaseSnapshot,
@@ -29,55 +37,9 @@ from supervisor.lease import (
 )
 from supervisor.lease.fence import FenceSql, explain, read_roles
 from supervisor.lease.fence import check as fence_check
+from supervisor.lease.members import local_time
+from supervisor.lease.privileges import Missing
 from supervisor.node.machine import this_process
-
-EX_UNAVAILABLE = 69
-EXIT_NO_HOLDER = 3
-EXIT_HANDOVER_REFUSED = 4
-
-
-def renewal_slack(update_interval: float) -> float:
-    """How late a renewal may be before `status` calls the holder "not renewing"."""
-    return update_interval + max(1.0, update_interval / 2)
-
-
-def describe(snapshot: LeaseSnapshot | None, members: list[MemberRow] | None = None,
-             update_interval: float = 20.0) -> dict[str, Any]:
-    """The lease as `status` shows it; ages by the database clock.
-
-    `live` is true only for a holder whose row has not expired **and** whose
-    renewals arrive on time (a holder whose supervisor died or froze shows
-    `renewing: false` until its row expires, and is not live)."""
-    rows = [m.as_dict() for m in members or []]
-    if snapshot is None or not snapshot.exists:
-        return {"holder": None, "live": False, "epoch": None, "members": rows}
-
-    def seconds(a: datetime | None, b: datetime | None) -> float | None:
-        return None if a is None or b is None else round((a - b).total_seconds(), 3)
-
-    unexpired = snapshot.live
-    renewed_ago = seconds(snapshot.db_now, snapshot.renewed_at)
-    renewing = (unexpired and renewed_ago is not None
-                and renewed_ago <= renewal_slack(update_interval))
-    for row in rows:
-        row["holder"] = row["instance"] == snapshot.instance and snapshot.holder is not None
-    return {
-        "lease_name": snapshot.lease_name,
-        "holder": snapshot.holder,
-        "holder_host": snapshot.holder_host,
-        "holder_pid": snapshot.holder_pid,
-        "epoch": snapshot.epoch,
-        "live": renewing,
-        "unexpired": unexpired,
-        "renewing": renewing,
-        "renewed_ago": renewed_ago,
-        "expires_in": seconds(snapshot.expires_at, snapshot.db_now),
-        "acquired_at": snapshot.acquired_at.isoformat() if snapshot.acquired_at else None,
-        "handover_requested": (snapshot.handover_requested_at is not None
-                               and snapshot.holder is not None),
-        "paused": snapshot.paused,
-        "members": rows,
-    }
 
 
 def status_url(config: Config) -> str:
@@ -111,39 +73,6 @@ def local_view(config: Config, timeout: float = 2.0) -> tuple[dict[str, Any] | N
     except (OSError, ValueError) as e:
         return None, f"no supervisor answering at {url}: {e}"
     return (body, None) if isinstance(body, dict) else (None, f"{url}: unexpected answer")
-
-
-def _describe_local(view: dict[str, Any] | None, error: str | None) -> str:
-    if view is None:
-        return f"this host: {error}"
-    lines = [f"this host: {view.get('machine_name')} state={view.get('state')} "
-             f"epoch={view.get('epoch')}"]
-    if "can_take_over" in view:
-        can = "yes" if view["can_take_over"] else "NO"
-        lines.append(f"  could take over now: {can} ({view.get('can_take_over_reason')})")
-    db = view.get("database")
-    if isinstance(db, dict):
-        if db.get("reachable"):
-            lines.append(f"  database: reachable (server {db.get('server')})")
-        else:
-            lines.append(f"  database: UNREACHABLE for {db.get('failing_for')} s, "
-                         f"{db.get('failures_in_a_row')} failures in a row; last error: "
-                         f"{db.get('last_error')}")
-    if view.get("machine_name_conflict"):
-        lines.append(f"  CONFIGURATION ERROR: {view['machine_name_conflict']}")
-    return "\n".join(lines)
-
-
-def _describe_members(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "members: none registered"
-    lines = ["members:"]
-    for m in rows:
-        role = "holder" if m.get("holder") else ("could take over" if m["can_take_over"]
-                                                 else f"cannot take over: {m['reason']}")
-        lines.append(f"  {m['machine_name']:<16} host {m['host']} pid {m['pid']} "
-                     f"state={m['state']} seen {m['last_seen_age']:.1f} s ago  {role}")
-    return "\n".join(lines)
 
 
 @contextlib.asynccontextmanager
@@ -198,29 +127,24 @@ async def fencing_check(config: Config) -> tuple[str | None, str | None]:
     return problem, None
 
 
-def _describe_fencing(info: dict[str, Any]) -> str:
-    if info["error"]:
-        return f"fencing: CANNOT READ the node roles: {info['error']}"
-    state = "ready" if info["problem"] is None else f"CANNOT FENCE: {info['problem']}"
-    lines = [f"fencing: this host's node role {info['node_role']}: {state}"]
-    for r in info["roles"]:
-        login = {True: "may log in", False: f"LOCKED OUT by epoch {r['locked_by_epoch']}",
-                 None: "ROLE MISSING"}[r["can_log_in"]]
-        lines.append(f"  {r['node_role']:<20} {r['machine_name']:<16} {login}, "
-                     f"{r['sessions']} sessions")
-    if not info["roles"]:
-        lines.append("  no node role bound to this lease (see `corda-ha-supervisor schema`)")
-    return "\n".join(lines)
-
-
 def _timeout(config: Config) -> float:
     return max(config.database.operation_timeout, config.database.connect_timeout)
 
 
+async def missing_privileges(config: Config) -> list[Missing]:
+    """The privilege probe as the daemon runs it at start (raises `LeaseUnavailable`)."""
+    async with _store(config, config.lease.machine_name) as store:
+        return await store.missing_privileges(fencing=config.fencing.enabled,
+                                              fencing_required=config.fencing.required,
+                                              timeout=_timeout(config))
+
+
 async def status(config: Config, *, as_json: bool) -> int:
-    """Exit 0 with a live (renewing) holder, 3 without, 69 without a database."""
+    """Exit 0 with a live (renewing) holder, 3 without; 69 without a database, 78 when
+    this role may not read what it must (its view would be wrong)."""
     view, view_error = await asyncio.to_thread(local_view, config)
     try:
+        missing = [m for m in await missing_privileges(config) if m.blocking]
         snapshot, members = await read_state(config.database, config.lease.wait_interval,
                                              _timeout(config))
     except LeaseUnavailable as e:
@@ -228,31 +152,39 @@ async def status(config: Config, *, as_json: bool) -> int:
             print(json.dumps({"database_error": str(e), "this_host": view,
                               "this_host_error": view_error}, indent=2))
         else:
-            print(f"corda-ha-supervisor: database unavailable: {e}", file=sys.stderr)
-            print(_describe_local(view, view_error))
-        return EX_UNAVAILABLE
+            print(local_lines(view, view_error))
+        return fail(e, config)
+    if missing:
+        for m in missing:
+            print(f"corda-ha-supervisor: configuration error: {m}", file=sys.stderr)
+        print(local_lines(view, view_error))
+        return EX_CONFIG
     info = describe(snapshot, members, config.lease.update_interval)
     if config.fencing.enabled:
         info["fencing"] = await fencing_roles(config)
     if as_json:
         print(json.dumps({**info, "this_host": view, "this_host_error": view_error}, indent=2))
     else:
-        if info["holder"] is None:
-            print("no holder: the lease is free")
-        else:
-            state = ("live" if info["live"] else
-                     "NOT RENEWING (its supervisor stopped or is cut off)" if info["unexpired"]
-                     else "EXPIRED")
-            print(f"holder: {info['holder']} (host {info['holder_host']}, pid "
-                  f"{info['holder_pid']})\nepoch: {info['epoch']}\nstate: {state}\nrenewed: "
-                  f"{info['renewed_ago']} s ago\nexpires in: {info['expires_in']} s"
-                  + ("\nhandover: requested" if info["handover_requested"] else "")
-                  + ("\nPAUSED (maintenance: `resume` ends it)" if info["paused"] else ""))
-        print(_describe_members(info["members"]))
+        print(lease_text(info))
+        print(member_lines(info["members"]))
         if "fencing" in info:
-            print(_describe_fencing(info["fencing"]))
-        print(_describe_local(view, view_error))
+            print(fencing_lines(info["fencing"]))
+        print(local_lines(view, view_error))
     return 0 if info["live"] else EXIT_NO_HOLDER
+
+
+def lease_text(info: dict[str, Any]) -> str:
+    if info["holder"] is None:
+        return "no holder: the lease is free"
+    state = ("live" if info["live"] else
+             "NOT RENEWING (its supervisor stopped or is cut off)" if info["unexpired"]
+             else "EXPIRED")
+    return (f"holder: {info['holder']} (host {info['holder_host']}, pid "
+            f"{info['holder_pid']})\nepoch: {info['epoch']}\nstate: {state}\n"
+            f"acquired: {info['acquired_at']}\nrenewed: {info['renewed_ago']} s ago\n"
+            f"expires in: {info['expires_in']} s"
+            + ("\nhandover: requested" if info["handover_requested"] else "")
+            + ("\nPAUSED (maintenance: `resume` ends it)" if info["paused"] else ""))
 
 
 def takeover_candidates(snapshot: LeaseSnapshot, members: list[MemberRow]) -> list[MemberRow]:
@@ -261,13 +193,36 @@ def takeover_candidates(snapshot: LeaseSnapshot, members: list[MemberRow]) -> li
             and m.member.instance != snapshot.instance]
 
 
+def handover_refusal(snapshot: LeaseSnapshot, members: list[MemberRow], to: str | None,
+                     force: bool) -> str | None:
+    """Why `handover` must not ask the holder to stop (exit 4), or None."""
+    if to is not None and to == snapshot.holder:
+        return f"{to} holds the lease already"
+    if to is not None and to not in {m.member.machine_name for m in members}:
+        known = ", ".join(sorted({m.member.machine_name for m in members})) or "none"
+        return (f"{to!r} is no member of this pair: no supervisor with machineName {to!r} "
+                f"has registered for lease {snapshot.lease_name!r} (members: {known})")
+    if force:
+        return None
+    if snapshot.paused:
+        return "the pair is paused: `resume` first (or --force)"
+    candidates = takeover_candidates(snapshot, members)
+    if to is not None:
+        candidates = [m for m in candidates if m.member.machine_name == to]
+    if candidates:
+        return None
+    who = f"{to!r} could not" if to is not None else "no other supervisor could"
+    return (f"refusing to hand over: {who} take over from {snapshot.holder} now, so the "
+            f"node would just stop.\n"
+            + member_lines(describe(snapshot, members)["members"])
+            + "\nUse --force to hand over anyway.")
+
+
 async def handover(config: Config, *, wait: float | None, force: bool = False,
                    to: str | None = None) -> int:
     """Ask the holder to step down; refuse (exit 4, node untouched) when no other
     member could take over (or not `to`, when named), unless `force`."""
     timeout = _timeout(config)
-    store = PostgresLeaseStore(config.database, this_process("handover"),
-                               config.lease.wait_interval)
     try:
         snapshot, members = await read_state(config.database, config.lease.wait_interval,
                                              timeout)
@@ -275,53 +230,45 @@ async def handover(config: Config, *, wait: float | None, force: bool = False,
             print("corda-ha-supervisor: nobody holds the lease; nothing to hand over",
                   file=sys.stderr)
             return EXIT_NO_HOLDER
-        candidates = takeover_candidates(snapshot, members)
-        if to is not None:
-            if to == snapshot.holder:
-                print(f"corda-ha-supervisor: {to} holds the lease already", file=sys.stderr)
-                return EXIT_HANDOVER_REFUSED
-            candidates = [m for m in candidates if m.member.machine_name == to]
-        if snapshot.paused and not force:
-            print("corda-ha-supervisor: the pair is paused: `resume` first (or --force)",
-                  file=sys.stderr)
-            return EXIT_HANDOVER_REFUSED
-        if not candidates and not force:
-            who = f"{to!r}" if to is not None else "no other supervisor"
-            print(f"corda-ha-supervisor: refusing to hand over: {who} could "
-                  f"take over from {snapshot.holder} now, so the node would just stop.\n"
-                  + _describe_members(describe(snapshot, members)["members"])
-                  + "\nUse --force to hand over anyway.", file=sys.stderr)
-            return EXIT_HANDOVER_REFUSED
-        before = await store.request_handover(timeout, to=to)
-        if before.holder is None:
-            print("corda-ha-supervisor: nobody holds the lease; nothing to hand over",
-                  file=sys.stderr)
-            return EXIT_NO_HOLDER
-        takers = ", ".join(f"{m.member.machine_name} (host {m.member.host})"
-                           for m in candidates) or "nobody (forced)"
-        print(f"handover requested from {before.holder} (epoch {before.epoch}); "
-              f"could take over: {takers}")
-        if wait is None:
-            return 0
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                now = await store.observe(timeout)
-            except LeaseUnavailable:
-                now = None
-            if (now is not None and now.holder is not None and now.epoch > before.epoch
-                    and now.instance != before.instance and not now.expired):
-                print(f"now held by {now.holder} (epoch {now.epoch})")
+        refusal = handover_refusal(snapshot, members, to, force)
+        if refusal is not None:
+            print(f"corda-ha-supervisor: {refusal}", file=sys.stderr)
+            return EXIT_REFUSED
+        async with _store(config, "handover") as store:
+            before = await store.request_handover(timeout, to=to)
+            if before.holder is None:
+                print("corda-ha-supervisor: nobody holds the lease; nothing to hand over",
+                      file=sys.stderr)
+                return EXIT_NO_HOLDER
+            takers = ", ".join(f"{m.member.machine_name} (host {m.member.host})"
+                               for m in takeover_candidates(snapshot, members)
+                               if to is None or m.member.machine_name == to)
+            print(f"handover requested from {before.holder} (epoch {before.epoch}); "
+                  f"could take over: {takers or 'nobody (forced)'}")
+            if wait is None:
                 return 0
-            await asyncio.sleep(0.1)
-        print(f"corda-ha-supervisor: no other host took the lease within {wait} s",
-              file=sys.stderr)
-        return 1
+            return await _wait_for_taker(store, before, wait, timeout)
     except LeaseUnavailable as e:
-        print(f"corda-ha-supervisor: database unavailable: {e}", file=sys.stderr)
-        return EX_UNAVAILABLE
-    finally:
-        await store.close()
+        return fail(e, config)
+
+
+async def _wait_for_taker(store: PostgresLeaseStore, before: LeaseSnapshot, wait: float,
+                          timeout: float) -> int:
+    """0 once another process holds a newer epoch; 1 after `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            now = await store.observe(timeout)
+        except LeaseUnavailable:
+            now = None
+        if (now is not None and now.holder is not None and now.epoch > before.epoch
+                and now.instance != before.instance and not now.expired):
+            print(f"now held by {now.holder} (epoch {now.epoch})")
+            return 0
+        await asyncio.sleep(0.1)
+    print(f"corda-ha-supervisor: no other host took the lease within {wait:g} s",
+          file=sys.stderr)
+    return EXIT_FAILED
 
 
 async def pause(config: Config, *, paused: bool) -> int:
@@ -330,8 +277,7 @@ async def pause(config: Config, *, paused: bool) -> int:
         async with _store(config, "pause") as store:
             holder = await store.set_paused(paused, _timeout(config))
     except LeaseUnavailable as e:
-        print(f"corda-ha-supervisor: database unavailable: {e}", file=sys.stderr)
-        return EX_UNAVAILABLE
+        return fail(e, config)
     if paused:
         print(f"paused: the holder ({holder or 'none'}) keeps the lease and leaves its node "
               "alone (no restart, no stop); standbys take nothing. The holder sees it on its "
@@ -348,8 +294,11 @@ async def history(config: Config, *, as_json: bool, limit: int) -> int:
         async with _store(config, "history") as store:
             rows = await store.history(limit, _timeout(config))
     except LeaseUnavailable as e:
-        print(f"corda-ha-supervisor: database unavailable: {e}", file=sys.stderr)
-        return EX_UNAVAILABLE
+        return fail(e, config)
+    rows = [{**r, "acquired_at": local_time(r["acquired_at"]),
+             "ended_at": local_time(r["ended_at"]),
+             "held_seconds": None if r["held_seconds"] is None
+             else round(r["held_seconds"], 3)} for r in rows]
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return 0

@@ -10,7 +10,6 @@ import textwrap
 from psycopg import sql
 
 from supervisor.config import Config
-from supervisor.config.loader import DEFAULT_SUPERVISOR_ROLE
 from supervisor.lease.cordarow import CORDA_TABLE
 from supervisor.lease.fence import FenceSql, fence_ddl, roles_ddl
 from supervisor.lease.ownership import OwnedTables, column_types, owner_ddl
@@ -56,7 +55,7 @@ def schema_script(config: Config) -> str:
 
 def supervisor_role(config: Config) -> str:
     """The role `schema` grants to: `database.user`, or `corda_ha` when not set."""
-    return config.database.user or DEFAULT_SUPERVISOR_ROLE
+    return config.database.supervisor_role
 
 
 def _statement(text: str) -> str:

@@ -20,6 +20,7 @@ from supervisor.config.fencingconf import ROLE_NAME, parse_fencing
 from supervisor.config.health import health_config
 from supervisor.config.hocon import block_line, parse_hocon
 from supervisor.config.model import (
+    DEFAULT_SUPERVISOR_ROLE,
     Config,
     ConfigError,
     DatabaseConfig,
@@ -52,8 +53,6 @@ MIN_INTERVAL = 0.1  # the least updateInterval / waitInterval accepted (seconds)
 DEFAULT_TABLE = "corda_ha_lease"
 DEFAULT_LEASE_NAME = "corda-node"
 DEFAULT_OWNER_ROLE = "corda_ha_owner"
-#: the role `schema` grants to when database.user is not set
-DEFAULT_SUPERVISOR_ROLE = "corda_ha"
 
 
 def _lease_block(root: Block) -> Block | None:
@@ -152,14 +151,15 @@ def _database(block: Block, lease: LeaseConfig, warnings: list[str]) -> Database
     if password is not None and url.password is not None:
         warnings.append("database: the password in the url is ignored; password or "
                         "passwordFile is used")
+    source: str | None
     if password_file is not None:
         source = f"database.passwordFile ({os.path.abspath(password_file)})"
     elif password is not None:
         source = "database.password (e.g. ${?CORDA_HA_DB_PASSWORD})"
     elif url.password is not None:
-        source = "the password in database.url"
+        source = "database.url"
     else:
-        source = "no password configured (libpq may use ~/.pgpass or PGPASSWORD)"
+        source = None
     password = password or url.password
 
     schema = block.opt_str("schema")

@@ -39,6 +39,10 @@ class LeaseConfig:
     margin: float  # M: fencing slack, default min(2 s, W/10)
 
 
+#: the role `schema` grants to when database.user is not set
+DEFAULT_SUPERVISOR_ROLE = "corda_ha"
+
+
 @dataclass(frozen=True)
 class DatabaseConfig:
     """Where the lease lives. `password` is never part of `repr()`."""
@@ -52,9 +56,23 @@ class DatabaseConfig:
     connect_timeout: float  # seconds; libpq rounds below 2 s up to 2 s
     operation_timeout: float  # hard, supervisor-owned bound on any single database call
     # where the password came from, for error messages (never the password itself)
-    password_source: str = "no password configured (libpq may use ~/.pgpass or PGPASSWORD)"
+    password_source: str | None = None  # None: no password configured
     # the trusted role that owns the lease tables (`schema`); nobody logs in as it
     owner_role: str = "corda_ha_owner"
+
+    @property
+    def password_text(self) -> str:
+        """Where the password comes from, for messages: `the password from <source>`,
+        or that none is configured."""
+        if self.password_source is None:
+            return ("no password (none is configured: libpq may still use ~/.pgpass or "
+                    "PGPASSWORD)")
+        return f"the password from {self.password_source}"
+
+    @property
+    def supervisor_role(self) -> str:
+        """The role `schema` grants to: `user`, or `corda_ha` when not set."""
+        return self.user or DEFAULT_SUPERVISOR_ROLE
 
 
 @dataclass(frozen=True)

@@ -130,24 +130,33 @@ class _Base:
             self.log("lease_call_recovered", failures_in_a_row=s.db.failures,
                      failed_for=round(self.now - since, 3))
         s.db.failures = 0
+        s.db.refused = None
         s.db.error = None
         s.db.error_since = None
         s.db.error_logged_at = None
         s.db.ok_at = self.now
 
-    def note_failure(self, reason: str) -> None:
-        """Count a failed lease call (for status and the recovery log line)."""
+    def note_failure(self, reason: str, refused: bool = False) -> None:
+        """Count a failed lease call (for status and the recovery log line). `refused`:
+        the database answered that this role may not do it (a missing privilege), which
+        is said as such, once, never as an unreachable database."""
         s = self.s
         s.db.failures += 1
         s.db.error = reason
         if s.db.error_since is None:
             s.db.error_since = self.now
+        if refused and s.db.refused is None:
+            self.log("database_privilege_missing", "error", reason=reason,
+                     message="the database answers but refuses this role a privilege the "
+                             "lease needs: a DBA runs what `corda-ha-supervisor schema` "
+                             "prints (the supervisor keeps trying meanwhile)")
+        s.db.refused = reason if refused else None
 
-    def database_failed(self, op: LeaseOpKind, reason: str) -> None:
+    def database_failed(self, op: LeaseOpKind, reason: str, refused: bool = False) -> None:
         """Record a failed standby call; log the first one and then at least every
         `error_repeat` seconds while the failures last."""
         s = self.s
-        self.note_failure(reason)
+        self.note_failure(reason, refused)
         last = s.db.error_logged_at
         if last is None or self.now - last >= self.t.error_repeat:
             s.db.error_logged_at = self.now

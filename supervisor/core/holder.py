@@ -94,24 +94,24 @@ class HolderRules(_Base):
             self.log("lease_release_noop", "warning", epoch=epoch)
         self.after_release()
 
-    def on_call_failed(self, op: LeaseOpKind, reason: str) -> None:
+    def on_call_failed(self, op: LeaseOpKind, reason: str, refused: bool = False) -> None:
         s = self.s
         s.lease.op = None
         if op == "renew" and s.lease.epoch is not None:
-            self.note_failure(reason)
+            self.note_failure(reason, refused)
             kill_at = kill_deadline(s, self.t)
             left = None if kill_at is None else round(kill_at - self.now, 3)
             self.log("lease_renewal_failed", "warning", epoch=s.lease.epoch, reason=reason,
                      time_left=left)
             s.lease.next_renew_at = self.now + self.t.renew_retry
         elif op == "release":
-            self.note_failure(reason)
+            self.note_failure(reason, refused)
             epoch = s.lease.release_epoch
             s.lease.release_epoch = None
             self.log("lease_release_failed", "warning", epoch=epoch, reason=reason)
             self.after_release()
         else:
-            self.database_failed(op, reason)
+            self.database_failed(op, reason, refused)
             # We lost sight of the row: we can no longer vouch it stayed unchanged.
             s.lease.seen = None
             s.lease.seen_since = None

@@ -91,6 +91,7 @@ class LeaseReleased:
 class LeaseCallFailed:
     op: LeaseOpKind
     reason: str
+    missing_privilege: bool = False  # the database answered: this role may not do it
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,7 @@ class DatabaseHealth:
     error_since: float | None = None
     error_logged_at: float | None = None
     ok_at: float | None = None  # when the database last answered
+    refused: str | None = None  # the last failure was a missing privilege (its reason)
 
 
 @dataclass
@@ -215,6 +216,8 @@ def takeover_readiness(state: CoreState, now: float) -> tuple[bool, str]:
         return False, "this host holds the lease"
     if state.state is not State.STANDBY or state.shutting_down:
         return False, f"state is {state.state}"
+    if state.db.refused is not None:
+        return False, f"the database refuses this role (missing privilege): {state.db.refused}"
     if state.db.ok_at is None or state.db.failures:
         return False, f"database unreachable: {state.db.error or 'no answer yet'}"
     if state.name_conflict is not None:

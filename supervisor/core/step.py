@@ -86,8 +86,8 @@ class _Step(StandbyRules, HolderRules, NodeRules):
                 self.on_lost()
             case LeaseReleased(released=released):
                 self.on_released(released)
-            case LeaseCallFailed(op=op, reason=reason):
-                self.on_call_failed(op, reason)
+            case LeaseCallFailed(op=op, reason=reason, missing_privilege=refused):
+                self.on_call_failed(op, reason, refused)
             case PeerReleased():
                 if s.state == State.STANDBY:
                     s.lease.next_observe_at = self.now

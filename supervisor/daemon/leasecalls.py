@@ -33,6 +33,7 @@ from supervisor.core.observation import observation
 from supervisor.core.row import LeaseUnavailable, LeaseVersion
 from supervisor.core.state import CoreState
 from supervisor.lease import LeaseStore
+from supervisor.lease.privileges import INSUFFICIENT_PRIVILEGE
 from supervisor.node.machine import process_alive
 from supervisor.observe.metrics import Metrics
 
@@ -74,7 +75,8 @@ class LeaseCalls:
         try:
             event = task.result()
         except LeaseUnavailable as e:
-            event = LeaseCallFailed(kind, str(e))
+            event = LeaseCallFailed(kind, str(e),
+                                    missing_privilege=e.sqlstate == INSUFFICIENT_PRIVILEGE)
         except Exception as e:
             log.exception("lease_call_error", op=kind)
             event = LeaseCallFailed(kind, f"{type(e).__name__}: {e}")

@@ -13,6 +13,7 @@ Signal handlers only enqueue events (SIGTERM/SIGINT -> ShutdownRequested).
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -249,16 +250,31 @@ class Daemon:
 
     async def _database_problem_at_start(self) -> str | None:
         """One bounded look at the database before contending: a refused login or a
-        missing privilege is a configuration problem (its message); anything else
-        (unreachable, slow) is None and is waited out by the loop, loudly."""
+        missing privilege (the probe of `supervisor.lease.privileges`) is a configuration
+        problem (its message); anything else (unreachable, slow) is None and is waited
+        out by the loop, loudly."""
         if self.store is None or self.leasecalls is None:
             return None
         db = self.config.database
+        bound = db.connect_timeout + db.operation_timeout
         try:
-            await self.store.ensure_schema(db.connect_timeout + db.operation_timeout)
+            await self.store.ensure_schema(bound)
+            missing = await self.store.missing_privileges(
+                fencing=self.config.fencing.enabled,
+                fencing_required=self.config.fencing.required, timeout=bound)
         except LeaseUnavailable as e:
             return database_config_problem(e, self.config)
         self.leasecalls.schema_ready = True
+        for m in missing:
+            log.log(logging.ERROR if m.blocking else logging.WARNING, "privilege_missing",
+                    role=m.role, object=m.object, privilege=m.privilege,
+                    needed_for=m.needed_for, fix=m.fix, message=str(m))
+        blocking = [str(m) for m in missing if m.blocking]
+        if blocking:
+            return "; ".join(blocking)
+        log.info("privileges_checked", missing=len(missing),
+                 message="the database lets this role do all it needs for the lease"
+                         + (" (see privilege_missing: advisory)" if missing else ""))
         return None
 
     async def _shutdown(self, listener: asyncio.Task[None] | None) -> None:

@@ -52,7 +52,10 @@ def status_view(s: CoreState, timing: Timing, identity: Identity, now: float,
         extra["can_take_over"] = can
         extra["can_take_over_reason"] = why
         extra["database"] = {
-            "reachable": s.db.ok_at is not None and s.db.failures == 0,
+            # a database that refuses a privilege answers: it is reachable
+            "reachable": ((s.db.ok_at is not None and s.db.failures == 0)
+                          or s.db.refused is not None),
+            "missing_privilege": s.db.refused,
             "last_error": s.db.error,
             "failing_for": (None if s.db.error_since is None
                             else round(now - s.db.error_since, 3)),

@@ -6,9 +6,10 @@ identity, host, pid, state, whether it could take over now (and why not), versio
 when it started and when it was last seen (database clock). A supervisor refreshes
 its row every `MEMBER_INTERVAL` seconds on its LISTEN connection (the refresh is
 that connection's health check, so it costs no extra connection). A row not seen for
-`MEMBER_FRESH` seconds belongs to a supervisor that is gone or cut off. The rows of a
-dead predecessor (same machineName and machine identity, not seen for that long)
-and rows not seen for 7 days are removed by the next refresh.
+`MEMBER_FRESH` seconds belongs to a supervisor that is gone or cut off (`status` shows
+it as gone, with when it was last seen). The rows of a dead predecessor (same
+machineName and machine identity, not seen for that long) and rows not seen for
+`MEMBER_RETENTION` (24 hours) are removed by the next refresh of any member.
 
 The member table is an aid to operators: the lease never depends on it. A missing
 table or privilege is logged once and the supervisor carries on without it.
@@ -17,7 +18,7 @@ table or privilege is logged once and the supervisor carries on without it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import sql
@@ -26,6 +27,8 @@ from supervisor.lease.bounded import Conn
 
 MEMBER_INTERVAL = 2.0
 MEMBER_FRESH = 3 * MEMBER_INTERVAL
+#: A member not seen for this long is removed (shown as gone until then).
+MEMBER_RETENTION = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,9 @@ class MemberRow:
     """A member as read back, with its age by the database clock."""
 
     member: Member
-    started_at: object
+    started_at: datetime | None
     last_seen_age: float  # seconds since its last refresh
+    last_seen: datetime | None = None
 
     @property
     def fresh(self) -> bool:
@@ -63,8 +67,14 @@ class MemberRow:
                 "reason": m.reason if self.fresh else "not seen for "
                 f"{self.last_seen_age:.1f} s (supervisor gone or cut off)",
                 "version": m.version, "last_seen_age": round(self.last_seen_age, 3),
-                "fresh": self.fresh,
-                "started_at": str(self.started_at) if self.started_at else None}
+                "fresh": self.fresh, "gone": not self.fresh,
+                "last_seen": local_time(self.last_seen),
+                "started_at": local_time(self.started_at)}
+
+
+def local_time(moment: datetime | None) -> str | None:
+    """`moment` as an ISO 8601 time in this host's time zone, to the second."""
+    return None if moment is None else moment.astimezone().isoformat(timespec="seconds")
 
 
 class MemberSql:
@@ -94,7 +104,7 @@ class MemberSql:
         self.upsert = sql.SQL(
             """WITH gone AS (
                    DELETE FROM {t} WHERE lease_name = %(name)s AND instance <> %(instance)s
-                     AND (last_seen < clock_timestamp() - interval '7 days'
+                     AND (last_seen < clock_timestamp() - %(retention)s
                           OR (machine_name = %(machine_name)s
                               AND machine_identity = %(machine_identity)s
                               AND last_seen < clock_timestamp() - %(fresh)s)))
@@ -111,7 +121,7 @@ class MemberSql:
         self.select = sql.SQL(
             """SELECT instance, machine_name, machine_identity, host, pid, state,
                       can_take_over, reason, version, started_at,
-                      extract(epoch FROM clock_timestamp() - last_seen)::float8
+                      extract(epoch FROM clock_timestamp() - last_seen)::float8, last_seen
                FROM {} WHERE lease_name = %(name)s ORDER BY machine_name, started_at"""
         ).format(t)
 
@@ -122,7 +132,8 @@ async def refresh(conn: Conn, statements: MemberSql, lease_name: str, member: Me
         "name": lease_name, "instance": member.instance, "machine_name": member.machine_name,
         "machine_identity": member.machine_identity, "host": member.host, "pid": member.pid,
         "state": member.state, "can_take_over": member.can_take_over, "reason": member.reason,
-        "version": member.version, "fresh": timedelta(seconds=MEMBER_FRESH)})
+        "version": member.version, "fresh": timedelta(seconds=MEMBER_FRESH),
+        "retention": MEMBER_RETENTION})
 
 
 async def read(conn: Conn, statements: MemberSql, lease_name: str) -> list[MemberRow]:
@@ -132,5 +143,5 @@ async def read(conn: Conn, statements: MemberSql, lease_name: str) -> list[Membe
     return [MemberRow(Member(instance=r[0], machine_name=r[1], machine_identity=r[2] or "",
                              host=r[3] or "", pid=int(r[4] or 0), state=r[5] or "",
                              can_take_over=bool(r[6]), reason=r[7] or "", version=r[8] or ""),
-                      started_at=r[9], last_seen_age=float(r[10]))
+                      started_at=r[9], last_seen_age=float(r[10]), last_seen=r[11])
             for r in rows]

@@ -31,6 +31,30 @@ SELF_POLICY = "corda_ha_self"
 TAG = "$corda_ha$"
 
 
+#: The row privileges `schema` grants the supervisor's role on each table it owns for a
+#: lease, and what the supervisor does with them (the start-up probe checks exactly
+#: these: `supervisor.lease.privileges`).
+ROW_PRIVILEGES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("lease", ("SELECT", "INSERT", "UPDATE"),
+     "reading, taking, renewing and releasing the lease row"),
+    ("member", ("SELECT", "INSERT", "UPDATE", "DELETE"),
+     "registering this supervisor among the members"),
+    ("history", ("SELECT", "INSERT", "UPDATE"), "recording each acquisition and its end"),
+    ("access", ("SELECT",), "finding the leases this role may act for"),
+)
+
+
+def grant(privileges: tuple[str, ...], table: sql.Identifier, role: str) -> str:
+    """`GRANT <privileges> ON <table> TO <role>` as `schema` prints it."""
+    return f"GRANT {', '.join(privileges)} ON {q(table)} TO {ident(role)}"
+
+
+def access_row(access: sql.Identifier, lease_name: str, role: str) -> str:
+    """The DBA's INSERT of the access row that lets `role` act for `lease_name`."""
+    return (f"INSERT INTO {q(access)} (lease_name, supervisor_role) "
+            f"VALUES ({literal(lease_name)}, {literal(role)}) ON CONFLICT DO NOTHING")
+
+
 def q(composable: sql.Composable) -> str:
     """SQL text of an identifier or literal (no connection needed)."""
     return composable.as_string(None)
@@ -128,6 +152,11 @@ class OwnedTables:
                    create_history=q(lease.create_history),
                    add_lease_columns=q(lease.add_columns))
 
+    def by_key(self, key: str) -> sql.Identifier:
+        """The table `ROW_PRIVILEGES` calls `key`: lease, member, history or access."""
+        table: sql.Identifier = getattr(self, key)
+        return table
+
     @property
     def create_access(self) -> str:
         return f"""CREATE TABLE IF NOT EXISTS {q(self.access)} (
@@ -163,10 +192,8 @@ def owner_ddl(t: OwnedTables, *, owner: str, supervisor_role: str, lease_name: s
     if schema is not None:
         out += [f"GRANT USAGE ON SCHEMA {ident(schema)} TO {role}",
                 f"REVOKE CREATE ON SCHEMA {ident(schema)} FROM {role}"]
-    out += [f"GRANT SELECT, INSERT, UPDATE ON {q(t.lease)} TO {role}",
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON {q(t.member)} TO {role}",
-            f"GRANT SELECT, INSERT, UPDATE ON {q(t.history)} TO {role}",
-            f"GRANT SELECT ON {q(t.access)} TO {role}"]
+    out += [grant(privileges, t.by_key(key), supervisor_role)
+            for key, privileges, _ in ROW_PRIVILEGES]
     for table in (t.lease, t.member, t.history):
         rows = t.own_rows
         out += [f"DROP POLICY IF EXISTS {ACCESS_POLICY} ON {q(table)}",
@@ -175,6 +202,5 @@ def owner_ddl(t: OwnedTables, *, owner: str, supervisor_role: str, lease_name: s
     out += [f"DROP POLICY IF EXISTS {SELF_POLICY} ON {q(t.access)}",
             f"CREATE POLICY {SELF_POLICY} ON {q(t.access)} FOR SELECT "
             "USING (supervisor_role = current_user)",
-            f"INSERT INTO {q(t.access)} (lease_name, supervisor_role) "
-            f"VALUES ({literal(lease_name)}, {literal(supervisor_role)}) ON CONFLICT DO NOTHING"]
+            access_row(t.access, lease_name, supervisor_role)]
     return out

@@ -35,6 +35,7 @@ from supervisor.core.identity import ProcessRef
 from supervisor.core.row import LeaseSnapshot, LeaseVersion, RenewResult
 from supervisor.lease.fence import FenceResult
 from supervisor.lease.members import Member
+from supervisor.lease.privileges import Missing
 
 #: What Corda's lock row means for our node, as `look_at_corda_row` says it: "absent"
 #: (no table here), "no_row", "own", "takeable", "fresh" (another machine's, younger
@@ -60,6 +61,13 @@ class LeaseStore(Protocol):
 
     async def ensure_schema(self, timeout: float) -> None:
         """Create what is missing (idempotent; only looks where it may not create)."""
+
+    async def missing_privileges(self, *, fencing: bool, fencing_required: bool,
+                                 timeout: float) -> list[Missing]:
+        """What the connected role may not do of what the supervisor will need (the
+        lease, member, history and access tables; with `fencing`, the fence's functions
+        and bindings; Corda's lock row, advisory), changing nothing; [] when nothing."""
+        ...
 
     async def observe(self, timeout: float) -> LeaseSnapshot:
         """The row, the database time and which server answered, in one statement."""

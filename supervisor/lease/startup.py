@@ -15,6 +15,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from supervisor.config import Config
 from supervisor.lease import LeaseUnavailable
+from supervisor.lease.privileges import INSUFFICIENT_PRIVILEGE
 
 _ROLE_MISSING = re.compile(r'role "([^"]+)" does not exist')
 _DB_MISSING = re.compile(r'database "([^"]+)" does not exist')
@@ -66,7 +67,7 @@ def database_config_problem(error: LeaseUnavailable, config: Config) -> str | No
     if "password authentication failed" in text or "no password supplied" in text \
             or "authentication failed" in text:
         return (f"the database refused the login of database.user = {user}: check the user "
-                f"and the password from {db.password_source}")
+                f"and {db.password_text}")
     if m := _ROLE_MISSING.search(text):
         return f"database.user {m.group(1)!r} does not exist on the database server"
     if m := _DB_MISSING.search(text):
@@ -78,8 +79,9 @@ def database_config_problem(error: LeaseUnavailable, config: Config) -> str | No
                 f"{tls}; database.user = {user}, database.url = {db.conninfo}")
     if problem := _tls_problem(text, config):
         return problem
-    if error.sqlstate == "42501":
+    if error.sqlstate == INSUFFICIENT_PRIVILEGE:
         return (f"database.user = {user} lacks a privilege on the lease tables ({text}). "
                 f"Have a DBA run what `corda-ha-supervisor schema --config {config.source}` "
                 "prints (CREATE TABLE and the GRANTs for this role)")
     return None
+

@@ -54,6 +54,8 @@ from supervisor.lease.channel import Channel
 from supervisor.lease.cordarow import CORDA_TABLE, look, make_takeable
 from supervisor.lease.listener import Listener
 from supervisor.lease.members import Member, MemberRow, MemberSql
+from supervisor.lease.privileges import Missing, ProbeTarget
+from supervisor.lease.privileges import probe as probe_privileges
 from supervisor.lease.schema import create_missing
 from supervisor.lease.sql import LeaseSql, snapshot_from_row
 
@@ -122,6 +124,17 @@ class PostgresLeaseStore:
             await create_missing(conn, self._sql, self._members, self._db.schema)
 
         await self._run("ensure_schema", op, timeout, self._side)
+
+    async def missing_privileges(self, *, fencing: bool, fencing_required: bool,
+                                 timeout: float) -> list[Missing]:
+        target = ProbeTarget(schema=self._db.schema, table=self._db.table,
+                             lease_name=self._db.lease_name, fencing=fencing,
+                             fencing_required=fencing_required)
+
+        async def op(conn: Conn) -> list[Missing]:
+            return await probe_privileges(conn, target)
+
+        return await self._run("privileges", op, timeout, self._side)
 
     async def observe(self, timeout: float) -> LeaseSnapshot:
         """Read the row, the database time and which server answered, in one statement."""

@@ -106,6 +106,25 @@ def redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> Event
     return event_dict
 
 
+def _milliseconds(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: _milliseconds(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_milliseconds(v) for v in value)
+    return value
+
+
+def milliseconds(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: every float field (durations, ages, deadlines in seconds)
+    rounded to the millisecond, so no record shows `1.7000000000000002`."""
+    for key, value in event_dict.items():
+        if not key.startswith("_"):
+            event_dict[key] = _milliseconds(value)
+    return event_dict
+
+
 def _is_tty(stream: TextIO) -> bool:
     try:
         return stream.isatty()
@@ -414,6 +433,7 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", stream: TextIO | N
             structlog.processors.format_exc_info,
             structlog.processors.UnicodeDecoder(),
             redact,
+            milliseconds,
             renderer,
         ],
     )

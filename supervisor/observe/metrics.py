@@ -13,7 +13,8 @@ Metric names (all prefixed `corda_ha_`): `state` (enum), `lease_held`,
 `lease_renewal_failures_total`, `lease_acquisitions_total`,
 `last_renewal_age_seconds` (computed at scrape time, so it keeps growing when
 the loop hangs; NaN before the first renewal), `can_take_over`,
-`database_reachable`, `database_failures_in_a_row`, `log_records_dropped_total`
+`database_reachable`, `database_privilege_missing`, `database_failures_in_a_row`,
+`log_records_dropped_total`
 (log records the queue in front of stdout dropped because the sink stalled,
 process-wide; read from `supervisor.observe.logs.dropped_log_records()` at scrape time).
 """
@@ -113,6 +114,9 @@ class Metrics:
         self.database_reachable = Gauge(
             "database_reachable", "1 while the last lease call got an answer.",
             namespace=_NS, registry=r)
+        self.database_privilege_missing = Gauge(
+            "database_privilege_missing", "1 while the database answers but refuses this "
+            "supervisor's role a privilege the lease needs.", namespace=_NS, registry=r)
         self.database_failures_in_a_row = Gauge(
             "database_failures_in_a_row", "Lease calls failed in a row (0 when healthy).",
             namespace=_NS, registry=r)
@@ -158,6 +162,7 @@ class Metrics:
         database = view.extra.get("database")
         if isinstance(database, dict):
             self.database_reachable.set(1 if database.get("reachable") else 0)
+            self.database_privilege_missing.set(1 if database.get("missing_privilege") else 0)
             failures = database.get("failures_in_a_row")
             if isinstance(failures, int):
                 self.database_failures_in_a_row.set(failures)

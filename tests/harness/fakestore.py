@@ -38,6 +38,7 @@ from typing import Any
 from supervisor.core.identity import Identity, ProcessRef
 from supervisor.lease import LeaseSnapshot, LeaseVersion, Member, RenewResult
 from supervisor.lease.fence import FenceFailed, FenceResult
+from supervisor.lease.privileges import Missing
 
 Hook = Callable[[int], Awaitable[None]]
 OPERATIONS = ("observe", "acquire", "renew", "release")
@@ -106,6 +107,7 @@ class FakeStore:
         self.member_info: Callable[[], Member] | None = None
         self.member_changes = 0
         self.closed = False
+        self.missing: list[Missing] = []  # what `missing_privileges` answers
         self._lease_name = lease_name
 
     @property
@@ -149,6 +151,10 @@ class FakeStore:
 
     async def ensure_schema(self, timeout: float) -> None:
         pass
+
+    async def missing_privileges(self, *, fencing: bool, fencing_required: bool,
+                                 timeout: float) -> list[Missing]:
+        return list(self.missing)
 
     async def observe(self, timeout: float) -> LeaseSnapshot:
         await self._enter("observe", timeout=timeout)

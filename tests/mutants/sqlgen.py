@@ -17,7 +17,7 @@ Operators (the part of a mutant's key in brackets):
 - `op X`: a comparison turned into X (`>` into `>=` and `<`, `=` into `<>`,
   IS [NOT] NULL and IS [NOT] DISTINCT FROM into their opposites, ...);
 - `bound x2`, `bound /2`, `bound dropped`: a time bound added to or taken from a time
-  (`+ %(w)s`, `+ 2 * %(w)s`, `- interval '7 days'`) doubled, halved, removed;
+  (`+ %(w)s`, `+ 2 * %(w)s`, `- %(retention)s`) doubled, halved, removed;
 - `clock -1s`, `clock +1s`: the clock read of a comparison (`clock_timestamp()`,
   `n.now`) moved by a second;
 - `old`, `null`: an assigned column (SET, or the value of a new row) given its old

@@ -171,12 +171,12 @@ KILLS: dict[str, dict[str, dict[str, str]]] = {
                   "host", "pid", "state", "can_take_over", "reason", "version", "started_at",
                   "last_seen"),
         **_both("mem-refresh", "state", "can_take_over", "reason", "last_seen"),
-        "lease_name = %(name)s": {"true": "mem-8-days", "op <>": "mem-8-days"},
+        "lease_name = %(name)s": {"true": "mem-36-hours", "op <>": "mem-36-hours"},
         "instance <> %(instance)s": {"op =": "mem-predecessor"},
-        "last_seen < clock_timestamp() - interval '7 days'": {
-            "true": "mem-refresh", "false": "mem-8-days", "op <=": "mem-7-days",
-            "op >": "mem-8-days", "clock -1s": "mem-7-days-0.5s",
-            "clock +1s": "mem-7-days-less-0.5s", "bound x2": "mem-8-days",
+        "last_seen < clock_timestamp() - %(retention)s": {
+            "true": "mem-refresh", "false": "mem-36-hours", "op <=": "mem-24-hours",
+            "op >": "mem-36-hours", "clock -1s": "mem-24-hours-0.5s",
+            "clock +1s": "mem-24-hours-less-0.5s", "bound x2": "mem-36-hours",
             "bound dropped": "mem-refresh"},
         "(machine_name = %(machine_name)s AND machine_identity = %(machine_identity)s AND "
         "last_seen < clock_timestamp() - %(fresh)s)": {"false": "mem-predecessor"},

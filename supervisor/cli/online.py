@@ -1,0 +1,47 @@
+"""`check-config --online`: what the supervisor will meet in the database, asked before
+it runs, changing nothing: the login (user, password, TLS, pg_hba), every privilege
+it needs (`supervisor.lease.privileges`) and, with `fencing`, the fencing check the
+daemon makes. Each finding is printed to stderr; the status is 0 (all well), 78 (the
+first kind of problem an operator or a DBA must fix) or 69 (no database to ask)."""
+
+from __future__ import annotations
+
+import sys
+
+from supervisor.cli import operator
+from supervisor.cli.exits import EX_CONFIG, EX_UNAVAILABLE, fail
+from supervisor.config import Config
+from supervisor.lease import LeaseUnavailable
+
+
+async def check(config: Config) -> int:
+    db = config.database
+    try:
+        missing = await operator.missing_privileges(config)
+    except LeaseUnavailable as e:
+        return fail(e, config)
+    print(f"database: login as database.user = {db.supervisor_role} accepted "
+          f"({db.conninfo}, {db.password_text})", file=sys.stderr)
+    blocking = [m for m in missing if m.blocking]
+    for m in missing:
+        kind = "configuration error" if m.blocking else "warning"
+        print(f"corda-ha-supervisor: {kind}: {m}", file=sys.stderr)
+    if blocking:
+        return EX_CONFIG
+    print("database: every privilege the supervisor needs is granted", file=sys.stderr)
+    if not config.fencing.enabled:
+        return 0
+    problem, unreachable = await operator.fencing_check(config)
+    if unreachable is not None:
+        print(f"corda-ha-supervisor: database unavailable: {unreachable}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    if problem is None:
+        print(f"fencing: ready (node role {config.fencing.node_role} bound to lease "
+              f"{db.lease_name!r} on machine {config.lease.machine_name!r})", file=sys.stderr)
+        return 0
+    if not config.fencing.required:
+        print(f"warning: fencing: {problem} (fencing.required = false: the node would "
+              "start unfenced)", file=sys.stderr)
+        return 0
+    print(f"corda-ha-supervisor: configuration error: fencing: {problem}", file=sys.stderr)
+    return EX_CONFIG
