@@ -87,10 +87,10 @@ def test_each_row_privilege_taken_away_is_named_with_its_grant(
     m = found[0]
     assert m.blocking and m.role == fdb.supervisor
     assert m.object == f"table {q(table)}" and m.privilege == privilege
+    assert m.fix is not None
     assert m.fix.startswith("GRANT ") and q(table) in m.fix and fdb.supervisor in m.fix
     text = str(m)
     assert q(table) in text and privilege in text and m.fix in text
-    assert m.fix is not None
     as_dba(fdb, m.fix)  # the statement named gives it back
     assert missing(fdb, tmp_path) == []
 
@@ -100,7 +100,7 @@ def test_a_missing_access_row_is_named_with_its_insert(fdb: FenceDb, tmp_path: P
     as_dba(fdb, f"DELETE FROM {q(access)} WHERE supervisor_role = '{fdb.supervisor}'")
     found = missing(fdb, tmp_path)
     assert [m.privilege for m in found] == ["an access row"], found
-    assert found[0].fix.startswith(f"INSERT INTO {q(access)}")
+    assert str(found[0].fix).startswith(f"INSERT INTO {q(access)}")
     as_dba(fdb, str(found[0].fix))
     assert missing(fdb, tmp_path) == []
 
