@@ -387,6 +387,10 @@ if [ "$corda" = present ] && [ "$take_over" = no ]; then
     echo "     supervisor runs it):"
     echo "       systemctl disable --now corda.service"
     echo "       systemctl enable --now corda-ha-supervisor"
+elif [ "$systemctl" = no ]; then
+    echo "  4. (--no-systemctl: nothing enabled, corda.service not looked at) with no other"
+    echo "     unit running the node: systemctl daemon-reload, then"
+    echo "       systemctl enable --now corda-ha-supervisor"
 else
     echo "  4. start: systemctl start corda-ha-supervisor"
 fi
