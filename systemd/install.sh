@@ -56,7 +56,10 @@ while [ $# -gt 0 ]; do
 done
 src=$(cd "$(dirname "$0")/.." && pwd)
 r=${root%/}
-[ "$r" = "" ] || [ -d "$r" ] || die "--root $root: no such directory"
+if [ "$r" != "" ]; then
+    [ -d "$r" ] || die "--root $root: no such directory"
+    r=$(cd "$r" && pwd) root=$r
+fi
 
 # ------------------------------------------------------------------ what is there now
 name_ok() { case $1 in ''|-*|*[!A-Za-z0-9_.-]*) return 1 ;; esac; }
@@ -112,16 +115,13 @@ if [ "$r" != "" ] && { [ "$user_exists" = no ] || [ "$group_exists" = no ]; }; t
         "installer creates neither: pick existing ones with --user/--group"
 fi
 
-perm() { stat -c '%U:%G 0%a' "$1"; }
+perm() { set -- $(stat -c '%U %G %a' "$1"); printf '%s:%s %04o' "$1" "$2" $((0$3)); }
 # svc_can PATH BIT: can the service (user $user, group $group) read (BIT 4) or enter (1)
 # PATH? Supplementary groups are not counted (a warning may be too cautious, never wrong).
 svc_can() {
     set -- "$2" $(stat -c '%U %G %a' "$1")
-    digits=$4
-    while [ ${#digits} -gt 3 ]; do digits=${digits#?}; done
-    u=${digits%??} g=${digits#?}; g=${g%?}; o=${digits#??}
-    if [ "$2" = "$user" ]; then d=$u; elif [ "$3" = "$group" ]; then d=$g; else d=$o; fi
-    [ $((d & $1)) -ne 0 ]
+    if [ "$2" = "$user" ]; then by=6; elif [ "$3" = "$group" ]; then by=3; else by=0; fi
+    [ $(( (0$4 >> by) & $1 )) -ne 0 ]
 }
 
 warnings= left=
@@ -130,6 +130,10 @@ warn() { warnings="$warnings
 keep() { left="$left
   $*"; }
 
+if [ -d "$etc" ] && [ ! -x "$etc" ]; then
+    warn "this user cannot look inside $etc: the plan may be wrong about its files" \
+        "(run the dry run as root)"
+fi
 if [ -d "$etc" ]; then
     etc_act=keep
     keep "$etc ($(perm "$etc"))"
@@ -149,11 +153,9 @@ fi
 if [ -e "$envfile" ]; then
     env_act=keep
     keep "$envfile ($(perm "$envfile"), as edited)"
-    case $(stat -c '%a' "$envfile") in
-        *00) ;;
-        *) warn "$envfile ($(perm "$envfile")) holds the database password and is" \
-               "readable by others than its owner: chmod 0600 $envfile" ;;
-    esac
+    [ $((0$(stat -c '%a' "$envfile") & 077)) -eq 0 ] ||
+        warn "$envfile ($(perm "$envfile")) holds the database password and is" \
+            "open to others than its owner: chmod 0600 $envfile"
 else
     env_act=create
 fi
@@ -275,7 +277,8 @@ step_unit() {
         install -D -m 0644 -o root -g root "$src/systemd/corda-ha-supervisor.service" "$unit"
     fi
     case $dropin_act in
-        create) step "file $dropin: create, root:root 0644: User=$user Group=$group" ;;
+        create) step "file $dropin: create (its directory root:root 0755), root:root" \
+            "0644: User=$user Group=$group" ;;
         keep) step "file $dropin: exists with User=$user Group=$group, left alone" ;;
         replace) step "file $dropin: replace (it says User=$old_user Group=$old_group)," \
             "root:root 0644: User=$user Group=$group" ;;

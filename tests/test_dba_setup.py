@@ -57,7 +57,9 @@ def section() -> str:
 def after_marker(marker: str) -> str:
     """The text after `<!-- marker -->` in the section: its fenced block's body, or the
     table that follows it."""
-    rest = section().split(f"<!-- {marker} -->\n", 1)[1]
+    parts = section().split(f"<!-- {marker} -->\n", 1)
+    assert len(parts) == 2, f"docs/operations.md, {SECTION!r}: no <!-- {marker} --> block"
+    rest = parts[1]
     if rest.startswith("```"):
         return rest.split("\n", 1)[1].split("\n```\n", 1)[0] + "\n"
     return rest.split("\n\n", 1)[0]
