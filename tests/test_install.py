@@ -382,8 +382,8 @@ def with_fake_systemctl(root: Path, tmp: Path, *args: str, active: str,
                               timeout=280, env={**os.environ, **env})
     calls = []
     for line in log.read_text().splitlines():
-        program, argv, plan, files = line.split("\t")
-        calls.append(Call(program, argv.split(), plan != "0", files == "yes"))
+        name, argv, plan, files = line.split("\t")
+        calls.append(Call(name, argv.split(), plan != "0", files == "yes"))
     return subprocess.CompletedProcess(cmd, done.returncode, out.read_text(), done.stderr), calls
 
 
