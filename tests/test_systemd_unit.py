@@ -209,3 +209,16 @@ def test_node_cgroups_are_delegated() -> None:
     assert svc.get("Delegate") == ["yes"]
     assert svc.get("ProtectControlGroups") == ["no"]
     assert svc.get("KillMode") == ["mixed"]
+
+
+def test_the_header_says_what_the_installer_does() -> None:
+    """The unit's opening comment describes systemd/install.sh as it is: the user comes
+    from a drop-in, the unit is enabled but not started, a corda.service is left alone
+    unless taken over."""
+    header = UNIT.read_text().split("\n[Unit]", 1)[0]
+    installer = (UNIT.parent / "install.sh").read_text()
+    assert "enable --now corda-ha-supervisor" not in header  # the installer starts nothing
+    assert "does not start it" in header
+    for word in ("corda-ha-supervisor.service.d/user.conf", "--take-over-corda-service",
+                 "daemon-reload"):
+        assert word in header and word in installer, word

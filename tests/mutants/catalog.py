@@ -30,6 +30,8 @@ SQL = "supervisor/lease/sql.py"
 OBS = "supervisor/core/observation.py"
 DBFENCE = "supervisor/lease/fence.py"
 FENCE_TESTS = "tests/test_db_fencing.py"
+INSTALLER = "systemd/install.sh"
+INSTALL_TESTS = "tests/test_install.py"
 REFUSED_LOGIN = ('        return (f"the database refused the login of database.user = {user}: '
                  'check the user "\n')
 
@@ -1276,6 +1278,55 @@ MUTANTS: tuple[Mutant, ...] = (
         "        if late:\n            _kill_group(proc)\n",
         "        if False:\n            _kill_group(proc)\n",
         ("tests/test_hooks.py::test_a_hook_whose_spawn_hangs_never_delays_the_loop",),
+    ),
+    # ------------------------------------------------------------ the installer
+    Mutant(
+        "installer_stops_corda_service",
+        "systemd/install.sh stops and disables a corda.service only when given "
+        "--take-over-corda-service",
+        INSTALLER,
+        '    if [ "$corda" = present ] && [ "$take_over" = yes ]; then\n',
+        '    if [ "$corda" = present ]; then\n',
+        (f"{INSTALL_TESTS}::test_a_running_corda_service_is_left_alone",),
+    ),
+    Mutant(
+        "installer_enables_beside_corda_service",
+        "systemd/install.sh enables the supervisor only when no corda.service is left on "
+        "the host (never two units running one node)",
+        INSTALLER,
+        '    if [ "$corda" = present ] && [ "$take_over" = no ]; then\n'
+        '        step "systemd: systemctl daemon-reload"\n',
+        '    if false; then\n'
+        '        step "systemd: systemctl daemon-reload"\n',
+        (f"{INSTALL_TESTS}::test_a_running_corda_service_is_left_alone",),
+    ),
+    Mutant(
+        "installer_acts_while_planning",
+        "systemd/install.sh changes nothing before its plan is printed whole (and nothing "
+        "at all with --dry-run)",
+        INSTALLER,
+        'doing() { [ "$phase" = do ]; }\n',
+        "doing() { true; }\n",
+        (f"{INSTALL_TESTS}::test_the_dry_run_prints_the_whole_plan_and_changes_nothing",
+         f"{INSTALL_TESTS}::test_a_running_corda_service_is_left_alone"),
+    ),
+    Mutant(
+        "installer_overwrites_edited_config",
+        "a second run of systemd/install.sh leaves supervisor.conf as the operator edited it",
+        INSTALLER,
+        'if [ -e "$conf" ]; then\n    conf_act=keep\n',
+        'if false; then\n    conf_act=keep\n',
+        (f"{INSTALL_TESTS}::test_a_second_run_keeps_what_the_operator_edited",),
+    ),
+    Mutant(
+        "dba_tables_in_the_postgres_database",
+        "the DBA's commands (docs/operations.md) run what `schema` prints in the lease's "
+        "database (psql -d <database>), not in the superuser's",
+        "docs/operations.md",
+        "-U postgres -d <database> -f schema-a.sql\n",
+        "-U postgres -f schema-a.sql\n",
+        ("tests/test_dba_setup.py::test_every_psql_after_the_first_names_the_database",
+         "tests/test_dba_setup.py::test_the_dba_commands_as_written_set_up_a_pair"),
     ),
 )
 
