@@ -1,4 +1,4 @@
-"""docs/operations.md, "The database, as a DBA sets it up", followed literally.
+"""README.md, "Set up the database", followed literally.
 
 The section's fenced shell block (after `<!-- dba-setup -->`) runs as written, with only
 the placeholders the section declares (`<!-- dba-placeholders -->`: host, port, database,
@@ -39,8 +39,8 @@ from tests.harness.pgserver import ENV_DSN, PgServer, find_bindir
 
 pytestmark = pytest.mark.timeout(180)
 
-DOC = REPO / "docs" / "operations.md"
-SECTION = "## The database, as a DBA sets it up"
+DOC = REPO / "README.md"
+SECTION = "### Set up the database"
 INSTALLED_CLI = Path("/opt/corda-ha-supervisor/venv/bin/corda-ha-supervisor")
 #: the docs' login roles, whose passwords the section sets
 LOGIN_ROLES = ("corda_ha", "corda_node_a", "corda_node_b")
@@ -50,7 +50,8 @@ PLACEHOLDER = re.compile(r"<([a-z][a-z0-9-]*)>")
 def section() -> str:
     text = DOC.read_text()
     start = text.index(f"\n{SECTION}\n") + 1
-    end = text.find("\n## ", start)
+    end = min((i for i in (text.find("\n## ", start), text.find("\n### ", start)) if i >= 0),
+              default=-1)
     return text[start:] if end < 0 else text[start:end]
 
 
@@ -58,7 +59,7 @@ def after_marker(marker: str) -> str:
     """The text after `<!-- marker -->` in the section: its fenced block's body, or the
     table that follows it."""
     parts = section().split(f"<!-- {marker} -->\n", 1)
-    assert len(parts) == 2, f"docs/operations.md, {SECTION!r}: no <!-- {marker} --> block"
+    assert len(parts) == 2, f"README.md, {SECTION!r}: no <!-- {marker} --> block"
     rest = parts[1]
     if rest.startswith("```"):
         return rest.split("\n", 1)[1].split("\n```\n", 1)[0] + "\n"
