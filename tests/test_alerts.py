@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import uuid
 from pathlib import Path
@@ -59,6 +60,18 @@ def test_the_rules_pass_promtool_check_and_say_what_to_do() -> None:
         assert r.labels.get("severity") in ("critical", "warning"), r.alert
         assert r.annotations.get("summary") and r.annotations.get("description"), r.alert
         assert promtool.metric_names(r.expr), r.alert
+
+
+def test_the_recorded_runs_replay() -> None:
+    """config/prometheus-alerts.test.yml: the replays the scenarios below recorded from
+    real runs, kept (no processes: the rules against real series in seconds)."""
+    promtool.require()
+    text = promtool.RECORDED.read_text()
+    names = set(re.findall(r'^  - name: "([^"]+)"$', text, re.M))
+    assert names >= {"steady, handover, failover", "crash loop", "database cut", "fencing",
+                     "two holders"}, names
+    out = promtool.promtool("test", "rules", str(promtool.RECORDED))
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_metric_names_reads_what_an_expression_selects() -> None:
@@ -146,6 +159,13 @@ def test_a_node_that_keeps_crashing_fires_the_restart_alerts(
     a.start()
     with record([a], FINE) as rec:  # from a's start: its restart counter from 0
         replay = Replay(rec, "crash loop")
+        wait_until(lambda: any(v is not None for v in restarts_seen(rec, "a")), GIVE_UP,
+                   message="a scrape of a answered")
+        first = next(v for v in restarts_seen(rec, "a") if v is not None)
+        assert first == 0.0, (
+            f"the first scrape of a saw restarts {first}: it came after a's first crash "
+            f"(ticks up to {rec.lateness():.3f} s late), increase() would miss one")
+        a.wait_event("node_started", GIVE_UP)  # a holds the lease before b exists
         b.start()
         rec.add("b", b.health_port())
         a.wait_event("crash_loop", GIVE_UP)
@@ -160,6 +180,12 @@ def test_a_node_that_keeps_crashing_fires_the_restart_alerts(
                           RENEWAL_LATE, FENCING})
     replay.never(0, looped, {COOLDOWN, CANNOT_TAKE_OVER})
     replay.run(replay_file(tmp_path, "crash-loop"))
+
+
+def restarts_seen(rec: Recorder, instance: str) -> list[float | str | None]:
+    """`instance`'s corda_ha_node_restarts_total, one value per recorded step."""
+    inst = (("instance", instance), ("job", "corda-ha"))
+    return rec.values().get(("corda_ha_node_restarts_total", inst), [])
 
 
 def test_a_cut_database_fires_unreachable_no_holder_and_renewal_alerts(
@@ -256,6 +282,20 @@ def fenced(pair: Cluster, fdb: FenceDb, name: str, node_role: str) -> Host:
     return pair.add(name, dsn=fdb.dsn(fdb.supervisor), extra_conf=conf)
 
 
+def both_holding(hosts: list[Host], name: str) -> tuple[Replay, int]:
+    """Start `hosts`, wait until each runs its node, record them past CordaHaTwoHolders'
+    `for:` (45 s); the replay and its last step."""
+    for host in hosts:
+        host.start()
+    for host in hosts:
+        host.wait_node_up(GIVE_UP)
+    with record(hosts, FINE) as rec:
+        replay = Replay(rec, name)
+        rec.wait_steps(for_steps(replay, 45) + 4)
+        end = rec.step() - 1
+    return replay, end
+
+
 def test_two_holders_of_one_lease_fire(pair: Cluster, tmp_path: Path) -> None:
     """a and b name the same lease but different tables (as with two databases, or a
     host left on an old primary): both hold it. CordaHaTwoHolders fires once both have
@@ -264,14 +304,7 @@ def test_two_holders_of_one_lease_fire(pair: Cluster, tmp_path: Path) -> None:
     a = pair.add("a")
     b = pair.add("b", extra_conf=supervisor_config(
         database={"table": f"other_{uuid.uuid4().hex[:8]}"}))
-    a.start()
-    b.start()
-    a.wait_node_up(GIVE_UP)
-    b.wait_node_up(GIVE_UP)
-    with record([a, b], FINE) as rec:
-        replay = Replay(rec, "two holders")
-        rec.wait_steps(for_steps(replay, 45) + 4)
-        end = rec.step() - 1
+    replay, end = both_holding([a, b], "two holders")
     replay.firing(end, (TWO_HOLDERS, None))
     replay.never(0, end, ALL - {TWO_HOLDERS})
     replay.never(0, replay.steps(45) - 1, {TWO_HOLDERS})
@@ -285,16 +318,8 @@ def test_holders_of_two_leases_are_two_pairs(pair: Cluster, pg_dsn: str,
     Needs the daemon to give its lease name to `Metrics(lease=...)`."""
     promtool.require()
     with cluster(tmp_path / "other", pg_dsn, f"other-{uuid.uuid4().hex}") as other:
-        a, c = pair.add("a"), other.add("c")
-        a.start()
-        c.start()
-        a.wait_node_up(GIVE_UP)
-        c.wait_node_up(GIVE_UP)
-        with record([a, c], FINE) as rec:
-            replay = Replay(rec, "two pairs")
-            rec.wait_steps(for_steps(replay, 45) + 4)
-            end = rec.step() - 1
-    leases = {dict(labels).get("lease") for (name, labels) in rec.values()
+        replay, end = both_holding([pair.add("a"), other.add("c")], "two pairs")
+    leases = {dict(labels).get("lease") for (name, labels) in replay.recorder.values()
               if name == "corda_ha_supervisor_info"}
     if leases == {None}:
         pytest.xfail("the daemon does not give its lease name to Metrics yet "
