@@ -74,7 +74,8 @@ class Daemon:
         self.timing = Timing.from_config(config)
         self.identity = identity or this_process(config.lease.machine_name)
         self.clock = clock
-        self.metrics = Metrics()
+        self.metrics = Metrics(machine_name=config.lease.machine_name,
+                               lease=config.database.lease_name)
         if store is None and config.lease.enabled:
             store = PostgresLeaseStore(config.database, self.identity,
                                        config.lease.wait_interval)

@@ -16,14 +16,19 @@ the loop hangs; NaN before the first renewal), `can_take_over`,
 `database_reachable`, `database_privilege_missing`, `database_failures_in_a_row`,
 `log_records_dropped_total`
 (log records the queue in front of stdout dropped because the sink stalled,
-process-wide; read from `supervisor.observe.logs.dropped_log_records()` at scrape time).
+process-wide; read from `supervisor.observe.logs.dropped_log_records()` at scrape time),
+`kill_after_seconds` (W - M, from the status view while the lease is held; NaN until
+then), `fencing_ready` (1 when the fencing check found no problem, 0 while it reports
+one, NaN without fencing) and `supervisor_info` (labels `machine_name`, from the
+status view, and `lease`, the lease name when given: it groups the hosts of one pair
+for the alert rules in config/prometheus-alerts.yml).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 from prometheus_client import (
     CollectorRegistry,
@@ -79,7 +84,8 @@ class Metrics:
     """The supervisor's metrics, registered in `self.registry`."""
 
     def __init__(self, registry: CollectorRegistry | None = None, *,
-                 machine_name: str | None = None, process_metrics: bool = True) -> None:
+                 machine_name: str | None = None, lease: str | None = None,
+                 process_metrics: bool = True) -> None:
         own = registry is None
         self.registry = CollectorRegistry() if registry is None else registry
         if own and process_metrics:
@@ -120,14 +126,35 @@ class Metrics:
         self.database_failures_in_a_row = Gauge(
             "database_failures_in_a_row", "Lease calls failed in a row (0 when healthy).",
             namespace=_NS, registry=r)
+        self.kill_after_seconds = Gauge(
+            "kill_after_seconds", "W - M: the node is killed this long after the last "
+            "successful renewal was sent (NaN until this host held the lease).",
+            namespace=_NS, registry=r)
+        self.fencing_ready = Gauge(
+            "fencing_ready", "1 when the database fencing check found no problem, 0 while "
+            "it reports one (see /status fencing.problem), NaN without fencing.",
+            namespace=_NS, registry=r)
+        self.supervisor_info = Info(
+            "supervisor", "Static facts about this supervisor: machine_name, and lease "
+            "(the lease name: one per pair) when known.", namespace=_NS, registry=r)
         r.register(_LogDrops())
         self._last_renewal: float | None = None
         self._restarts_seen = 0
+        self._facts: dict[str, str] = {}
+        self._lease = lease
         self.epoch.set(math.nan)
+        self.kill_after_seconds.set(math.nan)
+        self.fencing_ready.set(math.nan)
         self.state.state("starting")
-        if machine_name is not None:
-            Info("supervisor", "Static facts about this supervisor.", namespace=_NS,
-                 registry=r).info({"machine_name": machine_name})
+        self._publish_facts(machine_name)
+
+    def _publish_facts(self, machine_name: str | None) -> None:
+        facts = {} if machine_name is None else {"machine_name": machine_name}
+        if self._lease is not None:
+            facts["lease"] = self._lease
+        if facts != self._facts:
+            self._facts = facts
+            self.supervisor_info.info(facts)
 
     def count_statements(self, counts: Callable[[], Mapping[str, int]]) -> None:
         """Publish the lease store's statement counts as `corda_ha_db_statements_total`."""
@@ -145,10 +172,13 @@ class Metrics:
     def update(self, view: StatusView) -> None:
         """Copy the gauges from a status snapshot (call with each `HealthServer.update`).
 
-        Also reads two optional `view.extra` keys: `last_renewal_age` (seconds
-        at `view.last_loop_turn`; sets the renewal-age base) and `restarts` (the
-        core's crash-restart count; increases are added to `node_restarts_total`).
+        Also reads the optional `view.extra` keys `last_renewal_age` (seconds
+        at `view.last_loop_turn`; sets the renewal-age base), `kill_deadline_in` (with
+        `last_renewal_age`: their sum is W - M), `restarts` (the core's crash-restart
+        count; increases are added to `node_restarts_total`), `database` and `fencing`
+        (a dict whose `problem` is None when fencing works; None without fencing).
         """
+        self._publish_facts(view.machine_name)
         self.set_state(view.state)
         self.lease_held.set(1 if view.lease_held else 0)
         self.node_running.set(1 if view.node_running else 0)
@@ -156,8 +186,14 @@ class Metrics:
         age = view.extra.get("last_renewal_age")
         if not view.lease_held:
             self._last_renewal = None
-        elif isinstance(age, int | float) and not isinstance(age, bool):
+        elif _number(age):
             self._last_renewal = view.last_loop_turn - float(age)
+            left = view.extra.get("kill_deadline_in")
+            if _number(left):
+                self.kill_after_seconds.set(round(float(age) + float(left), 3))
+        fencing = view.extra.get("fencing")
+        self.fencing_ready.set(math.nan if not isinstance(fencing, dict)
+                               else 0 if fencing.get("problem") is not None else 1)
         self.can_take_over.set(1 if view.extra.get("can_take_over") else 0)
         database = view.extra.get("database")
         if isinstance(database, dict):
@@ -171,3 +207,8 @@ class Metrics:
             if restarts > self._restarts_seen:
                 self.node_restarts_total.inc(restarts - self._restarts_seen)
             self._restarts_seen = restarts
+
+
+def _number(value: object) -> TypeGuard[int | float]:
+    """A number (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)

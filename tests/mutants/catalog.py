@@ -32,6 +32,7 @@ DBFENCE = "supervisor/lease/fence.py"
 FENCE_TESTS = "tests/test_db_fencing.py"
 INSTALLER = "systemd/install.sh"
 INSTALL_TESTS = "tests/test_install.py"
+ALERTS = "config/prometheus-alerts.yml"
 REFUSED_LOGIN = ('        return (f"the database refused the login of database.user = {user}: '
                  'check the user "\n')
 
@@ -1327,6 +1328,42 @@ MUTANTS: tuple[Mutant, ...] = (
         "-U postgres -f schema-a.sql\n",
         ("tests/test_dba_setup.py::test_every_psql_after_the_first_names_the_database",
          "tests/test_dba_setup.py::test_the_dba_commands_as_written_set_up_a_pair"),
+    ),
+    # ------------------------------------------------------------ alert rules
+    Mutant(
+        "two_holders_alert_split_by_host",
+        "alerts: two supervisors reporting one lease held at once fire CordaHaTwoHolders",
+        ALERTS,
+        "          count by (lease) (\n",
+        "          count by (lease, instance) (\n",
+        ("tests/test_alerts.py::test_the_recorded_runs_replay",),
+    ),
+    Mutant(
+        "no_holder_alert_silenced",
+        "alerts: a pair whose lease nobody holds for longer than a failover fires "
+        "CordaHaNoHolder",
+        ALERTS,
+        "          ) == 0\n        for: 2m\n",
+        "          ) < 0\n        for: 2m\n",
+        ("tests/test_alerts.py::test_the_recorded_runs_replay",),
+    ),
+    Mutant(
+        "database_unreachable_alert_inverted",
+        "alerts: a supervisor whose lease calls get no answer fires "
+        "CordaHaDatabaseUnreachable, one that reaches the database does not",
+        ALERTS,
+        "          (corda_ha_database_reachable == 0)\n",
+        "          (corda_ha_database_reachable == 1)\n",
+        ("tests/test_alerts.py::test_the_recorded_runs_replay",),
+    ),
+    Mutant(
+        "fencing_ready_ignores_the_problem",
+        "metrics: corda_ha_fencing_ready is 0 while the fencing check reports a problem "
+        "(CordaHaFencingNotReady reads it)",
+        "supervisor/observe/metrics.py",
+        '                               else 0 if fencing.get("problem") is not None else 1)\n',
+        "                               else 1)\n",
+        ("tests/test_alert_metrics.py",),
     ),
 )
 
