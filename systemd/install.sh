@@ -237,7 +237,12 @@ step_venv() {
     fi
     if doing; then
         "$python" -m venv "$venv"
-        "$venv/bin/pip" install --quiet --disable-pip-version-check "$src"
+        # built from a scratch copy: nothing written into the clone (no build/), and
+        # two installs from one clone cannot trip over each other's build directory
+        staging=$(mktemp -d)
+        cp -R "$src/pyproject.toml" "$src/README.md" "$src/supervisor" "$staging/"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check "$staging"
+        rm -rf "$staging"
     fi
 }
 

@@ -563,11 +563,30 @@ def test_a_paused_holder_neither_restarts_nor_hands_over_until_resumed() -> None
     acts = feed(d, NodeExited(3, None, 1.0), CU + 0.2, CORDA)
     assert "node_not_restarted_while_paused" in events(acts)
     assert d.state.lease.epoch == 1 and d.state.crashes.restart_at is None
+    assert d.state.state == core.State.PAUSED  # not "backoff": no restart is coming
     feed(d, core.Tick(), 2 * CU, CORDA)
     acts = feed(d, LeaseRenewed(sent_at=2 * CU, handover_requested=False, paused=False),
                 2 * CU + 0.1, CORDA)
     assert "pair_resumed" in events(acts)
     assert of(StartNode, acts) or of(StartNode, feed(d, core.Tick(), 2 * CU + 0.2, CORDA))
+
+
+def test_a_restart_that_was_due_waits_for_resume_once_the_pair_is_paused() -> None:
+    """The node crashed (a restart scheduled), then the pair was paused before the
+    restart: the restart is left for `resume`, and the state says paused."""
+    d = corda_active()
+    acts = feed(d, NodeExited(3, None, 1.0), CU * 0.1, CORDA)
+    assert d.state.state == core.State.BACKOFF and d.state.crashes.restart_at is not None
+    acts = feed(d, LeaseRenewed(sent_at=CU * 0.1, handover_requested=False, paused=True),
+                CU * 0.1 + 0.01, CORDA)
+    assert "node_not_restarted_while_paused" in events(acts)
+    assert d.state.state == core.State.PAUSED and d.state.crashes.restart_at is None
+    acts = feed(d, core.Tick(), CU, CORDA)
+    assert not of(StartNode, acts)
+    acts = feed(d, LeaseRenewed(sent_at=CU, handover_requested=False, paused=False),
+                CU + 0.1, CORDA)
+    assert of(StartNode, acts) or of(StartNode, feed(d, core.Tick(), CU + 0.2, CORDA))
+    assert d.state.state == core.State.ACTIVE
 
 
 # ------------------------------------------------------------------ database fencing

@@ -21,17 +21,25 @@ from tests.harness.proc import Reaper
 
 pytestmark = pytest.mark.timeout(60)
 
-def test_busy_health_port_exits_78_naming_health_port(tmp_path: Path, pg_server: PgServer,
-                                                      reaper: Reaper) -> None:
+@pytest.mark.parametrize("which", ["main", "internal"])
+def test_busy_health_port_exits_78_naming_the_address_taken(
+        tmp_path: Path, pg_server: PgServer, reaper: Reaper, which: str) -> None:
+    """Of the two listeners (health.port, health.internalPort), the message names the
+    one whose address is taken, and its keys, not both."""
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        port = busy.getsockname()[1]
-        path = startup_config(tmp_path, pg_server.dsn,
-                              extra=supervisor_config(health={"port": port}))
+        port, other = busy.getsockname()[1], free_port()
+        health = ({"host": "127.0.0.1", "port": port, "internalPort": other}
+                  if which == "main" else
+                  {"host": "127.0.0.1", "port": other, "internalPort": port})
+        path = startup_config(tmp_path, pg_server.dsn, extra=supervisor_config(health=health))
         code, out = run_to_exit(reaper, path)
     assert code == 78, out
-    assert "health_port_unavailable" in out and "health.port" in out and str(port) in out
+    (line,) = [x for x in out.splitlines() if "health_port_unavailable" in x]
+    keys = "health.host / health.port" if which == "main" else "health.internalHost"
+    assert f"cannot listen on 127.0.0.1:{port} ({keys}" in line, line
+    assert f":{other}" not in line.split('"message"')[1], line  # the free one is not blamed
     assert_clean(out)
 
 

@@ -48,9 +48,15 @@ class HolderRules(_Base):
         s.paused = paused
         if paused:
             self.log("pair_paused", epoch=s.lease.epoch)
-        else:
-            self.log("pair_resumed", epoch=s.lease.epoch)
-        if paused or not s.crashes.restart_when_resumed:
+            if s.state == State.BACKOFF and s.crashes.restart_at is not None:
+                # a restart that was due: left for `resume` like a crash while paused
+                s.crashes.restart_at = None
+                s.crashes.restart_when_resumed = True
+                change(s, State.PAUSED)
+                self.log("node_not_restarted_while_paused", "warning", epoch=s.lease.epoch)
+            return
+        self.log("pair_resumed", epoch=s.lease.epoch)
+        if not s.crashes.restart_when_resumed:
             return
         s.crashes.restart_when_resumed = False
         if s.node.phase is NodePhase.NONE and s.lease.epoch is not None:

@@ -95,7 +95,7 @@ class NodeRules(_Base):
         if s.paused and s.lease_enabled:
             # maintenance: leave it down; `resume` restarts it
             s.crashes.restart_when_resumed = True
-            change(s, State.BACKOFF)
+            change(s, State.PAUSED)
             self.log("node_not_restarted_while_paused", "warning", epoch=s.lease.epoch)
             return
         if runtime >= self.t.reset_after:

@@ -11,6 +11,7 @@ is always allowed.) Stdlib only; imports nothing of ours.
 | standby    | active                            | the lease was acquired, the node starts    |
 |            | stopping                          | shutdown; an acquisition that came too late|
 | active     | backoff                           | the node crashed (or a start was refused)  |
+|            | paused                            | the node crashed while the pair is paused  |
 |            | stopping                          | handover, shutdown, lease lost or overdue, |
 |            |                                   | crash loop                                 |
 |            | standby                           | the run ended as asked with nothing owed   |
@@ -18,6 +19,10 @@ is always allowed.) Stdlib only; imports nothing of ours.
 |            | standby                           | the lease lost while no node ran           |
 |            | stopping                          | handover, shutdown                         |
 |            | disabled                          | the crash restart, lease off               |
+|            | paused                            | the pair was paused before the restart     |
+| paused     | active                            | `resume`: the node restarts                |
+|            | standby                           | the lease lost while no node ran           |
+|            | stopping                          | shutdown                                   |
 | stopping   | standby                           | the node is gone and the lease given up    |
 |            | cooldown                          | ... after a crash loop or a handover       |
 |            | exited                            | ... on shutdown                            |
@@ -41,6 +46,7 @@ class State(StrEnum):
     STANDBY = "standby"  # contending: reads the row, listens for releases
     ACTIVE = "active"  # holds the lease; the node runs (or is starting)
     BACKOFF = "backoff"  # holds the lease; the node crashed, its restart is due later
+    PAUSED = "paused"  # holds the lease; the node is down and stays down until `resume`
     STOPPING = "stopping"  # the node is being stopped, then the lease released
     COOLDOWN = "cooldown"  # gave the lease away (crash loop, handover): no contending
     DISABLED = "disabled"  # `on = false`: plain supervision, no lease
@@ -49,8 +55,10 @@ class State(StrEnum):
 
 ALLOWED: Mapping[State, frozenset[State]] = {
     State.STANDBY: frozenset({State.ACTIVE, State.STOPPING}),
-    State.ACTIVE: frozenset({State.BACKOFF, State.STOPPING, State.STANDBY}),
-    State.BACKOFF: frozenset({State.ACTIVE, State.STANDBY, State.STOPPING, State.DISABLED}),
+    State.ACTIVE: frozenset({State.BACKOFF, State.PAUSED, State.STOPPING, State.STANDBY}),
+    State.BACKOFF: frozenset({State.ACTIVE, State.PAUSED, State.STANDBY, State.STOPPING,
+                              State.DISABLED}),
+    State.PAUSED: frozenset({State.ACTIVE, State.STANDBY, State.STOPPING}),
     State.STOPPING: frozenset({State.STANDBY, State.COOLDOWN, State.EXITED}),
     State.COOLDOWN: frozenset({State.STANDBY, State.DISABLED, State.STOPPING}),
     State.DISABLED: frozenset({State.BACKOFF, State.COOLDOWN, State.STOPPING}),

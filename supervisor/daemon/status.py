@@ -13,7 +13,7 @@ from supervisor.config import Config
 from supervisor.core import CoreState, NodePhase, Timing
 from supervisor.core.identity import Identity
 from supervisor.lease import Member
-from supervisor.observe.http import HealthServer, StatusView
+from supervisor.observe.http import AddressUnavailable, HealthServer, StatusView
 from supervisor.observe.metrics import Metrics
 
 log = structlog.get_logger("supervisor.daemon")
@@ -94,15 +94,16 @@ def start_health(config: Config, metrics: Metrics, loop_turn: float) -> HealthSe
                           registry=metrics.registry, token=h.token, internal=internal)
     try:
         server.start()
-    except OSError as e:
-        where = f"{h.host}:{h.port}" + ("" if internal is None else
-                                        f" or {h.internal_host}:{h.internal_port}")
+    except AddressUnavailable as e:
+        keys = ("health.internalHost / health.internalPort" if e.internal
+                else "health.host / health.port")
+        host, port = e.address
         log.error("health_port_unavailable", host=h.host, port=h.port,
                   internal_host=h.internal_host if internal else None,
                   internal_port=h.internal_port, error=e.strerror or str(e),
-                  message=f"cannot listen on {where} ({e.strerror or e}): "
-                          f"choose another health.port / health.host (or "
-                          f"health.internalPort / internalHost) in {config.source}")
+                  taken=f"{host}:{port}",
+                  message=f"cannot listen on {host}:{port} ({keys}): {e.strerror or e}; "
+                          f"choose another {keys} in {config.source}")
         return None
     log.info("health_listening", host=h.host, port=server.port,
              internal_host=h.internal_host if internal else None,

@@ -101,6 +101,16 @@ def authorized(header: str | None, token: str) -> bool:
     return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
+class AddressUnavailable(OSError):
+    """A bind that failed, with the address it was for: `internal` for the internal
+    listener (`health.internalHost`/`internalPort`), else the main one."""
+
+    def __init__(self, error: OSError, address: tuple[str, int], *, internal: bool) -> None:
+        super().__init__(error.errno, error.strerror or str(error))
+        self.address = address
+        self.internal = internal
+
+
 class HealthServer:
     """HTTP endpoint on `host:port` (port 0: any free port, see `port`).
 
@@ -154,20 +164,21 @@ class HealthServer:
         self._view = view
 
     def start(self) -> None:
-        """Bind and start serving in daemon threads. Raises OSError when a bind fails."""
+        """Bind and start serving in daemon threads. Raises `AddressUnavailable` (an
+        OSError naming the address) when a bind fails; nothing stays bound."""
         if self._servers:
             return
         addresses = [((self._host, self._port), self._internal is None)]
         if self._internal is not None:
             addresses.append((self._internal, True))
         servers: list[BoundedServer] = []
-        try:
-            for address, internals in addresses:
+        for index, (address, internals) in enumerate(addresses):
+            try:
                 servers.append(BoundedServer(address, self._router(internals), self._limits))
-        except OSError:
-            for server in servers:
-                server.server_close()
-            raise
+            except OSError as e:
+                for server in servers:
+                    server.server_close()
+                raise AddressUnavailable(e, address, internal=index == 1) from e
         self._created = clock.now()
         for server in servers:
             thread = threading.Thread(target=server.serve_forever,

@@ -49,7 +49,8 @@ from supervisor.observe.logs import dropped_log_records
 if TYPE_CHECKING:
     from supervisor.observe.http import StatusView
 
-STATES = ("starting", "standby", "active", "backoff", "stopping", "cooldown", "disabled")
+STATES = ("starting", "standby", "active", "backoff", "paused", "stopping", "cooldown",
+          "disabled")
 
 _NS = "corda_ha"
 

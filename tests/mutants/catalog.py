@@ -33,6 +33,7 @@ FENCE_TESTS = "tests/test_db_fencing.py"
 INSTALLER = "systemd/install.sh"
 INSTALL_TESTS = "tests/test_install.py"
 ALERTS = "config/prometheus-alerts.yml"
+ROAD = "tests/test_operator_road.py::"
 REFUSED_LOGIN = ('        return (f"the database refused the login of database.user = {user}: '
                  'check the user "\n')
 
@@ -1364,6 +1365,109 @@ MUTANTS: tuple[Mutant, ...] = (
         '                               else 0 if fencing.get("problem") is not None else 1)\n',
         "                               else 1)\n",
         ("tests/test_alert_metrics.py",),
+    ),
+    # ------------------------------------------------------------ the operator's road
+    Mutant(
+        "missing_grant_does_not_block_start",
+        "run refuses to contend (exit 78) when a privilege the lease needs is missing on "
+        "existing tables, naming the table, the privilege and the GRANT",
+        "supervisor/daemon/loop.py",
+        "        if blocking:\n            return \"; \".join(blocking)\n",
+        "        if False:\n            return \"; \".join(blocking)\n",
+        ("tests/test_privileges.py::"
+         "test_run_with_a_grant_missing_on_existing_tables_exits_78_naming_it",),
+    ),
+    Mutant(
+        "lost_privilege_reported_unreachable",
+        "a privilege lost while running is reported as missing (log, /status, status, "
+        "metric), not as an unreachable database",
+        "supervisor/daemon/leasecalls.py",
+        "missing_privilege=e.sqlstate == INSUFFICIENT_PRIVILEGE)",
+        "missing_privilege=False)",
+        ("tests/test_privileges.py::"
+         "test_a_privilege_lost_while_running_is_reported_as_missing_not_unreachable",),
+    ),
+    Mutant(
+        "online_check_skips_the_probe",
+        "check-config --online exits 78 on a missing privilege, naming the GRANT",
+        "supervisor/cli/online.py",
+        "    if blocking:\n        return EX_CONFIG\n",
+        "    if False:\n        return EX_CONFIG\n",
+        (ROAD + "test_check_config_online_accepts_a_pair_set_up_as_schema_prints",),
+    ),
+    Mutant(
+        "durations_not_rounded",
+        "durations in logs are rounded to the millisecond",
+        "supervisor/observe/logs.py",
+        "        return round(value, 3)\n",
+        "        return value\n",
+        ("tests/test_logs.py::test_durations_are_rounded_to_the_millisecond",),
+    ),
+    Mutant(
+        "handover_to_a_stranger",
+        "handover --to a machine that is no member of the pair is refused by name (exit 4)",
+        "supervisor/cli/operator.py",
+        "    if to is not None and to not in {m.member.machine_name for m in members}:\n",
+        "    if False:\n",
+        (ROAD + "test_handover_to_a_host_that_is_no_member_is_refused_by_name",),
+    ),
+    Mutant(
+        "env_file_ignored",
+        "the operator's commands read the unit's environment file (or --env-file's)",
+        "supervisor/cli/command.py",
+        "        _read_env_file(args.env_file, command)\n",
+        "        None\n",
+        (ROAD + "test_status_takes_the_password_from_the_env_file_and_says_so",),
+    ),
+    Mutant(
+        "closed_pipe_traceback",
+        "output into a pipe closed early ends with 141, no traceback",
+        "supervisor/cli/command.py",
+        "    except BrokenPipeError:\n",
+        "    except KeyboardInterrupt:\n",
+        (ROAD + "test_output_into_a_closed_pipe_ends_quietly",),
+    ),
+    Mutant(
+        "gone_member_shown_present",
+        "status shows a member that left as gone, with when it was last seen",
+        "supervisor/cli/show.py",
+        '        if m.get("gone"):\n',
+        "        if False:\n",
+        (ROAD + "test_a_member_that_left_is_shown_gone_in_local_time_then_removed",),
+    ),
+    Mutant(
+        "duplicate_directory_warning",
+        "check-config names a problem once: no warning for what is also an error",
+        "supervisor/cli/command.py",
+        '        if not any(p.key and warning.startswith(f"{p.key} ") for p in problems):\n',
+        "        if True:\n",
+        (ROAD + "test_check_config_names_a_missing_directory_once",),
+    ),
+    Mutant(
+        "busy_port_blames_the_main_address",
+        "a health address that is taken is named with its own keys",
+        "supervisor/observe/http.py",
+        "                raise AddressUnavailable(e, address, internal=index == 1) from e\n",
+        "                raise AddressUnavailable(e, address, internal=False) from e\n",
+        ("tests/test_startup_errors.py::test_busy_health_port_exits_78_naming_the_address_taken",),
+    ),
+    Mutant(
+        "paused_crash_shows_backoff",
+        "a node that crashed while the pair is paused is shown paused, not backoff",
+        "supervisor/core/lifecycle.py",
+        "            change(s, State.PAUSED)\n",
+        "            change(s, State.BACKOFF)\n",
+        ("tests/test_core_rules.py::"
+         "test_a_paused_holder_neither_restarts_nor_hands_over_until_resumed",),
+    ),
+    Mutant(
+        "pause_lets_a_due_restart_run",
+        "a restart that was due when the pair is paused waits for resume",
+        "supervisor/core/holder.py",
+        "            if s.state == State.BACKOFF and s.crashes.restart_at is not None:\n",
+        "            if False:\n",
+        ("tests/test_core_rules.py::"
+         "test_a_restart_that_was_due_waits_for_resume_once_the_pair_is_paused",),
     ),
 )
 
