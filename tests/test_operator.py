@@ -21,7 +21,7 @@ from supervisor.lease.members import Member
 from supervisor.node.machine import this_process
 from tests.harness.aio import run
 from tests.harness.cli import run_cli
-from tests.harness.cluster import Cluster
+from tests.harness.cluster import Cluster, holder_registered
 from tests.harness.config import lease, seconds, write_config
 from tests.harness.host import http_get
 from tests.harness.pgserver import PgServer
@@ -126,13 +126,8 @@ health.enabled = false
 
 
 def test_status_lists_members_and_handover_refuses_without_a_taker(pair: Cluster) -> None:
-    a = pair.add("a")
-    a.start()
-    a.wait_node_up(15)
+    a = holder_registered(pair)
     # alone: nobody could take over, so a handover would only stop the node
-    wait_until(lambda: json.loads(run_cli("status", "--json", "--config",
-                                          str(a.config_path)).stdout)["members"], 10,
-               message="a registered as a member")
     out = run_cli("handover", "--config", str(a.config_path))
     assert out.returncode == 4, out
     assert "refusing to hand over" in out.stderr and "--force" in out.stderr

@@ -22,7 +22,7 @@ from supervisor.cli import envfile
 from supervisor.config import ConfigError
 from supervisor.lease.members import MEMBER_RETENTION
 from tests.harness.cli import SECRET, assert_clean, run_cli
-from tests.harness.cluster import Cluster
+from tests.harness.cluster import Cluster, holder_registered
 from tests.harness.config import Raw, lease, seconds, write_config
 from tests.harness.fencedb import FenceDb
 from tests.harness.paths import REPO
@@ -155,12 +155,7 @@ def test_check_config_names_a_missing_directory_once(tmp_path: Path,
 
 
 def test_handover_to_a_host_that_is_no_member_is_refused_by_name(pair: Cluster) -> None:
-    a = pair.add("a")
-    a.start()
-    a.wait_node_up(15)
-    wait_until(lambda: json.loads(run_cli("status", "--json", "--config",
-                                          str(a.config_path)).stdout)["members"], 10,
-               message="a registered as a member")
+    a = holder_registered(pair)
     out = run_cli("handover", "--to", "host-zz", "--config", str(a.config_path))
     assert out.returncode == 4, out
     assert "'host-zz' is no member of this pair" in out.stderr

@@ -191,3 +191,19 @@ def add_edited(c: Cluster, name: str, edit: Callable[[str], str],
                       **kw)
     c.hosts.append(host)
     return host
+
+
+def holder_registered(c: Cluster, name: str = "a") -> Host:
+    """Start host `name`, wait for its node, and for `status --json` to list it as a
+    member (what `handover` reads before it asks anything)."""
+    import json
+
+    from tests.harness.cli import run_cli
+
+    host = c.add(name)
+    host.start()
+    host.wait_node_up(15)
+    wait_until(lambda: json.loads(run_cli("status", "--json", "--config",
+                                          str(host.config_path)).stdout)["members"], 10,
+               message=f"{name} registered as a member")
+    return host
