@@ -210,7 +210,8 @@ class PatroniCluster:
             raise
         return c
 
-    def _spawn(self, argv: list[str], log: Path, *, as_server_user: bool) -> subprocess.Popen[bytes]:
+    def _spawn(self, argv: list[str], log: Path, *,
+               as_server_user: bool) -> subprocess.Popen[bytes]:
         cmd = ["env", f"{TAG_ENV}={self.tag}", *argv]
         if as_server_user and self.run_as is not None:
             cmd = ["runuser", "-u", self.run_as, "--", *cmd]
@@ -253,8 +254,8 @@ class PatroniCluster:
     def start_member(self, name: str) -> None:
         """Start (again) member `name`'s Patroni daemon."""
         m = self.member(name)
-        m.proc = self._spawn([*server_python(self.run_as), str(m.config)], self.basedir / f"{name}.log",
-                             as_server_user=True)
+        m.proc = self._spawn([*server_python(self.run_as), str(m.config)],
+                             self.basedir / f"{name}.log", as_server_user=True)
 
     def _member_config(self, name: str, pg_port: int, api_port: int,
                        datadir: Path) -> dict[str, Any]:
@@ -336,6 +337,13 @@ class PatroniCluster:
             wait_until(ok, timeout, interval=0.1, message="the Patroni cluster to be healthy")
         except AssertionError as e:
             raise AssertionError(f"{e}; roles {self.roles()}\n{self.log_tail()}") from None
+
+    def execute_on_primary(self, sql: str) -> list[tuple[Any, ...]]:
+        """One statement on the primary (as the REST API names it), autocommit; rows."""
+        with psycopg.connect(self.member(self.leader()).dsn, autocommit=True,
+                             connect_timeout=5) as conn:
+            cur = conn.execute(sql.encode())
+            return list(cur.fetchall()) if cur.description is not None else []
 
     def multi_host_url(self) -> str:
         """What users write: every member, the read-write one chosen by libpq."""
