@@ -223,7 +223,9 @@ def test_switchover_shorter_than_the_slack_neither_stops_nor_moves_the_node(
     report("switchover, scaled", r)
     assert r["protection"]["protection"] == "synchronous", r["protection"]
     assert r["protection"]["level"] == "info"
-    assert r["outage"] < SCALED_SLACK, "the switchover outlasted the slack: no test"
+    # `outage` runs from patronictl's start to the new primary's /primary answer (4-6 s
+    # here); the write outage inside it is shorter: the renewal gap shows it
+    assert r["gap"] - SCALED["update_ms"] / 1000 < SCALED_SLACK
     assert r["gap"] > SCALED["update_ms"] / 1000, "the renewal did not fall in the switchover"
     assert r["kept"] and r["holder"] == "a", r
     assert not r["lost"] and not r["stopped"], r
