@@ -11,7 +11,8 @@ import sys
 from supervisor.cli import operator
 from supervisor.cli.exits import EX_CONFIG, EX_UNAVAILABLE, fail
 from supervisor.config import Config
-from supervisor.lease import LeaseUnavailable
+from supervisor.core.state import Timing
+from supervisor.lease import LeaseUnavailable, replication
 
 
 async def check(config: Config) -> int:
@@ -29,6 +30,10 @@ async def check(config: Config) -> int:
     if blocking:
         return EX_CONFIG
     print("database: every privilege the supervisor needs is granted", file=sys.stderr)
+    unreachable = await _replication(config)
+    if unreachable is not None:
+        print(f"corda-ha-supervisor: database unavailable: {unreachable}", file=sys.stderr)
+        return EX_UNAVAILABLE
     if not config.fencing.enabled:
         return 0
     problem, unreachable = await operator.fencing_check(config)
@@ -45,3 +50,16 @@ async def check(config: Config) -> int:
         return 0
     print(f"corda-ha-supervisor: configuration error: fencing: {problem}", file=sys.stderr)
     return EX_CONFIG
+
+
+async def _replication(config: Config) -> str | None:
+    """Print what a failover of the lease database can cost (a warning where it could
+    cost two nodes); the error when the database cannot be read, else None."""
+    try:
+        settings = await operator.replication_settings(config)
+    except LeaseUnavailable as e:
+        return str(e)
+    p = replication.assess(settings, replication.holder_slack(Timing.from_config(config)))
+    kind = "warning: " if p.two_nodes else ""
+    print(f"{kind}database failover: {p.message}", file=sys.stderr)
+    return None

@@ -39,6 +39,7 @@ from supervisor.lease.fence import FenceSql, explain, read_roles
 from supervisor.lease.fence import check as fence_check
 from supervisor.lease.members import local_time
 from supervisor.lease.privileges import Missing
+from supervisor.lease.replication import Settings as ReplicationSettings
 from supervisor.node.machine import this_process
 
 
@@ -137,6 +138,13 @@ async def missing_privileges(config: Config) -> list[Missing]:
         return await store.missing_privileges(fencing=config.fencing.enabled,
                                               fencing_required=config.fencing.required,
                                               timeout=_timeout(config))
+
+
+async def replication_settings(config: Config) -> ReplicationSettings:
+    """The lease database's replication settings as the daemon reads them at start
+    (raises `LeaseUnavailable`)."""
+    async with _store(config, config.lease.machine_name) as store:
+        return await store.replication(_timeout(config))
 
 
 async def status(config: Config, *, as_json: bool) -> int:

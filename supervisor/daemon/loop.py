@@ -48,7 +48,7 @@ from supervisor.daemon.fencer import DatabaseFencer
 from supervisor.daemon.hooks import Hooks
 from supervisor.daemon.leasecalls import CALL_GRACE, LeaseCalls, record_history
 from supervisor.daemon.noderun import NodeRunner
-from supervisor.lease import LeaseStore, LeaseUnavailable, PostgresLeaseStore
+from supervisor.lease import LeaseStore, LeaseUnavailable, PostgresLeaseStore, replication
 from supervisor.lease.startup import database_config_problem
 from supervisor.node.machine import this_process
 from supervisor.node.sweep import RunMarks, sweep_at_startup
@@ -276,7 +276,26 @@ class Daemon:
         log.info("privileges_checked", missing=len(missing),
                  message="the database lets this role do all it needs for the lease"
                          + (" (see privilege_missing: advisory)" if missing else ""))
+        await self._log_replication(bound)
         return None
+
+    async def _log_replication(self, bound: float) -> None:
+        """Advisory, never blocking: what a failover of the lease database can cost
+        (`supervisor.lease.replication`); a warning where it could cost two nodes."""
+        assert self.store is not None
+        try:
+            settings = await self.store.replication(bound)
+        except LeaseUnavailable as e:
+            log.warning("replication_unknown", error=str(e),
+                        message="could not read the lease database's replication settings; "
+                                "run check-config --online to see what a failover can cost")
+            return
+        p = replication.assess(settings, replication.holder_slack(self.timing))
+        log.log(logging.WARNING if p.two_nodes else logging.INFO, "replication_protection",
+                protection=p.kind, two_nodes=p.two_nodes,
+                synchronous_commit=settings.synchronous_commit,
+                synchronous_standby_names=settings.synchronous_standby_names,
+                sync_standbys=settings.sync_standbys, message=p.message)
 
     async def _shutdown(self, listener: asyncio.Task[None] | None) -> None:
         """Bounded cleanup. If we leave with a node still running (a bug or an

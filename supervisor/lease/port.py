@@ -36,6 +36,7 @@ from supervisor.core.row import LeaseSnapshot, LeaseVersion, RenewResult
 from supervisor.lease.fence import FenceResult
 from supervisor.lease.members import Member
 from supervisor.lease.privileges import Missing
+from supervisor.lease.replication import Settings as ReplicationSettings
 
 #: What Corda's lock row means for our node, as `look_at_corda_row` says it: "absent"
 #: (no table here), "no_row", "own", "takeable", "fresh" (another machine's, younger
@@ -67,6 +68,11 @@ class LeaseStore(Protocol):
         """What the connected role may not do of what the supervisor will need (the
         lease, member, history and access tables; with `fencing`, the fence's functions
         and bindings; Corda's lock row, advisory), changing nothing; [] when nothing."""
+        ...
+
+    async def replication(self, timeout: float) -> ReplicationSettings:
+        """The database's replication settings as a lease session sees them
+        (`supervisor.lease.replication`), changing nothing."""
         ...
 
     async def observe(self, timeout: float) -> LeaseSnapshot:

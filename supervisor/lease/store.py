@@ -56,6 +56,8 @@ from supervisor.lease.listener import Listener
 from supervisor.lease.members import Member, MemberRow, MemberSql
 from supervisor.lease.privileges import Missing, ProbeTarget
 from supervisor.lease.privileges import probe as probe_privileges
+from supervisor.lease.replication import Settings as ReplicationSettings
+from supervisor.lease.replication import read as read_replication
 from supervisor.lease.schema import create_missing
 from supervisor.lease.sql import LeaseSql, snapshot_from_row
 
@@ -135,6 +137,10 @@ class PostgresLeaseStore:
             return await probe_privileges(conn, target)
 
         return await self._run("privileges", op, timeout, self._side)
+
+    async def replication(self, timeout: float) -> ReplicationSettings:
+        """The replication settings as the lease session sees them (`replication.py`)."""
+        return await self._run("replication", read_replication, timeout, self._side)
 
     async def observe(self, timeout: float) -> LeaseSnapshot:
         """Read the row, the database time and which server answered, in one statement."""

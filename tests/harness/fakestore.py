@@ -39,6 +39,7 @@ from supervisor.core.identity import Identity, ProcessRef
 from supervisor.lease import LeaseSnapshot, LeaseVersion, Member, RenewResult
 from supervisor.lease.fence import FenceFailed, FenceResult
 from supervisor.lease.privileges import Missing
+from supervisor.lease.replication import Settings as ReplicationSettings
 
 Hook = Callable[[int], Awaitable[None]]
 OPERATIONS = ("observe", "acquire", "renew", "release")
@@ -108,6 +109,8 @@ class FakeStore:
         self.member_changes = 0
         self.closed = False
         self.missing: list[Missing] = []  # what `missing_privileges` answers
+        # what `replication` answers: a database with one synchronous standby
+        self.replication_settings = ReplicationSettings("on", "ANY 1 (standby)", 1, 1)
         self._lease_name = lease_name
 
     @property
@@ -155,6 +158,9 @@ class FakeStore:
     async def missing_privileges(self, *, fencing: bool, fencing_required: bool,
                                  timeout: float) -> list[Missing]:
         return list(self.missing)
+
+    async def replication(self, timeout: float) -> ReplicationSettings:
+        return self.replication_settings
 
     async def observe(self, timeout: float) -> LeaseSnapshot:
         await self._enter("observe", timeout=timeout)

@@ -1469,6 +1469,24 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_core_rules.py::"
          "test_a_restart_that_was_due_waits_for_resume_once_the_pair_is_paused",),
     ),
+    Mutant(
+        "async_replication_not_two_nodes",
+        "asynchronous replication of the lease database is said to risk two nodes",
+        "supervisor/lease/replication.py",
+        '    return Protection("asynchronous", True, s, message)\n',
+        '    return Protection("asynchronous", False, s, message)\n',
+        ("tests/test_replication_advisory.py::"
+         "test_assess_names_the_protection_and_warns_only_where_two_nodes_can_run",),
+    ),
+    Mutant(
+        "two_nodes_replication_not_warned",
+        "the daemon warns at start when a failover of the lease database can cost two nodes",
+        DAEMON,
+        "        log.log(logging.WARNING if p.two_nodes else logging.INFO, "
+        '"replication_protection",\n',
+        '        log.log(logging.INFO, "replication_protection",\n',
+        ("tests/test_replication_advisory.py::test_the_daemon_logs_the_protection_at_start",),
+    ),
 )
 
 
