@@ -86,6 +86,13 @@ def missing() -> str | None:
         return "patroni is not installed (pip install 'patroni[etcd]', the test extra)"
     if not os.access(ETCD, os.X_OK):
         return "etcd is not installed (Debian: apt-get install etcd-server)"
+    if os.geteuid() == 0:
+        command = server_python("postgres")
+        probe = ["runuser", "-u", "postgres", "--", *command[:-2], "-c", "import patroni"]
+        if subprocess.run(probe, capture_output=True, timeout=30).returncode != 0:
+            return ("the postgres user cannot import patroni with this interpreter "
+                    f"({' '.join(command[:-2])}): install the test extra where that user "
+                    "can read it, or the system's python3 of this version")
     return None
 
 
