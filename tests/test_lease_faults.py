@@ -251,10 +251,16 @@ def test_a_failing_call_does_not_break_calls_queued_behind_it(
     not fail the side calls after it, nor the renewal and observation on the lease
     channel (it once did, every time: "connection socket closed")."""
 
+    dropped: list[Conn] = []
+
     async def refused(conn: Conn) -> None:
+        dropped.append(conn)
         await conn.execute("SELECT 1/0")
 
     async def answered(conn: Conn) -> int:
+        # checked before any use: a connection being closed under a statement can take
+        # the C library down with it (a crash, not a failing test)
+        assert not any(conn is d for d in dropped), "a queued call got a dropped connection"
         cur = await conn.execute("SELECT 7")
         row = await cur.fetchone()
         assert row is not None
