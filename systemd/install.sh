@@ -387,7 +387,7 @@ cli=/opt/corda-ha-supervisor/venv/bin/corda-ha-supervisor
 echo "Next:"
 echo "  1. edit $r/etc/corda-ha-supervisor/supervisor.conf and put the database password"
 echo "     in $r/etc/corda-ha-supervisor/env (CORDA_HA_DB_PASSWORD=...);"
-echo "  2. the database, as a DBA sets it up: /usr/share/doc/corda-ha-supervisor/docs/operations.md;"
+echo "  2. the database, as a DBA sets it up: /usr/share/doc/corda-ha-supervisor/README.md (Set up the database);"
 echo "  3. check: $r$cli check-config --config $r/etc/corda-ha-supervisor/supervisor.conf"
 if [ "$corda" = present ] && [ "$take_over" = no ]; then
     echo "  4. corda.service exists and was left alone (it runs the node without the"

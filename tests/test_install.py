@@ -411,6 +411,7 @@ def enabled_units(calls: list[Call]) -> list[list[str]]:
 @needs_root
 def test_a_running_corda_service_is_left_alone(scratch_root: Path, tmp_path: Path) -> None:
     done, calls = with_fake_systemctl(scratch_root, tmp_path, active="active", enabled="enabled")
+    print(done.stdout + done.stderr)
     assert done.returncode == 0, done.stdout + done.stderr
     assert corda_calls(calls) == []
     # never both on one host: the supervisor is not enabled beside an enabled corda.service

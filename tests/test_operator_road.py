@@ -213,6 +213,7 @@ def test_a_member_that_left_is_shown_gone_in_local_time_then_removed(
     assert row["gone"] is True and row["fresh"] is False
     assert str(row["last_seen"]).endswith("+05:30"), row  # this host's zone, ISO 8601
     text = run_cli("status", "--config", str(a.config_path), env={"TZ": "Asia/Kolkata"}).stdout
+    print(text)
     (line,) = [x for x in text.splitlines() if x.strip().startswith("a ")]
     assert "GONE: last seen " in line and "+05:30 (10 min" in line, line
     assert "removed after 24 h unseen" in line, line
