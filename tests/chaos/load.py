@@ -31,22 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tests.chaos.profile import Profile
-
-SAMPLER = r"""
-import json, sys, time
-period, nap = 0.25, 0.002
-while True:
-    end = time.monotonic() + period
-    late = []
-    while time.monotonic() < end:
-        t0 = time.perf_counter()
-        time.sleep(nap)
-        late.append(time.perf_counter() - t0 - nap)
-    late.sort()
-    p99 = late[int(0.99 * (len(late) - 1))]
-    sys.stdout.write(f"{time.monotonic():.6f} {p99:.6f} {late[-1]:.6f}\n")
-    sys.stdout.flush()
-"""
+from tests.harness.loadprobe import SAMPLER
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ def _spawn_time() -> float:
     return time.perf_counter() - t0
 
 
+#: The sampler process (LoadWatch here, tests/chaos/load.py's LoadMonitor): every 0.25 s
+#: a line `<monotonic end of the window> <p99 overshoot> <worst overshoot>` (seconds).
 SAMPLER = r"""
 import sys, time
 period, nap = 0.25, 0.002
@@ -70,7 +72,8 @@ while True:
         time.sleep(nap)
         late.append(time.perf_counter() - t0 - nap)
     late.sort()
-    sys.stdout.write(f"{late[int(0.99 * (len(late) - 1))]:.6f} {late[-1]:.6f}\n")
+    p99 = late[int(0.99 * (len(late) - 1))]
+    sys.stdout.write(f"{time.monotonic():.6f} {p99:.6f} {late[-1]:.6f}\n")
     sys.stdout.flush()
 """
 
@@ -126,7 +129,7 @@ class LoadWatch:
         assert self._proc is not None and self._proc.stdout is not None
         for line in self._proc.stdout:
             try:
-                p99, worst = (float(x) for x in line.split())
+                _, p99, worst = (float(x) for x in line.split())
             except ValueError:
                 continue
             with self._lock:
