@@ -195,16 +195,10 @@ def _check_fencing(config: Config) -> list[ConfigError]:
         print(f"warning: fencing not checked: database unavailable: {unreachable}",
               file=sys.stderr)
         return []
-    if problem is None:
-        print(f"fencing: ready (node role {config.fencing.node_role} bound to lease "
-              f"{config.database.lease_name!r} on machine {config.lease.machine_name!r})",
-              file=sys.stderr)
+    blocking_problem = online.report_fencing(config, problem)
+    if blocking_problem is None:
         return []
-    if not config.fencing.required:
-        print(f"warning: fencing: {problem} (fencing.required = false: the node would "
-              "start unfenced)", file=sys.stderr)
-        return []
-    return [ConfigError(problem, path=config.source, key="fencing")]
+    return [ConfigError(blocking_problem, path=config.source, key="fencing")]
 
 
 def run(config: Config) -> int:

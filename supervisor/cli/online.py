@@ -40,16 +40,27 @@ async def check(config: Config) -> int:
     if unreachable is not None:
         print(f"corda-ha-supervisor: database unavailable: {unreachable}", file=sys.stderr)
         return EX_UNAVAILABLE
+    blocking_problem = report_fencing(config, problem)
+    if blocking_problem is None:
+        return 0
+    print(f"corda-ha-supervisor: configuration error: fencing: {blocking_problem}",
+          file=sys.stderr)
+    return EX_CONFIG
+
+
+def report_fencing(config: Config, problem: str | None) -> str | None:
+    """Print the fencing check's answer (ready, or a warning when `fencing.required` is
+    false); the problem when it must fail the check, else None."""
     if problem is None:
         print(f"fencing: ready (node role {config.fencing.node_role} bound to lease "
-              f"{db.lease_name!r} on machine {config.lease.machine_name!r})", file=sys.stderr)
-        return 0
+              f"{config.database.lease_name!r} on machine {config.lease.machine_name!r})",
+              file=sys.stderr)
+        return None
     if not config.fencing.required:
         print(f"warning: fencing: {problem} (fencing.required = false: the node would "
               "start unfenced)", file=sys.stderr)
-        return 0
-    print(f"corda-ha-supervisor: configuration error: fencing: {problem}", file=sys.stderr)
-    return EX_CONFIG
+        return None
+    return problem
 
 
 async def _replication(config: Config) -> str | None:
