@@ -6,10 +6,10 @@ The second one runs in a mount namespace of its own (`unshare --mount`) with /pr
 mounted anew with ``hidepid=invisible``, as a second user without any capability:
 the holder's pid is not in its /proc and signal 0 to it says EPERM. It must report
 machine_name_conflict and never take the lease; the overlap watcher must never see
-two nodes. (Where the interpreter lives below a directory others cannot enter, such
-as /root, mode 0700, on this machine, that namespace also gets an empty tmpfs over
-that directory with the interpreter's tree bound back into it: only that user's
-namespace sees it; the machine's directory is untouched.)
+two nodes. (Where the interpreter, the virtualenv or the checkout lives below a
+directory others cannot enter, such as /root or a `mktemp -d` clone, mode 0700, that
+namespace also gets an empty tmpfs over that directory with the entries on the way
+bound back into it: only that user's namespace sees it; the directory is untouched.)
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import pytest
 
 from tests.harness.cluster import Cluster, cluster
 from tests.harness.host import Host
+from tests.harness.paths import REPO
 from tests.harness.pgserver import PgServer
 from tests.harness.users import User
 from tests.harness.watcher import Watcher
@@ -39,31 +40,58 @@ HIDE_PROC_THEN = ('set -e; {reach}'
                   'exec setpriv --reuid={uid} --regid={gid} --clear-groups "$@"')
 
 
-def closed_ancestor() -> tuple[Path, Path] | None:
-    """(a directory others cannot enter above the interpreter, its child on the way
-    there), or None when every user can reach the interpreter."""
-    target = Path(os.path.realpath(sys.executable))
-    for parent in list(reversed(target.parents))[1:]:
-        if not parent.stat().st_mode & stat.S_IXOTH:
-            child = parent / target.relative_to(parent).parts[0]
-            if not Path(sys.base_prefix).resolve().is_relative_to(child):
-                pytest.skip(f"the interpreter's files are spread below {parent}")
-            return parent, child
+def closed_ancestor(target: Path) -> Path | None:
+    """The outermost directory others cannot enter on the way to `target` (itself
+    included), or None when every user can reach it."""
+    for parent in [*reversed(target.parents), target][1:]:
+        if parent.is_dir() and not parent.stat().st_mode & stat.S_IXOTH:
+            return parent
     return None
+
+
+def closed_ways() -> dict[Path, set[Path]]:
+    """What the second user must reach and cannot: each closed directory above the
+    interpreter's tree, the virtualenv and the checkout (a clone in `mktemp -d`, mode
+    0700) with its entries on the way there (every entry when the closed directory is
+    itself one of them)."""
+    targets = {Path(os.path.realpath(sys.executable)).parent, Path(sys.base_prefix).resolve(),
+               Path(sys.prefix).resolve(), REPO.resolve()}
+    ways: dict[Path, set[Path]] = {}
+    for target in targets:
+        closed = closed_ancestor(target)
+        if closed is None:
+            continue
+        entries = (set(closed.iterdir()) if target == closed
+                   else {closed / target.relative_to(closed).parts[0]})
+        ways.setdefault(closed, set()).update(entries)
+    return ways
 
 
 def reach_interpreter(scratch: Path) -> str:
     """Shell commands (run as root in the private mount namespace) that let any user
-    reach the interpreter: the closed directory is covered by an empty tmpfs (mode
-    0755) and the interpreter's tree is bound back into it."""
-    found = closed_ancestor()
-    if found is None:
-        return ""
-    closed, child = (shlex.quote(str(p)) for p in found)
-    scratch.mkdir()
-    keep = shlex.quote(str(scratch))
-    return (f"mount --bind {child} {keep}; mount -t tmpfs -o mode=0755 tmpfs {closed}; "
-            f"mkdir -p {child}; mount --bind {keep} {child}; ")
+    reach the interpreter, the virtualenv and the checkout: each closed directory is
+    covered by an empty tmpfs (mode 0755) and its entries on the way are bound back
+    into it."""
+    commands = []
+    for n, (closed, entries) in enumerate(sorted(closed_ways().items())):
+        keeps = []
+        for m, entry in enumerate(sorted(entries)):
+            keep = scratch / f"{n}-{m}"
+            scratch.mkdir(parents=True, exist_ok=True)
+            if entry.is_dir():
+                keep.mkdir()
+            else:
+                keep.touch()
+            commands.append(f"mount --bind {shlex.quote(str(entry))} "
+                            f"{shlex.quote(str(keep))}; ")
+            keeps.append((entry, keep))
+        commands.append(f"mount -t tmpfs -o mode=0755 tmpfs {shlex.quote(str(closed))}; ")
+        for entry, keep in keeps:
+            make = "mkdir -p" if entry.is_dir() else "touch"
+            commands.append(f"{make} {shlex.quote(str(entry))}; "
+                            f"mount --bind {shlex.quote(str(keep))} "
+                            f"{shlex.quote(str(entry))}; ")
+    return "".join(commands)
 
 
 @pytest.fixture
