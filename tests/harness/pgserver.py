@@ -254,7 +254,8 @@ def _server_user() -> str | None:
     except KeyError:
         raise PgServerError(
             "running as root, but there is no `postgres` user to run the server as "
-            "(installing the `postgresql` package creates it)"
+            "(PostgreSQL refuses root): create it (`useradd --system postgres`; installing "
+            "the `postgresql` package does) or run the tests as another user"
         ) from None
     if shutil.which("runuser") is None:
         raise PgServerError("running as root, but `runuser` (util-linux) is missing")
