@@ -13,7 +13,8 @@ from hypothesis import settings
 
 from supervisor.config import DatabaseConfig
 from tests.harness.cluster import Cluster, cluster
-from tests.harness.pgserver import PgServer, PgServerError
+from tests.harness.pgbin import describe_bindir, find_bindir
+from tests.harness.pgserver import ENV_DSN, PgServer, PgServerError
 
 # Hypothesis is derandomised by default, so a CI failure replays exactly: every run
 # tries the same examples. HYPOTHESIS_PROFILE=explore draws new random examples (use
@@ -21,6 +22,14 @@ from tests.harness.pgserver import PgServer, PgServerError
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_report_header() -> str:
+    """Which PostgreSQL the suite's servers run (docs/testing.md: what a machine needs)."""
+    if os.environ.get(ENV_DSN):
+        return f"postgresql: the database of {ENV_DSN}"
+    bindir = find_bindir()
+    return f"postgresql: {describe_bindir(bindir) if bindir else 'none found'}"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -63,7 +63,8 @@ from tests.harness.cluster import Cluster, cluster
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.host import Host
 from tests.harness.loadprobe import LoadWatch
-from tests.harness.pgserver import ENV_DSN, PgServer, find_bindir
+from tests.harness.pgbin import find_bindir
+from tests.harness.pgserver import ENV_DSN, PgServer
 from tests.harness.proc import pid_alive, wait_until
 from tests.harness.watcher import Watcher
 

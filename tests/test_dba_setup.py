@@ -32,10 +32,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.harness import renewal_audit
+from tests.harness import needs, renewal_audit
 from tests.harness.cluster import cluster
 from tests.harness.paths import REPO
-from tests.harness.pgserver import ENV_DSN, PgServer, find_bindir
+from tests.harness.pgbin import find_bindir, ssl_missing
+from tests.harness.pgserver import ENV_DSN, PgServer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -105,9 +106,11 @@ def dba_server(tmp_path: Path) -> Iterator[PgServer]:
         if os.environ.get(ENV_DSN):
             pytest.skip("needs PostgreSQL server binaries: the docs' roles are cluster-wide")
         pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) are needed")
-    for tool in ("psql", "openssl"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"needs {tool}")
+    no_ssl = ssl_missing(bindir)
+    if no_ssl is not None:
+        pytest.skip(no_ssl)
+    needs.program("psql", "the DBA's set-up commands run in it")
+    needs.program("openssl", "it makes the server's certificate")
     certs = tmp_path / "certs"
     certs.mkdir()
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",

@@ -190,7 +190,8 @@ def test_demo_ctrl_c_midway_exits_0_and_leaves_nothing() -> None:
     """Ctrl-C (SIGINT to the demo's process group, as a terminal sends it) right after
     the kill -9 of the active supervisor, with the system's PostgreSQL binaries."""
     if system_bindir() is None:
-        pytest.skip("no system PostgreSQL binaries")
+        pytest.skip("needs the system's PostgreSQL server binaries "
+                    "(Debian: apt-get install postgresql)")
     with demo("--postgres", "system") as run:
         run.wait_line(r"node down \(pid \d+\): killed by its guard", 60)
         os.killpg(run.proc.pid, signal.SIGINT)

@@ -28,6 +28,7 @@ from tests.harness.fencefixtures import (  # noqa: F401 (fixtures)
     fixture_pg18,
     fixture_world15,
     fixture_world18,
+    world_for,
 )
 from tests.harness.fenceworld import T0, World
 from tests.harness.pgserver import PgServer
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_scenario(name: str, request: pytest.FixtureRequest) -> None:
     sc = SCENARIOS[name]
-    w: World = request.getfixturevalue("world18" if sc.server == 18 else "world15")
+    w = world_for(request, name, sc)
     seen = fencecall.run_wait(w, sc) if sc.wait else fencecall.run(w, sc)
     want = expected(w, sc)
     assert seen.outcome == want.outcome, f"{name}: {sc.call} answered {seen.outcome!r}"

@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.users import ensure_user
-from tests.test_systemd_unit import EXPOSURE_AT_MOST, SYSTEMD_ANALYZE
+from tests.test_systemd_unit import EXPOSURE_AT_MOST, systemd_analyze
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "systemd" / "install.sh"
@@ -456,8 +456,8 @@ def test_the_dry_run_calls_no_systemctl_that_changes_anything(scratch_root: Path
 # ------------------------------------------------------------------ the unit as installed
 
 def analyze(*args: str) -> subprocess.CompletedProcess[str]:
-    assert SYSTEMD_ANALYZE is not None
-    return subprocess.run([SYSTEMD_ANALYZE, *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([systemd_analyze("the installed unit is checked with it"), *args],
+                          capture_output=True, text=True, timeout=60)
 
 
 def findings(root: Path) -> list[str]:
@@ -473,8 +473,7 @@ def findings(root: Path) -> list[str]:
 
 @needs_root
 def test_the_installed_unit_verifies(installed: Installed) -> None:
-    if SYSTEMD_ANALYZE is None:
-        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    systemd_analyze("the installed unit is checked with `systemd-analyze verify`")
     system_units = Path("/usr/lib/systemd/system")
     if not (system_units / "multi-user.target").exists():
         pytest.skip("no systemd units on this machine to resolve the unit's dependencies")

@@ -44,7 +44,7 @@ from tests.harness.bounds import within
 from tests.harness.cluster import Cluster, cluster
 from tests.harness.host import Host
 from tests.harness.loadprobe import LoadWatch
-from tests.harness.pgserver import find_bindir
+from tests.harness.pgbin import find_bindir
 from tests.harness.proc import wait_until
 from tests.harness.watcher import Watcher
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.harness.pgserver import _server_user, find_bindir, sweep_stale
+from tests.harness.pgbin import find_bindir
+from tests.harness.pgserver import _server_user, sweep_stale
 from tests.harness.proc import Reaper, kill_group_leftovers, pid_alive, reaping, wait_until
 
 NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")

@@ -18,7 +18,8 @@ from supervisor.lease.replication import Settings, assess
 from tests.harness.cli import run_cli
 from tests.harness.cluster import cluster
 from tests.harness.config import lease, seconds, write_config
-from tests.harness.pgserver import ENV_DSN, PgServer, find_bindir
+from tests.harness.pgbin import find_bindir
+from tests.harness.pgserver import ENV_DSN, PgServer
 from tests.harness.proc import wait_until
 
 pytestmark = pytest.mark.timeout(120)

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.harness import needs
+
 pytestmark = pytest.mark.timeout(60)
 
 UNIT_NAME = "corda-ha-supervisor.service"
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / UNIT_NAME
-SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or (
-    "/usr/bin/systemd-analyze" if Path("/usr/bin/systemd-analyze").exists() else None)
+
+
+def systemd_analyze(why: str) -> str:
+    """systemd-analyze's path; skips the test (package: systemd) when it does not run."""
+    return needs.program("systemd-analyze", why)
 
 # Findings about our unit that are expected on a build machine and say nothing
 # about the unit itself.
@@ -54,12 +58,11 @@ def seconds(span: str) -> float:
 
 def verify(unit_text: str, tmp_path: Path) -> list[str]:
     """Run `systemd-analyze verify` on `unit_text`; return the findings that are not harmless."""
-    if SYSTEMD_ANALYZE is None:
-        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    analyze = systemd_analyze("the unit file is checked with `systemd-analyze verify`")
     path = tmp_path / UNIT_NAME
     path.write_text(unit_text)
     proc = subprocess.run(
-        [SYSTEMD_ANALYZE, "verify", "--man=no", str(path)],
+        [analyze, "verify", "--man=no", str(path)],
         capture_output=True, text=True, timeout=45,
     )
     problems = []
@@ -170,10 +173,8 @@ JUSTIFIED = {
 
 def security(*args: str) -> str:
     """`systemd-analyze security --offline=yes ARGS UNIT` (stdout)."""
-    if SYSTEMD_ANALYZE is None:
-        pytest.skip("systemd-analyze is not installed (apt-get install systemd): the "
-                    "exposure figure is not checked")
-    proc = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=yes", *args, str(UNIT)],
+    analyze = systemd_analyze("the exposure figure is `systemd-analyze security`'s")
+    proc = subprocess.run([analyze, "security", "--offline=yes", *args, str(UNIT)],
                           capture_output=True, text=True, timeout=45)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout

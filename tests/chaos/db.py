@@ -27,7 +27,8 @@ import tempfile
 import time
 
 from tests.harness.faultproxy import FaultProxy, Mode
-from tests.harness.pgserver import PgServer, PgServerError, find_bindir
+from tests.harness.pgbin import find_bindir
+from tests.harness.pgserver import INSTALL_HINT, PgServer, PgServerError
 
 FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
                  "/usr/lib/faketime/libfaketime.so.1",
@@ -71,7 +72,7 @@ class ChaosDb:
     def __init__(self, *, replica: bool = True) -> None:
         bindir = find_bindir()
         if bindir is None:
-            raise PgServerError("no PostgreSQL server binaries (apt-get install postgresql)")
+            raise PgServerError(INSTALL_HINT)
         self.faketime = find_faketime()
         self.offset = 0.0
         # the timestamp file must be readable by the server's user (postgres)

@@ -43,7 +43,8 @@ from tests.chaos.load import LoadMonitor
 from tests.chaos.profile import PROFILES
 from tests.chaos.report import RunReport, format_violations
 from tests.chaos.runner import ChaosRun
-from tests.harness.pgserver import ENV_DSN, find_bindir
+from tests.harness.pgbin import find_bindir
+from tests.harness.pgserver import ENV_DSN
 
 pytestmark = pytest.mark.timeout(480)
 

@@ -31,7 +31,6 @@ import contextlib
 import csv
 import http.server
 import io
-import shutil
 import socket
 import socketserver
 import subprocess
@@ -43,15 +42,14 @@ from typing import Any
 
 import pytest
 
+from tests.harness import needs
 from tests.harness.pgserver import free_port
 from tests.harness.proc import Reaper, kill_session, wait_until
 
 
 def missing() -> str | None:
     """Why haproxy cannot run here, or None."""
-    if shutil.which("haproxy") is None:
-        return "`haproxy` not found (Debian: apt-get install haproxy; .ci/run installs it)"
-    return None
+    return needs.missing("haproxy", "a real load balancer in front of the test backends")
 
 
 def require() -> None:

@@ -40,6 +40,7 @@ from typing import Any
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from tests.harness import needs
 from tests.harness.paths import JVM_SOURCE
 from tests.harness.proc import Reaper
 
@@ -62,9 +63,9 @@ class JvmUnavailable(RuntimeError):
 def missing() -> str | None:
     """Why the stand-in cannot run here, or None when it can."""
     for tool in ("java", "javac"):
-        if shutil.which(tool) is None:
-            return (f"`{tool}` not found: the JVM stand-in needs a JDK 17 "
-                    "(Debian: apt-get install openjdk-17-jdk-headless)")
+        reason = needs.missing(tool, "the JVM stand-in needs a JDK 17")
+        if reason is not None:
+            return reason
     if not JDBC_JAR.is_file():
         return (f"{JDBC_JAR} not found: the JVM stand-in needs the PostgreSQL JDBC driver "
                 "(Debian: apt-get install libpostgresql-jdbc-java)")

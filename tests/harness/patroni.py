@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import glob
 import json
 import os
@@ -46,14 +47,14 @@ from typing import Any
 import psutil
 import psycopg
 
-from tests.harness import renewal_audit
+from tests.harness import needs, renewal_audit
 from tests.harness.pgserver import PgServerError, free_port
 from tests.harness.proc import wait_until
+from tests.harness.sitecopy import importable_copy
 
 TAG_ENV = "CORDA_HA_PATRONI_TAG"
 _PREFIX = "corda-ha-patroni-"
 PATRONICTL = str(Path(sys.executable).with_name("patronictl"))
-ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 SCOPE = "corda-ha-test"
 
 
@@ -67,32 +68,44 @@ def site_packages() -> str | None:
     return str(Path(spec.origin).parent.parent)
 
 
+@functools.cache
 def server_python(run_as: str | None) -> list[str]:
     """How to run Patroni as the server's user: our interpreter when that user may run
     it, else the system's python3 of the same version (our interpreter may live under
-    /root, e.g. pyenv) with our site-packages on PYTHONPATH."""
+    /root, e.g. pyenv) with our site-packages on PYTHONPATH, or, where that user cannot
+    read them either (a virtualenv in a `mktemp -d` clone), with a copy of Patroni and
+    what it requires (tests/harness/sitecopy.py)."""
     if run_as is None:
         return [sys.executable, "-m", "patroni"]
-    probe = ["runuser", "-u", run_as, "--", sys.executable, "-c", "import patroni"]
-    if subprocess.run(probe, capture_output=True, timeout=30).returncode == 0:
+    if _imports(run_as, [sys.executable]):
         return [sys.executable, "-m", "patroni"]
     system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
-    return ["env", f"PYTHONPATH={site_packages()}", system, "-m", "patroni"]
+    for path in (site_packages(), importable_copy("patroni", ("etcd", "psycopg3"))):
+        command = ["env", f"PYTHONPATH={path}", system]
+        if _imports(run_as, command):
+            return [*command, "-m", "patroni"]
+    return [*command, "-m", "patroni"]
+
+
+def _imports(run_as: str, python: list[str]) -> bool:
+    probe = ["runuser", "-u", run_as, "--", *python, "-c", "import patroni, psycopg, etcd"]
+    return subprocess.run(probe, capture_output=True, timeout=60,
+                          stdin=subprocess.DEVNULL).returncode == 0
 
 
 def missing() -> str | None:
     """Why a Patroni cluster cannot be built here (None: it can)."""
     if site_packages() is None:
         return "patroni is not installed (pip install 'patroni[etcd]', the test extra)"
-    if not os.access(ETCD, os.X_OK):
-        return "etcd is not installed (Debian: apt-get install etcd-server)"
+    why = needs.missing("etcd", "Patroni's store")
+    if why is not None:
+        return why
     if os.geteuid() == 0:
         command = server_python("postgres")
-        probe = ["runuser", "-u", "postgres", "--", *command[:-2], "-c", "import patroni"]
-        if subprocess.run(probe, capture_output=True, timeout=30).returncode != 0:
+        if not _imports("postgres", command[:-2]):
             return ("the postgres user cannot import patroni with this interpreter "
-                    f"({' '.join(command[:-2])}): install the test extra where that user "
-                    "can read it, or the system's python3 of this version")
+                    f"({' '.join(command[:-2])}), nor with a copy of it: install the "
+                    "system's python3 of this version")
     return None
 
 
@@ -231,7 +244,7 @@ class PatroniCluster:
         self.etcd_port, peer = free_port(), free_port()
         data = self.basedir / "etcd"
         self.etcd = self._spawn(
-            [ETCD, "--name", "e0", "--data-dir", str(data),
+            [needs.runnable("etcd") or "etcd", "--name", "e0", "--data-dir", str(data),
              "--listen-client-urls", f"http://127.0.0.1:{self.etcd_port}",
              "--advertise-client-urls", f"http://127.0.0.1:{self.etcd_port}",
              "--listen-peer-urls", f"http://127.0.0.1:{peer}",

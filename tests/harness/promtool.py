@@ -24,15 +24,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from tests.harness import needs
 from tests.harness.host import W
 from tests.harness.paths import REPO
 from tests.harness.scrape import Recorder
@@ -43,7 +41,6 @@ RULES_W = 40.0
 #: Lab seconds -> the rules' seconds.
 SCALE = RULES_W / W
 #: The Debian package that holds promtool (.ci/run installs it when missing).
-PACKAGE = "prometheus"
 #: How often the rules are evaluated, in the rules' seconds.
 EVALUATION = 5.0
 #: The recorded replays, kept (tests/test_alerts.py replays them without processes).
@@ -55,11 +52,7 @@ FIRING = 'count by (alertname, instance) (ALERTS{alertstate="firing"})'
 
 def require() -> str:
     """promtool's path; skips the test when it is not installed."""
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.skip(f"promtool not found: install Debian's {PACKAGE} package "
-                    f"(apt-get install {PACKAGE}), as .ci/run does")
-    return path
+    return needs.program("promtool", "the alert rules are replayed through it")
 
 
 def promtool(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
