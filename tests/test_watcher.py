@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import nodescan
 from tests.harness.host import Host
 from tests.harness.paths import FAKE_NODE
 from tests.harness.proc import Reaper, wait_until
@@ -84,3 +85,18 @@ def test_nodes_that_follow_each_other_are_no_overlap(tmp_path: Path, reaper: Rea
     assert watch.samples > 10
     print(f"watcher: {watch.samples} samples, longest gap {watch.longest_gap * 1000:.1f} ms, "
           f"realtime={watch.realtime}, pid {os.getpid()}")
+
+
+def test_the_scan_reads_command_lines_only_of_processes_named_as_a_node_can_be(
+        tmp_path: Path, reaper: Reaper) -> None:
+    """A process named otherwise (a PostgreSQL backend, a shell) is passed over without
+    reading its command line (which waits for that process's memory-map lock); a
+    stand-in node is still found, and an unreadable name counts as a possible node."""
+    x, _ = two_hosts(tmp_path)
+    shell = reaper.popen(["sh", "-c", "sleep 30"])
+    a = node(reaper, x)
+    wait_until(lambda: x.node_records(), 10)
+    assert not nodescan._may_be_node(str(shell.pid))
+    assert nodescan._may_be_node(str(a.pid))
+    assert nodescan._may_be_node("999999999")  # gone or hidden: read on
+    assert nodescan.scan_nodes({"x": str(x.records)}) == {"x": [a.pid]}

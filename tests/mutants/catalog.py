@@ -65,6 +65,15 @@ MUTANTS: tuple[Mutant, ...] = (
         "        if sum(len(v) for v in alive.values()) > 2:\n",
         ("tests/test_watcher.py::test_a_10ms_overlap_is_seen_by_sampling",),
     ),
+    Mutant(
+        "watcher_passes_over_python",
+        "harness: the watcher's scan reads the command line of every process named as a "
+        "stand-in node can be (python..., java)",
+        "tests/harness/nodescan.py",
+        "NODE_COMMS = (b\"python\", b\"java\", NODE_MARK[:15])\n",
+        "NODE_COMMS = (b\"java\", NODE_MARK[:15])\n",
+        ("tests/test_watcher.py::test_a_10ms_overlap_is_seen_by_sampling",),
+    ),
     # ------------------------------------------------------------ the timing rule
     Mutant(
         "kill_late",
