@@ -1331,9 +1331,9 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "dba_tables_in_the_postgres_database",
-        "the DBA's commands (README.md) run what `schema` prints in the lease's "
-        "database (psql -d <database>), not in the superuser's",
-        "README.md",
+        "the DBA's commands (docs/operations.md) run what `schema` prints in the "
+        "lease's database (psql -d <database>), not in the superuser's",
+        "docs/operations.md",
         "-U postgres -d <database> -f schema-a.sql\n",
         "-U postgres -f schema-a.sql\n",
         ("tests/test_dba_setup.py::test_every_psql_after_the_first_names_the_database",
