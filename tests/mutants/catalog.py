@@ -284,8 +284,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "guard_sigterm_ignored",
         "SIGTERM to the guard SIGKILLs the node group",
         GUARD,
-        "                if terminated() and not self.kill_sent:\n",
-        "                if False:\n",
+        "            if terminated() and not self.kill_sent:\n",
+        "            if False:\n",
         ("tests/test_guard.py::test_sigterm_to_the_guard_kills_the_group",),
     ),
     Mutant(
@@ -309,8 +309,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "orphan_group_survives",
         "when the guard vanishes, the supervisor SIGKILLs the node's whole group",
-        NODE,
-        "            os.killpg(self._pgid or self.pid, signal.SIGKILL)\n",
+        "supervisor/node/guardfence.py",
+        "            os.killpg(pgid or pid, signal.SIGKILL)\n",
         "            pass\n",
         ("tests/test_node.py::test_guard_sigkilled_the_whole_node_group_dies",),
     ),
