@@ -618,7 +618,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "password_not_redacted",
         "a password is never logged",
-        "supervisor/observe/logs.py",
+        "supervisor/observe/logfields.py",
         '    """Replace passwords inside conninfo strings and URIs with "***"."""\n',
         '    """Replace passwords inside conninfo strings and URIs with "***"."""\n'
         "    return text\n",
@@ -1398,7 +1398,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "durations_not_rounded",
         "durations in logs are rounded to the millisecond",
-        "supervisor/observe/logs.py",
+        "supervisor/observe/logfields.py",
         "        return round(value, 3)\n",
         "        return value\n",
         ("tests/test_logs.py::test_durations_are_rounded_to_the_millisecond",),
