@@ -30,7 +30,6 @@ start at 1) and is the fencing token.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -52,6 +51,7 @@ from supervisor.lease import members as member_rows
 from supervisor.lease.bounded import Bounded, Conn, connect_kwargs, scrub
 from supervisor.lease.channel import Channel
 from supervisor.lease.cordarow import CORDA_TABLE, look, make_takeable
+from supervisor.lease.hedge import Race
 from supervisor.lease.listener import Listener
 from supervisor.lease.members import Member, MemberRow, MemberSql
 from supervisor.lease.privileges import Missing, ProbeTarget
@@ -441,78 +441,16 @@ class PostgresLeaseStore:
         """Like `_run` on the lease channel, but racing a new attempt on a fresh
         connection every `every` seconds until one answers. The first answer wins; its
         connection becomes the channel's; the other attempts are abandoned in the
-        background."""
+        background (`supervisor.lease.hedge`)."""
         if self._closed:
             raise LeaseUnavailable(f"{what}: lease store closed")
         channel = self._lease
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, timeout)
-        running: dict[asyncio.Task[T], list[Conn]] = {}
-        last_error: LeaseUnavailable | None = None
 
-        def launch(fresh: bool) -> None:
-            used: list[Conn] = []
+        async def attempt(conn: Conn) -> T:
+            return await self._attempt(what, op, conn, channel)
 
-            async def attempt() -> T:
-                if fresh:  # a connection of its own: nobody else can use it
-                    conn = await self._open()
-                    used.append(conn)
-                    return await self._attempt(what, op, conn, channel)
-                async with channel.borrow() as conn:
-                    used.append(conn)
-                    return await self._attempt(what, op, conn, channel)
-
-            running[asyncio.ensure_future(attempt())] = used
-
-        def abandon_all() -> None:
-            for task, used in running.items():
-                conn = channel.forget(used[0]) if used else None
-                self._bounded.abandon(task, conn)
-            running.clear()
-
-        launch(fresh=False)
-        next_launch = loop.time() + every
-        try:
-            while True:
-                now = loop.time()
-                if now >= deadline:
-                    abandon_all()
-                    if last_error is not None:
-                        raise last_error
-                    raise LeaseUnavailable(
-                        f"{what}: no answer from the database within {timeout:.3g} s")
-                if now >= next_launch:
-                    launch(fresh=True)
-                    next_launch = now + every
-                pause = max(0.0, min(next_launch, deadline) - now)
-                if not running:  # every attempt failed fast (e.g. refused): wait a beat
-                    await asyncio.sleep(pause)
-                    continue
-                done, _ = await asyncio.wait(set(running), timeout=pause,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    used = running.pop(task)
-                    error = task.exception()
-                    if error is None:
-                        if used:
-                            # Adopt the connection that answered. The previous one is
-                            # either gone already or in a losing attempt, which
-                            # abandon_all() reaps and closes.
-                            channel.adopt(used[0])
-                        abandon_all()
-                        return task.result()
-                    if used:
-                        channel.drop(used[0])
-                    if isinstance(error, psycopg.Error | OSError):
-                        last_error = self._unavailable(what, error)
-                    elif isinstance(error, LeaseUnavailable):
-                        last_error = error
-                    else:
-                        abandon_all()
-                        raise error
-        except asyncio.CancelledError:
-            abandon_all()
-            raise
+        race = Race(what, channel, self._bounded, self._open, attempt, self._unavailable)
+        return await race.run(timeout, every)
 
     def _unavailable(self, what: str, e: Exception) -> LeaseUnavailable:
         sqlstate = e.sqlstate if isinstance(e, psycopg.Error) else None

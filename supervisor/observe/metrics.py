@@ -94,30 +94,7 @@ class Metrics:
             PlatformCollector(registry=self.registry)
             GCCollector(registry=self.registry)
         r = self.registry
-        self.state = Enum("state", "Supervisor state.", namespace=_NS, states=list(STATES),
-                          registry=r)
-        self.lease_held = Gauge("lease_held", "1 while this host holds the lease.",
-                                namespace=_NS, registry=r)
-        self.epoch = Gauge("epoch", "Fencing epoch of the lease as last seen (NaN if none).",
-                           namespace=_NS, registry=r)
-        self.node_running = Gauge("node_running", "1 while the node process runs.",
-                                  namespace=_NS, registry=r)
-        self.node_restarts_total = Counter(
-            "node_restarts", "Node restarts after a crash.", namespace=_NS, registry=r)
-        self.lease_renewals_total = Counter(
-            "lease_renewals", "Successful lease renewals.", namespace=_NS, registry=r)
-        self.lease_renewal_failures_total = Counter(
-            "lease_renewal_failures", "Failed lease renewals (error, timeout, lost).",
-            namespace=_NS, registry=r)
-        self.lease_acquisitions_total = Counter(
-            "lease_acquisitions", "Lease acquisitions.", namespace=_NS, registry=r)
-        self.last_renewal_age_seconds = Gauge(
-            "last_renewal_age_seconds", "Seconds since the last successful renewal was sent.",
-            namespace=_NS, registry=r)
-        self.last_renewal_age_seconds.set_function(self._renewal_age)
-        self.can_take_over = Gauge(
-            "can_take_over", "1 while this host is a standby that could take the lease over "
-            "now (database reachable, no configuration conflict).", namespace=_NS, registry=r)
+        self._lease_and_node_metrics(r)
         self.database_reachable = Gauge(
             "database_reachable", "1 while the last lease call got an answer.",
             namespace=_NS, registry=r)
@@ -148,6 +125,33 @@ class Metrics:
         self.fencing_ready.set(math.nan)
         self.state.state("starting")
         self._publish_facts(machine_name)
+
+    def _lease_and_node_metrics(self, r: CollectorRegistry) -> None:
+        """The state, the lease's and the node's metrics (registered in this order)."""
+        self.state = Enum("state", "Supervisor state.", namespace=_NS, states=list(STATES),
+                          registry=r)
+        self.lease_held = Gauge("lease_held", "1 while this host holds the lease.",
+                                namespace=_NS, registry=r)
+        self.epoch = Gauge("epoch", "Fencing epoch of the lease as last seen (NaN if none).",
+                           namespace=_NS, registry=r)
+        self.node_running = Gauge("node_running", "1 while the node process runs.",
+                                  namespace=_NS, registry=r)
+        self.node_restarts_total = Counter(
+            "node_restarts", "Node restarts after a crash.", namespace=_NS, registry=r)
+        self.lease_renewals_total = Counter(
+            "lease_renewals", "Successful lease renewals.", namespace=_NS, registry=r)
+        self.lease_renewal_failures_total = Counter(
+            "lease_renewal_failures", "Failed lease renewals (error, timeout, lost).",
+            namespace=_NS, registry=r)
+        self.lease_acquisitions_total = Counter(
+            "lease_acquisitions", "Lease acquisitions.", namespace=_NS, registry=r)
+        self.last_renewal_age_seconds = Gauge(
+            "last_renewal_age_seconds", "Seconds since the last successful renewal was sent.",
+            namespace=_NS, registry=r)
+        self.last_renewal_age_seconds.set_function(self._renewal_age)
+        self.can_take_over = Gauge(
+            "can_take_over", "1 while this host is a standby that could take the lease over "
+            "now (database reachable, no configuration conflict).", namespace=_NS, registry=r)
 
     def _publish_facts(self, machine_name: str | None) -> None:
         facts = {} if machine_name is None else {"machine_name": machine_name}

@@ -293,8 +293,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "guard_sigterm_ignored",
         "SIGTERM to the guard SIGKILLs the node group",
         GUARD,
-        "                if terminated() and not self.kill_sent:\n",
-        "                if False:\n",
+        "            if terminated() and not self.kill_sent:\n",
+        "            if False:\n",
         ("tests/test_guard.py::test_sigterm_to_the_guard_kills_the_group",),
     ),
     Mutant(
@@ -318,8 +318,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "orphan_group_survives",
         "when the guard vanishes, the supervisor SIGKILLs the node's whole group",
-        NODE,
-        "            os.killpg(self._pgid or self.pid, signal.SIGKILL)\n",
+        "supervisor/node/guardfence.py",
+        "            os.killpg(pgid or pid, signal.SIGKILL)\n",
         "            pass\n",
         ("tests/test_node.py::test_guard_sigkilled_the_whole_node_group_dies",),
     ),
@@ -627,7 +627,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "password_not_redacted",
         "a password is never logged",
-        "supervisor/observe/logs.py",
+        "supervisor/observe/logfields.py",
         '    """Replace passwords inside conninfo strings and URIs with "***"."""\n',
         '    """Replace passwords inside conninfo strings and URIs with "***"."""\n'
         "    return text\n",
@@ -1407,7 +1407,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "durations_not_rounded",
         "durations in logs are rounded to the millisecond",
-        "supervisor/observe/logs.py",
+        "supervisor/observe/logfields.py",
         "        return round(value, 3)\n",
         "        return value\n",
         ("tests/test_logs.py::test_durations_are_rounded_to_the_millisecond",),
