@@ -84,6 +84,7 @@ class Daemon:
         if store is not None:
             store.member_info = lambda: status.member(self.state, self.identity, self.clock())
             self.metrics.count_statements(lambda: store.statements)
+            store.statement_timer = self.metrics.time_lease_statement
             if config.fencing.enabled:
                 self.fencer = DatabaseFencer(config.fencing, store, self.identity,
                                              config.database.operation_timeout, self.post)

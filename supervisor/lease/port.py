@@ -60,6 +60,10 @@ class LeaseStore(Protocol):
     member_info: Callable[[], Member] | None
     """What this supervisor registers about itself (None: nothing yet)."""
 
+    statement_timer: Callable[[str, float], None] | None
+    """Called with (operation, seconds) when a lease statement (on the lease statements'
+    own connection) has answered; None: not timed. Must be cheap and never raise."""
+
     async def ensure_schema(self, timeout: float) -> None:
         """Create what is missing (idempotent; only looks where it may not create)."""
 

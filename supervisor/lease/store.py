@@ -30,6 +30,7 @@ start at 1) and is the fencing token.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -101,6 +102,7 @@ class PostgresLeaseStore:
                                   self._bounded, self._count, self._members)
         # statements sent per operation ("observe", "renew", ...), for metrics
         self.statements: dict[str, int] = {}
+        self.statement_timer: Callable[[str, float], None] | None = None
 
     @property
     def lease_name(self) -> str:
@@ -407,11 +409,15 @@ class PostgresLeaseStore:
         """`op` on `conn` (lent to this operation alone), then the channel's idle check;
         a psycopg or socket error drops the connection and becomes `LeaseUnavailable`."""
         self._count(what)
+        started = asyncio.get_running_loop().time()
         try:
             result = await op(conn)
         except (psycopg.Error, OSError) as e:
             channel.drop(conn)
             raise self._unavailable(what, e) from None
+        timer = self.statement_timer
+        if timer is not None and channel is self._lease:
+            timer(what, asyncio.get_running_loop().time() - started)
         channel.check_idle(conn, what)
         return result
 

@@ -17,7 +17,8 @@ the loop hangs; NaN before the first renewal), `can_take_over`,
 `log_records_dropped_total`
 (log records the queue in front of stdout dropped because the sink stalled,
 process-wide; read from `supervisor.observe.logs.dropped_log_records()` at scrape time),
-`kill_after_seconds` (W - M, from the status view while the lease is held; NaN until
+`lease_statement_seconds` (a histogram per `op`: how long each lease statement took to
+answer), `kill_after_seconds` (W - M, from the status view while the lease is held; NaN until
 then), `fencing_ready` (1 when the fencing check found no problem, 0 while it reports
 one, NaN without fencing) and `supervisor_info` (labels `machine_name`, from the
 status view, and `lease`, the lease name when given: it groups the hosts of one pair
@@ -36,6 +37,7 @@ from prometheus_client import (
     Enum,
     Gauge,
     GCCollector,
+    Histogram,
     Info,
     PlatformCollector,
     ProcessCollector,
@@ -53,6 +55,9 @@ STATES = ("starting", "standby", "active", "backoff", "paused", "stopping", "coo
           "disabled")
 
 _NS = "corda_ha"
+#: lease statement latency buckets (seconds): a LAN round trip to a statement that waited
+#: for a lock or a failover
+STATEMENT_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 class _LogDrops(Collector):
@@ -112,6 +117,10 @@ class Metrics:
             "fencing_ready", "1 when the database fencing check found no problem, 0 while "
             "it reports one (see /status fencing.problem), NaN without fencing.",
             namespace=_NS, registry=r)
+        self.lease_statement_seconds = Histogram(
+            "lease_statement_seconds", "How long a lease statement took to answer, from "
+            "sending it on the lease statements' own connection (op: observe, acquire, "
+            "renew, ...).", ["op"], namespace=_NS, registry=r, buckets=STATEMENT_BUCKETS)
         self.supervisor_info = Info(
             "supervisor", "Static facts about this supervisor: machine_name, and lease "
             "(the lease name: one per pair) when known.", namespace=_NS, registry=r)
@@ -160,6 +169,10 @@ class Metrics:
         if facts != self._facts:
             self._facts = facts
             self.supervisor_info.info(facts)
+
+    def time_lease_statement(self, op: str, seconds: float) -> None:
+        """One lease statement answered after `seconds` (`corda_ha_lease_statement_seconds`)."""
+        self.lease_statement_seconds.labels(op=op).observe(seconds)
 
     def count_statements(self, counts: Callable[[], Mapping[str, int]]) -> None:
         """Publish the lease store's statement counts as `corda_ha_db_statements_total`."""

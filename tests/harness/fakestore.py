@@ -106,6 +106,7 @@ class FakeStore:
         self.release_hangs = asyncio.Event()
         self.history: list[dict[str, Any]] = []
         self.member_info: Callable[[], Member] | None = None
+        self.statement_timer: Callable[[str, float], None] | None = None
         self.member_changes = 0
         self.closed = False
         self.missing: list[Missing] = []  # what `missing_privileges` answers
