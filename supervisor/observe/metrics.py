@@ -135,6 +135,11 @@ class Metrics:
             "fencing_ready", "1 when the database fencing check found no problem, 0 while "
             "it reports one (see /status fencing.problem), NaN without fencing.",
             namespace=_NS, registry=r)
+        self.timing_settings = Gauge(
+            "timing_settings", "Distinct (updateInterval, waitInterval, margin, version) "
+            "the pair's live members publish: 1 when they agree, more on a mismatch "
+            "(log event timing_mismatch), 0 before the member table was read.",
+            namespace=_NS, registry=r)
         self.supervisor_info = Info(
             "supervisor", "Static facts about this supervisor: machine_name, and lease "
             "(the lease name: one per pair) when known.", namespace=_NS, registry=r)
@@ -203,6 +208,9 @@ class Metrics:
             failures = database.get("failures_in_a_row")
             if isinstance(failures, int):
                 self.database_failures_in_a_row.set(failures)
+        settings = view.extra.get("timing_settings")
+        if _number(settings):
+            self.timing_settings.set(settings)
         restarts = view.extra.get("restarts")
         if isinstance(restarts, int) and not isinstance(restarts, bool):
             if restarts > self._restarts_seen:
