@@ -11,6 +11,7 @@ import structlog
 from supervisor import __version__, core
 from supervisor.config import Config
 from supervisor.core import CoreState, NodePhase, Timing
+from supervisor.core.candidacy import priority_wait
 from supervisor.core.identity import Identity
 from supervisor.lease import Member
 from supervisor.observe.http import AddressUnavailable, HealthServer, StatusView
@@ -69,6 +70,7 @@ def status_view(s: CoreState, timing: Timing, identity: Identity, now: float,
         extra["candidate"] = {"nofailover": s.candidacy.nofailover,
                               "priority": s.candidacy.priority}
         extra["timing_settings"] = len(s.candidacy.settings)
+        extra["priority_wait"] = priority_wait(s.candidacy, timing.update_interval)
         if s.candidacy.handover_due_at is not None:
             extra["handover_due_in"] = round(s.candidacy.handover_due_at - now, 3)
         extra["fencing"] = fencing
