@@ -50,11 +50,12 @@ TIMING = {"update_ms": 2000, "wait_ms": 4000, "stop_ms": 3000}
 HERE = Path(__file__).parent
 _SAMPLE = re.compile(rb'^(corda_ha_[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+|NaN|\+Inf)$', re.M)
 _LE = re.compile(rb'le="([^"]+)"')
+_OP = re.compile(rb'op="([^"]+)"')
 
 
 def scrape(port: int) -> dict[str, float]:
-    """The statement counter's total and the latency histogram's cumulative buckets
-    (key `le:<bound>`) of one supervisor."""
+    """The statement counter's total (and per operation: key `op:<name>`) and the latency
+    histogram's cumulative buckets (key `le:<bound>`) of one supervisor."""
     code, body = http_get(port, "/metrics")
     if code != 200:
         raise RuntimeError(f"/metrics on port {port}: HTTP {code}")
@@ -62,6 +63,10 @@ def scrape(port: int) -> dict[str, float]:
     for name, labels, value in _SAMPLE.findall(body):
         if name == b"corda_ha_db_statements_total":
             out["statements"] += float(value)
+            op = _OP.search(labels or b"")
+            if op is not None:
+                key = f"op:{op.group(1).decode()}"
+                out[key] = out.get(key, 0.0) + float(value)
         elif name == b"corda_ha_lease_statement_seconds_bucket":
             le = _LE.search(labels or b"")
             if le is not None:
@@ -181,9 +186,16 @@ def measure(server: PgServer, root: Path, n: int, steady: float) -> dict[str, An
         statements = sum(a["statements"] - b["statements"] for b, a in zip(before, after,
                                                                           strict=True))
         p50, p99 = quantile(0.5, buckets), quantile(0.99, buckets)
+        per_op: dict[str, float] = {}
+        for b, a in zip(before, after, strict=True):
+            for key, value in a.items():
+                if key.startswith("op:"):
+                    per_op[key[3:]] = per_op.get(key[3:], 0.0) + value - b.get(key, 0.0)
         return {
             "pairs": n, "supervisors": len(hosts), "steady_seconds": round(elapsed, 2),
             "statements_per_second": round(statements / elapsed, 1),
+            "statements_per_second_by_op": {op: round(v / elapsed, 2)
+                                            for op, v in sorted(per_op.items()) if v},
             "connections": conns,
             "supervisors_cpu_percent": round(100 * (cpu1[0] - cpu0[0]) / elapsed, 1),
             "database_cpu_percent": round(100 * (cpu1[1] - cpu0[1]) / elapsed, 1),

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from supervisor import __version__
 from supervisor.cli import envfile, online, operator, schema
+from supervisor.cli import handover as handover_cli
 from supervisor.cli.exits import EX_CONFIG, EX_UNAVAILABLE, EXIT_NO_HOLDER, EXIT_PIPE_CLOSED
 from supervisor.config import Config, ConfigError, dump_config, load_config
 from supervisor.config.hostcheck import check_host
@@ -98,6 +99,7 @@ def _add_handover(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     handover.add_argument("--to", metavar="MACHINE",
                           help="only this member (machineName) may take the lease over (for "
                                "2 W after the release; then any member may)")
+    handover_cli.add_options(handover)
     handover.add_argument("--force", action="store_true",
                           help="hand over even when no other supervisor could take over "
                                "(the node then simply stops)")
@@ -161,7 +163,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return asyncio.run(operator.status(config, as_json=args.json))
     if command == "handover":
         return asyncio.run(operator.handover(config, wait=args.wait, force=args.force,
-                                             to=args.to))
+                                             to=args.to, at=args.at, cancel=args.cancel))
     if command in ("pause", "resume"):
         return asyncio.run(operator.pause(config, paused=command == "pause"))
     if command == "history":

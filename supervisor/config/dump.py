@@ -52,6 +52,8 @@ def redacted_dict(config: Config) -> dict[str, Any]:
                      "nodeGroup": config.fencing.node_group,
                      "fencerRole": config.fencing.fencer_role}
                     if config.fencing.enabled else None),
+        "candidate": {"nofailover": config.candidate.nofailover,
+                      "priority": config.candidate.priority},
         "warnings": list(config.warnings),
     }
 

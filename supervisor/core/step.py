@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from supervisor.core.holder import HolderRules
+from supervisor.core.candidates import CandidateRules
 from supervisor.core.lifecycle import NodeRules
 from supervisor.core.messages import (
     Action,
@@ -25,8 +25,10 @@ from supervisor.core.messages import (
     NodeStartRefused,
     ObserveLease,
     PeerReleased,
+    PeersSeen,
     ReleaseLease,
     RenewLease,
+    ScheduleSettled,
     SharedDirsChecked,
     ShutdownRequested,
     Tick,
@@ -57,7 +59,7 @@ def step(
     return s, actions
 
 
-class _Step(StandbyRules, HolderRules, NodeRules):
+class _Step(StandbyRules, CandidateRules, NodeRules):
     """Dispatches one event to its rule, then `reconcile()` lets the deadlines (first,
     never waiting for anything), the timers and the next lease call act."""
 
@@ -86,8 +88,16 @@ class _Step(StandbyRules, HolderRules, NodeRules):
                 self.on_lost()
             case LeaseReleased(released=released):
                 self.on_released(released)
+            case LeaseCallFailed(op="schedule", reason=reason, missing_privilege=refused):
+                s.lease.op = None
+                self.note_failure(reason, refused)
+                self.settle_failed()
             case LeaseCallFailed(op=op, reason=reason, missing_privilege=refused):
                 self.on_call_failed(op, reason, refused)
+            case PeersSeen():
+                self.on_peers(event)
+            case ScheduleSettled(applied=applied):
+                self.on_settled(applied)
             case PeerReleased():
                 if s.state == State.STANDBY:
                     s.lease.next_observe_at = self.now
@@ -168,6 +178,7 @@ class _Step(StandbyRules, HolderRules, NodeRules):
     def timers(self) -> None:
         s, now, t = self.s, self.now, self.t
         self.check_readiness()
+        self.schedule_due()
         restart_at = s.crashes.restart_at
         if restart_at is not None and now >= restart_at and s.node.phase is NodePhase.NONE:
             s.crashes.restart_at = None
@@ -200,6 +211,8 @@ class _Step(StandbyRules, HolderRules, NodeRules):
             kill_at = kill_deadline(s, self.t)
             timeout = self.op_timeout() if kill_at is None else max(0.05, kill_at - now)
             self.begin_op("renew", RenewLease(lease.epoch, timeout, self.t.renew_hedge))
+        elif s.candidacy.settle is not None and self.settle_call():
+            return
         elif lease.release_epoch is not None and s.node.phase is NodePhase.NONE:
             self.begin_op("release", ReleaseLease(lease.release_epoch, self.op_timeout()))
         elif (s.state == State.STANDBY and not s.shutting_down and s.begun

@@ -50,6 +50,7 @@ from supervisor.core.row import (
 from supervisor.lease import fence as database_fence
 from supervisor.lease import members as member_rows
 from supervisor.lease.bounded import Bounded, Conn, connect_kwargs, scrub
+from supervisor.lease.candidates import ScheduleSql, schedule_of, settle_op
 from supervisor.lease.channel import Channel
 from supervisor.lease.cordarow import CORDA_TABLE, look, make_takeable
 from supervisor.lease.hedge import Race
@@ -87,6 +88,7 @@ class PostgresLeaseStore:
         self.wait_interval = wait_interval
         self._w = timedelta(seconds=wait_interval)
         self._sql = LeaseSql(db.schema, db.table)
+        self._schedule_sql = ScheduleSql(db.schema, db.table)
         self._fence_sql = database_fence.FenceSql(db.schema, db.table)
         self.notify_channel = db.table
         self._kwargs = connect_kwargs(db, f"corda-ha-supervisor/{identity.machine_name}")
@@ -212,7 +214,8 @@ class PostgresLeaseStore:
             cur = await conn.execute(self._sql.renew, params)
             row = await cur.fetchone()
             return None if row is None else RenewResult(handover_requested=bool(row[0]),
-                                                        paused=bool(row[1]), renewed_at=row[2])
+                                                        paused=bool(row[1]), renewed_at=row[2],
+                                                        **schedule_of(row))
 
         if hedge_after is None or hedge_after >= timeout:
             return await self._run("renew", op, timeout, self._lease)
@@ -231,6 +234,14 @@ class PostgresLeaseStore:
             return await cur.fetchone() is not None
 
         return await self._run("release", op, timeout, self._lease)
+
+    async def settle_schedule(self, epoch: int, proceed: bool, to: str | None,
+                              timeout: float) -> bool:
+        """Take a handover set for a time that has come off the row, as holder of `epoch`
+        (`supervisor.lease.candidates`)."""
+        return await self._run("settle_schedule", settle_op(
+            self.lease_name, self.identity.instance, epoch, proceed, to, self._schedule_sql),
+            timeout, self._lease)
 
     async def request_handover(self, timeout: float, to: str | None = None) -> LeaseSnapshot:
         """Ask the current holder to step down (sets `handover_requested_at` if held).
@@ -268,6 +279,15 @@ class PostgresLeaseStore:
     @member_info.setter
     def member_info(self, info: Callable[[], Member] | None) -> None:
         self._listener.member_info = info
+
+    @property
+    def members_seen(self) -> Callable[[list[MemberRow]], None] | None:
+        """Given every member row after each refresh of this member's (None: nobody)."""
+        return self._listener.members_seen
+
+    @members_seen.setter
+    def members_seen(self, seen: Callable[[list[MemberRow]], None] | None) -> None:
+        self._listener.members_seen = seen
 
     @property
     def listen_health_interval(self) -> float:

@@ -121,6 +121,11 @@ class Metrics:
             "lease_statement_seconds", "How long a lease statement took to answer, from "
             "sending it on the lease statements' own connection (op: observe, acquire, "
             "renew, ...).", ["op"], namespace=_NS, registry=r, buckets=STATEMENT_BUCKETS)
+        self.timing_settings = Gauge(
+            "timing_settings", "Distinct (updateInterval, waitInterval, margin, version) "
+            "the pair's live members publish: 1 when they agree, more on a mismatch "
+            "(log event timing_mismatch), 0 before the member table was read.",
+            namespace=_NS, registry=r)
         self.supervisor_info = Info(
             "supervisor", "Static facts about this supervisor: machine_name, and lease "
             "(the lease name: one per pair) when known.", namespace=_NS, registry=r)
@@ -220,6 +225,9 @@ class Metrics:
             failures = database.get("failures_in_a_row")
             if isinstance(failures, int):
                 self.database_failures_in_a_row.set(failures)
+        settings = view.extra.get("timing_settings")
+        if _number(settings):
+            self.timing_settings.set(settings)
         restarts = view.extra.get("restarts")
         if isinstance(restarts, int) and not isinstance(restarts, bool):
             if restarts > self._restarts_seen:

@@ -437,9 +437,26 @@ MUTANTS: tuple[Mutant, ...] = (
         "standby_skips_stopwatch",
         "a held row is taken only after W unchanged on the standby's own clock",
         STANDBY,
-        "        if ev.expired and unchanged_for >= self.t.wait_interval:\n",
+        "        if ev.expired and unchanged_for >= wait:\n",
         "        if ev.expired:\n",
         ("tests/test_core.py::test_standby_waits_w_of_unchanged_row_on_its_own_clock",),
+    ),
+    # ------------------------------------------------------------ candidates
+    Mutant(
+        "priority_takes_sooner",
+        "priority only adds waiting: no standby takes a held row before W unchanged",
+        STANDBY,
+        "        wait = self.t.wait_interval + extra\n",
+        "        wait = self.t.wait_interval - (1 - extra) * self.t.update_interval\n",
+        ("tests/test_core_candidates.py::test_priority_never_takes_sooner_than_w",),
+    ),
+    Mutant(
+        "nofailover_takes",
+        "a candidate.nofailover host never takes the lease",
+        STANDBY,
+        "        if (s.candidacy.nofailover\n",
+        "        if (False\n",
+        ("tests/test_core_candidates.py::test_nofailover_never_takes_a_free_or_an_expired_row",),
     ),
     Mutant(
         "stopwatch_survives_version_change",
@@ -678,8 +695,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "standby_ignores_shared_dirs",
         "a standby whose shared directories fail takes nothing",
         STANDBY,
-        "        if (s.shared_problem is not None\n",
-        "        if (False\n",
+        "                or s.shared_problem is not None\n",
+        "                or False\n",
         ("tests/test_shared_dirs.py::test_a_standby_without_its_shared_directory_never_takes_the_lease",),
     ),
     Mutant(
