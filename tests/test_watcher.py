@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,50 @@ def test_the_scan_reads_command_lines_only_of_processes_named_as_a_node_can_be(
     assert nodescan._may_be_node(str(a.pid))
     assert nodescan._may_be_node("999999999")  # gone or hidden: read on
     assert nodescan.scan_nodes({"x": str(x.records)}) == {"x": [a.pid]}
+
+
+def _stalled(watch: Watcher, during: Callable[[], None]) -> None:
+    """Freeze the sampling process while `during` runs, for longer than `max_gap`."""
+    assert watch._proc is not None
+    os.kill(watch._proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        during()
+        time.sleep(max(0.0, 3 * watch.max_gap - (time.monotonic() - t0)))  # the stall
+    finally:
+        os.kill(watch._proc.pid, signal.SIGCONT)
+
+
+def test_a_stall_across_a_change_of_nodes_fails(tmp_path: Path, reaper: Reaper) -> None:
+    """One node goes and another comes while the sampler is frozen: their order is
+    unknown, so the run fails though they never overlapped."""
+    x, y = two_hosts(tmp_path)
+    with Watcher([x, y]) as watch:
+        a = node(reaper, x)
+        wait_until(lambda: x.node_records() and x.live_nodes(), 10)
+
+        def handover() -> None:
+            a.send_signal(signal.SIGTERM)
+            a.wait(5)
+            node(reaper, y)
+            wait_until(lambda: y.node_records(), 10)
+
+        _stalled(watch, handover)
+        samples = watch.samples
+        wait_until(lambda: watch.samples > samples + 1, 10)
+    assert not watch.exact_overlaps() and not watch.overlaps
+    with pytest.raises(AssertionError, match="stalled while the nodes changed"):
+        watch.assert_never_two()
+
+
+def test_a_stall_while_one_node_runs_on_is_counted_not_failed(tmp_path: Path,
+                                                               reaper: Reaper) -> None:
+    x, y = two_hosts(tmp_path)
+    with Watcher([x, y]) as watch:
+        node(reaper, x)
+        wait_until(lambda: x.node_records() and x.live_nodes(), 10)
+        _stalled(watch, lambda: None)
+        samples = watch.samples
+        wait_until(lambda: watch.samples > samples + 1, 10)
+    watch.assert_never_two()
+    assert watch.stalls and watch.longest_gap > watch.max_gap, watch.stalls

@@ -66,6 +66,14 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_watcher.py::test_a_10ms_overlap_is_seen_by_sampling",),
     ),
     Mutant(
+        "watcher_stall_forgiven",
+        "harness: a stall of the watcher's sampler across a change of nodes fails the run",
+        "tests/harness/watcher.py",
+        "                and len(set(before) | set(after) | set(touched)) >= 2]\n",
+        "                and False]\n",
+        ("tests/test_watcher.py::test_a_stall_across_a_change_of_nodes_fails",),
+    ),
+    Mutant(
         "watcher_passes_over_python",
         "harness: the watcher's scan reads the command line of every process named as a "
         "stand-in node can be (python..., java)",
