@@ -87,6 +87,13 @@ class StandbyRules(_Base):
         self.note_paused(ev)
         if self.takes_nothing(ev):
             return
+        self.contend(ev)
+
+    def contend(self, ev: LeaseObserved) -> None:
+        """A standby that may take the lease: take a free row (after any priority
+        wait), reclaim a dead predecessor's, or an expired one unchanged for W plus the
+        priority wait; otherwise read the row again when it could next be taken."""
+        s = self.s
         assert s.lease.seen_since is not None
         unchanged_for = self.now - s.lease.seen_since
         extra = priority_wait(s.candidacy, self.t.update_interval)

@@ -106,21 +106,9 @@ class _Step(StandbyRules, CandidateRules, NodeRules):
             case NodeReady(pid=pid):
                 self.on_node_ready(pid)
             case SharedDirsChecked(problem=problem):
-                if problem != s.shared_problem:
-                    if problem is None:
-                        self.log("shared_dirs_ok")
-                    else:
-                        self.log("shared_dirs_failed", "error", problem=problem)
-                s.shared_problem = problem
+                self.on_shared_dirs(problem)
             case FencingChecked(problem=problem, pending=pending):
-                if problem != s.fencing_problem:
-                    if pending:
-                        self.log("fencing_pending", "debug", problem=problem)
-                    elif problem is None:
-                        self.log("fencing_ready")
-                    else:
-                        self.log("fencing_unavailable", "error", problem=problem)
-                s.fencing_problem = problem
+                self.on_fencing(problem, pending)
             case NodeExited():
                 self.on_node_exited(event)
             case NodeStartRefused(reason=reason):
@@ -130,6 +118,28 @@ class _Step(StandbyRules, CandidateRules, NodeRules):
             case HandoverRequested():
                 self.on_handover()
         self.reconcile()
+
+    def on_shared_dirs(self, problem: str | None) -> None:
+        """The shared directories' check: logged when its answer changes."""
+        s = self.s
+        if problem != s.shared_problem:
+            if problem is None:
+                self.log("shared_dirs_ok")
+            else:
+                self.log("shared_dirs_failed", "error", problem=problem)
+        s.shared_problem = problem
+
+    def on_fencing(self, problem: str | None, pending: bool) -> None:
+        """The database fencing check: logged when its answer changes."""
+        s = self.s
+        if problem != s.fencing_problem:
+            if pending:
+                self.log("fencing_pending", "debug", problem=problem)
+            elif problem is None:
+                self.log("fencing_ready")
+            else:
+                self.log("fencing_unavailable", "error", problem=problem)
+        s.fencing_problem = problem
 
     def reconcile(self) -> None:
         """After every event: the deadlines first (they never wait for anything), then
