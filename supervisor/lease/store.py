@@ -68,6 +68,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NOTIFY_CHANNEL_DEFAULT = "corda_ha_lease"
+#: Seconds the side connection may stay unused before it is closed (reopened on demand:
+#: at a node start, by the fencing check every 30 s, by the history of `status`).
+SIDE_IDLE_CLOSE = 10.0
 
 
 
@@ -97,7 +100,8 @@ class PostgresLeaseStore:
         # statements alone, autocommitted; everything else (transactions included)
         # on the side. LISTEN has a connection of its own (`listen`).
         self._lease = Channel("lease", self._open, self._bounded, single_statements=True)
-        self._side = Channel("side", self._open, self._bounded, single_statements=False)
+        self._side = Channel("side", self._open, self._bounded, single_statements=False,
+                             idle_close=SIDE_IDLE_CLOSE)
         self._closed = False
         self._members = MemberSql(db.schema, db.table)
         self._listener = Listener(db, self.lease_name, self.notify_channel, self._open,
