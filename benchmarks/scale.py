@@ -11,6 +11,8 @@ running, a steady window of S seconds (default 30) measures:
   `corda-ha-supervisor/<machine>` application name);
 - CPU: the supervisors' (with their guards; the stand-in nodes left out) and the
   database's (every process of the server), in percent of one core, over the window;
+- leases lost in the window (`lease_lost` events: a renewal not answered in time) and
+  the pairs that did not have exactly one node at its end;
 - lease statement latency p50/p99 as the supervisors see it, from their
   `corda_ha_lease_statement_seconds` histograms (interpolated within a bucket, as
   Prometheus' `histogram_quantile` does);
@@ -46,7 +48,7 @@ from tests.harness.pgbin import find_bindir
 from tests.harness.pgserver import PgServer
 from tests.harness.proc import wait_until
 
-TIMING = {"update_ms": 2000, "wait_ms": 4000, "stop_ms": 3000}
+TIMING: dict[str, Any] = {"update_ms": 2000, "wait_ms": 4000, "stop_ms": 3000}
 HERE = Path(__file__).parent
 _SAMPLE = re.compile(rb'^(corda_ha_[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+|NaN|\+Inf)$', re.M)
 _LE = re.compile(rb'le="([^"]+)"')
@@ -131,14 +133,14 @@ def connections(server: PgServer) -> dict[str, float]:
 def pairs(server: PgServer, root: Path, n: int) -> Iterator[list[Cluster]]:
     clusters: list[Cluster] = []
     try:
+        # pair by pair, as hosts come up in a real estate (100 interpreters started at
+        # once on 2 cores only measure the start-up storm)
         for i in range(n):
             c = Cluster(root / f"pair{i}", server.dsn, f"scale-{uuid.uuid4().hex[:12]}")
             clusters.append(c)
             for name in ("a", "b"):
                 c.add(f"p{i}{name}", **TIMING).start()
-        for c in clusters:
-            wait_until(lambda c=c: sum(len(h.live_nodes()) for h in c.hosts) == 1,  # type: ignore[misc]
-                       120, message=f"{c.lease_name}: one node running")
+            one_node(c, 120)
         for c in clusters:
             for h in c.hosts:
                 h.health_port(60)
@@ -147,6 +149,22 @@ def pairs(server: PgServer, root: Path, n: int) -> Iterator[list[Cluster]]:
         for c in clusters:
             with contextlib.suppress(Exception):
                 c.close()
+
+
+def one_node(c: Cluster, timeout: float) -> None:
+    """Wait until exactly one of the pair's hosts runs a node; else say what each has."""
+    try:
+        wait_until(lambda: sum(len(h.live_nodes()) for h in c.hosts) == 1, timeout,
+                   message=f"{c.lease_name}: one node running")
+    except AssertionError as e:
+        seen = {h.name: (h.live_nodes(), h.state()) for h in c.hosts}
+        raise AssertionError(f"{e}; nodes and supervisor state by host: {seen}") from None
+
+
+def lease_losses(hosts: list[Host], marks: list[int]) -> int:
+    """`lease_lost` events logged since `marks` (one mark per host)."""
+    return sum(1 for h, m in zip(hosts, marks, strict=True)
+               for e in h.lines[m:] if e.get("event") == "lease_lost")
 
 
 def failover(c: Cluster) -> float:
@@ -170,6 +188,7 @@ def measure(server: PgServer, root: Path, n: int, steady: float) -> dict[str, An
         time.sleep(2 * TIMING["wait_ms"] / 1000)  # settled: members known, renewing
         sup, db = supervisor_procs(hosts), server_procs(server)
         before = [scrape(p) for p in ports]
+        marks = [h.mark() for h in hosts]
         cpu0 = cpu_seconds(sup), cpu_seconds(db)
         t0 = time.monotonic()
         time.sleep(steady)
@@ -177,6 +196,8 @@ def measure(server: PgServer, root: Path, n: int, steady: float) -> dict[str, An
         after = [scrape(p) for p in ports]
         cpu1 = cpu_seconds(sup), cpu_seconds(db)
         elapsed = time.monotonic() - t0
+        lost = lease_losses(hosts, marks)
+        not_one = sum(1 for c in clusters if sum(len(h.live_nodes()) for h in c.hosts) != 1)
         buckets: dict[float, float] = {}
         for b, a in zip(before, after, strict=True):
             for key, value in a.items():
@@ -197,6 +218,8 @@ def measure(server: PgServer, root: Path, n: int, steady: float) -> dict[str, An
             "statements_per_second_by_op": {op: round(v / elapsed, 2)
                                             for op, v in sorted(per_op.items()) if v},
             "connections": conns,
+            "leases_lost_in_window": lost,
+            "pairs_without_one_node_at_end": not_one,
             "supervisors_cpu_percent": round(100 * (cpu1[0] - cpu0[0]) / elapsed, 1),
             "database_cpu_percent": round(100 * (cpu1[1] - cpu0[1]) / elapsed, 1),
             "lease_statement_p50_ms": None if p50 is None else round(1000 * p50, 2),
