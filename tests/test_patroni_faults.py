@@ -286,3 +286,21 @@ def test_zone_partition(zone_cluster: PatroniCluster, fenced: Callable[..., Fenc
         # the hole: two nodes, and a's renewals acknowledged by the zombie, lost
         assert fp.watch.exact_overlaps() or fp.watch.overlaps, "no overlap: no zombie?"
         assert lost, "the zombie's acknowledged renewals were not lost"
+
+
+# -- the chaos suite ---------------------------------------------------------------------------
+
+
+def test_the_patroni_chaos_faults_run_only_behind_the_flag() -> None:
+    """`python -m tests.chaos --patroni` adds them; the CI short run's catalog (no flag)
+    has none of them, and a Patroni run skips the faults that stop the server itself."""
+    from tests.chaos.faults import catalog
+    from tests.chaos.profile import PROFILES
+
+    plain, flagged = catalog(PROFILES["lab"]), catalog(PROFILES["lab"], patroni=True)
+    patroni = {n for n, spec in flagged.items() if spec.needs_patroni}
+    assert patroni == {"patroni_switchover", "patroni_failover", "patroni_etcd_frozen",
+                       "patroni_paused_restart", "patroni_partition"}
+    assert not patroni & set(plain) and not any(s.needs_patroni for s in plain.values())
+    assert {n for n, s in plain.items() if s.needs_own_server} == {
+        "pg_restart_fast", "pg_restart_immediate"}

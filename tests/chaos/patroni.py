@@ -22,7 +22,11 @@ unhealthy while no member is read-write for the hosts:
   (`pg_ctl restart`, or its postmaster killed and started again), `resume`;
 - `patroni_partition`: the active host and the primary on one side, every other host,
   the replica and etcd on the other, with Patroni alive on the old primary or frozen
-  there (`variant`), until another host runs a node (or 2 ttl), then healed.
+  there (`variant`), until another host runs a node (or 2 ttl), then healed. The
+  hosts' URLs name the members in one order, so when the old primary is named first
+  the other side spends every connection's `connect_timeout` on it and reaches no
+  member (docs/failure-behaviour.md): `moved_after_s` is then None and the episode
+  checks safety alone.
 """
 
 from __future__ import annotations
