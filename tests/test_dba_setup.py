@@ -1,4 +1,5 @@
-"""README.md, "Set up the database", followed literally.
+"""docs/operations.md, "The database, as a DBA sets it up", followed literally (the
+README's "Set up the database" links there).
 
 The section's fenced shell block (after `<!-- dba-setup -->`) runs as written, with only
 the placeholders the section declares (`<!-- dba-placeholders -->`: host, port, database,
@@ -40,8 +41,8 @@ from tests.harness.pgserver import ENV_DSN, PgServer
 
 pytestmark = pytest.mark.timeout(180)
 
-DOC = REPO / "README.md"
-SECTION = "### Set up the database"
+DOC = REPO / "docs" / "operations.md"
+SECTION = "## The database, as a DBA sets it up"
 INSTALLED_CLI = Path("/opt/corda-ha-supervisor/venv/bin/corda-ha-supervisor")
 #: the docs' login roles, whose passwords the section sets
 LOGIN_ROLES = ("corda_ha", "corda_node_a", "corda_node_b")
@@ -60,7 +61,7 @@ def after_marker(marker: str) -> str:
     """The text after `<!-- marker -->` in the section: its fenced block's body, or the
     table that follows it."""
     parts = section().split(f"<!-- {marker} -->\n", 1)
-    assert len(parts) == 2, f"README.md, {SECTION!r}: no <!-- {marker} --> block"
+    assert len(parts) == 2, f"{DOC.relative_to(REPO)}, {SECTION!r}: no <!-- {marker} --> block"
     rest = parts[1]
     if rest.startswith("```"):
         return rest.split("\n", 1)[1].split("\n```\n", 1)[0] + "\n"
@@ -82,6 +83,12 @@ def test_the_section_declares_every_placeholder_it_uses() -> None:
     used = set(PLACEHOLDER.findall(after_marker("dba-setup") + after_marker("dba-config")))
     assert declared() == used == {"db-host", "db-port", "database", "supervisor-password",
                                   "node-a-password", "node-b-password"}
+
+
+def test_the_readme_links_the_section() -> None:
+    """The front door leads the DBA here, by the section's anchor."""
+    anchor = re.sub(r"[^a-z0-9 -]", "", SECTION.lstrip("# ").lower()).replace(" ", "-")
+    assert f"](docs/operations.md#{anchor})" in (REPO / "README.md").read_text()
 
 
 def test_every_psql_after_the_first_names_the_database() -> None:

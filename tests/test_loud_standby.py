@@ -107,13 +107,35 @@ def loud(pair: Cluster, a: Host, healthy: Host, broken: Host) -> None:
     assert PgServer.password not in broken.output()
 
 
-def test_statements_are_counted_per_operation(pair: Cluster) -> None:
+def holders_metrics(pair: Cluster) -> bytes:
+    """/metrics of host a, once it runs its node and has renewed the lease."""
     a = pair.add("a")
     a.start()
     a.wait_node_up(15)
     a.wait_event("lease_renewed", 10)
     code, body = http_get(a.health_port(), "/metrics")
     assert code == 200
+    return body
+
+
+def test_statements_are_counted_per_operation(pair: Cluster) -> None:
+    body = holders_metrics(pair)
     counts = dict(re.findall(rb'^corda_ha_db_statements_total\{op="([a-z_]+)"\} ([0-9.]+)$',
                              body, re.M))
     assert float(counts[b"renew"]) >= 1 and float(counts[b"acquire"]) >= 1, counts
+
+
+def test_lease_statements_are_timed_per_operation(pair: Cluster) -> None:
+    """`corda_ha_lease_statement_seconds{op}`: one observation per lease statement that
+    answered (renewals and the acquisition), none for the side connection's work."""
+    body = holders_metrics(pair)
+    timed = {op.decode(): float(n) for op, n in re.findall(
+        rb'^corda_ha_lease_statement_seconds_count\{op="([a-z_]+)"\} ([0-9.]+)$', body, re.M)}
+    sent = {op.decode(): float(n) for op, n in re.findall(
+        rb'^corda_ha_db_statements_total\{op="([a-z_]+)"\} ([0-9.]+)$', body, re.M)}
+    assert timed.get("renew", 0) >= 1 and timed.get("acquire", 0) >= 1, timed
+    assert all(timed[op] <= sent[op] for op in timed), (timed, sent)
+    assert "members" not in timed and "ensure_schema" not in timed, timed
+    (total,) = re.findall(rb'^corda_ha_lease_statement_seconds_sum\{op="renew"\} ([0-9.e-]+)$',
+                          body, re.M)
+    assert 0 < float(total) < timed["renew"] * 5.0  # seconds, each under the top bucket

@@ -9,10 +9,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.harness import nodescan
 from tests.harness.host import Host
 from tests.harness.paths import FAKE_NODE
 from tests.harness.proc import Reaper, wait_until
@@ -84,3 +86,65 @@ def test_nodes_that_follow_each_other_are_no_overlap(tmp_path: Path, reaper: Rea
     assert watch.samples > 10
     print(f"watcher: {watch.samples} samples, longest gap {watch.longest_gap * 1000:.1f} ms, "
           f"realtime={watch.realtime}, pid {os.getpid()}")
+
+
+def test_the_scan_reads_command_lines_only_of_processes_named_as_a_node_can_be(
+        tmp_path: Path, reaper: Reaper) -> None:
+    """A process named otherwise (a PostgreSQL backend, a shell) is passed over without
+    reading its command line (which waits for that process's memory-map lock); a
+    stand-in node is still found, and an unreadable name counts as a possible node."""
+    x, _ = two_hosts(tmp_path)
+    shell = reaper.popen(["sh", "-c", "sleep 30"])
+    a = node(reaper, x)
+    wait_until(lambda: x.node_records(), 10)
+    assert not nodescan._may_be_node(str(shell.pid))
+    assert nodescan._may_be_node(str(a.pid))
+    assert nodescan._may_be_node("999999999")  # gone or hidden: read on
+    assert nodescan.scan_nodes({"x": str(x.records)}) == {"x": [a.pid]}
+
+
+def _stalled(watch: Watcher, during: Callable[[], None]) -> None:
+    """Freeze the sampling process while `during` runs, for longer than `max_gap`."""
+    assert watch._proc is not None
+    os.kill(watch._proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        during()
+        time.sleep(max(0.0, 3 * watch.max_gap - (time.monotonic() - t0)))  # the stall
+    finally:
+        os.kill(watch._proc.pid, signal.SIGCONT)
+
+
+def test_a_stall_across_a_change_of_nodes_fails(tmp_path: Path, reaper: Reaper) -> None:
+    """One node goes and another comes while the sampler is frozen: their order is
+    unknown, so the run fails though they never overlapped."""
+    x, y = two_hosts(tmp_path)
+    with Watcher([x, y]) as watch:
+        a = node(reaper, x)
+        wait_until(lambda: x.node_records() and x.live_nodes(), 10)
+
+        def handover() -> None:
+            a.send_signal(signal.SIGTERM)
+            a.wait(5)
+            node(reaper, y)
+            wait_until(lambda: y.node_records(), 10)
+
+        _stalled(watch, handover)
+        samples = watch.samples
+        wait_until(lambda: watch.samples > samples + 1, 10)
+    assert not watch.exact_overlaps() and not watch.overlaps
+    with pytest.raises(AssertionError, match="stalled while the nodes changed"):
+        watch.assert_never_two()
+
+
+def test_a_stall_while_one_node_runs_on_is_counted_not_failed(tmp_path: Path,
+                                                               reaper: Reaper) -> None:
+    x, y = two_hosts(tmp_path)
+    with Watcher([x, y]) as watch:
+        node(reaper, x)
+        wait_until(lambda: x.node_records() and x.live_nodes(), 10)
+        _stalled(watch, lambda: None)
+        samples = watch.samples
+        wait_until(lambda: watch.samples > samples + 1, 10)
+    watch.assert_never_two()
+    assert watch.stalls and watch.longest_gap > watch.max_gap, watch.stalls

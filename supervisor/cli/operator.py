@@ -17,8 +17,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
+from supervisor.cli import handover as candidates
 from supervisor.cli.exits import (
     EX_CONFIG,
     EXIT_FAILED,
@@ -168,6 +170,8 @@ async def status(config: Config, *, as_json: bool) -> int:
         print(local_lines(view, view_error))
         return EX_CONFIG
     info = describe(snapshot, members, config.lease.update_interval)
+    info["timing"] = candidates.timing_view(members)
+    info["scheduled_handover"] = await candidates.read_schedule(config, _timeout(config))
     if config.fencing.enabled:
         info["fencing"] = await fencing_roles(config)
     if as_json:
@@ -175,6 +179,7 @@ async def status(config: Config, *, as_json: bool) -> int:
     else:
         print(lease_text(info))
         print(member_lines(info["members"]))
+        print(candidates.candidate_lines(info))
         if "fencing" in info:
             print(fencing_lines(info["fencing"]))
         print(local_lines(view, view_error))
@@ -227,18 +232,25 @@ def handover_refusal(snapshot: LeaseSnapshot, members: list[MemberRow], to: str 
 
 
 async def handover(config: Config, *, wait: float | None, force: bool = False,
-                   to: str | None = None) -> int:
+                   to: str | None = None, at: datetime | None = None,
+                   cancel: bool = False) -> int:
     """Ask the holder to step down; refuse (exit 4, node untouched) when no other
-    member could take over (or not `to`, when named), unless `force`."""
+    member could take over (or not `to`, when named), unless `force`. With `at` (or
+    `cancel`): set (or cancel) a handover for that time instead
+    (`supervisor.cli.handover`)."""
     timeout = _timeout(config)
     try:
         snapshot, members = await read_state(config.database, config.lease.wait_interval,
                                              timeout)
+        if at is not None or cancel:
+            return await candidates.schedule(config, at, to, members, snapshot, timeout)
         if snapshot is None or snapshot.free:
             print("corda-ha-supervisor: nobody holds the lease; nothing to hand over",
                   file=sys.stderr)
             return EXIT_NO_HOLDER
-        refusal = handover_refusal(snapshot, members, to, force)
+        refusal = (candidates.nofailover_refusal(members, to)
+                   or handover_refusal(snapshot, members, to, force))
+        to = to or candidates.best_taker(snapshot, members)
         if refusal is not None:
             print(f"corda-ha-supervisor: {refusal}", file=sys.stderr)
             return EXIT_REFUSED

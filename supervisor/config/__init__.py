@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from supervisor.config.model import (
     EX_CONFIG,
+    CandidateConfig,
     Config,
     ConfigError,
     DatabaseConfig,
@@ -57,9 +58,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "DEFAULT_LEASE_NAME", "DEFAULT_TABLE", "EX_CONFIG", "Config", "ConfigError",
-    "DatabaseConfig",
-    "FencingConfig", "HealthConfig", "LeaseConfig", "LoggingConfig", "NodeConfig",
+    "DEFAULT_LEASE_NAME", "DEFAULT_TABLE", "EX_CONFIG", "CandidateConfig", "Config",
+    "ConfigError", "DatabaseConfig", "FencingConfig", "HealthConfig", "LeaseConfig",
+    "LoggingConfig", "NodeConfig",
     "ReadinessConfig", "RestartConfig", "config_from_json", "config_to_json", "dump_config",
     "load_config", "parse_duration", "redacted_dict",
 ]

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from supervisor.config.dburl import redact_conninfo
-from supervisor.config.model import Config
+from supervisor.config.model import Config, DatabaseConfig, NodeConfig
 from supervisor.core.timing import stop_graces
 
 _SECRET_ENV_RE = re.compile(r"pass|secret|token|credential|private|key", re.IGNORECASE)
@@ -30,32 +30,8 @@ def redacted_dict(config: Config) -> dict[str, Any]:
             "waitInterval": lease.wait_interval,
             "fencingMargin": lease.margin,
         },
-        "database": {
-            "url": redact_conninfo(db.conninfo),
-            "user": db.user,
-            "password": "***" if db.password else None,
-            "schema": db.schema,
-            "table": db.table,
-            "leaseName": db.lease_name,
-            "connectTimeout": db.connect_timeout,
-            "operationTimeout": db.operation_timeout,
-            "ownerRole": db.owner_role,
-        },
-        "node": {
-            "command": list(node.command),
-            "workingDirectory": node.working_directory,
-            "environment": {k: ("***" if _SECRET_ENV_RE.search(k) else v)
-                            for k, v in node.environment.items()},
-            "stopTimeout": node.stop_timeout,
-            "cgroup": node.cgroup,
-            "cordaConfig": node.corda_config,
-            "sharedDirectories": list(node.shared_directories),
-            "sharedProbeTimeout": node.shared_probe_timeout,
-            "readiness": None if node.readiness is None else {
-                "port": node.readiness.port, "host": node.readiness.host,
-                "logPattern": node.readiness.log_pattern,
-                "startTimeout": node.readiness.start_timeout},
-        },
+        "database": _database_dump(db),
+        "node": _node_dump(node),
         "restart": {
             "initialDelay": restart.initial_delay,
             "multiplier": restart.multiplier,
@@ -76,7 +52,43 @@ def redacted_dict(config: Config) -> dict[str, Any]:
                      "nodeGroup": config.fencing.node_group,
                      "fencerRole": config.fencing.fencer_role}
                     if config.fencing.enabled else None),
+        "candidate": {"nofailover": config.candidate.nofailover,
+                      "priority": config.candidate.priority},
         "warnings": list(config.warnings),
+    }
+
+
+def _database_dump(db: DatabaseConfig) -> dict[str, Any]:
+    """The `database` block: the password `"***"` when set, the conninfo's masked."""
+    return {
+        "url": redact_conninfo(db.conninfo),
+        "user": db.user,
+        "password": "***" if db.password else None,
+        "schema": db.schema,
+        "table": db.table,
+        "leaseName": db.lease_name,
+        "connectTimeout": db.connect_timeout,
+        "operationTimeout": db.operation_timeout,
+        "ownerRole": db.owner_role,
+    }
+
+
+def _node_dump(node: NodeConfig) -> dict[str, Any]:
+    """The `node` block: `environment` values whose names look secret masked."""
+    return {
+        "command": list(node.command),
+        "workingDirectory": node.working_directory,
+        "environment": {k: ("***" if _SECRET_ENV_RE.search(k) else v)
+                        for k, v in node.environment.items()},
+        "stopTimeout": node.stop_timeout,
+        "cgroup": node.cgroup,
+        "cordaConfig": node.corda_config,
+        "sharedDirectories": list(node.shared_directories),
+        "sharedProbeTimeout": node.shared_probe_timeout,
+        "readiness": None if node.readiness is None else {
+            "port": node.readiness.port, "host": node.readiness.host,
+            "logPattern": node.readiness.log_pattern,
+            "startTimeout": node.readiness.start_timeout},
     }
 
 

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any, Literal, cast
 
 from supervisor.config.blocks import BOOLEANS, Block
+from supervisor.config.candidate import parse_candidate
 from supervisor.config.cordaconf import load as load_corda
 from supervisor.config.cordaconf import locate as locate_corda
 from supervisor.config.dburl import ParsedUrl, convert_url
@@ -34,7 +35,7 @@ from supervisor.config.model import (
 from supervisor.core.timing import MIN_RENEWAL_WINDOW
 
 _TOP_KEYS = ("enterpriseConfiguration", "mutualExclusionConfiguration", "database", "node",
-             "restart", "health", "logging", "hooks", "fencing")
+             "restart", "health", "logging", "hooks", "fencing", "candidate")
 _HOOK_KEYS = ("onRoleChange", "preStop", "timeout")
 _LEASE_KEYS = ("on", "machineName", "updateInterval", "waitInterval", "fencingMargin")
 _DB_KEYS = ("url", "user", "password", "passwordFile", "schema", "table", "leaseName",
@@ -395,7 +396,8 @@ def _build(tree: Mapping[str, Any], hostname: str, source: str,
     logging = _logging(root)
     return Config(lease=lease, database=database, node=node, restart=restart, health=health,
                   logging=logging, source=source, warnings=tuple(warnings),
-                  hooks=_hooks(root), fencing=parse_fencing(root, database, node_user))
+                  hooks=_hooks(root), fencing=parse_fencing(root, database, node_user),
+                  candidate=parse_candidate(root))
 
 
 def _hooks(root: Block) -> HooksConfig:

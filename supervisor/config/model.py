@@ -125,6 +125,16 @@ class FencingConfig:
 
 
 @dataclass(frozen=True)
+class CandidateConfig:
+    """How this host stands as a standby (`candidate { ... }`): `nofailover` hosts never
+    take the lease; among standbys a higher `priority` takes over first (a lower one
+    waits longer, never less: docs/design.md, "Priority among standbys")."""
+
+    nofailover: bool = False
+    priority: int = 0
+
+
+@dataclass(frozen=True)
 class RestartConfig:
     initial_delay: float
     multiplier: float
@@ -168,6 +178,7 @@ class Config:
     warnings: tuple[str, ...] = ()  # non-fatal findings, logged at start
     hooks: HooksConfig = HooksConfig()
     fencing: FencingConfig = FencingConfig()
+    candidate: CandidateConfig = CandidateConfig()
 
 
 def config_to_json(config: Config) -> str:
@@ -178,7 +189,7 @@ def config_to_json(config: Config) -> str:
 
     data: dict[str, Any] = fields(config)
     for name in ("lease", "database", "node", "restart", "health", "logging", "hooks",
-                 "fencing"):
+                 "fencing", "candidate"):
         data[name] = fields(getattr(config, name))
     data["node"]["environment"] = dict(config.node.environment)
     if config.node.readiness is not None:
@@ -206,4 +217,5 @@ def config_from_json(text: str) -> Config:
         hooks=HooksConfig(on_role_change=tuple(data["hooks"]["on_role_change"]),
                           pre_stop=tuple(data["hooks"]["pre_stop"]),
                           timeout=data["hooks"]["timeout"]),
-        fencing=FencingConfig(**data["fencing"]))
+        fencing=FencingConfig(**data["fencing"]),
+        candidate=CandidateConfig(**data.get("candidate", {})))

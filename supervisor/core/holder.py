@@ -35,11 +35,15 @@ class HolderRules(_Base):
             self.actions.append(SetNodeDeadline(kill_at))
         if ev.paused != s.paused:
             self.on_paused(ev.paused)
+        self.note_schedule(ev)
         if ev.handover_requested and s.after_stop != "cooldown_handover" and not s.shutting_down:
             if s.paused:
                 self.log("handover_ignored_while_paused", "warning", epoch=s.lease.epoch)
             else:
                 self.on_handover()
+
+    def note_schedule(self, ev: LeaseRenewed) -> None:
+        """A handover set for a time (`supervisor.core.candidates`)."""
 
     def on_paused(self, paused: bool) -> None:
         """The pair was paused or resumed (seen on a renewal). Paused: the node is left

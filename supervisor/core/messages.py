@@ -12,7 +12,7 @@ from typing import Literal
 
 from supervisor.core.identity import ProcessRef
 
-LeaseOpKind = Literal["observe", "acquire", "renew", "release"]
+LeaseOpKind = Literal["observe", "acquire", "renew", "release", "schedule"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,8 @@ class LeaseRenewed:
     handover_requested: bool
     paused: bool = False
     renewed_at: object = None  # the row's new renewed_at (database time): names the write
+    handover_in: float | None = None  # a handover set for this many seconds from now (`--at`)
+    handover_at_to: str | None = None  # ... to this member (None: the best candidate)
 
 
 @dataclass(frozen=True)
@@ -155,11 +157,39 @@ class HandoverRequested:
     """Ask the holder to step down (from the database flag)."""
 
 
+@dataclass(frozen=True)
+class Peer:
+    """A member of the pair as the member table says (`supervisor.core.candidates`)."""
+
+    instance: str
+    machine_name: str
+    me: bool  # this supervisor's own row
+    fresh: bool  # seen within the member table's freshness
+    can_take_over: bool
+    priority: int = 0
+    nofailover: bool = False
+    settings: tuple[object, ...] | None = None  # (U, W, M, version); None: not published
+
+
+@dataclass(frozen=True)
+class PeersSeen:
+    """The member table as read (every member, this one included)."""
+
+    peers: tuple[Peer, ...]
+
+
+@dataclass(frozen=True)
+class ScheduleSettled:
+    """The scheduled handover was taken off the row (`applied`), or it had changed."""
+
+    applied: bool
+
+
 Event = (
     Begin | Tick | LeaseObserved | LeaseAcquired | LeaseNotAcquired | LeaseRenewed | LeaseLost
     | LeaseReleased | LeaseCallFailed | PeerReleased | NodeStarted | NodeReady | NodeExited
     | NodeStartRefused | SharedDirsChecked | FencingChecked
-    | ShutdownRequested | HandoverRequested
+    | ShutdownRequested | HandoverRequested | PeersSeen | ScheduleSettled
 )
 
 # ---------------------------------------------------------------- actions
@@ -188,6 +218,17 @@ class RenewLease:
 @dataclass(frozen=True)
 class ReleaseLease:
     epoch: int
+    timeout: float
+
+
+@dataclass(frozen=True)
+class SettleSchedule:
+    """Take the handover set for now off the row; with `proceed`, as a handover request
+    (to `to`, or to any member when None), else as a cancellation."""
+
+    epoch: int
+    proceed: bool
+    to: str | None
     timeout: float
 
 
@@ -226,6 +267,6 @@ class Exit:
 
 
 Action = (
-    ObserveLease | AcquireLease | RenewLease | ReleaseLease | StartNode | SetNodeDeadline
-    | StopNode | KillNode | Log | Exit
+    ObserveLease | AcquireLease | RenewLease | ReleaseLease | SettleSchedule | StartNode
+    | SetNodeDeadline | StopNode | KillNode | Log | Exit
 )

@@ -87,3 +87,5 @@ class RenewResult:
     handover_requested: bool
     paused: bool = False
     renewed_at: datetime | None = None
+    handover_in: float | None = None  # a handover set (`--at`) this many seconds from now
+    handover_at_to: str | None = None  # ... to this member (None: the best candidate)

@@ -4,6 +4,7 @@ taking the lease (docs/design.md, "The lease")."""
 from __future__ import annotations
 
 from supervisor.core.base import _Base
+from supervisor.core.candidacy import priority_wait
 from supervisor.core.messages import (
     AcquireLease,
     LeaseObserved,
@@ -86,6 +87,21 @@ class StandbyRules(_Base):
         self.note_paused(ev)
         if self.takes_nothing(ev):
             return
+        self.contend(ev)
+
+    def contend(self, ev: LeaseObserved) -> None:
+        """A standby that may take the lease: take a free row (after any priority
+        wait), reclaim a dead predecessor's, or an expired one unchanged for W plus the
+        priority wait; otherwise read the row again when it could next be taken."""
+        s = self.s
+        assert s.lease.seen_since is not None
+        unchanged_for = self.now - s.lease.seen_since
+        extra = priority_wait(s.candidacy, self.t.update_interval)
+        if ev.free and unchanged_for < extra:
+            # a live candidate of higher priority goes first (only ever a longer wait)
+            s.lease.next_observe_at = min(self.now + self.t.poll_interval,
+                                          s.lease.seen_since + extra)
+            return
         if ev.free:
             expected = ev.version if ev.exists else None
             if not ev.exists:
@@ -104,17 +120,18 @@ class StandbyRules(_Base):
             self.begin_op("acquire", AcquireLease(ev.version, ev.reclaimable, s.lease.server,
                                                   self.op_timeout()))
             return
-        assert s.lease.seen_since is not None
-        unchanged_for = self.now - s.lease.seen_since
-        if ev.expired and unchanged_for >= self.t.wait_interval:
+        wait = self.t.wait_interval + extra
+        if ev.expired and unchanged_for >= wait:
+            after = f", priority wait {extra:g} s" if extra else ""
             self.note_acquire(f"expired: unchanged for {unchanged_for:.3g} s (W = "
-                              f"{self.t.wait_interval:g} s) and past expires_at", ev.holder)
+                              f"{self.t.wait_interval:g} s{after}) and past expires_at",
+                              ev.holder)
             self.begin_op("acquire", AcquireLease(ev.version, None, s.lease.server,
                                                   self.op_timeout()))
             return
         next_at = self.now + self.t.poll_interval
-        if ev.expired or unchanged_for + self.t.poll_interval >= self.t.wait_interval:
-            next_at = min(next_at, s.lease.seen_since + self.t.wait_interval)
+        if ev.expired or unchanged_for + self.t.poll_interval >= wait:
+            next_at = min(next_at, s.lease.seen_since + wait)
         s.lease.next_observe_at = max(self.now, next_at)
 
     def note_paused(self, ev: LeaseObserved) -> None:
@@ -127,11 +144,12 @@ class StandbyRules(_Base):
             s.paused = ev.paused
 
     def takes_nothing(self, ev: LeaseObserved) -> bool:
-        """True (the next look scheduled) when this host may take nothing now: not ready,
-        cannot fence, paused, handed over to a named other machine, or a new server
-        not watched for W yet."""
+        """True (the next look scheduled) when this host may take nothing now: never
+        (`candidate.nofailover`), not ready, cannot fence, paused, handed over to a named
+        other machine, or a new server not watched for W yet."""
         s = self.s
-        if (s.shared_problem is not None
+        if (s.candidacy.nofailover
+                or s.shared_problem is not None
                 or s.fencing_problem is not None
                 or ev.paused
                 or (ev.free and ev.reserved_for_other)):

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Literal
 
 from supervisor.config import Config
+from supervisor.core.candidacy import Candidacy
 from supervisor.core.messages import LeaseOpKind, SeenVersion
 from supervisor.core.timing import pace, stop_graces
 from supervisor.core.transitions import State
@@ -165,6 +166,7 @@ class CoreState:
     crashes: Crashes = field(default_factory=Crashes)
     db: DatabaseHealth = field(default_factory=DatabaseHealth)
     logged: LoggedOnce = field(default_factory=LoggedOnce)
+    candidacy: Candidacy = field(default_factory=Candidacy)
     after_stop: AfterStop = "standby"
     cooldown_until: float | None = None
     shutting_down: bool = False
@@ -178,13 +180,15 @@ class CoreState:
         """A copy whose records are copies too (so changing it changes nothing here)."""
         return replace(self, lease=replace(self.lease), node=replace(self.node),
                        crashes=replace(self.crashes), db=replace(self.db),
-                       logged=replace(self.logged))
+                       logged=replace(self.logged), candidacy=replace(self.candidacy))
 
 
-def initial_state(lease_enabled: bool) -> CoreState:
+def initial_state(lease_enabled: bool, *, nofailover: bool = False,
+                  priority: int = 0) -> CoreState:
     return CoreState(
         lease_enabled=lease_enabled,
         state=State.STANDBY if lease_enabled else State.DISABLED,
+        candidacy=Candidacy(nofailover=nofailover, priority=priority),
     )
 
 
@@ -214,6 +218,9 @@ def takeover_readiness(state: CoreState, now: float) -> tuple[bool, str]:
         return False, "the lease is off"
     if state.lease.epoch is not None:
         return False, "this host holds the lease"
+    if state.candidacy.nofailover:
+        return False, ("candidate.nofailover = true: this host never takes the lease "
+                       "(kept for manual use)")
     if state.state is not State.STANDBY or state.shutting_down:
         return False, f"state is {state.state}"
     if state.db.refused is not None:
@@ -251,7 +258,8 @@ def next_wakeup(state: CoreState, timing: Timing) -> float | None:
             times.append(state.lease.op_since + 2 * timing.renew_hedge)
     if state.lease.op is None and state.lease_enabled and state.state == State.STANDBY:
         times.append(state.lease.next_observe_at)
-    for t in (state.crashes.restart_at, state.cooldown_until, state.node.ready_deadline):
+    for t in (state.crashes.restart_at, state.cooldown_until, state.node.ready_deadline,
+              state.candidacy.handover_due_at):
         if t is not None:
             times.append(t)
     return min(times) if times else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from supervisor.core.holder import HolderRules
+from supervisor.core.candidates import CandidateRules
 from supervisor.core.lifecycle import NodeRules
 from supervisor.core.messages import (
     Action,
@@ -25,8 +25,10 @@ from supervisor.core.messages import (
     NodeStartRefused,
     ObserveLease,
     PeerReleased,
+    PeersSeen,
     ReleaseLease,
     RenewLease,
+    ScheduleSettled,
     SharedDirsChecked,
     ShutdownRequested,
     Tick,
@@ -57,7 +59,7 @@ def step(
     return s, actions
 
 
-class _Step(StandbyRules, HolderRules, NodeRules):
+class _Step(StandbyRules, CandidateRules, NodeRules):
     """Dispatches one event to its rule, then `reconcile()` lets the deadlines (first,
     never waiting for anything), the timers and the next lease call act."""
 
@@ -86,8 +88,16 @@ class _Step(StandbyRules, HolderRules, NodeRules):
                 self.on_lost()
             case LeaseReleased(released=released):
                 self.on_released(released)
+            case LeaseCallFailed(op="schedule", reason=reason, missing_privilege=refused):
+                s.lease.op = None
+                self.note_failure(reason, refused)
+                self.settle_failed()
             case LeaseCallFailed(op=op, reason=reason, missing_privilege=refused):
                 self.on_call_failed(op, reason, refused)
+            case PeersSeen():
+                self.on_peers(event)
+            case ScheduleSettled(applied=applied):
+                self.on_settled(applied)
             case PeerReleased():
                 if s.state == State.STANDBY:
                     s.lease.next_observe_at = self.now
@@ -96,21 +106,9 @@ class _Step(StandbyRules, HolderRules, NodeRules):
             case NodeReady(pid=pid):
                 self.on_node_ready(pid)
             case SharedDirsChecked(problem=problem):
-                if problem != s.shared_problem:
-                    if problem is None:
-                        self.log("shared_dirs_ok")
-                    else:
-                        self.log("shared_dirs_failed", "error", problem=problem)
-                s.shared_problem = problem
+                self.on_shared_dirs(problem)
             case FencingChecked(problem=problem, pending=pending):
-                if problem != s.fencing_problem:
-                    if pending:
-                        self.log("fencing_pending", "debug", problem=problem)
-                    elif problem is None:
-                        self.log("fencing_ready")
-                    else:
-                        self.log("fencing_unavailable", "error", problem=problem)
-                s.fencing_problem = problem
+                self.on_fencing(problem, pending)
             case NodeExited():
                 self.on_node_exited(event)
             case NodeStartRefused(reason=reason):
@@ -120,6 +118,28 @@ class _Step(StandbyRules, HolderRules, NodeRules):
             case HandoverRequested():
                 self.on_handover()
         self.reconcile()
+
+    def on_shared_dirs(self, problem: str | None) -> None:
+        """The shared directories' check: logged when its answer changes."""
+        s = self.s
+        if problem != s.shared_problem:
+            if problem is None:
+                self.log("shared_dirs_ok")
+            else:
+                self.log("shared_dirs_failed", "error", problem=problem)
+        s.shared_problem = problem
+
+    def on_fencing(self, problem: str | None, pending: bool) -> None:
+        """The database fencing check: logged when its answer changes."""
+        s = self.s
+        if problem != s.fencing_problem:
+            if pending:
+                self.log("fencing_pending", "debug", problem=problem)
+            elif problem is None:
+                self.log("fencing_ready")
+            else:
+                self.log("fencing_unavailable", "error", problem=problem)
+        s.fencing_problem = problem
 
     def reconcile(self) -> None:
         """After every event: the deadlines first (they never wait for anything), then
@@ -168,6 +188,7 @@ class _Step(StandbyRules, HolderRules, NodeRules):
     def timers(self) -> None:
         s, now, t = self.s, self.now, self.t
         self.check_readiness()
+        self.schedule_due()
         restart_at = s.crashes.restart_at
         if restart_at is not None and now >= restart_at and s.node.phase is NodePhase.NONE:
             s.crashes.restart_at = None
@@ -200,6 +221,8 @@ class _Step(StandbyRules, HolderRules, NodeRules):
             kill_at = kill_deadline(s, self.t)
             timeout = self.op_timeout() if kill_at is None else max(0.05, kill_at - now)
             self.begin_op("renew", RenewLease(lease.epoch, timeout, self.t.renew_hedge))
+        elif s.candidacy.settle is not None and self.settle_call():
+            return
         elif lease.release_epoch is not None and s.node.phase is NodePhase.NONE:
             self.begin_op("release", ReleaseLease(lease.release_epoch, self.op_timeout()))
         elif (s.state == State.STANDBY and not s.shutting_down and s.begun

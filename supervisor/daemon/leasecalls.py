@@ -28,6 +28,8 @@ from supervisor.core.messages import (
     ObserveLease,
     ReleaseLease,
     RenewLease,
+    ScheduleSettled,
+    SettleSchedule,
 )
 from supervisor.core.observation import observation
 from supervisor.core.row import LeaseUnavailable, LeaseVersion
@@ -42,11 +44,11 @@ CALL_GRACE = 1.0
 
 log = structlog.get_logger("supervisor.daemon")
 
-LeaseAction = ObserveLease | AcquireLease | RenewLease | ReleaseLease
+LeaseAction = ObserveLease | AcquireLease | RenewLease | ReleaseLease | SettleSchedule
 
 _OP_KIND: dict[type[Action], LeaseOpKind] = {
     ObserveLease: "observe", AcquireLease: "acquire", RenewLease: "renew",
-    ReleaseLease: "release",
+    ReleaseLease: "release", SettleSchedule: "schedule",
 }
 
 
@@ -106,7 +108,11 @@ class LeaseCalls:
                 if result is None:
                     return LeaseLost()
                 return LeaseRenewed(sent_at=sent_at, handover_requested=result.handover_requested,
-                                    paused=result.paused, renewed_at=result.renewed_at)
+                                    paused=result.paused, renewed_at=result.renewed_at,
+                                    handover_in=result.handover_in,
+                                    handover_at_to=result.handover_at_to)
+            case SettleSchedule(epoch=epoch, proceed=proceed, to=to, timeout=timeout):
+                return ScheduleSettled(await store.settle_schedule(epoch, proceed, to, timeout))
             case ReleaseLease(epoch=epoch, timeout=timeout):
                 return LeaseReleased(await store.release(epoch, timeout))
         raise AssertionError(action)

@@ -38,6 +38,7 @@ from supervisor.core.messages import (
     ReleaseLease,
     RenewLease,
     SetNodeDeadline,
+    SettleSchedule,
     ShutdownRequested,
     StartNode,
     StopNode,
@@ -48,6 +49,7 @@ from supervisor.daemon.fencer import DatabaseFencer
 from supervisor.daemon.hooks import Hooks
 from supervisor.daemon.leasecalls import CALL_GRACE, LeaseCalls, record_history
 from supervisor.daemon.noderun import NodeRunner
+from supervisor.daemon.peers import peers_event
 from supervisor.lease import LeaseStore, LeaseUnavailable, PostgresLeaseStore, replication
 from supervisor.lease.startup import database_config_problem
 from supervisor.node.machine import this_process
@@ -82,13 +84,18 @@ class Daemon:
         self.store = store
         self.fencer: DatabaseFencer | None = None
         if store is not None:
-            store.member_info = lambda: status.member(self.state, self.identity, self.clock())
+            store.member_info = lambda: status.member(self.state, self.identity, self.clock(),
+                                                      self.timing)
+            store.members_seen = lambda rows: self.post(peers_event(rows, self.identity))
             self.metrics.count_statements(lambda: store.statements)
+            store.statement_timer = self.metrics.time_lease_statement
             if config.fencing.enabled:
                 self.fencer = DatabaseFencer(config.fencing, store, self.identity,
                                              config.database.operation_timeout, self.post)
         self.notifier = notifier or SystemdNotifier()
-        self.state: CoreState = core.initial_state(config.lease.enabled)
+        self.state: CoreState = core.initial_state(
+            config.lease.enabled, nofailover=config.candidate.nofailover,
+            priority=config.candidate.priority)
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.node = NodeRunner(config, self.identity, store, self.fencer,
                                config.lease.wait_interval, self.post)
@@ -206,7 +213,8 @@ class Daemon:
         match action:
             case Log(event=name, level=level, fields=fields):
                 getattr(log, level)(name, **dict(fields))
-            case ObserveLease() | AcquireLease() | RenewLease() | ReleaseLease():
+            case (ObserveLease() | AcquireLease() | RenewLease() | ReleaseLease()
+                  | SettleSchedule()):
                 assert self.leasecalls is not None
                 self._spawn(self.leasecalls.run(action))
             case StartNode():

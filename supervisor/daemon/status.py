@@ -11,6 +11,7 @@ import structlog
 from supervisor import __version__, core
 from supervisor.config import Config
 from supervisor.core import CoreState, NodePhase, Timing
+from supervisor.core.candidacy import priority_wait
 from supervisor.core.identity import Identity
 from supervisor.lease import Member
 from supervisor.observe.http import AddressUnavailable, HealthServer, StatusView
@@ -66,6 +67,12 @@ def status_view(s: CoreState, timing: Timing, identity: Identity, now: float,
         extra["machine_identity"] = identity.machine
         extra["machine_name_conflict"] = s.name_conflict
         extra["paused"] = s.paused
+        extra["candidate"] = {"nofailover": s.candidacy.nofailover,
+                              "priority": s.candidacy.priority}
+        extra["timing_settings"] = len(s.candidacy.settings)
+        extra["priority_wait"] = priority_wait(s.candidacy, timing.update_interval)
+        if s.candidacy.handover_due_at is not None:
+            extra["handover_due_in"] = round(s.candidacy.handover_due_at - now, 3)
         extra["fencing"] = fencing
     return StatusView(
         state=str(s.state), machine_name=identity.machine_name,
@@ -75,12 +82,18 @@ def status_view(s: CoreState, timing: Timing, identity: Identity, now: float,
         extra=extra)
 
 
-def member(s: CoreState, identity: Identity, now: float) -> Member:
-    """What this supervisor registers about itself for `status` and `handover`."""
+def member(s: CoreState, identity: Identity, now: float, timing: Timing | None = None) -> Member:
+    """What this supervisor registers about itself for `status` and `handover`: its
+    state, whether it could take over, its candidacy and its timing settings."""
     can, why = core.takeover_readiness(s, now)
+    published = None if timing is None else (
+        round(timing.update_interval * 1000), round(timing.wait_interval * 1000),
+        round(timing.margin * 1000))
     return Member(instance=identity.instance, machine_name=identity.machine_name,
                   machine_identity=identity.machine, host=identity.host, pid=identity.pid,
-                  state=str(s.state), can_take_over=can, reason=why, version=__version__)
+                  state=str(s.state), can_take_over=can, reason=why, version=__version__,
+                  priority=s.candidacy.priority, nofailover=s.candidacy.nofailover,
+                  timing_ms=published)
 
 
 def start_health(config: Config, metrics: Metrics, loop_turn: float) -> HealthServer | None:

@@ -273,6 +273,18 @@ class Demo:
     # -- the tour -----------------------------------------------------------------------
 
     def tour(self) -> None:
+        """The four steps, each ended by a steady pair: start, failover (the first holder
+        killed, the other takes over), handover (back to the first), node crash."""
+        self.start_step()
+        first = self.holder()
+        second = self.other(first)
+        self.failover_step(first, second)
+        self.handover_step(second, first)
+        self.crash_step(first)
+        self.figures.tour_complete = True
+
+    def start_step(self) -> None:
+        """1. Both supervisors started; the first holder's node up."""
         self.header("1. start: both supervisors contend for one lease; the holder runs the node")
         started = self.timeline.now()
         for host in self.hosts.values():
@@ -282,8 +294,8 @@ class Demo:
         self.figures.first_start = self.timeline.now() - started
         self.steady()
 
-        active = self.holder()
-        standby = self.other(active)
+    def failover_step(self, active: Host, standby: Host) -> None:
+        """2. kill -9 of `active`'s supervisor; `standby` takes over; `active` restarted."""
         assert active.proc is not None
         self.header(f"2. failover: kill -9 of the active supervisor ({active.name}); its "
                     f"guard kills the node;\n       {standby.name} takes over once the lease "
@@ -307,7 +319,8 @@ class Demo:
         self.note(f"{active.name}'s /status: standby, could take over now")
         self.steady()
 
-        active, standby = standby, active
+    def handover_step(self, active: Host, standby: Host) -> None:
+        """3. `handover` asked of `active`; `standby` takes the lease at once."""
         self.header(f"3. graceful handover: {active.name} releases the lease on request; "
                     f"{standby.name} takes it at once\n       $ corda-ha-supervisor handover "
                     f"--config {active.config}")
@@ -328,7 +341,8 @@ class Demo:
                  f"after the request (no waiting for W)")
         self.steady()
 
-        active = standby
+    def crash_step(self, active: Host) -> None:
+        """4. The node on `active` crashes; its supervisor restarts it."""
         crashed = self.timeline.host(active.name).node_pid
         assert crashed is not None
         self.header(f"4. node crash: the node on {active.name} exits 3; its supervisor "
@@ -342,7 +356,6 @@ class Demo:
         self.say(f"{'':17}-> restart: node up again {self.figures.crash_restart:.2f} s after "
                  f"the crash (backoff {BACKOFF_S:g} s)")
         self.steady()
-        self.figures.tour_complete = True
 
     def up_at(self, host: Host) -> float:
         at = self.timeline.host(host.name).node_up_at

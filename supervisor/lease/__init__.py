@@ -2,7 +2,8 @@
 
 Owns: the port the daemon uses (`port.LeaseStore`, its contract) and its adapter
 (`store.PostgresLeaseStore`: the lease statements on a connection of their own,
-everything else on a side connection; `channel`, `bounded`), the listener (`listener`:
+everything else on a side connection; `channel`, `bounded`, `hedge`: a renewal
+raced on fresh connections), the listener (`listener`:
 LISTEN, the history and member rows), the SQL (`sql`, `schema`), the member registry
 (`members`), Corda's lock row (`cordarow`), the database fence (`fence`, `fence_sql`,
 `fence_check`, `ownership`), one-shot reads for the operator (`oneshot`) and the

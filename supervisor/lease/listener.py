@@ -27,7 +27,7 @@ from supervisor.config import DatabaseConfig
 from supervisor.core.row import LeaseUnavailable
 from supervisor.lease import members as member_rows
 from supervisor.lease.bounded import Bounded, Conn, scrub
-from supervisor.lease.members import MEMBER_INTERVAL, Member, MemberSql
+from supervisor.lease.members import MEMBER_INTERVAL, Member, MemberRow, MemberSql
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class Listener:
         self.health_interval = MEMBER_INTERVAL
         # what this supervisor says about itself; refreshed with each health check
         self.member_info: Callable[[], Member] | None = None
+        # given every member row after each refresh of ours (the daemon's peers)
+        self.members_seen: Callable[[list[MemberRow]], None] | None = None
         self._members_broken = False
         self._dirty = True
         self._history: list[tuple[sql.Composed, dict[str, Any]]] = []
@@ -140,8 +142,12 @@ class Listener:
             return
         try:
             await member_rows.refresh(conn, self._members, self.lease_name, info())
+            seen = self.members_seen
+            if seen is not None:
+                rows = await member_rows.read(conn, self._members, self.lease_name)
+                _call(lambda: seen(rows))
         except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege,
-                psycopg.errors.InvalidSchemaName) as e:
+                psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedColumn) as e:
             self._members_broken = True
             log.warning("member registry unavailable (%s); `status` will not list this "
                         "supervisor; see `corda-ha-supervisor schema`",

@@ -26,6 +26,10 @@ from psycopg import sql
 from supervisor.lease.bounded import Conn
 
 MEMBER_INTERVAL = 2.0
+#: Columns added after the first release; `ensure_schema` adds them when missing.
+ADDED_MEMBER_COLUMNS = (("priority", "integer"), ("nofailover", "boolean"),
+                        ("update_interval_ms", "bigint"), ("wait_interval_ms", "bigint"),
+                        ("margin_ms", "bigint"))
 MEMBER_FRESH = 3 * MEMBER_INTERVAL
 #: A member not seen for this long is removed (shown as gone until then).
 MEMBER_RETENTION = timedelta(hours=24)
@@ -44,6 +48,17 @@ class Member:
     can_take_over: bool
     reason: str
     version: str
+    priority: int = 0  # candidate.priority
+    nofailover: bool = False  # candidate.nofailover
+    timing_ms: tuple[int, int, int] | None = None  # U, W, M in milliseconds
+
+    @property
+    def settings(self) -> tuple[object, ...] | None:
+        """(U, W, M in seconds, version): what members must agree on; None: unpublished."""
+        if self.timing_ms is None:
+            return None
+        u, w, m = self.timing_ms
+        return (u / 1000, w / 1000, m / 1000, self.version)
 
 
 @dataclass(frozen=True)
@@ -66,7 +81,11 @@ class MemberRow:
                 "state": m.state, "can_take_over": m.can_take_over and self.fresh,
                 "reason": m.reason if self.fresh else "not seen for "
                 f"{self.last_seen_age:.1f} s (supervisor gone or cut off)",
-                "version": m.version, "last_seen_age": round(self.last_seen_age, 3),
+                "version": m.version, "priority": m.priority, "nofailover": m.nofailover,
+                "timing": None if m.timing_ms is None else dict(zip(
+                    ("update_interval", "wait_interval", "margin"),
+                    (v / 1000 for v in m.timing_ms), strict=True)),
+                "last_seen_age": round(self.last_seen_age, 3),
                 "fresh": self.fresh, "gone": not self.fresh,
                 "last_seen": local_time(self.last_seen),
                 "started_at": local_time(self.started_at)}
@@ -98,9 +117,17 @@ class MemberSql:
                 version text,
                 started_at timestamptz,
                 last_seen timestamptz,
+                priority integer,
+                nofailover boolean,
+                update_interval_ms bigint,
+                wait_interval_ms bigint,
+                margin_ms bigint,
                 PRIMARY KEY (lease_name, instance)
             )"""
         ).format(t)
+        self.add_columns = sql.SQL("ALTER TABLE {} ").format(t) + sql.SQL(", ").join(
+            sql.SQL("ADD COLUMN IF NOT EXISTS {} {}").format(sql.Identifier(name), sql.SQL(kind))
+            for name, kind in ADDED_MEMBER_COLUMNS)
         self.upsert = sql.SQL(
             """WITH gone AS (
                    DELETE FROM {t} WHERE lease_name = %(name)s AND instance <> %(instance)s
@@ -110,10 +137,12 @@ class MemberSql:
                               AND last_seen < clock_timestamp() - %(fresh)s)))
                INSERT INTO {t} AS m (lease_name, instance, machine_name, machine_identity,
                                      host, pid, state, can_take_over, reason, version,
-                                     started_at, last_seen)
+                                     started_at, last_seen, priority, nofailover,
+                                     update_interval_ms, wait_interval_ms, margin_ms)
                VALUES (%(name)s, %(instance)s, %(machine_name)s, %(machine_identity)s,
                        %(host)s, %(pid)s, %(state)s, %(can_take_over)s, %(reason)s,
-                       %(version)s, clock_timestamp(), clock_timestamp())
+                       %(version)s, clock_timestamp(), clock_timestamp(), %(priority)s,
+                       %(nofailover)s, %(u_ms)s, %(w_ms)s, %(m_ms)s)
                ON CONFLICT (lease_name, instance) DO UPDATE SET
                    state = EXCLUDED.state, can_take_over = EXCLUDED.can_take_over,
                    reason = EXCLUDED.reason, last_seen = EXCLUDED.last_seen"""
@@ -121,7 +150,8 @@ class MemberSql:
         self.select = sql.SQL(
             """SELECT instance, machine_name, machine_identity, host, pid, state,
                       can_take_over, reason, version, started_at,
-                      extract(epoch FROM clock_timestamp() - last_seen)::float8, last_seen
+                      extract(epoch FROM clock_timestamp() - last_seen)::float8, last_seen,
+                      priority, nofailover, update_interval_ms, wait_interval_ms, margin_ms
                FROM {} WHERE lease_name = %(name)s ORDER BY machine_name, started_at"""
         ).format(t)
 
@@ -132,7 +162,12 @@ async def refresh(conn: Conn, statements: MemberSql, lease_name: str, member: Me
         "name": lease_name, "instance": member.instance, "machine_name": member.machine_name,
         "machine_identity": member.machine_identity, "host": member.host, "pid": member.pid,
         "state": member.state, "can_take_over": member.can_take_over, "reason": member.reason,
-        "version": member.version, "fresh": timedelta(seconds=MEMBER_FRESH),
+        "version": member.version, "priority": member.priority,
+        "nofailover": member.nofailover,
+        "u_ms": None if member.timing_ms is None else member.timing_ms[0],
+        "w_ms": None if member.timing_ms is None else member.timing_ms[1],
+        "m_ms": None if member.timing_ms is None else member.timing_ms[2],
+        "fresh": timedelta(seconds=MEMBER_FRESH),
         "retention": MEMBER_RETENTION})
 
 
@@ -142,6 +177,9 @@ async def read(conn: Conn, statements: MemberSql, lease_name: str) -> list[Membe
     rows = await cur.fetchall()
     return [MemberRow(Member(instance=r[0], machine_name=r[1], machine_identity=r[2] or "",
                              host=r[3] or "", pid=int(r[4] or 0), state=r[5] or "",
-                             can_take_over=bool(r[6]), reason=r[7] or "", version=r[8] or ""),
+                             can_take_over=bool(r[6]), reason=r[7] or "", version=r[8] or "",
+                             priority=int(r[12] or 0), nofailover=bool(r[13]),
+                             timing_ms=(None if None in (r[14], r[15], r[16])
+                                        else (int(r[14]), int(r[15]), int(r[16])))),
                       started_at=r[9], last_seen_age=float(r[10]), last_seen=r[11])
             for r in rows]

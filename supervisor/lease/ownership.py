@@ -140,6 +140,7 @@ class OwnedTables:
     create_member: str
     create_history: str
     add_lease_columns: str  # columns later versions added to the lease table
+    add_member_columns: str = ""  # ... and to the member table
 
     @classmethod
     def of(cls, schema: str | None, table: str) -> OwnedTables:
@@ -150,7 +151,8 @@ class OwnedTables:
                    access=access, create_lease=q(lease.create_table),
                    create_member=q(members.create_table),
                    create_history=q(lease.create_history),
-                   add_lease_columns=q(lease.add_columns))
+                   add_lease_columns=q(lease.add_columns),
+                   add_member_columns=q(members.add_columns))
 
     def by_key(self, key: str) -> sql.Identifier:
         """The table `ROW_PRIVILEGES` calls `key`: lease, member, history or access."""
@@ -184,7 +186,7 @@ def owner_ddl(t: OwnedTables, *, owner: str, supervisor_role: str, lease_name: s
     if schema is not None:
         out.append(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
     out += [guard_tables(tables, [t.access], owner), t.create_lease, t.add_lease_columns,
-            t.create_member, t.create_history, t.create_access]
+            t.create_member, t.add_member_columns, t.create_history, t.create_access]
     for table in tables:
         out += [f"ALTER TABLE {q(table)} OWNER TO {ident(owner)}",
                 f"REVOKE ALL ON {q(table)} FROM PUBLIC, {role}",

@@ -34,7 +34,7 @@ from typing import Protocol
 from supervisor.core.identity import ProcessRef
 from supervisor.core.row import LeaseSnapshot, LeaseVersion, RenewResult
 from supervisor.lease.fence import FenceResult
-from supervisor.lease.members import Member
+from supervisor.lease.members import Member, MemberRow
 from supervisor.lease.privileges import Missing
 from supervisor.lease.replication import Settings as ReplicationSettings
 
@@ -59,6 +59,13 @@ class LeaseStore(Protocol):
 
     member_info: Callable[[], Member] | None
     """What this supervisor registers about itself (None: nothing yet)."""
+
+    statement_timer: Callable[[str, float], None] | None
+    """Called with (operation, seconds) when a lease statement (on the lease statements'
+    own connection) has answered; None: not timed. Must be cheap and never raise."""
+
+    members_seen: Callable[[list[MemberRow]], None] | None
+    """Given every member row of the lease after each refresh of this member's."""
 
     async def ensure_schema(self, timeout: float) -> None:
         """Create what is missing (idempotent; only looks where it may not create)."""
@@ -94,6 +101,13 @@ class LeaseStore(Protocol):
 
     async def release(self, epoch: int, timeout: float) -> bool:
         """Give `epoch` up and wake the listeners; False: it was not ours any more."""
+        ...
+
+    async def settle_schedule(self, epoch: int, proceed: bool, to: str | None,
+                              timeout: float) -> bool:
+        """Take a handover set for a time that has come off the row, as the holder of
+        `epoch`: with `proceed` as a handover request (to `to`), else cancelled; False
+        when the row was not ours or the schedule changed (`supervisor.lease.candidates`)."""
         ...
 
     async def listen(self, on_release: Callable[[], None]) -> None:

@@ -10,8 +10,12 @@ ownership of the table only then).
 
 from __future__ import annotations
 
+import contextlib
+
+import psycopg
+
 from supervisor.lease.bounded import Conn
-from supervisor.lease.members import MemberSql
+from supervisor.lease.members import ADDED_MEMBER_COLUMNS, MemberSql
 from supervisor.lease.sql import ADDED_COLUMNS, LeaseSql, schema_lock_key
 
 
@@ -29,17 +33,28 @@ async def create_missing(conn: Conn, lease: LeaseSql, members: MemberSql,
         exists = await _exists(conn, lease.table.as_string(conn))
         if not await _exists(conn, members.table.as_string(conn)):
             await conn.execute(members.create_table)
+        elif await _missing(conn, lease, members.table.as_string(conn), ADDED_MEMBER_COLUMNS):
+            # the member table is an aid: without ownership, the registry stays off
+            # until a DBA runs `schema` again; the lease goes on
+            with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+                async with conn.transaction():
+                    await conn.execute(members.add_columns)
         if not await _exists(conn, lease.history_table.as_string(conn)):
             await conn.execute(lease.create_history)
         if not exists:
             await conn.execute(lease.create_table)
             return
-        cur = await conn.execute(lease.missing_columns, {
-            "names": [name for name, _ in ADDED_COLUMNS],
-            "table": lease.table.as_string(conn)})
-        missing = await cur.fetchone()
-        if missing is not None and missing[0]:
+        if await _missing(conn, lease, lease.table.as_string(conn), ADDED_COLUMNS):
             await conn.execute(lease.add_columns)
+
+
+async def _missing(conn: Conn, lease: LeaseSql, table: str,
+                   columns: tuple[tuple[str, str], ...]) -> bool:
+    """True when `table` lacks one of `columns`."""
+    cur = await conn.execute(lease.missing_columns, {
+        "names": [name for name, _ in columns], "table": table})
+    missing = await cur.fetchone()
+    return missing is not None and bool(missing[0])
 
 
 async def _exists(conn: Conn, name: str) -> bool:

@@ -36,7 +36,8 @@ SERVER_ID = sql.SQL(
 #: Columns added after the first release; `ensure_schema` adds them when missing.
 ADDED_COLUMNS = (("holder_machine", "text"), ("holder_started", "bigint"),
                  ("server_id", "text"), ("paused_at", "timestamptz"),
-                 ("handover_to", "text"))
+                 ("handover_to", "text"), ("handover_at", "timestamptz"),
+                 ("handover_at_to", "text"))
 
 
 class LeaseSql:
@@ -75,7 +76,9 @@ class LeaseSql:
                 handover_requested_at timestamptz,
                 server_id text,
                 paused_at timestamptz,
-                handover_to text
+                handover_to text,
+                handover_at timestamptz,
+                handover_at_to text
             )"""
         ).format(t)
         self.add_columns = sql.SQL("ALTER TABLE {} ").format(t) + sql.SQL(", ").join(
@@ -112,7 +115,8 @@ class LeaseSql:
                WHERE l.lease_name = %(name)s AND l.instance = %(instance)s
                  AND l.epoch = %(epoch)s AND l.expires_at > n.now
                RETURNING l.handover_requested_at IS NOT NULL, l.paused_at IS NOT NULL,
-                         l.renewed_at"""
+                         l.renewed_at,
+                         extract(epoch FROM l.handover_at - n.now)::float8, l.handover_at_to"""
         ).format(t, server=SERVER_ID)
         # A release keeps `handover_requested_at`: on a free row it says that the last
         # holder released it on a handover request (the next acquire clears it).

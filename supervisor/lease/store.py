@@ -50,8 +50,10 @@ from supervisor.core.row import (
 from supervisor.lease import fence as database_fence
 from supervisor.lease import members as member_rows
 from supervisor.lease.bounded import Bounded, Conn, connect_kwargs, scrub
+from supervisor.lease.candidates import ScheduleSql, schedule_of, settle_op
 from supervisor.lease.channel import Channel
 from supervisor.lease.cordarow import CORDA_TABLE, look, make_takeable
+from supervisor.lease.hedge import Race
 from supervisor.lease.listener import Listener
 from supervisor.lease.members import Member, MemberRow, MemberSql
 from supervisor.lease.privileges import Missing, ProbeTarget
@@ -86,6 +88,7 @@ class PostgresLeaseStore:
         self.wait_interval = wait_interval
         self._w = timedelta(seconds=wait_interval)
         self._sql = LeaseSql(db.schema, db.table)
+        self._schedule_sql = ScheduleSql(db.schema, db.table)
         self._fence_sql = database_fence.FenceSql(db.schema, db.table)
         self.notify_channel = db.table
         self._kwargs = connect_kwargs(db, f"corda-ha-supervisor/{identity.machine_name}")
@@ -101,6 +104,7 @@ class PostgresLeaseStore:
                                   self._bounded, self._count, self._members)
         # statements sent per operation ("observe", "renew", ...), for metrics
         self.statements: dict[str, int] = {}
+        self.statement_timer: Callable[[str, float], None] | None = None
 
     @property
     def lease_name(self) -> str:
@@ -210,7 +214,8 @@ class PostgresLeaseStore:
             cur = await conn.execute(self._sql.renew, params)
             row = await cur.fetchone()
             return None if row is None else RenewResult(handover_requested=bool(row[0]),
-                                                        paused=bool(row[1]), renewed_at=row[2])
+                                                        paused=bool(row[1]), renewed_at=row[2],
+                                                        **schedule_of(row))
 
         if hedge_after is None or hedge_after >= timeout:
             return await self._run("renew", op, timeout, self._lease)
@@ -229,6 +234,14 @@ class PostgresLeaseStore:
             return await cur.fetchone() is not None
 
         return await self._run("release", op, timeout, self._lease)
+
+    async def settle_schedule(self, epoch: int, proceed: bool, to: str | None,
+                              timeout: float) -> bool:
+        """Take a handover set for a time that has come off the row, as holder of `epoch`
+        (`supervisor.lease.candidates`)."""
+        return await self._run("settle_schedule", settle_op(
+            self.lease_name, self.identity.instance, epoch, proceed, to, self._schedule_sql),
+            timeout, self._lease)
 
     async def request_handover(self, timeout: float, to: str | None = None) -> LeaseSnapshot:
         """Ask the current holder to step down (sets `handover_requested_at` if held).
@@ -266,6 +279,15 @@ class PostgresLeaseStore:
     @member_info.setter
     def member_info(self, info: Callable[[], Member] | None) -> None:
         self._listener.member_info = info
+
+    @property
+    def members_seen(self) -> Callable[[list[MemberRow]], None] | None:
+        """Given every member row after each refresh of this member's (None: nobody)."""
+        return self._listener.members_seen
+
+    @members_seen.setter
+    def members_seen(self, seen: Callable[[list[MemberRow]], None] | None) -> None:
+        self._listener.members_seen = seen
 
     @property
     def listen_health_interval(self) -> float:
@@ -407,11 +429,15 @@ class PostgresLeaseStore:
         """`op` on `conn` (lent to this operation alone), then the channel's idle check;
         a psycopg or socket error drops the connection and becomes `LeaseUnavailable`."""
         self._count(what)
+        started = asyncio.get_running_loop().time()
         try:
             result = await op(conn)
         except (psycopg.Error, OSError) as e:
             channel.drop(conn)
             raise self._unavailable(what, e) from None
+        timer = self.statement_timer
+        if timer is not None and channel is self._lease:
+            timer(what, asyncio.get_running_loop().time() - started)
         channel.check_idle(conn, what)
         return result
 
@@ -441,78 +467,16 @@ class PostgresLeaseStore:
         """Like `_run` on the lease channel, but racing a new attempt on a fresh
         connection every `every` seconds until one answers. The first answer wins; its
         connection becomes the channel's; the other attempts are abandoned in the
-        background."""
+        background (`supervisor.lease.hedge`)."""
         if self._closed:
             raise LeaseUnavailable(f"{what}: lease store closed")
         channel = self._lease
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, timeout)
-        running: dict[asyncio.Task[T], list[Conn]] = {}
-        last_error: LeaseUnavailable | None = None
 
-        def launch(fresh: bool) -> None:
-            used: list[Conn] = []
+        async def attempt(conn: Conn) -> T:
+            return await self._attempt(what, op, conn, channel)
 
-            async def attempt() -> T:
-                if fresh:  # a connection of its own: nobody else can use it
-                    conn = await self._open()
-                    used.append(conn)
-                    return await self._attempt(what, op, conn, channel)
-                async with channel.borrow() as conn:
-                    used.append(conn)
-                    return await self._attempt(what, op, conn, channel)
-
-            running[asyncio.ensure_future(attempt())] = used
-
-        def abandon_all() -> None:
-            for task, used in running.items():
-                conn = channel.forget(used[0]) if used else None
-                self._bounded.abandon(task, conn)
-            running.clear()
-
-        launch(fresh=False)
-        next_launch = loop.time() + every
-        try:
-            while True:
-                now = loop.time()
-                if now >= deadline:
-                    abandon_all()
-                    if last_error is not None:
-                        raise last_error
-                    raise LeaseUnavailable(
-                        f"{what}: no answer from the database within {timeout:.3g} s")
-                if now >= next_launch:
-                    launch(fresh=True)
-                    next_launch = now + every
-                pause = max(0.0, min(next_launch, deadline) - now)
-                if not running:  # every attempt failed fast (e.g. refused): wait a beat
-                    await asyncio.sleep(pause)
-                    continue
-                done, _ = await asyncio.wait(set(running), timeout=pause,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    used = running.pop(task)
-                    error = task.exception()
-                    if error is None:
-                        if used:
-                            # Adopt the connection that answered. The previous one is
-                            # either gone already or in a losing attempt, which
-                            # abandon_all() reaps and closes.
-                            channel.adopt(used[0])
-                        abandon_all()
-                        return task.result()
-                    if used:
-                        channel.drop(used[0])
-                    if isinstance(error, psycopg.Error | OSError):
-                        last_error = self._unavailable(what, error)
-                    elif isinstance(error, LeaseUnavailable):
-                        last_error = error
-                    else:
-                        abandon_all()
-                        raise error
-        except asyncio.CancelledError:
-            abandon_all()
-            raise
+        race = Race(what, channel, self._bounded, self._open, attempt, self._unavailable)
+        return await race.run(timeout, every)
 
     def _unavailable(self, what: str, e: Exception) -> LeaseUnavailable:
         sqlstate = e.sqlstate if isinstance(e, psycopg.Error) else None

@@ -322,6 +322,39 @@ class Guard:
             return None, os.WTERMSIG(status)
         return os.WEXITSTATUS(status), None
 
+    def watch(self, wakeup_fd: int, terminated: Callable[[], bool], pidfd: int | None) -> None:
+        """Until the node's leader exits: apply stdin commands, fire the kill timers,
+        SIGKILL the group once the guard is terminated. Woken by stdin, the node's
+        pidfd (without one: every 20 ms) and `wakeup_fd` (signals)."""
+        poller = select.poll()
+        poller.register(wakeup_fd, select.POLLIN)
+        if pidfd is not None:
+            poller.register(pidfd, select.POLLIN)
+        if self.stdin_open:
+            poller.register(0, select.POLLIN)
+        while True:
+            if terminated() and not self.kill_sent:
+                self.signal_group(signal.SIGKILL, "guard_terminated")
+            self.check_timers()
+            if self.leader_exited():
+                return
+            at = self.kill_at()
+            timeout_ms: float | None = None
+            if at is not None:  # capped: the loop re-reads the clock
+                timeout_ms = min(_MAX_WAIT_MS,
+                                 max(0.0, math.ceil((at - clock.now()) * 1000)))
+            if pidfd is None:  # no pidfd: poll waitid(WNOWAIT) every 20 ms
+                fallback = _POLL_FALLBACK_S * 1000
+                timeout_ms = fallback if timeout_ms is None else min(timeout_ms, fallback)
+            for fd, _ in poller.poll(timeout_ms):
+                if fd == 0:
+                    self.read_stdin()
+                    if not self.stdin_open:
+                        poller.unregister(0)
+                elif fd == wakeup_fd:
+                    with contextlib.suppress(OSError):
+                        os.read(wakeup_fd, 512)
+
     def run(self, spec: Mapping[str, Any], wakeup_fd: int, terminated: Callable[[], bool],
             pending: bytes = b"") -> int:
         """Spawn the node, supervise it, report, return the guard's exit status.
@@ -344,34 +377,7 @@ class Guard:
             if spec.get("pidfd", True):
                 with contextlib.suppress(AttributeError, OSError):
                     pidfd = os.pidfd_open(self.pid)
-            poller = select.poll()
-            poller.register(wakeup_fd, select.POLLIN)
-            if pidfd is not None:
-                poller.register(pidfd, select.POLLIN)
-            if self.stdin_open:
-                poller.register(0, select.POLLIN)
-            while True:
-                if terminated() and not self.kill_sent:
-                    self.signal_group(signal.SIGKILL, "guard_terminated")
-                self.check_timers()
-                if self.leader_exited():
-                    break
-                at = self.kill_at()
-                timeout_ms: float | None = None
-                if at is not None:  # capped: the loop re-reads the clock
-                    timeout_ms = min(_MAX_WAIT_MS,
-                                     max(0.0, math.ceil((at - clock.now()) * 1000)))
-                if pidfd is None:  # no pidfd: poll waitid(WNOWAIT) every 20 ms
-                    fallback = _POLL_FALLBACK_S * 1000
-                    timeout_ms = fallback if timeout_ms is None else min(timeout_ms, fallback)
-                for fd, _ in poller.poll(timeout_ms):
-                    if fd == 0:
-                        self.read_stdin()
-                        if not self.stdin_open:
-                            poller.unregister(0)
-                    elif fd == wakeup_fd:
-                        with contextlib.suppress(OSError):
-                            os.read(wakeup_fd, 512)
+            self.watch(wakeup_fd, terminated, pidfd)
             runtime = clock.now() - start
             # The zombie leader keeps the pgid reserved: take the rest of the group down.
             self.signal_group(signal.SIGKILL, None)

@@ -35,7 +35,6 @@ import os
 import signal
 import subprocess
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +43,7 @@ import structlog
 from supervisor import clock
 from supervisor.config import NodeConfig
 from supervisor.node import cgroup as cgroups
-from supervisor.node import guardproto
+from supervisor.node import guardfence, guardproto
 from supervisor.node.launch import (
     SPAWN_FAILED_RETURNCODE,
     NodeExit,
@@ -124,12 +123,9 @@ class NodeProcess:
         self._status_transport: asyncio.ReadTransport | None = None
         # the second line of defence
         self._deadline = deadline
-        self._ack_timeout = ack_timeout
-        self._sent = 0  # command lines written (the guard numbers them from 1)
-        self._acked = 0
-        self._unacked: deque[tuple[int, float]] = deque()  # (seq, sent at)
-        self._ack_check_at = 0.0  # when the armed ack check is due
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._acks = guardfence.AckWatch(self._loop, ack_timeout, self._timers,
+                                         self._exit_known, self._guard_stalled)
         self._fence_cause: str | None = None  # why we killed the node ourselves
         self._orphan_cause: str | None = None  # why we SIGKILLed the guard ourselves
         self._result: asyncio.Future[NodeExit] = self._loop.create_future()
@@ -185,7 +181,7 @@ class NodeProcess:
         except TimeoutError:
             self._spawn_error = f"guard did not report within {START_TIMEOUT:.0f} s"
             log.error("guard pid=%s silent; killing it", guard.pid)
-            self._kill_guard()
+            guardfence.kill_guard(self._guard)
         except BaseException:
             # Cancelled (or failed) half way: EOF on its stdin makes the guard
             # SIGKILL the node and exit; the supervising task, if any, reaps it.
@@ -250,7 +246,7 @@ class NodeProcess:
             return
         kind = event["event"]
         if kind == guardproto.ACK:
-            self._on_ack(int(event.get("seq", 0)))
+            self._acks.acked(int(event.get("seq", 0)))
             return
         if kind == guardproto.STARTED:
             self.pid = int(event["pid"])
@@ -292,10 +288,7 @@ class NodeProcess:
         """Send one command line to the guard and expect its ack within ack_timeout."""
         if self._exit_known() or not self._write(line.encode() + b"\n"):
             return
-        self._sent += 1
-        self._unacked.append((self._sent, time.monotonic()))
-        if "ack" not in self._timers:
-            self._arm_ack_check(self._ack_timeout)
+        self._acks.sent()
 
     def set_deadline(self, deadline: float | None) -> None:
         """Set (absolute, `supervisor.clock`) or clear the kill deadline; both fences
@@ -332,31 +325,8 @@ class NodeProcess:
         return (self._exited_event is not None or self._status_closed.done()
                 or self._result.done())
 
-    def _on_ack(self, seq: int) -> None:
-        self._acked = max(self._acked, seq)
-        while self._unacked and self._unacked[0][0] <= self._acked:
-            self._unacked.popleft()
-
-    def _arm_ack_check(self, delay: float) -> None:
-        self._ack_check_at = time.monotonic() + delay
-        self._timers["ack"] = self._loop.call_later(delay, self._check_acks)
-
-    def _check_acks(self) -> None:
-        self._timers.pop("ack", None)
-        if self._exit_known() or not self._unacked:
-            return
-        now = time.monotonic()
-        if now - self._ack_check_at > self._ack_timeout / 2:
-            # This process was frozen itself (SIGSTOP, a VM pause, a stalled loop), and
-            # the guard perhaps with it: it gets a full ack timeout from now.
-            self._unacked = deque((seq, now) for seq, _ in self._unacked)
-            self._arm_ack_check(self._ack_timeout)
-            return
-        seq, sent_at = self._unacked[0]
-        waited = now - sent_at
-        if waited < self._ack_timeout:
-            self._arm_ack_check(self._ack_timeout - waited)
-            return
+    def _guard_stalled(self, seq: int, waited: float) -> None:
+        """The guard left command `seq` unacknowledged for `waited` s (see `AckWatch`)."""
         flog.error("guard_stalled", guard_pid=self.guard_pid, node_pid=self.pid, seq=seq,
                    waited=round(waited, 3),
                    message="the guard did not acknowledge a command; killing the node and "
@@ -396,7 +366,7 @@ class NodeProcess:
             return
         if kill_guard:
             self._orphan_cause = cause
-            self._kill_guard()
+            guardfence.kill_guard(self._guard)
             return
         self._command(guardproto.KILL)
         if "confirm" not in self._timers:
@@ -411,37 +381,14 @@ class NodeProcess:
                    cause=self._fence_cause, waited=KILL_CONFIRM_TIMEOUT,
                    message="the guard did not report the killed node's exit; killing it")
         self._orphan_cause = self._fence_cause
-        self._kill_guard()
+        guardfence.kill_guard(self._guard)
 
     def _kill_node(self) -> None:
         """SIGKILL the node: its leader by pidfd, its process group while the unreaped
         leader still reserves the group id, its cgroup."""
         assert self.pid is not None
-        group_reserved = False
-        if self._node_pidfd is not None:
-            try:
-                signal.pidfd_send_signal(self._node_pidfd, signal.SIGKILL)
-                group_reserved = True  # the leader is not reaped yet
-            except ProcessLookupError:
-                self._leader_reaped = True
-            except OSError as exc:
-                log.error("pidfd_send_signal to node pid=%s failed: %s", self.pid, exc)
-        elif not self._leader_reaped:
-            group_reserved = True  # no pidfd support: best effort, as before
-        if group_reserved:
-            with contextlib.suppress(OSError):
-                os.killpg(self._pgid or self.pid, signal.SIGKILL)
-        if self.cgroup is not None:
-            try:
-                cgroups.kill(self.cgroup)
-            except OSError as exc:
-                log.error("cgroup.kill of %s failed: %s", self.cgroup, exc)
-
-    def _kill_guard(self) -> None:
-        guard = self._guard
-        if guard is not None and guard.returncode is None:  # not reaped: the pid is its own
-            with contextlib.suppress(OSError):
-                os.killpg(guard.pid, signal.SIGKILL)
+        self._leader_reaped = guardfence.kill_run(self.pid, self._node_pidfd, self._pgid,
+                                                  self._leader_reaped, self.cgroup)
 
     def _cancel_timers(self) -> None:
         for handle in self._timers.values():
@@ -488,7 +435,7 @@ class NodeProcess:
                 await asyncio.wait_for(asyncio.shield(reaped), GUARD_EXIT_TIMEOUT)
             except TimeoutError:
                 log.error("guard pid=%s did not exit; killing it", guard.pid)
-                self._kill_guard()
+                guardfence.kill_guard(self._guard)
                 await reaped
         guard_rc = reaped.result()
         self._status_eof()

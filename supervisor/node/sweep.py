@@ -153,6 +153,29 @@ class SweepError(Exception):
     """The stale-node sweep did not finish in time, or failed."""
 
 
+def _sweep_cgroups(key: str, cgroup_parent: str, gone: threading.Event,
+                   timeout: float) -> tuple[list[int], list[str], list[int], list[str]]:
+    """Step 1 of `sweep_stale_nodes`: each leftover cgroup of `key` killed, emptied and
+    removed. (the pids that were inside, the cgroups removed, the pids left in the
+    cgroups that did not empty, those cgroups)."""
+    pids: list[int] = []
+    removed: list[str] = []
+    left: list[int] = []
+    full: list[str] = []
+    for path in cgroups.leftovers(cgroup_parent, key):
+        if gone.is_set():
+            break
+        inside = cgroups.procs(path)
+        if cgroups.kill_and_remove(path, timeout):
+            removed.append(path)
+        else:
+            full.append(path)
+            left += cgroups.procs(path)
+            log.error("stale_cgroup_not_empty", cgroup=path, pids=cgroups.procs(path))
+        pids += inside
+    return pids, removed, left, full
+
+
 def sweep_stale_nodes(key: str, cgroup_parent: str | None,
                       abandoned: threading.Event | None = None, *, timeout: float = KILL_WAIT,
                       proc_root: str = "/proc") -> Swept:
@@ -174,17 +197,7 @@ def sweep_stale_nodes(key: str, cgroup_parent: str | None,
     left: list[int] = []
     full: list[str] = []
     if cgroup_parent is not None:
-        for path in cgroups.leftovers(cgroup_parent, key):
-            if gone.is_set():
-                break
-            inside = cgroups.procs(path)
-            if cgroups.kill_and_remove(path, timeout):
-                removed.append(path)
-            else:
-                full.append(path)
-                left += cgroups.procs(path)
-                log.error("stale_cgroup_not_empty", cgroup=path, pids=cgroups.procs(path))
-            pids += inside
+        pids, removed, left, full = _sweep_cgroups(key, cgroup_parent, gone, timeout)
     marker = f"{NODE_KEY_ENV}={key}".encode()
     end = time.monotonic() + timeout
     unreadable: list[int] = []

@@ -6,8 +6,8 @@ Contract:
   through the stdlib logger "psycopg"), with the same processors: JSON lines
   (`event`, `level`, `timestamp` ISO 8601 UTC, `logger`, plus the event's
   fields) or the console renderer.
-- Every rendered record passes through `redact()`: the value of any field named
-  like password/passwd/pwd/secret becomes "***", and in every string
+- Every rendered record passes through `redact()` (`supervisor.observe.logfields`):
+  the value of any field named like password/passwd/pwd/secret becomes "***", and in every string
   (including the event text and formatted tracebacks) `password=...` and the
   password in `scheme://user:password@` are replaced by "***".
 - Levels: the root logger gets `level`. psycopg sets its own logger to
@@ -42,7 +42,6 @@ import contextlib
 import logging
 import os
 import queue
-import re
 import select
 import sys
 import threading
@@ -50,79 +49,18 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import structlog
-from structlog.typing import EventDict, Processor, WrappedLogger
+from structlog.typing import Processor
 
-REDACTED = "***"
+from supervisor.observe.logfields import REDACTED, milliseconds, redact, redact_text
+
 QUEUE_RECORDS = 10_000  # default bound of the log queue, in records ...
 QUEUE_BYTES = 4 * 1024 * 1024  # ... and in characters of rendered text
 EXIT_FLUSH_TIMEOUT = 2.0  # longest `flush_logs()` wait of the CLI at exit
 _CLOSE_WAIT = 1.0  # longest wait of a replaced or closed handler for its writer
 _BATCH = 256  # records per write
 
-_SECRET_KEY = re.compile(r"passw(?:or)?d|secret|(?:^|_)pwd$", re.IGNORECASE)
-# password=value in conninfo / JDBC query strings / env dumps; value may be quoted.
-_KV_SECRET = re.compile(
-    r"""(?P<key>pass(?:word|wd)|secret|\bpwd)(?P<sep>\s*=\s*)"""
-    r"""(?P<val>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s&;,'"]+)""",
-    re.IGNORECASE,
-)
-# scheme://user:password@host
-_URI_SECRET = re.compile(r"(?P<pre>://[^:/?#@\s]*):(?P<pw>[^@\s]*)@")
-
 _HANDLER_MARK = "_corda_ha_supervisor_handler"
 _configure_lock = threading.Lock()
-
-
-def redact_text(text: str) -> str:
-    """Replace passwords inside conninfo strings and URIs with "***"."""
-    if "=" in text:
-        text = _KV_SECRET.sub(lambda m: f"{m['key']}{m['sep']}{REDACTED}", text)
-    if "://" in text:
-        text = _URI_SECRET.sub(lambda m: f"{m['pre']}:{REDACTED}@", text)
-    return text
-
-
-def _redact_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact_text(value)
-    if isinstance(value, dict):
-        return {k: (REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) and v is not None
-                    else _redact_value(v)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_redact_value(v) for v in value)
-    return value
-
-
-def redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
-    """structlog processor: hide secrets in field names and string values."""
-    for key in list(event_dict):
-        if key.startswith("_"):
-            continue  # structlog internals (_record, _from_structlog)
-        value = event_dict[key]
-        if _SECRET_KEY.search(key) and value is not None:
-            event_dict[key] = REDACTED
-        else:
-            event_dict[key] = _redact_value(value)
-    return event_dict
-
-
-def _milliseconds(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 3)
-    if isinstance(value, dict):
-        return {k: _milliseconds(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_milliseconds(v) for v in value)
-    return value
-
-
-def milliseconds(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
-    """structlog processor: every float field (durations, ages, deadlines in seconds)
-    rounded to the millisecond, so no record shows `1.7000000000000002`."""
-    for key, value in event_dict.items():
-        if not key.startswith("_"):
-            event_dict[key] = _milliseconds(value)
-    return event_dict
 
 
 def _is_tty(stream: TextIO) -> bool:
@@ -398,6 +336,29 @@ def is_journal_stream(stream: TextIO, environ: dict[str, str] | None = None) -> 
     return (st.st_dev, st.st_ino) == (dev, ino)
 
 
+def _formatter(console: bool, out: TextIO) -> structlog.stdlib.ProcessorFormatter:
+    """Every record's processors, `redact` and `milliseconds` last before the renderer:
+    the console renderer (colours on a terminal) or JSON lines."""
+    renderer: Processor
+    if console:
+        renderer = structlog.dev.ConsoleRenderer(colors=_is_tty(out))
+    else:
+        renderer = structlog.processors.JSONRenderer()
+
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(),
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            structlog.processors.UnicodeDecoder(),
+            redact,
+            milliseconds,
+            renderer,
+        ],
+    )
+
+
 def configure_logging(fmt: str = "auto", level: str = "INFO", stream: TextIO | None = None, *,
                       queue_records: int = QUEUE_RECORDS,
                       queue_bytes: int = QUEUE_BYTES,
@@ -418,25 +379,7 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", stream: TextIO | N
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
     console = fmt == "console" or (fmt == "auto" and _is_tty(out))
-
-    renderer: Processor
-    if console:
-        renderer = structlog.dev.ConsoleRenderer(colors=_is_tty(out))
-    else:
-        renderer = structlog.processors.JSONRenderer()
-
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_shared_processors(),
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            structlog.processors.UnicodeDecoder(),
-            redact,
-            milliseconds,
-            renderer,
-        ],
-    )
+    formatter = _formatter(console, out)
     if syslog_prefix is None:
         syslog_prefix = is_journal_stream(out)
     handler = QueueHandler(out, queue_records=queue_records, queue_bytes=queue_bytes,

@@ -17,7 +17,8 @@ the loop hangs; NaN before the first renewal), `can_take_over`,
 `log_records_dropped_total`
 (log records the queue in front of stdout dropped because the sink stalled,
 process-wide; read from `supervisor.observe.logs.dropped_log_records()` at scrape time),
-`kill_after_seconds` (W - M, from the status view while the lease is held; NaN until
+`lease_statement_seconds` (a histogram per `op`: how long each lease statement took to
+answer), `kill_after_seconds` (W - M, from the status view while the lease is held; NaN until
 then), `fencing_ready` (1 when the fencing check found no problem, 0 while it reports
 one, NaN without fencing) and `supervisor_info` (labels `machine_name`, from the
 status view, and `lease`, the lease name when given: it groups the hosts of one pair
@@ -36,6 +37,7 @@ from prometheus_client import (
     Enum,
     Gauge,
     GCCollector,
+    Histogram,
     Info,
     PlatformCollector,
     ProcessCollector,
@@ -53,6 +55,9 @@ STATES = ("starting", "standby", "active", "backoff", "paused", "stopping", "coo
           "disabled")
 
 _NS = "corda_ha"
+#: lease statement latency buckets (seconds): a LAN round trip to a statement that waited
+#: for a lock or a failover
+STATEMENT_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 class _LogDrops(Collector):
@@ -94,6 +99,49 @@ class Metrics:
             PlatformCollector(registry=self.registry)
             GCCollector(registry=self.registry)
         r = self.registry
+        self._lease_and_node_metrics(r)
+        self.database_reachable = Gauge(
+            "database_reachable", "1 while the last lease call got an answer.",
+            namespace=_NS, registry=r)
+        self.database_privilege_missing = Gauge(
+            "database_privilege_missing", "1 while the database answers but refuses this "
+            "supervisor's role a privilege the lease needs.", namespace=_NS, registry=r)
+        self.database_failures_in_a_row = Gauge(
+            "database_failures_in_a_row", "Lease calls failed in a row (0 when healthy).",
+            namespace=_NS, registry=r)
+        self.kill_after_seconds = Gauge(
+            "kill_after_seconds", "W - M: the node is killed this long after the last "
+            "successful renewal was sent (NaN until this host held the lease).",
+            namespace=_NS, registry=r)
+        self.fencing_ready = Gauge(
+            "fencing_ready", "1 when the database fencing check found no problem, 0 while "
+            "it reports one (see /status fencing.problem), NaN without fencing.",
+            namespace=_NS, registry=r)
+        self.lease_statement_seconds = Histogram(
+            "lease_statement_seconds", "How long a lease statement took to answer, from "
+            "sending it on the lease statements' own connection (op: observe, acquire, "
+            "renew, ...).", ["op"], namespace=_NS, registry=r, buckets=STATEMENT_BUCKETS)
+        self.timing_settings = Gauge(
+            "timing_settings", "Distinct (updateInterval, waitInterval, margin, version) "
+            "the pair's live members publish: 1 when they agree, more on a mismatch "
+            "(log event timing_mismatch), 0 before the member table was read.",
+            namespace=_NS, registry=r)
+        self.supervisor_info = Info(
+            "supervisor", "Static facts about this supervisor: machine_name, and lease "
+            "(the lease name: one per pair) when known.", namespace=_NS, registry=r)
+        r.register(_LogDrops())
+        self._last_renewal: float | None = None
+        self._restarts_seen = 0
+        self._facts: dict[str, str] = {}
+        self._lease = lease
+        self.epoch.set(math.nan)
+        self.kill_after_seconds.set(math.nan)
+        self.fencing_ready.set(math.nan)
+        self.state.state("starting")
+        self._publish_facts(machine_name)
+
+    def _lease_and_node_metrics(self, r: CollectorRegistry) -> None:
+        """The state, the lease's and the node's metrics (registered in this order)."""
         self.state = Enum("state", "Supervisor state.", namespace=_NS, states=list(STATES),
                           registry=r)
         self.lease_held = Gauge("lease_held", "1 while this host holds the lease.",
@@ -118,36 +166,6 @@ class Metrics:
         self.can_take_over = Gauge(
             "can_take_over", "1 while this host is a standby that could take the lease over "
             "now (database reachable, no configuration conflict).", namespace=_NS, registry=r)
-        self.database_reachable = Gauge(
-            "database_reachable", "1 while the last lease call got an answer.",
-            namespace=_NS, registry=r)
-        self.database_privilege_missing = Gauge(
-            "database_privilege_missing", "1 while the database answers but refuses this "
-            "supervisor's role a privilege the lease needs.", namespace=_NS, registry=r)
-        self.database_failures_in_a_row = Gauge(
-            "database_failures_in_a_row", "Lease calls failed in a row (0 when healthy).",
-            namespace=_NS, registry=r)
-        self.kill_after_seconds = Gauge(
-            "kill_after_seconds", "W - M: the node is killed this long after the last "
-            "successful renewal was sent (NaN until this host held the lease).",
-            namespace=_NS, registry=r)
-        self.fencing_ready = Gauge(
-            "fencing_ready", "1 when the database fencing check found no problem, 0 while "
-            "it reports one (see /status fencing.problem), NaN without fencing.",
-            namespace=_NS, registry=r)
-        self.supervisor_info = Info(
-            "supervisor", "Static facts about this supervisor: machine_name, and lease "
-            "(the lease name: one per pair) when known.", namespace=_NS, registry=r)
-        r.register(_LogDrops())
-        self._last_renewal: float | None = None
-        self._restarts_seen = 0
-        self._facts: dict[str, str] = {}
-        self._lease = lease
-        self.epoch.set(math.nan)
-        self.kill_after_seconds.set(math.nan)
-        self.fencing_ready.set(math.nan)
-        self.state.state("starting")
-        self._publish_facts(machine_name)
 
     def _publish_facts(self, machine_name: str | None) -> None:
         facts = {} if machine_name is None else {"machine_name": machine_name}
@@ -156,6 +174,10 @@ class Metrics:
         if facts != self._facts:
             self._facts = facts
             self.supervisor_info.info(facts)
+
+    def time_lease_statement(self, op: str, seconds: float) -> None:
+        """One lease statement answered after `seconds` (`corda_ha_lease_statement_seconds`)."""
+        self.lease_statement_seconds.labels(op=op).observe(seconds)
 
     def count_statements(self, counts: Callable[[], Mapping[str, int]]) -> None:
         """Publish the lease store's statement counts as `corda_ha_db_statements_total`."""
@@ -203,6 +225,9 @@ class Metrics:
             failures = database.get("failures_in_a_row")
             if isinstance(failures, int):
                 self.database_failures_in_a_row.set(failures)
+        settings = view.extra.get("timing_settings")
+        if _number(settings):
+            self.timing_settings.set(settings)
         restarts = view.extra.get("restarts")
         if isinstance(restarts, int) and not isinstance(restarts, bool):
             if restarts > self._restarts_seen:

@@ -106,6 +106,8 @@ class FakeStore:
         self.release_hangs = asyncio.Event()
         self.history: list[dict[str, Any]] = []
         self.member_info: Callable[[], Member] | None = None
+        self.statement_timer: Callable[[str, float], None] | None = None
+        self.members_seen: Callable[[list[Any]], None] | None = None
         self.member_changes = 0
         self.closed = False
         self.missing: list[Missing] = []  # what `missing_privileges` answers
@@ -207,6 +209,11 @@ class FakeStore:
                                        server=self.server)
         self.renewed += 1
         return RenewResult(handover_requested=False, paused=r.paused, renewed_at=now)
+
+    async def settle_schedule(self, epoch: int, proceed: bool, to: str | None,
+                              timeout: float) -> bool:
+        """No schedule is ever set in memory: nothing to take off."""
+        return False
 
     async def release(self, epoch: int, timeout: float) -> bool:
         await self._enter("release", epoch=epoch, timeout=timeout)

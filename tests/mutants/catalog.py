@@ -65,6 +65,23 @@ MUTANTS: tuple[Mutant, ...] = (
         "        if sum(len(v) for v in alive.values()) > 2:\n",
         ("tests/test_watcher.py::test_a_10ms_overlap_is_seen_by_sampling",),
     ),
+    Mutant(
+        "watcher_stall_forgiven",
+        "harness: a stall of the watcher's sampler across a change of nodes fails the run",
+        "tests/harness/watcher.py",
+        "                and len(set(before) | set(after) | set(touched)) >= 2]\n",
+        "                and False]\n",
+        ("tests/test_watcher.py::test_a_stall_across_a_change_of_nodes_fails",),
+    ),
+    Mutant(
+        "watcher_passes_over_python",
+        "harness: the watcher's scan reads the command line of every process named as a "
+        "stand-in node can be (python..., java)",
+        "tests/harness/nodescan.py",
+        "NODE_COMMS = (b\"python\", b\"java\", NODE_MARK[:15])\n",
+        "NODE_COMMS = (b\"java\", NODE_MARK[:15])\n",
+        ("tests/test_watcher.py::test_a_10ms_overlap_is_seen_by_sampling",),
+    ),
     # ------------------------------------------------------------ the timing rule
     Mutant(
         "kill_late",
@@ -284,8 +301,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "guard_sigterm_ignored",
         "SIGTERM to the guard SIGKILLs the node group",
         GUARD,
-        "                if terminated() and not self.kill_sent:\n",
-        "                if False:\n",
+        "            if terminated() and not self.kill_sent:\n",
+        "            if False:\n",
         ("tests/test_guard.py::test_sigterm_to_the_guard_kills_the_group",),
     ),
     Mutant(
@@ -309,8 +326,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "orphan_group_survives",
         "when the guard vanishes, the supervisor SIGKILLs the node's whole group",
-        NODE,
-        "            os.killpg(self._pgid or self.pid, signal.SIGKILL)\n",
+        "supervisor/node/guardfence.py",
+        "            os.killpg(pgid or pid, signal.SIGKILL)\n",
         "            pass\n",
         ("tests/test_node.py::test_guard_sigkilled_the_whole_node_group_dies",),
     ),
@@ -428,9 +445,26 @@ MUTANTS: tuple[Mutant, ...] = (
         "standby_skips_stopwatch",
         "a held row is taken only after W unchanged on the standby's own clock",
         STANDBY,
-        "        if ev.expired and unchanged_for >= self.t.wait_interval:\n",
+        "        if ev.expired and unchanged_for >= wait:\n",
         "        if ev.expired:\n",
         ("tests/test_core.py::test_standby_waits_w_of_unchanged_row_on_its_own_clock",),
+    ),
+    # ------------------------------------------------------------ candidates
+    Mutant(
+        "priority_takes_sooner",
+        "priority only adds waiting: no standby takes a held row before W unchanged",
+        STANDBY,
+        "        wait = self.t.wait_interval + extra\n",
+        "        wait = self.t.wait_interval - (1 - extra) * self.t.update_interval\n",
+        ("tests/test_core_candidates.py::test_priority_never_takes_sooner_than_w",),
+    ),
+    Mutant(
+        "nofailover_takes",
+        "a candidate.nofailover host never takes the lease",
+        STANDBY,
+        "        if (s.candidacy.nofailover\n",
+        "        if (False\n",
+        ("tests/test_core_candidates.py::test_nofailover_never_takes_a_free_or_an_expired_row",),
     ),
     Mutant(
         "stopwatch_survives_version_change",
@@ -618,7 +652,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "password_not_redacted",
         "a password is never logged",
-        "supervisor/observe/logs.py",
+        "supervisor/observe/logfields.py",
         '    """Replace passwords inside conninfo strings and URIs with "***"."""\n',
         '    """Replace passwords inside conninfo strings and URIs with "***"."""\n'
         "    return text\n",
@@ -669,8 +703,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "standby_ignores_shared_dirs",
         "a standby whose shared directories fail takes nothing",
         STANDBY,
-        "        if (s.shared_problem is not None\n",
-        "        if (False\n",
+        "                or s.shared_problem is not None\n",
+        "                or False\n",
         ("tests/test_shared_dirs.py::test_a_standby_without_its_shared_directory_never_takes_the_lease",),
     ),
     Mutant(
@@ -1322,9 +1356,9 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "dba_tables_in_the_postgres_database",
-        "the DBA's commands (README.md) run what `schema` prints in the lease's "
-        "database (psql -d <database>), not in the superuser's",
-        "README.md",
+        "the DBA's commands (docs/operations.md) run what `schema` prints in the "
+        "lease's database (psql -d <database>), not in the superuser's",
+        "docs/operations.md",
         "-U postgres -d <database> -f schema-a.sql\n",
         "-U postgres -f schema-a.sql\n",
         ("tests/test_dba_setup.py::test_every_psql_after_the_first_names_the_database",
@@ -1398,7 +1432,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "durations_not_rounded",
         "durations in logs are rounded to the millisecond",
-        "supervisor/observe/logs.py",
+        "supervisor/observe/logfields.py",
         "        return round(value, 3)\n",
         "        return value\n",
         ("tests/test_logs.py::test_durations_are_rounded_to_the_millisecond",),
