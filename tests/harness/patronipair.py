@@ -114,11 +114,16 @@ def renewal_gap(host: Host, after: float) -> float:
     return max(gaps, default=0.0)
 
 
+def last_renewal(host: Host) -> float:
+    """The wall time of `host`'s last successful renewal (or acquisition) it logged."""
+    return max(wall(e) for e in host.lines
+               if e.get("event") in ("lease_renewed", "lease_acquired"))
+
+
 def wait_before_due(host: Host, update_s: float) -> float:
     """Block until `BEFORE_DUE` s before `host`'s next renewal falls due (positioning a
     fault in time, not synchronisation); the wall time of the renewal before."""
-    last = max(wall(e) for e in host.lines
-               if e.get("event") in ("lease_renewed", "lease_acquired"))
+    last = last_renewal(host)
     due = last + update_s
     time.sleep(max(0.0, due - BEFORE_DUE - time.time()))
     return last
