@@ -6,7 +6,7 @@ import compileall
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -103,8 +103,37 @@ from tests.harness.proc import reaper  # noqa: F401,E402
 from tests.harness.users import other_user  # noqa: F401,E402
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the item (`item.failed_call`), for fixtures that
+    show more when their test failed."""
+    report = yield
+    if report.when == "call" and report.failed:
+        item.failed_call = True  # type: ignore[attr-defined]
+    return report
+
+
+#: How many of each supervisor's last output lines a failed end-to-end test shows.
+FAILED_TAIL_LINES = 60
+
+
+def show_hosts(c: Cluster) -> None:
+    """Print the tail of every host's supervisor output (shown in the failed test's
+    report as its teardown output)."""
+    for h in c.hosts:
+        lines = h.output().splitlines()[-FAILED_TAIL_LINES:]
+        print(f"---- {h.name}: the supervisor's last {len(lines)} lines")
+        for line in lines:
+            print(line[:400])
+
+
 @pytest.fixture
-def pair(tmp_path: Path, pg_dsn: str, lease_name: str) -> Iterator[Cluster]:
-    """An empty cluster sharing this test's lease; everything it starts is killed after."""
+def pair(request: pytest.FixtureRequest, tmp_path: Path, pg_dsn: str,
+         lease_name: str) -> Iterator[Cluster]:
+    """An empty cluster sharing this test's lease; everything it starts is killed after.
+    When the test failed, the tail of each supervisor's output is shown."""
     with cluster(tmp_path, pg_dsn, lease_name) as c:
         yield c
+        if getattr(request.node, "failed_call", False):
+            show_hosts(c)

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.timeout(240)
 
 U, W = 1.0, 4.0  # seconds: the priority wait (one U) is well above a poll (U/2)
 U_MS, W_MS = int(U * 1000), int(W * 1000)
+SCHEDULE_LEAD = 30.0  # seconds from `handover --at` to the time it sets
 
 
 def candidate(priority: int = 0, nofailover: bool = False) -> str:
@@ -158,8 +159,12 @@ def test_a_scheduled_handover_survives_a_restart_and_comes_on_time(
         pair: Cluster, load: LoadWatch) -> None:
     with Watcher(pair.hosts) as watch:
         a, b, _ = start_three(pair, "", "", "")
-        at, at_s = local_iso(10)
+        # the set time lies beyond the holder's restart below (a supervisor's start
+        # takes seconds on a loaded machine): checked before the schedule is read back
+        at, at_s = local_iso(SCHEDULE_LEAD)
+        began = time.monotonic()
         out = run_cli("handover", "--at", at, "--config", str(a.config_path))
+        print(f"handover --at took {time.monotonic() - began:.3f} s")
         assert out.returncode == 0, out
         assert "handover scheduled at" in status_text(b)
         # the holder's supervisor restarts: it releases, another host takes over, and
@@ -171,7 +176,9 @@ def test_a_scheduled_handover_survives_a_restart_and_comes_on_time(
         watch.hosts = pair.hosts
         again.start()
         again.wait_event("lease_seen", 20)
-        assert "handover scheduled at" in status_text(again)
+        text = status_text(again)
+        assert time.time() < at_s, "premise: the restart ended before the set time"
+        assert "handover scheduled at" in text, text
         due = holder.wait_event("handover_schedule_due", at_s - time.time() + 30)
         late = log_seconds(due) - at_s
         assert -0.05 <= late <= U + allowance(load, spawns=0), late

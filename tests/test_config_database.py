@@ -137,7 +137,8 @@ def test_redacted_dict_shape(tmp_path: Path) -> None:
     data = json.loads(dump_config(config))
     assert data == redacted_dict(config)
     assert set(data) == {"source", "mutualExclusionConfiguration", "database", "node",
-                         "restart", "health", "logging", "hooks", "fencing", "timing", "warnings"}
+                         "restart", "health", "logging", "hooks", "fencing", "timing", "candidate",
+                         "warnings"}
     assert data["mutualExclusionConfiguration"] == {
         "on": True, "machineName": "host-a", "updateInterval": 0.5, "waitInterval": 2.0,
         "fencingMargin": pytest.approx(0.2)}

@@ -193,3 +193,43 @@ def test_a_lease_statement_left_inside_a_transaction_has_failed(
             await store.close()
 
     run(main())
+
+
+def test_the_side_connection_is_closed_when_idle_and_reopened_on_demand(
+        db_config: DatabaseConfig, pg_server: PgServer) -> None:
+    """The side channel (start-up checks, Corda's row, fencing) closes its connection
+    once unused for `idle_close`; the lease channel keeps its own; the next side
+    operation opens a new one. Counted in pg_stat_activity by the store's backends."""
+
+    def backends() -> set[int]:
+        rows = pg_server.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+            ["corda-ha-supervisor/node-a"])
+        return {int(r[0]) for r in rows}
+
+    async def wait_for(predicate: object, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():  # type: ignore[operator]
+            assert time.monotonic() < deadline, "timed out"
+            await asyncio.sleep(0.02)
+
+    async def main() -> None:
+        store = PostgresLeaseStore(db_config, this_process("node-a"), W)
+        store._side.idle_close = 0.3  # the shipped value is SIDE_IDLE_CLOSE
+        await store.ensure_schema(5.0)
+        epoch = await store.acquire(None, timeout=5.0)
+        assert epoch is not None
+        try:
+            await store.members(5.0)  # a side operation
+            both = backends()
+            assert len(both) == 2, both  # the lease channel's and the side channel's
+            await wait_for(lambda: len(backends()) == 1, 10.0)
+            assert await store.renew(epoch, 5.0) is not None  # the lease channel's stays
+            (lease_backend,) = backends()
+            assert lease_backend in both
+            await store.members(5.0)
+            assert len(backends()) == 2  # reopened on demand
+        finally:
+            await store.close()
+
+    run(main())

@@ -147,7 +147,8 @@ PARAMS: dict[str, Any] = dict(
     e_renewed=None, dead_pid=None, dead_started=None, epoch=1, channel="c", to=None,
     paused=True, how="released", previous=None, reason="released", limit=5,
     machine_name="node-a", machine_identity="m", state="standby", can_take_over=True,
-    version="1", fresh=timedelta(seconds=6), retention=timedelta(hours=24))
+    version="1", fresh=timedelta(seconds=6), retention=timedelta(hours=24), priority=2,
+    nofailover=True, u_ms=2000, w_ms=4000, m_ms=400)
 
 
 def _statement(module: types.ModuleType, m: SqlMutant, schema: str) -> sql.Composable:

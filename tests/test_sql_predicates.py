@@ -41,7 +41,8 @@ ME = Identity(machine_name="node-a", host="host-a", pid=1111, instance="inst-a",
 ME_MEMBER = member_rows.Member(instance="inst-a", machine_name="node-a",
                                machine_identity="mach-a", host="host-a2", pid=1112,
                                state="standby", can_take_over=True, reason="ok",
-                               version="1.0")
+                               version="1.0", priority=3, nofailover=True,
+                               timing_ms=(1000, 3000, 300))
 TABLE = "corda_ha_lease"
 TABLES = {  # table -> its columns, the key columns first
     TABLE: ("lease_name", "holder", "holder_host", "holder_pid", "holder_machine",
@@ -51,7 +52,8 @@ TABLES = {  # table -> its columns, the key columns first
                          "previous_holder", "acquired_at", "ended_at", "end_reason"),
     f"{TABLE}_member": ("lease_name", "instance", "machine_name", "machine_identity", "host",
                         "pid", "state", "can_take_over", "reason", "version", "started_at",
-                        "last_seen"),
+                        "last_seen", "priority", "nofailover", "update_interval_ms",
+                        "wait_interval_ms", "margin_ms"),
 }
 TIMES = {"acquired_at", "renewed_at", "expires_at", "handover_requested_at", "paused_at",
          "ended_at", "started_at", "last_seen"}
@@ -319,5 +321,7 @@ def refreshed(members: dict[Any, Row], removed: set[str]) -> dict[Any, Row]:
     else:
         out[key] = dict(lease_name=LEASE, instance=m.instance, machine_name=m.machine_name,
                         machine_identity=m.machine_identity, host=m.host, pid=m.pid,
-                        version=m.version, started_at=0.0, **mine)
+                        version=m.version, started_at=0.0, priority=m.priority,
+                        nofailover=m.nofailover, update_interval_ms=1000,
+                        wait_interval_ms=3000, margin_ms=300, **mine)
     return out

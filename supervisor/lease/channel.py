@@ -12,7 +12,10 @@ lease statements on one, everything that needs a transaction on another; see
 
 A channel's connection is opened on demand and replaced when it breaks or when an
 operation that used it is abandoned (`forget`): a connection whose operation timed
-out is never lent again, whatever state it was left in.
+out is never lent again, whatever state it was left in. A channel made with
+`idle_close` closes its connection once nobody has borrowed it for that long (the
+side channel: used at start, at a node start and by the fencing check, idle
+otherwise; a held idle connection would cost the database a backend per supervisor).
 
 Connecting has a budget of its own (`connect_budget`: libpq's connect timeout for
 each host of a multi-host URL in turn), not the bound of the operation that asked
@@ -44,9 +47,13 @@ class Channel:
     """
 
     def __init__(self, name: str, open_connection: Callable[[], Awaitable[Conn]],
-                 bounded: Bounded, *, single_statements: bool, connect_budget: float) -> None:
+                 bounded: Bounded, *, single_statements: bool, connect_budget: float,
+                 idle_close: float | None = None) -> None:
         self.name = name
         self.single_statements = single_statements
+        self.idle_close = idle_close  # seconds unborrowed after which it is closed
+        self._used_at = 0.0  # the event loop's time of the last borrow's end
+        self._idle_task: asyncio.Task[None] | None = None
         self._bounded = bounded
         self._connects = Connects(name, open_connection, bounded, connect_budget, self._wanted)
         self._conn: Conn | None = None
@@ -67,6 +74,31 @@ class Channel:
             yield conn
         finally:
             busy.release()
+            self._close_when_idle()
+
+    def _close_when_idle(self) -> None:
+        """(Re)arm the idle close after a borrow ended (no-op without `idle_close`)."""
+        if self.idle_close is None or self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        self._used_at = loop.time()
+        if self._idle_task is None or self._idle_task.done():
+            self._idle_task = loop.create_task(self._idle_watch())
+
+    async def _idle_watch(self) -> None:
+        """Close the connection once unborrowed for `idle_close` seconds. No await
+        separates the check from the drop, so no borrow can slip in between; a borrow
+        that queued for the old connection finds it gone and opens a new one."""
+        loop = asyncio.get_running_loop()
+        while self._conn is not None and not self.closed and self.idle_close is not None:
+            left = self._used_at + self.idle_close - loop.time()
+            if left > 0:
+                await asyncio.sleep(left)
+                continue
+            if self._busy is not None and self._busy.locked():
+                self._used_at = loop.time()  # lent right now: look again later
+                continue
+            self.drop(self._conn)
 
     def check_idle(self, conn: Conn, what: str) -> None:
         """On a single-statement channel: raise `LeaseUnavailable` (and drop `conn`)
@@ -102,6 +134,8 @@ class Channel:
 
     def close(self) -> None:
         self.closed = True
+        if self._idle_task is not None:
+            self._idle_task.cancel()
         self.drop(self._conn)
         self._connects.close()
 

@@ -71,6 +71,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NOTIFY_CHANNEL_DEFAULT = "corda_ha_lease"
+#: Seconds the side connection may stay unused before it is closed (reopened on demand:
+#: at a node start, by the fencing check every 30 s, by the history of `status`).
+SIDE_IDLE_CLOSE = 10.0
 
 
 
@@ -103,7 +106,7 @@ class PostgresLeaseStore:
         self._lease = Channel("lease", self._open, self._bounded, single_statements=True,
                               connect_budget=budget)
         self._side = Channel("side", self._open, self._bounded, single_statements=False,
-                             connect_budget=budget)
+                             connect_budget=budget, idle_close=SIDE_IDLE_CLOSE)
         self._closed = False
         self._members = MemberSql(db.schema, db.table)
         self._listener = Listener(db, self.lease_name, self.notify_channel, self._open,

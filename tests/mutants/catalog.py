@@ -82,6 +82,16 @@ MUTANTS: tuple[Mutant, ...] = (
         "NODE_COMMS = (b\"java\", NODE_MARK[:15])\n",
         ("tests/test_watcher.py::test_a_10ms_overlap_is_seen_by_sampling",),
     ),
+    Mutant(
+        "side_connection_held_idle",
+        "a store holds no connection it does not use: the side channel closes its "
+        "connection once idle",
+        "supervisor/lease/channel.py",
+        "            self.drop(self._conn)\n",
+        "            return\n",
+        ("tests/test_lease_channels.py::"
+         "test_the_side_connection_is_closed_when_idle_and_reopened_on_demand",),
+    ),
     # ------------------------------------------------------------ the timing rule
     Mutant(
         "kill_late",
@@ -1027,7 +1037,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "supervisor/lease/store.py",
         '        self._side = Channel("side", self._open, self._bounded, '
         'single_statements=False,\n'
-        '                             connect_budget=budget)\n',
+        '                             connect_budget=budget, idle_close=SIDE_IDLE_CLOSE)\n',
         "        self._side = self._lease\n",
         ("tests/test_lease_channels.py::test_a_lease_statement_never_waits_for_a_side_operation",),
     ),

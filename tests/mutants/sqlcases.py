@@ -226,7 +226,8 @@ HISTORY: dict[str, Scenario] = {
 
 _MB = dict(machine_name="node-b", machine_identity="mach-b", host="host-b", pid=2222,
            state="standby", can_take_over=True, reason="ok", version="1.0",
-           started_at=-500.0)
+           started_at=-500.0, priority=0, nofailover=False, update_interval_ms=2000,
+           wait_interval_ms=4000, margin_ms=400)
 
 
 def _m(instance: str, last_seen: float, **more: Any) -> Row:

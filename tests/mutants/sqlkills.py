@@ -169,7 +169,8 @@ KILLS: dict[str, dict[str, dict[str, str]]] = {
     "members.upsert": {
         **_values("mem-new", "lease_name", "instance", "machine_name", "machine_identity",
                   "host", "pid", "state", "can_take_over", "reason", "version", "started_at",
-                  "last_seen"),
+                  "last_seen", "priority", "nofailover", "update_interval_ms",
+                  "wait_interval_ms", "margin_ms"),
         **_both("mem-refresh", "state", "can_take_over", "reason", "last_seen"),
         "lease_name = %(name)s": {"true": "mem-36-hours", "op <>": "mem-36-hours"},
         "instance <> %(instance)s": {"op =": "mem-predecessor"},
