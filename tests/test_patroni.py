@@ -21,19 +21,15 @@ members (tests/harness/renewal_audit.py: no write acted on but lost):
 Every test also checks what the holder said at start about the database's protection
 (`replication_protection`: synchronous, or asynchronous with a warning).
 
-One Patroni cluster serves the module (about 8 s to build); each test first waits for
-it to be healthy in the replication mode it needs. Skipped with the reason when patroni
-or etcd is missing.
+One Patroni cluster serves the module (tests/harness/patronipair.py, about 8 s to
+build); each test first waits for it to be healthy in the replication mode it needs.
+Skipped with the reason when patroni or etcd is missing. The other Patroni faults (etcd
+lost, Patroni paused, a zone partition, HAProxy) are in tests/test_patroni_faults.py.
 """
 
 from __future__ import annotations
 
-import itertools
-import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,124 +37,23 @@ import pytest
 
 from tests.harness import patroni as pat
 from tests.harness.bounds import within
-from tests.harness.cluster import Cluster, cluster
-from tests.harness.host import Host
+from tests.harness.cluster import cluster
 from tests.harness.loadprobe import LoadWatch
-from tests.harness.pgbin import find_bindir
+from tests.harness.patronipair import (
+    LAB,
+    SCALED,
+    SCALED_SLACK,
+    NoNodeMeter,
+    fixture_patroni_cluster,  # noqa: F401 (the module's Patroni cluster)
+    renewal_gap,
+    set_synchronous,
+    start_pair,
+    wait_before_due,
+)
 from tests.harness.proc import wait_until
 from tests.harness.watcher import Watcher
 
 pytestmark = [pytest.mark.timeout(150)]
-
-#: Corda's U:W = 1:2, scaled until the holder's slack outlasts a Patroni switchover:
-#: M = 1.6 s, G = 0.5 s (stopTimeout), slack W - M - U - G = 5.9 s
-SCALED = {"update_ms": 8000, "wait_ms": 16000, "stop_ms": 500}
-SCALED_SLACK = 16 - 1.6 - 8 - 0.5
-#: the lab timing (tests/harness/host.py): slack 2 - 0.2 - 0.5 - 0.5 = 0.8 s
-LAB = {"update_ms": 500, "wait_ms": 2000, "stop_ms": 500}
-#: the fault starts this long before the holder's next renewal is due, so that the
-#: renewal falls inside it
-BEFORE_DUE = 0.8
-
-
-@pytest.fixture(scope="module")
-def patroni_cluster() -> Iterator[pat.PatroniCluster]:
-    reason = pat.missing()
-    if reason is not None:
-        pytest.skip(reason)
-    bindir = find_bindir()
-    if bindir is None:
-        pytest.fail("PostgreSQL server binaries are needed")
-    c = pat.PatroniCluster.create(bindir, synchronous=True)
-    try:
-        yield c
-    finally:
-        c.destroy()
-
-
-def set_synchronous(c: pat.PatroniCluster, on: bool) -> None:
-    """Patroni's `synchronous_mode` (dynamic: `patronictl edit-config`); returns once the
-    cluster is healthy in that mode and the primary's synchronous_standby_names says so."""
-    if c.synchronous != on:
-        r = subprocess.run(
-            [pat.PATRONICTL, "-c", str(c.members[0].config), "edit-config", pat.SCOPE,
-             "--set", f"synchronous_mode={'true' if on else 'false'}", "--force"],
-            capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0, (r.stdout, r.stderr)
-        c.synchronous = on
-    c.wait_healthy(60)
-
-    def applied() -> bool:
-        names = c.execute_on_primary("SHOW synchronous_standby_names")[0][0]
-        return bool(names) == on
-
-    wait_until(applied, 30, interval=0.1, message=f"synchronous_mode = {on} applied")
-
-
-def wall(event: dict[str, Any]) -> float:
-    return datetime.fromisoformat(str(event["timestamp"])).timestamp()
-
-
-def renewal_gap(host: Host, after: float) -> float:
-    """The longest time between two successive successful renewals (or the acquisition)
-    `host` logged, among those around wall-clock `after`."""
-    times = sorted(wall(e) for e in host.lines
-                   if e.get("event") in ("lease_renewed", "lease_acquired"))
-    gaps = [b - a for a, b in itertools.pairwise(times) if b > after]
-    return max(gaps, default=0.0)
-
-
-def wait_before_due(host: Host, update_s: float) -> float:
-    """Block until `BEFORE_DUE` s before `host`'s next renewal falls due (positioning a
-    fault in time, not synchronisation); the wall time of the renewal before."""
-    last = max(wall(e) for e in host.lines
-               if e.get("event") in ("lease_renewed", "lease_acquired"))
-    due = last + update_s
-    time.sleep(max(0.0, due - BEFORE_DUE - time.time()))
-    return last
-
-
-class NoNodeMeter:
-    """Samples every 10 ms how many nodes the pair runs; `seconds` is the time with none
-    (from the first sample on), `longest` the longest such stretch."""
-
-    def __init__(self, c: Cluster) -> None:
-        self.c = c
-        self.seconds = 0.0
-        self.longest = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        last, since = time.monotonic(), None
-        while not self._stop.wait(0.01):
-            now = time.monotonic()
-            none = sum(len(v) for v in self.c.live().values()) == 0
-            if none:
-                self.seconds += now - last
-                since = last if since is None else since
-                self.longest = max(self.longest, now - since)
-            else:
-                since = None
-            last = now
-
-    def __enter__(self) -> NoNodeMeter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
-def start_pair(c: Cluster, dsn: str, timing: dict[str, int]) -> tuple[Host, Host]:
-    a = c.add("a", dsn=dsn, **timing)
-    b = c.add("b", dsn=dsn, **timing)
-    a.start()
-    a.wait_node_up(30)
-    b.start()
-    b.wait_event("lease_seen", 30, match=lambda e: e["holder"] == "a")
-    return a, b
 
 
 def run_fault(tmp_path: Path, lease_name: str, c: pat.PatroniCluster, load: LoadWatch, *,

@@ -37,6 +37,7 @@ from supervisor.lease import (
     PostgresLeaseStore,
     read_state,
 )
+from supervisor.lease.bounded import connect_budget
 from supervisor.lease.fence import FenceSql, explain, read_roles
 from supervisor.lease.fence import check as fence_check
 from supervisor.lease.members import local_time
@@ -131,7 +132,8 @@ async def fencing_check(config: Config) -> tuple[str | None, str | None]:
 
 
 def _timeout(config: Config) -> float:
-    return max(config.database.operation_timeout, config.database.connect_timeout)
+    """One command's call: its connection (`connect_budget`) and its statement."""
+    return connect_budget(config.database) + config.database.operation_timeout
 
 
 async def missing_privileges(config: Config) -> list[Missing]:

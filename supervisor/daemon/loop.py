@@ -51,6 +51,7 @@ from supervisor.daemon.leasecalls import CALL_GRACE, LeaseCalls, record_history
 from supervisor.daemon.noderun import NodeRunner
 from supervisor.daemon.peers import peers_event
 from supervisor.lease import LeaseStore, LeaseUnavailable, PostgresLeaseStore, replication
+from supervisor.lease.bounded import connect_budget
 from supervisor.lease.startup import database_config_problem
 from supervisor.node.machine import this_process
 from supervisor.node.sweep import RunMarks, sweep_at_startup
@@ -265,7 +266,7 @@ class Daemon:
         if self.store is None or self.leasecalls is None:
             return None
         db = self.config.database
-        bound = db.connect_timeout + db.operation_timeout
+        bound = connect_budget(db) + db.operation_timeout
         try:
             await self.store.ensure_schema(bound)
             missing = await self.store.missing_privileges(

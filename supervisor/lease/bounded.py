@@ -6,6 +6,8 @@ caller gets `LeaseUnavailable` at once, and the abandoned call is cancelled and
 its connection closed in the background (bounded too). `connect_kwargs` adds
 every timeout libpq and the server offer on top (connect, statement, lock, idle
 in transaction, TCP user timeout, keepalives) and `synchronous_commit = on`.
+`connect_budget` is how long opening one connection may take: libpq's connect
+timeout for each host of the URL in turn, not a statement's bound.
 """
 
 from __future__ import annotations
@@ -40,6 +42,21 @@ def scrub(text: str, password: str | None) -> str:
     return text
 
 
+def connect_timeout(db: DatabaseConfig) -> int:
+    """libpq's connect timeout for one host, in whole seconds (at least 2, as libpq)."""
+    return max(2, math.ceil(db.connect_timeout))
+
+
+def connect_budget(db: DatabaseConfig) -> float:
+    """How long opening one connection may take (seconds): libpq's connect timeout for
+    each host the URL names (psycopg tries them one after another, a silent one for the
+    whole timeout), plus `operationTimeout` for the name look-ups and the read-write
+    check. A connection's budget, never a statement's: see `supervisor.lease.channel`."""
+    params = conninfo_to_dict(db.conninfo)
+    hosts = max(len(str(params.get(key) or "").split(",")) for key in ("host", "hostaddr"))
+    return connect_timeout(db) * hosts + db.operation_timeout
+
+
 def connect_kwargs(db: DatabaseConfig, application_name: str) -> dict[str, Any]:
     """libpq parameters: everything that bounds a call from the client or server side."""
     op_ms = max(1, int(db.operation_timeout * 1000))
@@ -57,7 +74,7 @@ def connect_kwargs(db: DatabaseConfig, application_name: str) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "autocommit": True,
         "prepare_threshold": None,  # safe behind pgbouncer in transaction mode
-        "connect_timeout": max(2, math.ceil(db.connect_timeout)),
+        "connect_timeout": connect_timeout(db),
         "keepalives": 1,
         "keepalives_idle": 5,
         "keepalives_interval": 2,

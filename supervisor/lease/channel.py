@@ -16,6 +16,13 @@ out is never lent again, whatever state it was left in. A channel made with
 `idle_close` closes its connection once nobody has borrowed it for that long (the
 side channel: used at start, at a node start and by the fencing check, idle
 otherwise; a held idle connection would cost the database a backend per supervisor).
+
+Connecting has a budget of its own (`connect_budget`: libpq's connect timeout for
+each host of a multi-host URL in turn), not the bound of the operation that asked
+for the connection: the attempts are the channel's (`supervisor.lease.connects`), an
+operation waits for one only as long as its own bound allows, and an attempt its
+operation gave up on goes on and is lent to the next operation. So a silent first
+host costs a few failed calls, not every call; no statement is bounded more loosely.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from psycopg.pq import TransactionStatus
 
 from supervisor.core.row import LeaseUnavailable
 from supervisor.lease.bounded import Bounded, Conn
+from supervisor.lease.connects import Connects
 
 
 class Channel:
@@ -39,15 +47,15 @@ class Channel:
     """
 
     def __init__(self, name: str, open_connection: Callable[[], Awaitable[Conn]],
-                 bounded: Bounded, *, single_statements: bool,
+                 bounded: Bounded, *, single_statements: bool, connect_budget: float,
                  idle_close: float | None = None) -> None:
         self.name = name
         self.single_statements = single_statements
         self.idle_close = idle_close  # seconds unborrowed after which it is closed
         self._used_at = 0.0  # the event loop's time of the last borrow's end
         self._idle_task: asyncio.Task[None] | None = None
-        self._open = open_connection
         self._bounded = bounded
+        self._connects = Connects(name, open_connection, bounded, connect_budget, self._wanted)
         self._conn: Conn | None = None
         self._busy: asyncio.Lock | None = None  # held by the operation using `_conn`
         self._connect_lock = asyncio.Lock()
@@ -129,16 +137,23 @@ class Channel:
         if self._idle_task is not None:
             self._idle_task.cancel()
         self.drop(self._conn)
+        self._connects.close()
 
     async def _current(self) -> tuple[Conn, asyncio.Lock]:
         async with self._connect_lock:
             conn, busy = self._conn, self._busy
             if conn is None or busy is None or conn.closed or conn.broken:
                 self._conn, self._busy = None, None
-                conn = await self._open()
+                conn = await self._connects.take()
                 if self.closed:
                     self._bounded.close_in_background(conn)
                     raise LeaseUnavailable(f"{self.name}: lease store closed")
                 busy = asyncio.Lock()
                 self._conn, self._busy = conn, busy
             return conn, busy
+
+    def _wanted(self) -> bool:
+        """Whether a connection just made is needed: the channel is open and has none
+        that works."""
+        conn = self._conn
+        return not self.closed and (conn is None or conn.closed or conn.broken)

@@ -26,7 +26,7 @@ from psycopg import sql
 from supervisor.config import DatabaseConfig
 from supervisor.core.row import LeaseUnavailable
 from supervisor.lease import members as member_rows
-from supervisor.lease.bounded import Bounded, Conn, scrub
+from supervisor.lease.bounded import Bounded, Conn, connect_budget, scrub
 from supervisor.lease.members import MEMBER_INTERVAL, Member, MemberRow, MemberSql
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class Listener:
 
         try:
             conn = await self._bounded.run(
-                setup(), self._db.connect_timeout + op_timeout, "listen", forget)
+                setup(), connect_budget(self._db) + op_timeout, "listen", forget)
             connected.append(True)
             _call(on_release)
             loop = asyncio.get_running_loop()

@@ -5,8 +5,11 @@ Contract, for every `PostgresLeaseStore` operation:
 - **Bounded.** Each call takes a `timeout` (seconds) that this module owns: the
   call returns or raises within `timeout` (plus event-loop scheduling) even when
   the network or the server hangs and even when psycopg's own cancellation would
-  block. Connecting is inside that bound. A call that runs out of time drops its
-  connection (the next call opens a fresh one) and raises `LeaseUnavailable`.
+  block. Waiting for a connection is inside that bound; the connect itself has a
+  budget of its own and outlives a call that gave up on it, for the next call
+  (`supervisor.lease.channel`: a multi-host URL's silent first host). A call that
+  runs out of time drops its connection (the next call opens a fresh one) and
+  raises `LeaseUnavailable`.
 - **One failure type.** Database unreachable, timed out or failing: the
   connection is dropped and `LeaseUnavailable` is raised. Its message never
   contains the password.
@@ -49,7 +52,7 @@ from supervisor.core.row import (
 )
 from supervisor.lease import fence as database_fence
 from supervisor.lease import members as member_rows
-from supervisor.lease.bounded import Bounded, Conn, connect_kwargs, scrub
+from supervisor.lease.bounded import Bounded, Conn, connect_budget, connect_kwargs, scrub
 from supervisor.lease.candidates import ScheduleSql, schedule_of, settle_op
 from supervisor.lease.channel import Channel
 from supervisor.lease.cordarow import CORDA_TABLE, look, make_takeable
@@ -99,9 +102,11 @@ class PostgresLeaseStore:
         # One conversation per concern (see `supervisor.lease.channel`): the lease
         # statements alone, autocommitted; everything else (transactions included)
         # on the side. LISTEN has a connection of its own (`listen`).
-        self._lease = Channel("lease", self._open, self._bounded, single_statements=True)
+        budget = connect_budget(db)
+        self._lease = Channel("lease", self._open, self._bounded, single_statements=True,
+                              connect_budget=budget)
         self._side = Channel("side", self._open, self._bounded, single_statements=False,
-                             idle_close=SIDE_IDLE_CLOSE)
+                             connect_budget=budget, idle_close=SIDE_IDLE_CLOSE)
         self._closed = False
         self._members = MemberSql(db.schema, db.table)
         self._listener = Listener(db, self.lease_name, self.notify_channel, self._open,
@@ -458,7 +463,7 @@ class PostgresLeaseStore:
 
         def abandon() -> Conn | None:
             # forget the connection the operation was using, so the next call
-            # starts afresh (an abandoned connect never becomes current)
+            # starts afresh (a connect in flight is the channel's: it goes on)
             return channel.forget(used[0]) if used else None
 
         try:

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="replay only this episode of --seed's run (needs one --profile)")
     p.add_argument("--hosts", type=int, default=3, choices=(2, 3))
     p.add_argument("--faults", help="comma-separated fault types (default: all); "
-                   f"one of {', '.join(catalog(PROFILES['lab']))}")
+                   f"one of {', '.join(catalog(PROFILES['lab'], patroni=True))}")
     p.add_argument("--short-blackhole-max", type=float,
                    help="longest 'short' cut-off in seconds (default: the profile's)")
     p.add_argument("--no-replica", action="store_true",
@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="the nodes write to the database as their own roles, with database "
                    "fencing (on) or without (off: late writes are counted, not failed); "
                    "none: the nodes do not write")
+    p.add_argument("--patroni", action="store_true",
+                   help="the lease database is a Patroni cluster (etcd, two members, "
+                   "synchronous_mode) and the Patroni faults join the catalog "
+                   "(tests/chaos/patroni.py; needs patroni and etcd)")
     p.add_argument("--json", type=Path, help="write the tables and every episode here")
     p.add_argument("--workdir", type=Path,
                    help="keep the hosts' files here (default: a temporary directory, "
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             run = ChaosRun(root / name, seed=seed, profile=PROFILES[name], hosts=args.hosts,
                            log=log, short_cut_max=args.short_blackhole_max,
                            replica=not args.no_replica, load=load,
-                           writes=WRITES[args.fencing])
+                           writes=WRITES[args.fencing], patroni=args.patroni)
             reports.append(run.run(episodes=share, only=only, replay=args.episode))
 
     for report in reports:

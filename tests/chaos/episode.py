@@ -119,6 +119,8 @@ class FaultSpec:
     inject: Inject
     needs_faketime: bool = False
     needs_replica: bool = False
+    needs_patroni: bool = False  # runs only on a Patroni cluster (`--patroni`)
+    needs_own_server: bool = False  # stops the server itself: not under Patroni
 
 
 def now() -> float:

@@ -22,6 +22,7 @@ import psutil
 import psycopg
 
 from tests.chaos import faults_shape
+from tests.chaos import patroni as chaos_patroni
 from tests.chaos.episode import (
     FaultSpec,
     HolderLost,
@@ -373,9 +374,11 @@ def same_machine_name(ch: ChaosCluster, rng: random.Random, active: Host) -> Inj
 # ------------------------------------------------------------------ the catalog
 
 
-def catalog(profile: Profile, short_cut_max: float | None = None) -> dict[str, FaultSpec]:
+def catalog(profile: Profile, short_cut_max: float | None = None, *,
+            patroni: bool = False) -> dict[str, FaultSpec]:
     """Every fault type, by name, for `profile`'s intervals. `short_cut_max`
-    overrides the longest short cut-off (default: the profile's)."""
+    overrides the longest short cut-off (default: the profile's). The Patroni faults
+    (tests/chaos/patroni.py) only with `patroni`."""
     short = profile.short_cut_max if short_cut_max is None else short_cut_max
     specs = [
         FaultSpec("kill_supervisor", "SIGKILL of the active supervisor", kill_supervisor),
@@ -390,9 +393,10 @@ def catalog(profile: Profile, short_cut_max: float | None = None) -> dict[str, F
         FaultSpec("freeze_host_node_first",
                   "as freeze_host, the node continued 0.1-0.4 s before its supervisor "
                   "and guard", freeze_host_node_first),
-        FaultSpec("pg_restart_fast", "PostgreSQL restart -m fast", _pg_restart("fast")),
+        FaultSpec("pg_restart_fast", "PostgreSQL restart -m fast", _pg_restart("fast"),
+                  needs_own_server=True),
         FaultSpec("pg_restart_immediate", "PostgreSQL restart -m immediate",
-                  _pg_restart("immediate")),
+                  _pg_restart("immediate"), needs_own_server=True),
         FaultSpec("blackhole_short",
                   f"active host's database blackholed 0.1-{short:g} s "
                   f"(keep slack {profile.keep_slack:g} s): no failover",
@@ -414,5 +418,6 @@ def catalog(profile: Profile, short_cut_max: float | None = None) -> dict[str, F
         FaultSpec("lease_back_in_time", "lease row's renewed_at/expires_at set back 5 s",
                   lease_back_in_time),
         *faults_shape.SPECS,
+        *(chaos_patroni.SPECS if patroni else []),
     ]
     return {s.name: s for s in specs}

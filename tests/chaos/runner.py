@@ -55,6 +55,7 @@ from tests.chaos.durability import Committed, Durability, Unseen, Write, unseen_
 from tests.chaos.episode import Injected, role
 from tests.chaos.faults import catalog
 from tests.chaos.load import LoadMonitor
+from tests.chaos.patroni import PatroniChaosDb
 from tests.chaos.profile import Profile
 from tests.chaos.records import RecordTail
 from tests.chaos.report import RunReport
@@ -169,19 +170,20 @@ class ChaosCluster:
     """The database, proxies, hosts and the restarter of one chaos run."""
 
     def __init__(self, root: Path, n_hosts: int, log: Log, profile: Profile, *,
-                 replica: bool = True, writes: Writes = "off") -> None:
+                 replica: bool = True, writes: Writes = "off", patroni: bool = False) -> None:
         if not 2 <= n_hosts <= 3:
             raise ValueError("2 or 3 hosts")
         self.root = root
         self.log = log
         self.profile = profile
         self.with_replica = replica
+        self.patroni = patroni
         self.writes_mode: Writes = writes
         self.writes: ChaosWrites | None = None
         self.run_id = uuid.uuid4().hex
         self.lease_name = f"chaos-{self.run_id[:12]}"
         self.n_hosts = n_hosts
-        self.db: ChaosDb
+        self.db: ChaosDb | PatroniChaosDb
         self.proxies: dict[str, HostLink] = {}
         self.cluster: Cluster
         self.hosts: list[Host] = []
@@ -199,7 +201,7 @@ class ChaosCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         self.wrapper_script.write_text(WRAPPER)
         self.wrapper_script.chmod(0o755)
-        self.db = ChaosDb(replica=self.with_replica)
+        self.db = PatroniChaosDb() if self.patroni else ChaosDb(replica=self.with_replica)
         if self.writes_mode != "off":
             self.writes = ChaosWrites(self.db, list("abc"[: self.n_hosts]), self.run_id,
                                       fencing=self.writes_mode == "fenced",
@@ -487,13 +489,15 @@ class ChaosRun:
 
     def __init__(self, root: Path, *, seed: int, profile: Profile, hosts: int = 2,
                  log: Log = print, short_cut_max: float | None = None, replica: bool = True,
-                 load: LoadMonitor | None = None, writes: Writes = "off") -> None:
+                 load: LoadMonitor | None = None, writes: Writes = "off",
+                 patroni: bool = False) -> None:
         self.root = root
         self.seed = seed
         self.profile = profile
         self.log = log
-        self.catalog = catalog(profile, short_cut_max)
-        self.ch = ChaosCluster(root, hosts, log, profile, replica=replica, writes=writes)
+        self.catalog = catalog(profile, short_cut_max, patroni=patroni)
+        self.ch = ChaosCluster(root, hosts, log, profile, replica=replica, writes=writes,
+                               patroni=patroni)
         self.durability = Durability(self.ch.lease_name)
         self.reports: list[EpisodeReport] = []
         self.orphans: list[str] = []
@@ -505,11 +509,14 @@ class ChaosRun:
         for n in names:
             if n not in self.catalog:
                 raise ValueError(f"unknown fault {n!r}; one of {sorted(self.catalog)}")
+        patroni = isinstance(self.ch.db, PatroniChaosDb)
         skipped = [n for n in names
                    if (self.catalog[n].needs_faketime and self.ch.db.faketime is None)
-                   or (self.catalog[n].needs_replica and self.ch.db.replica is None)]
+                   or (self.catalog[n].needs_replica and self.ch.db.replica is None)
+                   or (self.catalog[n].needs_own_server and patroni)]
         if skipped:
-            self.log(f"no libfaketime or no replica (pg_basebackup): skipping {skipped}")
+            self.log(f"no libfaketime, no replica of our own (pg_basebackup) or the server "
+                     f"is Patroni's: skipping {skipped}")
         return [n for n in names if n not in skipped]
 
     def run(self, *, episodes: int = 20, only: Sequence[str] | None = None,

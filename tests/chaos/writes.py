@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import psycopg
 
@@ -27,6 +27,9 @@ from supervisor.config import load_config
 from supervisor.lease.fence import roles_ddl
 from tests.chaos.db import ChaosDb, HostLink
 from tests.harness.db_writer import create_table
+
+if TYPE_CHECKING:
+    from tests.chaos.patroni import PatroniChaosDb
 
 #: "off": nodes do not write; "fenced" / "unfenced": they write, with / without fencing.
 Writes = Literal["off", "fenced", "unfenced"]
@@ -37,8 +40,8 @@ LEASE_TABLE = "corda_ha_lease"  # the chaos hosts' default
 class ChaosWrites:
     """Roles, the writes table and (with `fencing`) the fence functions of one run."""
 
-    def __init__(self, db: ChaosDb, hosts: list[str], run_id: str, *, fencing: bool,
-                 lease_name: str) -> None:
+    def __init__(self, db: ChaosDb | PatroniChaosDb, hosts: list[str], run_id: str, *,
+                 fencing: bool, lease_name: str) -> None:
         self.db = db
         self.fencing = fencing
         self.lease_name = lease_name

@@ -151,12 +151,16 @@ class HaProxy:
         self.log_path = workdir / "haproxy.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 15.0) -> HaProxy:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(render_config(
+    def render(self) -> str:
+        """The config text (a subclass in front of other backends renders its own)."""
+        return render_config(
             self.backends, p2p_port=self.p2p_port, rpc_port=self.rpc_port,
             admin_socket=self.admin_socket, inter_ms=self.inter_ms, fall=self.fall,
-            rise=self.rise))
+            rise=self.rise)
+
+    def start(self, timeout: float = 15.0) -> HaProxy:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.render())
         args = ["haproxy", "-db", "-f", str(self.config_path)]
         with open(self.log_path, "ab") as log:
             if self.reaper is not None:

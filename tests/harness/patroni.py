@@ -19,7 +19,15 @@ standby). The lease database is reached as users do: `multi_host_url()` (libpq
 
 Faults: `switchover(candidate)` (`patronictl switchover --force`, timed),
 `kill_postmaster(name)` (SIGKILL of the primary's postmaster: with
-`primary_start_timeout = 0` Patroni fails over instead of restarting it).
+`primary_start_timeout = 0` Patroni fails over instead of restarting it); the others
+(etcd frozen, Patroni paused or frozen, a zone partition, HAProxy) are in
+tests/harness/patroni_faults.py.
+
+With `proxied=True` every path between the members goes through a fault proxy of its
+own (`MemberLinks`, tests/harness/faultproxy.py): each member's way to etcd (Patroni's
+`etcd3.use_proxies`, so it never bypasses it) and each member's PostgreSQL and REST API
+as the other members reach them (its `connect_address`: replication, pg_rewind,
+Patroni's member checks). A zone partition blackholes these.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ import psutil
 import psycopg
 
 from tests.harness import needs, renewal_audit
+from tests.harness.faultproxy import FaultProxy
 from tests.harness.pgserver import PgServerError, free_port
 from tests.harness.proc import wait_until
 from tests.harness.sitecopy import importable_copy
@@ -182,6 +191,19 @@ class Member:
 
 
 @dataclass
+class MemberLinks:
+    """A proxied member's paths (see the module docstring): `etcd` (its Patroni to etcd),
+    `pg` and `api` (the others to its PostgreSQL and REST API)."""
+
+    etcd: FaultProxy
+    pg: FaultProxy
+    api: FaultProxy
+
+    def all(self) -> list[FaultProxy]:
+        return [self.etcd, self.pg, self.api]
+
+
+@dataclass
 class PatroniCluster:
     """etcd and the Patroni members (see the module docstring)."""
 
@@ -194,14 +216,18 @@ class PatroniCluster:
     members: list[Member] = field(default_factory=list)
     etcd: subprocess.Popen[bytes] | None = None
     run_as: str | None = None
+    proxied: bool = False
+    links: dict[str, MemberLinks] = field(default_factory=dict)
 
     # -- construction -----------------------------------------------------------------
 
     @classmethod
     def create(cls, bindir: str, *, synchronous: bool, members: int = 2,
-               dcs: dict[str, Any] | None = None, timeout: float = 90.0) -> PatroniCluster:
+               dcs: dict[str, Any] | None = None, timeout: float = 90.0,
+               proxied: bool = False) -> PatroniCluster:
         """Start etcd and `members` Patroni members; return once the cluster is healthy.
-        `dcs` overrides the bootstrap DCS settings (see `_dcs`)."""
+        `dcs` overrides the bootstrap DCS settings (see `_dcs`); `proxied`: see the
+        module docstring."""
         problem = missing()
         if problem is not None:
             raise PgServerError(problem)
@@ -215,7 +241,7 @@ class PatroniCluster:
             pw = pwd.getpwnam(run_as)
             os.chown(basedir, pw.pw_uid, pw.pw_gid)
         c = cls(basedir, tag, bindir, synchronous, {**_dcs(synchronous), **(dcs or {})},
-                run_as=run_as)
+                run_as=run_as, proxied=proxied)
         atexit.register(c.destroy)
         try:
             c._start_etcd()
@@ -265,8 +291,17 @@ class PatroniCluster:
         pg_port, api_port = free_port(), free_port()
         datadir = self.basedir / name
         config = self.basedir / f"{name}.yml"
-        config.write_text(json.dumps(self._member_config(name, pg_port, api_port, datadir),
-                                     indent=1))  # JSON is YAML
+        member_config = self._member_config(name, pg_port, api_port, datadir)
+        if self.proxied:
+            links = MemberLinks(FaultProxy("127.0.0.1", self.etcd_port),
+                                FaultProxy("127.0.0.1", pg_port),
+                                FaultProxy("127.0.0.1", api_port))
+            self.links[name] = links
+            member_config["etcd3"] = {"hosts": [f"127.0.0.1:{links.etcd.port}"],
+                                      "use_proxies": True}
+            member_config["postgresql"]["connect_address"] = f"127.0.0.1:{links.pg.port}"
+            member_config["restapi"]["connect_address"] = f"127.0.0.1:{links.api.port}"
+        config.write_text(json.dumps(member_config, indent=1))  # JSON is YAML
         m = Member(name, pg_port, api_port, config, datadir)
         self.members.append(m)
         self.start_member(name)
@@ -411,7 +446,10 @@ class PatroniCluster:
 
     def destroy(self) -> None:
         """SIGKILL every process of the cluster and remove its directory. Idempotent."""
-        reap(self.tag)
+        reap(self.tag)  # SIGKILL ends a stopped (SIGSTOP) process too
+        for links in self.links.values():
+            for proxy in links.all():
+                proxy.close()
         for p in [self.etcd, *(m.proc for m in self.members)]:
             if p is not None:
                 with contextlib.suppress(Exception):

@@ -1019,13 +1019,25 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_lease_faults.py::"
          "test_a_failing_call_does_not_break_calls_queued_behind_it",),
     ),
+    Mutant(
+        "connect_bounded_by_its_call",
+        "connecting has a budget of its own: an attempt outlives the call that gave up on "
+        "it (a multi-host URL's silent first host costs the calls of one connect timeout, "
+        "not every call)",
+        "supervisor/lease/connects.py",
+        "        self._attempts.append(self._start())\n",
+        "        return await self._open()\n",
+        ("tests/test_multihost_url.py::"
+         "test_a_silent_first_host_costs_the_calls_of_one_connect_timeout_not_every_call",),
+    ),
     # ------------------------------------------------------------ one conversation per concern
     Mutant(
         "lease_statements_share_the_side_connection",
         "lease statements run on a connection of their own, never behind a side operation",
         "supervisor/lease/store.py",
         '        self._side = Channel("side", self._open, self._bounded, '
-        'single_statements=False)\n',
+        'single_statements=False,\n'
+        '                             connect_budget=budget, idle_close=SIDE_IDLE_CLOSE)\n',
         "        self._side = self._lease\n",
         ("tests/test_lease_channels.py::test_a_lease_statement_never_waits_for_a_side_operation",),
     ),
