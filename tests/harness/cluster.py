@@ -73,11 +73,14 @@ class Cluster:
         return {h.name: h.live_nodes() for h in self.hosts}
 
     def active(self, timeout: float) -> Host:
-        """Wait until exactly one host has a live node; return it."""
+        """Wait until exactly one host has a live node; return it. A host restarted
+        under a new supervisor (`add` with the same name) is one host: its directory
+        and node records are shared, and the latest process answers for it."""
         found: list[Host] = []
 
         def one() -> bool:
-            found[:] = [h for h in self.hosts if h.live_nodes()]
+            by_dir = {h.records: h for h in self.hosts}  # the latest per directory
+            found[:] = [h for h in by_dir.values() if h.live_nodes()]
             return len(found) == 1
 
         wait_until(one, timeout, message="exactly one live node")
