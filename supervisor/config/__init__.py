@@ -12,6 +12,9 @@ keys, not only updateInterval/waitInterval) or a HOCON duration (`20s`, `"1.5s"`
 `1500 ms`, `2 minutes`); `parse_duration` is the single place that normalises them.
 Unknown keys anywhere are errors. The database password never reaches `conninfo`,
 `repr()`, warnings, error messages or `dump_config`.
+
+May import: the stdlib, pyhocon and `supervisor.core.timing` (the timing rule the file
+is checked against: pure values).
 """
 
 from typing import TYPE_CHECKING, Any

@@ -92,6 +92,15 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_lease_channels.py::"
          "test_the_side_connection_is_closed_when_idle_and_reopened_on_demand",),
     ),
+    Mutant(
+        "observe_imports_the_lease",
+        "layout: a package imports only what its map allows (what the operator sees "
+        "never reaches into the lease)",
+        "supervisor/observe/sdnotify.py",
+        "from __future__ import annotations\n",
+        "from __future__ import annotations\n\nimport supervisor.lease.sql  # noqa: F401\n",
+        ("tests/test_layout.py::test_a_package_imports_only_what_its_map_allows[observe]",),
+    ),
     # ------------------------------------------------------------ the timing rule
     Mutant(
         "kill_late",
