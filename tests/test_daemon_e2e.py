@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.harness.bounds import wait_within, within
+from tests.harness.bounds import kill_within, wait_within, within
 from tests.harness.cli import run_cli
 from tests.harness.cluster import Cluster, add_edited
 from tests.harness.config import supervisor_config
@@ -121,7 +121,7 @@ def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
 
 
 def test_systemd_notify(pair: Cluster, notify_socket: NotifySocket,
-                        monkeypatch: pytest.MonkeyPatch) -> None:
+                        monkeypatch: pytest.MonkeyPatch, load: LoadWatch) -> None:
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     watchdog_usec = 400_000
     a = pair.add("a", env={"NOTIFY_SOCKET": notify_socket.path,
@@ -161,7 +161,10 @@ def test_systemd_notify(pair: Cluster, notify_socket: NotifySocket,
     # WATCHDOG=1 repeatedly: every WATCHDOG_USEC/2 = 0.2 s, so at least 3 in 1.5 s, and never
     # a gap of WATCHDOG_USEC (systemd would then SIGABRT the service)
     assert len(pings) >= 3, f"watchdog gaps {[round(g, 3) for g in gaps]}"
-    assert max_gap < watchdog_usec / 1e6, f"watchdog gaps {[round(g, 3) for g in gaps]}"
+    # a ping every WATCHDOG_USEC / 2, each a timer's wake-up: late by at most the worst
+    # scheduling delay measured meanwhile (production's WatchdogSec=30 leaves 15 s)
+    bound = kill_within(watchdog_usec / 2e6, load)
+    assert max_gap < bound, f"watchdog gaps {[round(g, 3) for g in gaps]}, bound {bound:.3f}"
 
 
 # --------------------------------------------------------------------------- logs
