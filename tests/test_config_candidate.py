@@ -10,40 +10,19 @@ import pytest
 
 from supervisor.config import (
     CandidateConfig,
-    Config,
-    ConfigError,
     config_from_json,
     config_to_json,
     dump_config,
-    load_config,
 )
-
-BASE = """
-mutualExclusionConfiguration { on = true, machineName = a, updateInterval = 500,
-                                waitInterval = 2000 }
-database { url = "postgresql://db/corda", user = corda_ha }
-node { command = ["/bin/true"] }
-"""
-
-
-def load(tmp_path: Path, extra: str) -> Config:
-    path = tmp_path / "s.conf"
-    path.write_text(BASE + extra)
-    return load_config(str(path), environ={})
-
-
-def error(tmp_path: Path, extra: str) -> str:
-    with pytest.raises(ConfigError) as info:
-        load(tmp_path, extra)
-    return str(info.value)
+from tests.harness.config import error_with, load_with
 
 
 def test_defaults_without_the_block(tmp_path: Path) -> None:
-    assert load(tmp_path, "").candidate == CandidateConfig(nofailover=False, priority=0)
+    assert load_with(tmp_path, "").candidate == CandidateConfig(nofailover=False, priority=0)
 
 
 def test_the_block(tmp_path: Path) -> None:
-    config = load(tmp_path, "candidate { nofailover = true, priority = -7 }")
+    config = load_with(tmp_path, "candidate { nofailover = true, priority = -7 }")
     assert config.candidate == CandidateConfig(nofailover=True, priority=-7)
     assert config_from_json(config_to_json(config)).candidate == config.candidate
     assert json.loads(dump_config(config))["candidate"] == {"nofailover": True,
@@ -58,5 +37,5 @@ def test_the_block(tmp_path: Path) -> None:
 ])
 def test_errors_name_the_file_line_and_key(tmp_path: Path, extra: str, key: str,
                                            what: str) -> None:
-    message = error(tmp_path, extra)
+    message = error_with(tmp_path, extra)
     assert key in message and what in message and "s.conf" in message, message

@@ -8,35 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.config import Config, ConfigError, load_config
-from tests.harness.config import node_conf_setup
-
-BASE = """
-mutualExclusionConfiguration { on = true, machineName = a, updateInterval = 500,
-                                waitInterval = 2000 }
-database { url = "postgresql://db/corda", user = corda_ha }
-node { command = ["/bin/true"] }
-"""
-
-
-def load(tmp_path: Path, extra: str) -> Config:
-    path = tmp_path / "s.conf"
-    path.write_text(BASE + extra)
-    return load_config(str(path), environ={})
-
-
-def error(tmp_path: Path, extra: str) -> str:
-    with pytest.raises(ConfigError) as info:
-        load(tmp_path, extra)
-    return str(info.value)
+from supervisor.config import ConfigError, load_config
+from tests.harness.config import error_with, load_with, node_conf_setup
 
 
 def test_off_without_the_block(tmp_path: Path) -> None:
-    assert not load(tmp_path, "").fencing.enabled
+    assert not load_with(tmp_path, "").fencing.enabled
 
 
 def test_the_block_and_its_defaults(tmp_path: Path) -> None:
-    f = load(tmp_path, "fencing { nodeRole = corda_node_a }").fencing
+    f = load_with(tmp_path, "fencing { nodeRole = corda_node_a }").fencing
     assert (f.node_role, f.required, f.node_group, f.fencer_role) == (
         "corda_node_a", True, "corda_nodes", "corda_ha_fencer")
 
@@ -52,7 +33,7 @@ def test_the_block_and_its_defaults(tmp_path: Path) -> None:
 ])
 def test_errors_name_file_line_and_key(tmp_path: Path, extra: str, key: str,
                                        words: str) -> None:
-    text = error(tmp_path, extra)
+    text = error_with(tmp_path, extra)
     assert f"s.conf:6: {key}:" in text and words in text
 
 
@@ -85,5 +66,5 @@ def test_each_role_is_a_role_of_its_own(tmp_path: Path, extra: str, key: str,
     """The owner, the fencer, the node group, the node role and the supervisor's login
     are five roles: one doing two jobs would let the supervisor alter what fencing reads
     or lock itself out."""
-    text = error(tmp_path, extra)
+    text = error_with(tmp_path, extra)
     assert f"{key}:" in text and words in text

@@ -12,7 +12,7 @@ line (tests/harness/host.py's `EditedHost`, tests/chaos/runner.py's `edit_config
 `lease(...)` is the `mutualExclusionConfiguration` block, `LAB_RESTART`, `LAB_HEALTH` and
 `LAB_LOGGING` the blocks of the lab hosts. `write_config(path, ...)` writes the file.
 
-`BASE` and the Corda `node.conf` texts are inputs of the configuration tests, which
+`BASE`, `WITH_USER` and the Corda `node.conf` texts are inputs of the configuration tests, which
 check the parser on exact text (lines included); they stay literal.
 """
 
@@ -164,6 +164,30 @@ def config_error(tmp_path: Path, text: str,
     with pytest.raises(ConfigError) as info:
         load_text(tmp_path, text, environ)
     return info.value
+
+
+#: A short config with a login role, for tests of one block: the block a test appends
+#: (`load_with`, `error_with`) begins on line 6 of `s.conf`.
+WITH_USER = """
+mutualExclusionConfiguration { on = true, machineName = a, updateInterval = 500,
+                                waitInterval = 2000 }
+database { url = "postgresql://db/corda", user = corda_ha }
+node { command = ["/bin/true"] }
+"""
+
+
+def load_with(tmp_path: Path, extra: str) -> Config:
+    """`WITH_USER` and `extra`, loaded from `s.conf` with an empty environment."""
+    path = tmp_path / "s.conf"
+    path.write_text(WITH_USER + extra)
+    return load_config(str(path), environ={})
+
+
+def error_with(tmp_path: Path, extra: str) -> str:
+    """The message of the `ConfigError` that `load_with` raises."""
+    with pytest.raises(ConfigError) as info:
+        load_with(tmp_path, extra)
+    return str(info.value)
 
 
 #: Corda's node.conf as an operator writes it, with the lease settings and database.
