@@ -151,20 +151,24 @@ def pairs(server: PgServer, root: Path, n: int) -> Iterator[list[Cluster]]:
                 c.close()
 
 
+def nodes(c: Cluster) -> int:
+    """How many nodes the pair runs right now."""
+    return sum(len(h.live_nodes()) for h in c.hosts)
+
+
 def one_node(c: Cluster, timeout: float) -> None:
     """Wait until exactly one of the pair's hosts runs a node; else say what each has."""
     try:
-        wait_until(lambda: sum(len(h.live_nodes()) for h in c.hosts) == 1, timeout,
+        wait_until(lambda: nodes(c) == 1, timeout,
                    message=f"{c.lease_name}: one node running")
     except AssertionError as e:
         seen = {h.name: (h.live_nodes(), h.state()) for h in c.hosts}
         raise AssertionError(f"{e}; nodes and supervisor state by host: {seen}") from None
 
 
-def lease_losses(hosts: list[Host], marks: list[int]) -> int:
-    """`lease_lost` events logged since `marks` (one mark per host)."""
-    return sum(1 for h, m in zip(hosts, marks, strict=True)
-               for e in h.lines[m:] if e.get("event") == "lease_lost")
+def lease_losses(hosts: list[Host]) -> int:
+    """`lease_lost` events the hosts have logged so far."""
+    return sum(len(h.events("lease_lost")) for h in hosts)
 
 
 def failover(c: Cluster) -> float:
@@ -188,7 +192,7 @@ def measure(server: PgServer, root: Path, n: int, steady: float) -> dict[str, An
         time.sleep(2 * TIMING["wait_ms"] / 1000)  # settled: members known, renewing
         sup, db = supervisor_procs(hosts), server_procs(server)
         before = [scrape(p) for p in ports]
-        marks = [h.mark() for h in hosts]
+        lost_before = lease_losses(hosts)
         cpu0 = cpu_seconds(sup), cpu_seconds(db)
         t0 = time.monotonic()
         time.sleep(steady)
@@ -196,8 +200,8 @@ def measure(server: PgServer, root: Path, n: int, steady: float) -> dict[str, An
         after = [scrape(p) for p in ports]
         cpu1 = cpu_seconds(sup), cpu_seconds(db)
         elapsed = time.monotonic() - t0
-        lost = lease_losses(hosts, marks)
-        not_one = sum(1 for c in clusters if sum(len(h.live_nodes()) for h in c.hosts) != 1)
+        lost = lease_losses(hosts) - lost_before
+        not_one = sum(1 for c in clusters if nodes(c) != 1)
         buckets: dict[float, float] = {}
         for b, a in zip(before, after, strict=True):
             for key, value in a.items():
