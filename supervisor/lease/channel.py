@@ -99,6 +99,7 @@ class Channel:
                 self._used_at = loop.time()  # lent right now: look again later
                 continue
             self.drop(self._conn)
+            self._connects.close_made()  # nor one a given-up connect left behind
 
     def check_idle(self, conn: Conn, what: str) -> None:
         """On a single-statement channel: raise `LeaseUnavailable` (and drop `conn`)

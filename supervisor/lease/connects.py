@@ -53,7 +53,7 @@ class Connects:
                     continue
                 failure = task.exception()
                 if failure is None and _usable(task.result()):
-                    self._close_finished()
+                    self.close_made()
                     return task.result()
             if not self._attempts:
                 raise failure or LeaseUnavailable(f"{self.name}: connecting was cancelled")
@@ -91,8 +91,9 @@ class Connects:
             self._attempts.remove(task)
             self._close_result(task)
 
-    def _close_finished(self) -> None:
-        """After one was taken: close the other connections already made."""
+    def close_made(self) -> None:
+        """Close the connections already made and not taken (after one was taken, or
+        when the channel closes its connection for idleness)."""
         for task in [t for t in self._attempts if t.done()]:
             self._attempts.remove(task)
             self._close_result(task)
