@@ -14,13 +14,21 @@ import json
 import signal
 import time
 import urllib.request
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import psycopg
 import pytest
 
 from supervisor.lease.members import MEMBER_FRESH, MEMBER_INTERVAL
 from tests.harness.bounds import allowance, wait_within, within
+from tests.harness.candidates import (
+    acquisitions_sent,
+    candidate,
+    local_iso,
+    members_seen,
+    status_json,
+    status_text,
+)
 from tests.harness.cli import run_cli
 from tests.harness.cluster import Cluster
 from tests.harness.host import Host, http_get, log_seconds
@@ -35,47 +43,10 @@ U_MS, W_MS = int(U * 1000), int(W * 1000)
 SCHEDULE_LEAD = 30.0  # seconds from `handover --at` to the time it sets
 
 
-def candidate(priority: int = 0, nofailover: bool = False) -> str:
-    return f"candidate {{ priority = {priority}, nofailover = {str(nofailover).lower()} }}\n"
-
-
 def add(c: Cluster, name: str, conf: str = "", **kw: object) -> Host:
     kw.setdefault("update_ms", U_MS)
     kw.setdefault("wait_ms", W_MS)
     return c.add(name, extra_conf=conf, **kw)  # type: ignore[arg-type]
-
-
-def acquisitions_sent(host: Host) -> float:
-    """How many acquire statements `host`'s supervisor sent (its /metrics)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{host.health_port()}/metrics",
-                                timeout=5) as r:
-        text = r.read().decode()
-    for line in text.splitlines():
-        if line.startswith('corda_ha_db_statements_total{op="acquire"}'):
-            return float(line.split()[-1])
-    return 0.0
-
-
-def status_json(host: Host) -> dict[str, object]:
-    out = run_cli("status", "--json", "--config", str(host.config_path))
-    assert out.returncode in (0, 3), out
-    result: dict[str, object] = json.loads(out.stdout)
-    return result
-
-
-def status_text(host: Host) -> str:
-    out = run_cli("status", "--config", str(host.config_path))
-    assert out.returncode in (0, 3), out
-    return out.stdout
-
-
-def members_seen(host: Host, names: set[str]) -> None:
-    """Wait until `names` are fresh members, as the CLI reads them."""
-    def there() -> bool:
-        members = status_json(host)["members"]
-        assert isinstance(members, list)
-        return names <= {m["machine_name"] for m in members if m["fresh"]}
-    wait_until(there, 20, interval=0.2, message=f"members {names}")
 
 
 def start_three(c: Cluster, a_conf: str, b_conf: str, c_conf: str,
@@ -147,12 +118,6 @@ def test_a_nofailover_host_never_takes_the_lease(pair: Cluster, load: LoadWatch)
         print("nofailover:\n" + text)
         print("c's /readiness:", http_get(h.health_port(), "/readiness"))
     watch.assert_never_two()
-
-
-def local_iso(seconds_from_now: float) -> tuple[str, float]:
-    """A local time (no offset) `seconds_from_now` ahead, and it as POSIX seconds."""
-    moment = datetime.now() + timedelta(seconds=seconds_from_now)
-    return moment.isoformat(timespec="milliseconds"), moment.timestamp()
 
 
 def test_a_scheduled_handover_survives_a_restart_and_comes_on_time(

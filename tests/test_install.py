@@ -35,8 +35,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.unitfile import EXPOSURE_AT_MOST, systemd_analyze
 from tests.harness.users import ensure_user
-from tests.test_systemd_unit import EXPOSURE_AT_MOST, systemd_analyze
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "systemd" / "install.sh"

@@ -1,7 +1,8 @@
 """The package map holds: each package of `supervisor` imports only what its docstring
 allows (read from the source, every `import` and `from ... import`, at any depth,
 `TYPE_CHECKING` blocks included), and every module and function stays within the
-size the style asks for."""
+size the style asks for. A test module imports no other test module: what tests share
+lives in `tests/harness/`."""
 
 from __future__ import annotations
 
@@ -81,6 +82,17 @@ def test_nothing_below_the_command_line_imports_it() -> None:
     wrong = [f"{p.relative_to(REPO)} imports supervisor.{n}" for p in modules()
              if p.parent.name not in ("cli", "demo") and p.name != "__main__.py"
              for n in ours(ast.parse(p.read_text())) if n.split(".")[0] == "cli"]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_test_module_imports_another() -> None:
+    wrong = []
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            wrong += [f"{path.relative_to(REPO)} imports {n}" for n in names
+                      if n.rsplit(".", 1)[-1].startswith("test_")]
     assert not wrong, "\n".join(wrong)
 
 
