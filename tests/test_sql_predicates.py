@@ -31,7 +31,16 @@ from supervisor.lease import LeaseVersion, PostgresLeaseStore
 from supervisor.lease import members as member_rows
 from tests.harness.aio import run
 from tests.harness.pgserver import PgServer
-from tests.mutants.sqlcases import LEASE, MINE, NOBODY, SCENARIOS, Row, Scenario, W
+from tests.mutants.sqlcases import (
+    LEASE,
+    MINE,
+    NOBODY,
+    SCENARIOS,
+    UNSCHEDULED,
+    Row,
+    Scenario,
+    W,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,7 +56,8 @@ TABLE = "corda_ha_lease"
 TABLES = {  # table -> its columns, the key columns first
     TABLE: ("lease_name", "holder", "holder_host", "holder_pid", "holder_machine",
             "holder_started", "instance", "epoch", "acquired_at", "renewed_at", "expires_at",
-            "handover_requested_at", "server_id", "paused_at", "handover_to"),
+            "handover_requested_at", "server_id", "paused_at", "handover_to", "handover_at",
+            "handover_at_to"),
     f"{TABLE}_history": ("lease_name", "epoch", "holder", "holder_host", "how",
                          "previous_holder", "acquired_at", "ended_at", "end_reason"),
     f"{TABLE}_member": ("lease_name", "instance", "machine_name", "machine_identity", "host",
@@ -56,7 +66,7 @@ TABLES = {  # table -> its columns, the key columns first
                         "wait_interval_ms", "margin_ms"),
 }
 TIMES = {"acquired_at", "renewed_at", "expires_at", "handover_requested_at", "paused_at",
-         "ended_at", "started_at", "last_seen"}
+         "handover_at", "ended_at", "started_at", "last_seen"}
 # Which server answers, written out here (not taken from the code under test): every
 # statement that writes the row records it, every observation reports it.
 SERVER = """SELECT coalesce(host(inet_server_addr()), 'local') || ':'
@@ -239,7 +249,8 @@ def expect(sc: Scenario, server: str) -> tuple[dict[str, dict[Any, Row]], Any]:
     e, op = sc.expect, sc.op
     if op == "acquire":
         if e:
-            new = {**(lease or {"lease_name": LEASE, "epoch": 0, "paused_at": None}), **MINE,
+            new = {**(lease or {"lease_name": LEASE, "epoch": 0, "paused_at": None,
+                                **UNSCHEDULED}), **MINE,
                    "epoch": (lease or {"epoch": 0})["epoch"] + 1, "acquired_at": 0.0,
                    "renewed_at": 0.0, "expires_at": W, "handover_requested_at": None,
                    "handover_to": None, "server_id": server}

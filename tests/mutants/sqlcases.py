@@ -28,20 +28,22 @@ NOBODY: Row = dict.fromkeys(MINE)
 # our own process of before a restart: same machineName and machine identity
 PREDECESSOR: Row = dict(MINE, holder_host="host-a-old", holder_pid=4242, holder_started=777,
                         instance="inst-old")
+UNSCHEDULED: Row = dict(handover_at=None, handover_at_to=None)  # no `handover --at`
 _QUIET: Row = dict(acquired_at=-100.0, handover_requested_at=None, server_id="old-server",
-                   paused_at=None, handover_to=None)
+                   paused_at=None, handover_to=None, **UNSCHEDULED)
 
 LIVE_OTHER: Row = dict(OTHER, epoch=3, renewed_at=-1.0, expires_at=9.0, **_QUIET)
 EXPIRED_OTHER: Row = dict(LIVE_OTHER, renewed_at=-15.0, expires_at=-5.0)
 # every column set, each unlike what an acquisition writes
-EXPIRED_ASKED: Row = dict(EXPIRED_OTHER, handover_requested_at=-16.0, handover_to="node-c")
+EXPIRED_ASKED: Row = dict(EXPIRED_OTHER, handover_requested_at=-16.0, handover_to="node-c",
+                          handover_at=30.0, handover_at_to="node-c")
 RELEASED: Row = dict(NOBODY, epoch=3, renewed_at=-2.0, expires_at=-1.0, **_QUIET)
 MY_LIVE: Row = dict(MINE, epoch=3, renewed_at=-1.0, expires_at=9.0, **_QUIET)
 PREDECESSOR_LIVE: Row = dict(PREDECESSOR, epoch=3, renewed_at=-1.0, expires_at=9.0, **_QUIET)
 # made by `pause` before the pair ever ran, then resumed
 NEVER_RUN: Row = dict(NOBODY, epoch=0, acquired_at=None, renewed_at=None, expires_at=None,
                       handover_requested_at=None, server_id=None, paused_at=None,
-                      handover_to=None)
+                      handover_to=None, **UNSCHEDULED)
 TAKEOVER = (4242, 777)  # PREDECESSOR's pid and start time
 
 
