@@ -148,13 +148,16 @@ PARAMS: dict[str, Any] = dict(
     paused=True, how="released", previous=None, reason="released", limit=5,
     machine_name="node-a", machine_identity="m", state="standby", can_take_over=True,
     version="1", fresh=timedelta(seconds=6), retention=timedelta(hours=24), priority=2,
-    nofailover=True, u_ms=2000, w_ms=4000, m_ms=400)
+    nofailover=True, u_ms=2000, w_ms=4000, m_ms=400, proceed=True, at=None)
 
 
 def _statement(module: types.ModuleType, m: SqlMutant, schema: str) -> sql.Composable:
     if m.statement.startswith("members."):
         return getattr(module.MemberSql(schema, "corda_ha_lease"),  # type: ignore[no-any-return]
                        m.statement.removeprefix("members."))
+    if m.statement.startswith("schedule."):
+        return getattr(module.ScheduleSql(schema, "corda_ha_lease"),  # type: ignore[no-any-return]
+                       m.statement.removeprefix("schedule."))
     name = "observe" if m.statement == "SERVER_ID" else m.statement
     return getattr(module.LeaseSql(schema, "corda_ha_lease"), name)  # type: ignore[no-any-return]
 

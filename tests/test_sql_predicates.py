@@ -29,9 +29,19 @@ from supervisor.config import DatabaseConfig
 from supervisor.core.identity import Identity, ProcessRef
 from supervisor.lease import LeaseVersion, PostgresLeaseStore
 from supervisor.lease import members as member_rows
+from supervisor.lease.candidates import ScheduleSql, read_op, set_op
 from tests.harness.aio import run
 from tests.harness.pgserver import PgServer
-from tests.mutants.sqlcases import LEASE, MINE, NOBODY, SCENARIOS, Row, Scenario, W
+from tests.mutants.sqlcases import (
+    LEASE,
+    MINE,
+    NOBODY,
+    SCENARIOS,
+    UNSCHEDULED,
+    Row,
+    Scenario,
+    W,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,7 +57,8 @@ TABLE = "corda_ha_lease"
 TABLES = {  # table -> its columns, the key columns first
     TABLE: ("lease_name", "holder", "holder_host", "holder_pid", "holder_machine",
             "holder_started", "instance", "epoch", "acquired_at", "renewed_at", "expires_at",
-            "handover_requested_at", "server_id", "paused_at", "handover_to"),
+            "handover_requested_at", "server_id", "paused_at", "handover_to", "handover_at",
+            "handover_at_to"),
     f"{TABLE}_history": ("lease_name", "epoch", "holder", "holder_host", "how",
                          "previous_holder", "acquired_at", "ended_at", "end_reason"),
     f"{TABLE}_member": ("lease_name", "instance", "machine_name", "machine_identity", "host",
@@ -56,7 +67,7 @@ TABLES = {  # table -> its columns, the key columns first
                         "wait_interval_ms", "margin_ms"),
 }
 TIMES = {"acquired_at", "renewed_at", "expires_at", "handover_requested_at", "paused_at",
-         "ended_at", "started_at", "last_seen"}
+         "handover_at", "ended_at", "started_at", "last_seen"}
 # Which server answers, written out here (not taken from the code under test): every
 # statement that writes the row records it, every observation reports it.
 SERVER = """SELECT coalesce(host(inet_server_addr()), 'local') || ':'
@@ -202,6 +213,8 @@ async def run_op(store: PostgresLeaseStore, sc: Scenario, world: World) -> Any:
         return None
     if sc.op == "read_history":
         return [(h["epoch"], h["holder"]) for h in await store.history(a["limit"], 5.0)]
+    if sc.op.startswith("schedule_"):
+        return await run_schedule_op(store, sc, epoch, world)
     conn = await store._open()  # members: what the LISTEN connection's health check runs
     try:
         if sc.op == "members_refresh":
@@ -212,6 +225,23 @@ async def run_op(store: PostgresLeaseStore, sc: Scenario, world: World) -> Any:
                       await member_rows.read(conn, store._members, LEASE))
     finally:
         await conn.close()
+
+
+async def run_schedule_op(store: PostgresLeaseStore, sc: Scenario, epoch: int | None,
+                          world: World) -> Any:
+    """The schedule's statements as the daemon (`settle_schedule`, on the lease
+    connection) and the operator's `handover --at` / `--cancel` / `status` run them."""
+    a = sc.args
+    if sc.op == "schedule_settle":
+        assert epoch is not None
+        return await store.settle_schedule(epoch, a["proceed"], a["to"], 5.0)
+    statements = ScheduleSql(world.db.schema, TABLE)
+    if sc.op == "schedule_set":
+        return await store.call("schedule_handover",
+                                set_op(LEASE, at(a["at"]), a["to"], statements), 5.0)
+    assert sc.op == "schedule_read", sc.op
+    when, to = await store.call("read_schedule", read_op(LEASE, statements), 5.0)
+    return offset(when), to
 
 
 def version(lease: Row | None, expected: Any) -> LeaseVersion | None:
@@ -239,7 +269,8 @@ def expect(sc: Scenario, server: str) -> tuple[dict[str, dict[Any, Row]], Any]:
     e, op = sc.expect, sc.op
     if op == "acquire":
         if e:
-            new = {**(lease or {"lease_name": LEASE, "epoch": 0, "paused_at": None}), **MINE,
+            new = {**(lease or {"lease_name": LEASE, "epoch": 0, "paused_at": None,
+                                **UNSCHEDULED}), **MINE,
                    "epoch": (lease or {"epoch": 0})["epoch"] + 1, "acquired_at": 0.0,
                    "renewed_at": 0.0, "expires_at": W, "handover_requested_at": None,
                    "handover_to": None, "server_id": server}
@@ -271,7 +302,25 @@ def expect(sc: Scenario, server: str) -> tuple[dict[str, dict[Any, Row]], Any]:
         since = old["paused_at"] if old["paused_at"] is not None else 0.0
         new = {**old, "paused_at": since if paused else None}
         answer = old["holder"]
-    elif op == "record_acquired":
+    elif op in ("record_acquired", "record_ended", "read_history"):
+        answer = recorded(sc, history)
+    elif op == "members_refresh":
+        members = refreshed(members, e)
+    elif op == "members_read":
+        answer = sorted(k[1] for k in members if k[0] == LEASE)
+    elif op.startswith("schedule_"):
+        new, answer = scheduled(sc, lease)
+    if new is not None:
+        rows[TABLE][(LEASE,)] = new
+    return {TABLE: rows[TABLE], f"{TABLE}_history": history,
+            f"{TABLE}_member": members}, answer
+
+
+def recorded(sc: Scenario, history: dict[Any, Row]) -> Any:
+    """The history rows after a history statement (`history` updated in place), and its
+    answer."""
+    e = sc.expect
+    if sc.op == "record_acquired":
         ended, inserted = e
         for key, h in history.items():
             if key[0] == LEASE and h["epoch"] in ended:
@@ -282,24 +331,41 @@ def expect(sc: Scenario, server: str) -> tuple[dict[str, dict[Any, Row]], Any]:
                 lease_name=LEASE, epoch=epoch, holder="node-a", holder_host="host-a",
                 how="released", previous_holder="node-b", acquired_at=0.0, ended_at=None,
                 end_reason=None)
-    elif op == "record_ended":
+    elif sc.op == "record_ended":
         key = (LEASE, sc.args["epoch"])
         if e:
             h = history[key]
             end = h["ended_at"]
             history[key] = {**h, "ended_at": 0.0 if end is None else min(end, 0.0),
                             "end_reason": "released"}
-    elif op == "read_history":
-        answer = sorted(((k[1], h["holder"]) for k, h in history.items() if k[0] == LEASE),
-                        reverse=True)
-    elif op == "members_refresh":
-        members = refreshed(members, e)
-    elif op == "members_read":
-        answer = sorted(k[1] for k in members if k[0] == LEASE)
-    if new is not None:
-        rows[TABLE][(LEASE,)] = new
-    return {TABLE: rows[TABLE], f"{TABLE}_history": history,
-            f"{TABLE}_member": members}, answer
+    else:
+        assert sc.op == "read_history", sc.op
+        return sorted(((k[1], h["holder"]) for k, h in history.items() if k[0] == LEASE),
+                      reverse=True)
+    return None
+
+
+def scheduled(sc: Scenario, lease: Row | None) -> tuple[Row | None, Any]:
+    """The lease row after a schedule statement, and its answer. Taking a due schedule
+    off clears it and, to hand over, asks as `handover --to` does (an earlier request
+    keeps its time); setting or cancelling writes the schedule alone."""
+    a = sc.args
+    if sc.op == "schedule_settle":
+        if not sc.expect:
+            return lease, False
+        assert lease is not None
+        new = {**lease, **UNSCHEDULED}
+        if a["proceed"]:
+            asked = lease["handover_requested_at"]
+            new.update(handover_requested_at=0.0 if asked is None else asked,
+                       handover_to=a["to"])
+        return new, True
+    if lease is None:
+        return None, ((False, None) if sc.op == "schedule_set" else (None, None))
+    if sc.op == "schedule_set":
+        return {**lease, "handover_at": a["at"], "handover_at_to": a["to"]}, (True,
+                                                                             lease["holder"])
+    return lease, (lease["handover_at"], lease["handover_at_to"])
 
 
 def observed(lease: Row | None, server: str, e: dict[str, Any]) -> dict[str, Any]:

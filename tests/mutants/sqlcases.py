@@ -28,20 +28,22 @@ NOBODY: Row = dict.fromkeys(MINE)
 # our own process of before a restart: same machineName and machine identity
 PREDECESSOR: Row = dict(MINE, holder_host="host-a-old", holder_pid=4242, holder_started=777,
                         instance="inst-old")
+UNSCHEDULED: Row = dict(handover_at=None, handover_at_to=None)  # no `handover --at`
 _QUIET: Row = dict(acquired_at=-100.0, handover_requested_at=None, server_id="old-server",
-                   paused_at=None, handover_to=None)
+                   paused_at=None, handover_to=None, **UNSCHEDULED)
 
 LIVE_OTHER: Row = dict(OTHER, epoch=3, renewed_at=-1.0, expires_at=9.0, **_QUIET)
 EXPIRED_OTHER: Row = dict(LIVE_OTHER, renewed_at=-15.0, expires_at=-5.0)
 # every column set, each unlike what an acquisition writes
-EXPIRED_ASKED: Row = dict(EXPIRED_OTHER, handover_requested_at=-16.0, handover_to="node-c")
+EXPIRED_ASKED: Row = dict(EXPIRED_OTHER, handover_requested_at=-16.0, handover_to="node-c",
+                          handover_at=30.0, handover_at_to="node-c")
 RELEASED: Row = dict(NOBODY, epoch=3, renewed_at=-2.0, expires_at=-1.0, **_QUIET)
 MY_LIVE: Row = dict(MINE, epoch=3, renewed_at=-1.0, expires_at=9.0, **_QUIET)
 PREDECESSOR_LIVE: Row = dict(PREDECESSOR, epoch=3, renewed_at=-1.0, expires_at=9.0, **_QUIET)
 # made by `pause` before the pair ever ran, then resumed
 NEVER_RUN: Row = dict(NOBODY, epoch=0, acquired_at=None, renewed_at=None, expires_at=None,
                       handover_requested_at=None, server_id=None, paused_at=None,
-                      handover_to=None)
+                      handover_to=None, **UNSCHEDULED)
 TAKEOVER = (4242, 777)  # PREDECESSOR's pid and start time
 
 
@@ -54,7 +56,9 @@ class Scenario:
     """One operation on a set-up database, and what it must decide.
 
     `op`: acquire, renew, release, observe, request_handover, set_paused,
-    record_acquired, record_ended, read_history, members_refresh, members_read.
+    record_acquired, record_ended, read_history, members_refresh, members_read,
+    schedule_settle (the holder takes a due `handover --at` off the row: `settle_op`),
+    schedule_set (`handover --at` / `--cancel`: `set_op`), schedule_read (`read_op`).
     `lease`: the row of `LEASE` before (None: none). `others`: rows of other leases
     (`lease_name` given), written first; they must not change. `history`, `members`:
     rows of those tables before (`lease_name` defaults to `LEASE`). `args`: the call's
@@ -62,7 +66,10 @@ class Scenario:
     (bool) for the lease writes; for `observe` the fields `expired`, `paused`,
     `reserved_for` that differ from their default (False, False, None); for
     `record_acquired` (epochs ended, row inserted); for `record_ended` whether the row
-    was written; for `members_refresh` the instances removed.
+    was written; for `members_refresh` the instances removed; for `schedule_settle`
+    whether the schedule was taken off (as a handover request to `args["to"]` when
+    `args["proceed"]`, else as a cancellation). `schedule_set` and `schedule_read`
+    decide nothing beyond which row they touch: the answer follows from the rows.
     """
 
     op: str
@@ -273,4 +280,48 @@ MEMBERS: dict[str, Scenario] = {
                                            _m("inst-z", -1.0, lease_name="lease-z"))),
 }
 
-SCENARIOS: dict[str, Scenario] = {**ACQUIRE, **RENEW_RELEASE, **OBSERVE, **HISTORY, **MEMBERS}
+# the holder's row with a handover set for 5 s ago, to node-b (`handover --at ... --to`)
+_DUE = row(MY_LIVE, handover_at=-5.0, handover_at_to="node-b")
+# ... and a pending `handover --to node-c` of 3 s ago, not yet seen by the holder
+_DUE_ASKED = row(_DUE, handover_requested_at=-3.0, handover_to="node-c")
+_GO = {"proceed": True, "to": "node-b"}  # a live standby can take over: hand over
+_STAY = {"proceed": False, "to": None}  # none can: cancel the schedule
+
+
+def _due(at: float | None, to: str | None = "node-b") -> Row:
+    return row(_DUE, handover_at=at, handover_at_to=to)
+
+
+_SET = {"at": 60.0, "to": "node-c"}
+_CANCEL = {"at": None, "to": None}
+_Z_SCHEDULED = row(LIVE_OTHER, lease_name="lease-0", handover_at=30.0, handover_at_to="node-x")
+SCHEDULE: dict[str, Scenario] = {
+    "sched-settle": S("schedule_settle", _DUE, args=_GO),
+    "sched-settle-asked-before": S("schedule_settle", _DUE_ASKED, args=_GO,
+                                   why="an earlier, still pending request keeps its time"),
+    "sched-cancel": S("schedule_settle", _DUE, args=_STAY),
+    "sched-cancel-asked-before": S("schedule_settle", _DUE_ASKED, args=_STAY,
+                                   why="a cancelled schedule leaves a pending request be"),
+    "sched-due-now": S("schedule_settle", _due(0.0), args=_GO),
+    "sched-due-0.5s-ago": S("schedule_settle", _due(-0.5), args=_GO),
+    "sched-due-in-0.5s": S("schedule_settle", _due(0.5), args=_GO, expect=False),
+    "sched-set-again-later": S("schedule_settle", _due(60.0, "node-c"), args=_GO,
+                               expect=False, why="set again meanwhile, for a later time"),
+    "sched-cancelled-meanwhile": S("schedule_settle", _due(None, None), args=_GO,
+                                   expect=False, why="`handover --cancel` meanwhile"),
+    "sched-other-instance": S("schedule_settle", row(LIVE_OTHER, handover_at=-5.0,
+                                                     handover_at_to="node-a"),
+                              args=_GO, expect=False),
+    "sched-old-epoch": S("schedule_settle", _DUE, args={**_GO, "epoch": 2}, expect=False),
+    "sched-twin-lease": S("schedule_settle", _DUE, others=(row(_DUE, lease_name="lease-z"),),
+                          args=_GO, why="the same process and epoch in another lease's row"),
+    "sched-set": S("schedule_set", MY_LIVE, args=_SET),
+    "sched-set-other-lease": S("schedule_set", MY_LIVE, others=(_Z_SCHEDULED,), args=_SET),
+    "sched-set-no-row": S("schedule_set", None, others=(_Z_SCHEDULED,), args=_SET),
+    "sched-unset": S("schedule_set", _due(60.0), others=(_Z_SCHEDULED,), args=_CANCEL),
+    "sched-read": S("schedule_read", _due(60.0, "node-c"), others=(_Z_SCHEDULED,)),
+    "sched-read-other-lease-only": S("schedule_read", None, others=(_Z_SCHEDULED,)),
+}
+
+SCENARIOS: dict[str, Scenario] = {**ACQUIRE, **RENEW_RELEASE, **OBSERVE, **HISTORY, **MEMBERS,
+                                  **SCHEDULE}

@@ -2,8 +2,9 @@
 of every statement the lease store runs.
 
 The statements are read from the source (`supervisor/lease/sql.py`,
-`supervisor/lease/members.py`: each `sql.SQL("...")` literal, by the name it is assigned
-to) and parsed (`tests/mutants/sqlparse.py`, strict: an unknown construct raises).
+`supervisor/lease/members.py`, the `handover --at` schedule's
+`supervisor/lease/candidates.py`: each `sql.SQL("...")` literal, by the name it is
+assigned to) and parsed (`tests/mutants/sqlparse.py`, strict: an unknown construct raises).
 `STATEMENTS` names those that carry a rule; `EXCLUDED` names the others, with why. A
 literal in neither list fails `tests/test_sql_generated_mutants.py`.
 
@@ -60,12 +61,14 @@ from tests.mutants.sqlparse import parse_expression, parse_statement
 
 SQL_FILE = "supervisor/lease/sql.py"
 MEMBERS_FILE = "supervisor/lease/members.py"
-SOURCES = {SQL_FILE: "", MEMBERS_FILE: "members."}
+SCHEDULE_FILE = "supervisor/lease/candidates.py"
+SOURCES = {SQL_FILE: "", MEMBERS_FILE: "members.", SCHEDULE_FILE: "schedule."}
 
 #: statements that carry a rule: all of them are mutated
 STATEMENTS = ("SERVER_ID", "observe", "acquire", "renew", "release", "request_handover",
               "set_paused", "record_acquired", "record_ended", "read_history",
-              "members.upsert", "members.select")
+              "members.upsert", "members.select", "schedule.settle", "schedule.set",
+              "schedule.read")
 
 #: literals that are not mutated, and why
 EXCLUDED = {

@@ -194,6 +194,29 @@ KILLS: dict[str, dict[str, dict[str, str]]] = {
     "members.select": {
         "lease_name = %(name)s": {"true": "mem-read", "op <>": "mem-read"},
     },
+    "schedule.settle": {
+        "lease_name = %(name)s": {"true": "sched-twin-lease", "op <>": "sched-settle"},
+        "instance = %(instance)s": {"true": "sched-other-instance", "op <>": "sched-settle"},
+        "epoch = %(epoch)s": {"true": "sched-old-epoch", "op <>": "sched-settle"},
+        "handover_at <= clock_timestamp()": {
+            "true": "sched-set-again-later", "op <": "sched-due-now", "op >": "sched-settle",
+            "clock -1s": "sched-due-0.5s-ago", "clock +1s": "sched-due-in-0.5s"},
+        "SET handover_requested_at: %(proceed)s": {"true": "sched-cancel",
+                                                   "not": "sched-settle"},
+        "SET handover_to: %(proceed)s": {"true": "sched-cancel-asked-before",
+                                         "not": "sched-settle"},
+        **_both("sched-settle", "handover_at", "handover_at_to", ops=("old",)),
+        "SET handover_requested_at": {"old": "sched-settle", "null": "sched-settle",
+                                      "first dropped": "sched-settle-asked-before"},
+        **_both("sched-settle", "handover_to"),
+    },
+    "schedule.set": {
+        "lease_name = %(name)s": {"true": "sched-set-other-lease", "op <>": "sched-set"},
+        **_both("sched-set", "handover_at", "handover_at_to"),
+    },
+    "schedule.read": {
+        "lease_name = %(name)s": {"true": "sched-read-other-lease-only", "op <>": "sched-read"},
+    },
 }
 
 EQUIVALENT: dict[str, str] = {

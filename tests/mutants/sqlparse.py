@@ -1,13 +1,14 @@
 """A strict parser for the lease store's SQL, enough to find every predicate exactly.
 
-Owns the grammar the statements of `supervisor/lease/sql.py` and
-`supervisor/lease/members.py` use: WITH, SELECT (FROM, LEFT JOIN ... ON, WHERE,
-ORDER BY, LIMIT), INSERT (VALUES or SELECT, ON CONFLICT ... DO UPDATE SET ... WHERE,
-DO NOTHING, RETURNING), UPDATE (SET, FROM, WHERE, RETURNING), DELETE; expressions
-with OR / AND / NOT, comparisons, IS [NOT] NULL, IS [NOT] DISTINCT FROM, `+ - * / ||`,
-casts, calls (`extract(f FROM x)` too), CASE, `interval '...'`, psycopg placeholders
-(`%(name)s`) and `psycopg.sql` format fields (`{}`, `{name}`), with PostgreSQL's
-precedence. The nodes (with their spans) are in `sqlnodes.py`.
+Owns the grammar the statements of `supervisor/lease/sql.py`,
+`supervisor/lease/members.py` and `supervisor/lease/candidates.py` use: WITH, SELECT
+(FROM, LEFT JOIN ... ON, WHERE, ORDER BY, LIMIT), INSERT (VALUES or SELECT, ON CONFLICT
+... DO UPDATE SET ... WHERE, DO NOTHING, RETURNING), UPDATE (SET, FROM, WHERE,
+RETURNING), DELETE; expressions with OR / AND / NOT, comparisons, IS [NOT] NULL, IS
+[NOT] DISTINCT FROM, `+ - * / ||`, casts, calls (`extract(f FROM x)` too), CASE,
+`interval '...'`, psycopg placeholders (`%(name)s`) and `psycopg.sql` format fields
+(`{}`, `{name}`), with PostgreSQL's precedence. The nodes (with their spans) are in
+`sqlnodes.py`.
 
 Anything outside this grammar raises `SqlParseError` (BETWEEN, IN, LIKE, EXISTS, an
 unknown operator, a second statement, ...): a statement written in a way the parser
