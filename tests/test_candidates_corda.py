@@ -11,7 +11,6 @@ overlap watcher runs throughout.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 import uuid
@@ -21,7 +20,7 @@ import pytest
 from tests.harness import jvmnode
 from tests.harness.bounds import allowance, wait_within
 from tests.harness.candidates import acquisitions_sent, candidate, local_iso, members_seen
-from tests.harness.cli import run_cli
+from tests.harness.cli import holders, run_cli
 from tests.harness.cluster import Cluster
 from tests.harness.cordapair import CordaHost, add_corda_host
 from tests.harness.host import log_seconds
@@ -86,10 +85,9 @@ def test_priority_takeover_and_a_scheduled_handover_with_jvm_nodes(
         b.wait_event("lease_acquired", W + STOP_MS / 1000 + 30)
         b.wait_event("node_ready", 60)  # readiness: Corda's "registered" line
         assert c.live_nodes() == []
-        history = json.loads(run_cli("history", "--json", "--config",
-                                     str(b.config_path)).stdout)
+        history = holders(b.config_path)
     watch.assert_never_two()
-    assert [h["holder"] for h in history[:3]] == ["b", "c", "a"]
+    assert history[:3] == ["b", "c", "a"]
     print(f"\nJVM nodes, U = {U:g} s, W = {W:g} s, stop {STOP_MS / 1000:g} s: c (priority 5) "
           f"ran the node {took:.3f} s after kill -9 of a's supervisor; b sent "
           f"{b_tries:g} acquisitions; the scheduled handover began "

@@ -220,8 +220,8 @@ def _wait_for_reconnect(duration: float) -> tuple[float, float]:
     hedge interval (U/8) and a reconnect on this machine now: a process start (the
     backend's fork, the proxy's threads) and 20 wake-ups, measured (2.0 s when idle)."""
     reconnect = allowance(measure(), spawns=1, base=0.1, turns=20)
-    w = max(W, (U + S + duration + U / 8 + reconnect) / 0.9)  # M = W / 10
-    return round(w, 2), round(w, 2) - min(2.0, round(w, 2) / 10) - S
+    w = round(max(W, (U + S + duration + U / 8 + reconnect) / 0.9), 2)  # M = W / 10
+    return w, w - min(2.0, w / 10) - S
 
 
 @pytest.mark.parametrize(("phase", "duration"), [(U / 2, 0.65), (U - 0.02, 0.65)],

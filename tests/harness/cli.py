@@ -1,9 +1,11 @@
 """Running the supervisor's command line to completion: `run_cli` (any subcommand, output
-captured) and `run_to_exit` (the daemon, `run --config`, until it exits by itself);
-`assert_clean` checks what a failing start printed."""
+captured), `holders` (the lease's holders as `history --json` lists them) and
+`run_to_exit` (the daemon, `run --config`, until it exits by itself); `assert_clean`
+checks what a failing start printed."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +28,13 @@ def run_cli(*args: str, timeout: float = 60.0,
     return subprocess.run([sys.executable, "-m", "supervisor", *args], capture_output=True,
                           text=True, timeout=timeout, env=full_env, cwd=REPO,
                           stdin=subprocess.DEVNULL)
+
+
+def holders(config: Path) -> list[str]:
+    """The holders of the lease's acquisitions, newest first (`history --json`)."""
+    out = run_cli("history", "--json", "--config", str(config))
+    assert out.returncode == 0, out
+    return [h["holder"] for h in json.loads(out.stdout)]
 
 
 def run_to_exit(reaper: Reaper, path: Path, timeout: float = 30) -> tuple[int, str]:
