@@ -17,10 +17,12 @@ quiet machine checks what it always did and a busy one does not fail for its loa
 This is how the chaos suite's checker derives its own (tests/chaos/load.py,
 `availability_allowance`, `kill_allowance`).
 
-Safety bounds never come from here: never two nodes, a node dead by t + W - M, no
-start before t + W are exact, whatever the load. A wait's own timeout (how long to
-wait before giving up: `GIVE_UP`) is not a bound either: `wait_within` waits that long
-and then checks the bound itself.
+Safety bounds never come from here: never two nodes and no start before t + W are
+exact, whatever the load. The one timing of a kill, a node dead by t + W - M, is a
+timer's: `kill_within` allows it the worst wake-up lateness measured (never below the
+test's fixed slack), which the margin M absorbs before t + W. A wait's own timeout
+(how long to wait before giving up: `GIVE_UP`) is not a bound either: `wait_within`
+waits that long and then checks the bound itself.
 """
 
 from __future__ import annotations
