@@ -347,10 +347,22 @@ class PatroniCluster:
         (m,) = [m for m in self.members if m.name == name]
         return m
 
-    def leader(self) -> str:
-        """The member whose REST API says it is the read-write primary now."""
-        found = [m.name for m in self.members if m.api("/primary")[0] == 200]
-        assert len(found) == 1, f"primaries by the REST API: {found}"
+    def leader(self, timeout: float = 10.0) -> str:
+        """The member whose REST API says it is the read-write primary, asked again (for
+        up to `timeout`) until exactly one says so: on a busy machine an API can miss its
+        own 1 s answer timeout, and a paused Patroni reports a postmaster restarted by
+        hand only at its next loop."""
+        found: list[str] = []
+
+        def one() -> bool:
+            found[:] = [m.name for m in self.members if m.api("/primary")[0] == 200]
+            return len(found) == 1
+
+        try:
+            wait_until(one, timeout, interval=0.1, message="one primary")
+        except AssertionError:
+            raise AssertionError(f"primaries by the REST API: {found}; roles "
+                                 f"{self.roles()}") from None
         return found[0]
 
     def roles(self) -> dict[str, tuple[str, str]]:
